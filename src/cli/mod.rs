@@ -1,0 +1,62 @@
+//! The command line: clap definitions and wiring. Decisions live in the library modules.
+
+mod render;
+mod schema;
+mod secrets;
+mod tenant;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mtp",
+    version,
+    about = "Run a fleet of OpenClaw gateway containers the GitOps way"
+)]
+pub struct Cli {
+    /// The fleet manifest. Secrets and recipients are found beside it, under `secrets/`.
+    #[arg(long, global = true, env = "MTP_FLEET", default_value = "fleet.toml")]
+    pub fleet: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check fleet.toml and its secrets; report every problem with file, line and column.
+    Validate(validate::Args),
+    /// Print the JSON Schema of fleet.toml (for editors and CI).
+    Schema(schema::Args),
+    /// Print what a tenant's container and openclaw.json will be, secrets masked.
+    Render(render::Args),
+    /// Manage age-encrypted secrets under secrets/.
+    #[command(subcommand)]
+    Secrets(secrets::Command),
+    /// Add or remove a tenant in fleet.toml, keeping its comments and layout.
+    #[command(subcommand)]
+    Tenant(tenant::Command),
+}
+
+/// Runs the command line and maps the outcome to an exit code (0 ok, 1 error; commands with
+/// a detailed exit code return their own).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(&cli.fleet, args),
+        Command::Schema(args) => schema::run(args),
+        Command::Render(args) => render::run(&cli.fleet, args),
+        Command::Secrets(cmd) => secrets::run(&cli.fleet, cmd),
+        Command::Tenant(cmd) => tenant::run(&cli.fleet, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(1)
+        }
+    }
+}

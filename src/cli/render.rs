@@ -1,0 +1,11 @@
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Tenant name (or `admin`).
+    pub tenant: String,
+}
+
+pub fn run(_fleet: &std::path::Path, _args: Args) -> miette::Result<ExitCode> {
+    miette::bail!("not implemented yet")
+}

@@ -1,0 +1,8 @@
+//! mtp: a fleet of per-customer OpenClaw gateway containers, run the GitOps way.
+//!
+//! Data flows one way: files -> desired state -> (live state) -> plan -> apply -> report.
+
+pub mod cli;
+pub mod manifest;
+pub mod render;
+pub mod secrets;

@@ -1,0 +1,277 @@
+//! The `fleet.toml` types. Unknown keys are rejected everywhere; every overridable setting is
+//! optional in `[defaults]`, `[admin]` and `[tenants.<name>]` and resolved by [`Settings::merge`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::units::{ByteSize, Duration};
+
+/// Defines a table type holding its own fields plus every overridable setting, written once
+/// here (serde's `flatten` would silently accept unknown keys and lose error positions).
+macro_rules! settings_table {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$xm:meta])* pub $x:ident : $xt:ty,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$xm])* pub $x: $xt,)*
+            /// Container image, e.g. `ghcr.io/openclaw/openclaw:2026.9.6`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub image: Option<String>,
+            /// Command run in the container. Default
+            /// `["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub command: Option<Vec<String>>,
+            /// Memory limit, e.g. `"2g"`, `"1536m"`. The gateway needs about 950 MiB resident.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub memory: Option<ByteSize>,
+            /// CPU limit in cores, e.g. `1.5`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub cpus: Option<f64>,
+            /// Maximum number of processes in the container.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub pids_limit: Option<i64>,
+            /// Docker restart policy.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub restart: Option<RestartPolicy>,
+            /// How long `docker stop` waits before SIGKILL, e.g. `"30s"`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub stop_timeout: Option<Duration>,
+            /// Container healthcheck and the health gate apply waits on.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub health: Option<HealthSettings>,
+            /// Primary model, `provider/model`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub model: Option<String>,
+            /// Fallback models, `provider/model`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub fallbacks: Option<Vec<String>>,
+            /// Telegram channel policies.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub telegram: Option<TelegramSettings>,
+            /// Tools the agent may not use (`tools.deny`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub tools_deny: Option<Vec<String>>,
+            /// Agent sandbox mode.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub sandbox: Option<SandboxMode>,
+            /// Names of secrets (in `secrets/<tenant>.toml`) delivered as environment variables of
+            /// the same name. `OPENCLAW_GATEWAY_TOKEN` is always delivered and need not be listed.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub secrets: Option<Vec<String>>,
+            /// Extra plain environment variables (never secrets). Merged key by key with `[defaults]`.
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub env: BTreeMap<String, String>,
+        }
+
+        impl $name {
+            /// The overridable settings this table sets.
+            pub fn settings(&self) -> Settings {
+                Settings {
+                    image: self.image.clone(),
+                    command: self.command.clone(),
+                    memory: self.memory.clone(),
+                    cpus: self.cpus.clone(),
+                    pids_limit: self.pids_limit.clone(),
+                    restart: self.restart.clone(),
+                    stop_timeout: self.stop_timeout.clone(),
+                    health: self.health.clone(),
+                    model: self.model.clone(),
+                    fallbacks: self.fallbacks.clone(),
+                    telegram: self.telegram.clone(),
+                    tools_deny: self.tools_deny.clone(),
+                    sandbox: self.sandbox.clone(),
+                    secrets: self.secrets.clone(),
+                    env: self.env.clone(),
+                }
+            }
+        }
+    };
+}
+
+/// A whole `fleet.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "mtp fleet manifest")]
+pub struct Manifest {
+    /// The fleet itself: its name, where tenant data lives, its Docker network.
+    pub fleet: FleetSettings,
+    /// Settings every tenant (and the admin instance) gets unless it overrides them.
+    #[serde(default)]
+    pub defaults: Settings,
+    /// The admin instance: the one container that may mount the Docker socket, read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSettings>,
+    /// One table per customer. The key is the tenant name: a DNS label.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantSettings>,
+}
+
+/// `[fleet]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    /// Fleet name: prefix of container names (`<name>-<tenant>`), of the network and the value
+    /// of the `mtp.fleet` label. A DNS label of at most 30 characters.
+    pub name: String,
+    /// Directory on the Docker host under which each tenant gets `<data_root>/<tenant>`,
+    /// mounted as the gateway's state directory.
+    pub data_root: PathBuf,
+    /// User-defined Docker network the fleet's containers join. Default: `<name>-net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Host address the tenants' ports are published on. Default `127.0.0.1`: a reverse proxy
+    /// or SSH tunnel fronts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<IpAddr>,
+    /// First host port `mtp tenant add` hands out when none is given. Default 18801.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_port: Option<u16>,
+    /// Remove containers of tenants no longer declared (after a verified backup), without
+    /// needing `--prune`. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<bool>,
+    /// Where apply writes backups of tenant data before removing a tenant.
+    /// Default `<data_root>/../backups` on the host running mtp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_dir: Option<PathBuf>,
+    /// JSON Lines audit log of every change apply makes. Relative to the manifest's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_log: Option<PathBuf>,
+}
+
+settings_table! {
+/// `[admin]`: like a tenant, plus the read-only Docker socket.
+pub struct AdminSettings {
+    /// Host port of the admin gateway.
+    pub port: u16,
+    /// Start the admin container (false stops it, keeping its data). Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Mount the Docker socket into the admin container, read-only. Default true.
+    #[serde(default = "yes")]
+    pub docker_socket: bool,
+}
+}
+
+settings_table! {
+/// `[tenants.<name>]`.
+pub struct TenantSettings {
+    /// Host port the tenant's gateway is published on (container port 18789).
+    pub port: u16,
+    /// Run the tenant (false stops its container and keeps its data). Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+}
+
+fn yes() -> bool {
+    true
+}
+
+settings_table! {
+    /// Everything a tenant may override. In `[defaults]` these apply to every tenant.
+    #[derive(Default)]
+    pub struct Settings {}
+}
+
+/// `restart` values, as Docker names them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure,
+}
+
+impl RestartPolicy {
+    pub fn as_docker(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::Always => "always",
+            Self::UnlessStopped => "unless-stopped",
+            Self::OnFailure => "on-failure",
+        }
+    }
+}
+
+/// `[defaults.health]`: the container healthcheck (exec form) and its timings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Exec-form healthcheck command, without the leading `CMD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Time between checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// Time one check may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Consecutive failures before Docker reports unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Grace period after start during which failures do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<Duration>,
+    /// How long apply waits for a new container to become healthy before rolling back.
+    /// The real gateway needs 20-50 s. Default `"120s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_timeout: Option<Duration>,
+}
+
+/// `telegram = { ... }`: the gateway's `channels.telegram` policies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramSettings {
+    /// Enable the Telegram channel. Default: true when the tenant has a
+    /// `TELEGRAM_BOT_TOKEN` secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Who may talk to the bot in direct messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dm_policy: Option<DmPolicy>,
+    /// Telegram user ids (or `"*"`) allowed to DM; `open` requires `"*"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<Vec<String>>,
+    /// Which groups the bot answers in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_policy: Option<GroupPolicy>,
+    /// Telegram user ids allowed to address the bot in groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_allow_from: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DmPolicy {
+    Pairing,
+    Allowlist,
+    Open,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupPolicy {
+    Allowlist,
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    Off,
+    NonMain,
+    All,
+}

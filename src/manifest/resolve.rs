@@ -1,0 +1,235 @@
+//! Resolving `[defaults]` + a tenant's overrides into one fully specified [`Instance`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::model::*;
+use super::units::{ByteSize, Duration};
+
+/// Port the gateway listens on inside its container.
+pub const GATEWAY_PORT: u16 = 18789;
+/// The secret every instance has: the gateway's shared token.
+pub const GATEWAY_TOKEN: &str = "OPENCLAW_GATEWAY_TOKEN";
+/// Name of the admin instance; reserved for tenants.
+pub const ADMIN: &str = "admin";
+/// Where the gateway keeps its state inside the container.
+pub const STATE_DIR: &str = "/home/node/.openclaw";
+/// uid:gid the gateway runs as in the upstream image (user `node`).
+pub const GATEWAY_UID: u32 = 1000;
+pub const GATEWAY_GID: u32 = 1000;
+
+pub const DEFAULT_COMMAND: &[&str] = &[
+    "node",
+    "dist/index.js",
+    "gateway",
+    "--bind",
+    "lan",
+    "--port",
+    "18789",
+];
+/// Upstream's exec-form healthcheck: works on the real image and on the stub.
+pub const DEFAULT_HEALTH_COMMAND: &[&str] = &[
+    "node",
+    "-e",
+    "fetch('http://127.0.0.1:18789/readyz').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))",
+];
+pub const DEFAULT_MEMORY: ByteSize = ByteSize(2 * ByteSize::GIB);
+/// Below this the gateway (about 950 MiB resident when idle) gets OOM-killed.
+pub const MIN_MEMORY: ByteSize = ByteSize(ByteSize::GIB);
+pub const DEFAULT_BASE_PORT: u16 = 18801;
+
+/// Whether an instance is a customer's gateway or the fleet's admin gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceKind {
+    Admin,
+    Tenant,
+}
+
+/// A tenant (or the admin instance) with every setting resolved: what rendering works from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Instance {
+    pub name: String,
+    pub kind: InstanceKind,
+    pub port: u16,
+    pub enabled: bool,
+    pub docker_socket: bool,
+    pub image: String,
+    pub command: Vec<String>,
+    pub memory: ByteSize,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub restart: RestartPolicy,
+    pub stop_timeout: Duration,
+    pub health: Health,
+    pub model: Option<String>,
+    pub fallbacks: Vec<String>,
+    pub telegram: Telegram,
+    pub tools_deny: Vec<String>,
+    pub sandbox: SandboxMode,
+    /// Secret names, sorted, always including [`GATEWAY_TOKEN`].
+    pub secrets: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub command: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+    pub gate_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Telegram {
+    /// `None`: enabled exactly when a `TELEGRAM_BOT_TOKEN` secret is delivered.
+    pub enabled: Option<bool>,
+    pub dm_policy: DmPolicy,
+    pub allow_from: Vec<String>,
+    pub group_policy: GroupPolicy,
+    pub group_allow_from: Vec<String>,
+}
+
+impl Manifest {
+    /// Every declared instance, the admin first, then tenants by name.
+    pub fn instances(&self) -> Vec<Instance> {
+        let mut out = Vec::with_capacity(self.tenants.len() + 1);
+        if let Some(admin) = &self.admin {
+            out.push(self.resolve(
+                ADMIN,
+                InstanceKind::Admin,
+                admin.port,
+                admin.enabled,
+                admin.docker_socket,
+                &admin.settings(),
+            ));
+        }
+        for (name, t) in &self.tenants {
+            out.push(self.resolve(
+                name,
+                InstanceKind::Tenant,
+                t.port,
+                t.enabled,
+                false,
+                &t.settings(),
+            ));
+        }
+        out
+    }
+
+    /// One instance by name (`admin` for the admin instance).
+    pub fn instance(&self, name: &str) -> Option<Instance> {
+        self.instances().into_iter().find(|i| i.name == name)
+    }
+
+    pub fn network_name(&self) -> String {
+        self.fleet
+            .network
+            .clone()
+            .unwrap_or_else(|| format!("{}-net", self.fleet.name))
+    }
+
+    pub fn bind_address(&self) -> IpAddr {
+        self.fleet
+            .bind_address
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// The host directory holding an instance's state.
+    pub fn data_dir(&self, instance: &str) -> PathBuf {
+        self.fleet.data_root.join(instance)
+    }
+
+    /// Container name of an instance: `<fleet>-<instance>`.
+    pub fn container_name(&self, instance: &str) -> String {
+        format!("{}-{}", self.fleet.name, instance)
+    }
+
+    pub fn prune(&self) -> bool {
+        self.fleet.prune.unwrap_or(false)
+    }
+
+    fn resolve(
+        &self,
+        name: &str,
+        kind: InstanceKind,
+        port: u16,
+        enabled: bool,
+        docker_socket: bool,
+        over: &Settings,
+    ) -> Instance {
+        let d = &self.defaults;
+        macro_rules! pick {
+            ($f:ident) => {
+                over.$f.clone().or_else(|| d.$f.clone())
+            };
+        }
+        let h_over = over.health.clone().unwrap_or_default();
+        let h_def = d.health.clone().unwrap_or_default();
+        macro_rules! pick_h {
+            ($f:ident, $default:expr) => {
+                h_over.$f.clone().or(h_def.$f.clone()).unwrap_or($default)
+            };
+        }
+        let t_over = over.telegram.clone().unwrap_or_default();
+        let t_def = d.telegram.clone().unwrap_or_default();
+        macro_rules! pick_t {
+            ($f:ident) => {
+                t_over.$f.clone().or(t_def.$f.clone())
+            };
+        }
+        let mut secrets: Vec<String> = pick!(secrets).unwrap_or_default();
+        secrets.push(GATEWAY_TOKEN.to_string());
+        secrets.sort();
+        secrets.dedup();
+        let mut env = d.env.clone();
+        env.extend(over.env.clone());
+        Instance {
+            name: name.to_string(),
+            kind,
+            port,
+            enabled,
+            docker_socket,
+            image: pick!(image).unwrap_or_default(),
+            command: pick!(command)
+                .unwrap_or_else(|| DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect()),
+            memory: pick!(memory).unwrap_or(DEFAULT_MEMORY),
+            cpus: pick!(cpus).unwrap_or(2.0),
+            pids_limit: pick!(pids_limit).unwrap_or(512),
+            restart: pick!(restart).unwrap_or(RestartPolicy::UnlessStopped),
+            stop_timeout: pick!(stop_timeout).unwrap_or(Duration::from_secs(30)),
+            health: Health {
+                command: pick_h!(
+                    command,
+                    DEFAULT_HEALTH_COMMAND
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                ),
+                interval: pick_h!(interval, Duration::from_secs(10)),
+                timeout: pick_h!(timeout, Duration::from_secs(5)),
+                retries: pick_h!(retries, 3),
+                start_period: pick_h!(start_period, Duration::from_secs(60)),
+                gate_timeout: pick_h!(gate_timeout, Duration::from_secs(120)),
+            },
+            model: pick!(model),
+            fallbacks: pick!(fallbacks).unwrap_or_default(),
+            telegram: Telegram {
+                enabled: pick_t!(enabled),
+                dm_policy: pick_t!(dm_policy).unwrap_or(DmPolicy::Pairing),
+                allow_from: pick_t!(allow_from).unwrap_or_default(),
+                group_policy: pick_t!(group_policy).unwrap_or(GroupPolicy::Allowlist),
+                group_allow_from: pick_t!(group_allow_from).unwrap_or_default(),
+            },
+            tools_deny: pick!(tools_deny).unwrap_or_default(),
+            sandbox: pick!(sandbox).unwrap_or(SandboxMode::Off),
+            secrets,
+            env,
+        }
+    }
+}

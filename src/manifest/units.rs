@@ -1,0 +1,166 @@
+//! Human-written quantities in `fleet.toml`: byte sizes (`"2g"`) and durations (`"30s"`).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A byte count written the way Docker takes it: `"512m"`, `"2g"`, `"1.5g"`, `"1073741824"`.
+/// Suffixes are binary (k = 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const MIB: u64 = 1024 * 1024;
+    pub const GIB: u64 = 1024 * 1024 * 1024;
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        let t = t.strip_suffix('b').unwrap_or(&t);
+        let (num, mult) = match t.chars().last() {
+            Some('k') => (&t[..t.len() - 1], 1024u64),
+            Some('m') => (&t[..t.len() - 1], Self::MIB),
+            Some('g') => (&t[..t.len() - 1], Self::GIB),
+            Some('t') => (&t[..t.len() - 1], Self::GIB * 1024),
+            _ => (t, 1),
+        };
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size; write it like \"512m\" or \"2g\""))?;
+        if !n.is_finite() || n < 0.0 || n * mult as f64 > u64::MAX as f64 / 2.0 {
+            return Err(format!("`{s}` is not a usable size"));
+        }
+        Ok(ByteSize((n * mult as f64).round() as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        if b != 0 && b % Self::GIB == 0 {
+            write!(f, "{}g", b / Self::GIB)
+        } else if b != 0 && b % Self::MIB == 0 {
+            write!(f, "{}m", b / Self::MIB)
+        } else if b != 0 && b % 1024 == 0 {
+            write!(f, "{}k", b / 1024)
+        } else {
+            write!(f, "{b}")
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A size with a binary suffix: \"512m\", \"2g\", \"1.5g\".",
+            "pattern": "^[0-9]+(\\.[0-9]+)?[kKmMgGtT]?[bB]?$"
+        })
+    }
+}
+
+/// A duration written as humantime takes it: `"30s"`, `"2m"`, `"1h 30m"`, `"500ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub fn from_secs(s: u64) -> Self {
+        Duration(std::time::Duration::from_secs(s))
+    }
+
+    pub fn std(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim())
+            .map(Duration)
+            .map_err(|e| format!("`{s}` is not a duration ({e}); write it like \"30s\" or \"2m\""))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A duration: \"500ms\", \"30s\", \"2m\", \"1h 30m\".",
+            "pattern": "^\\s*[0-9]+\\s*[a-zA-Z]+(\\s*[0-9]+\\s*[a-zA-Z]+)*\\s*$"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!("2g".parse::<ByteSize>().unwrap().0, 2 * ByteSize::GIB);
+        assert_eq!("1536m".parse::<ByteSize>().unwrap().0, 1536 * ByteSize::MIB);
+        assert_eq!("1.5g".parse::<ByteSize>().unwrap().0, 1536 * ByteSize::MIB);
+        assert_eq!("1024".parse::<ByteSize>().unwrap().0, 1024);
+        assert!("lots".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(2 * ByteSize::GIB).to_string(), "2g");
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        let d: Duration = "2m".parse().unwrap();
+        assert_eq!(d.0.as_secs(), 120);
+        assert_eq!(d.to_string().parse::<Duration>().unwrap(), d);
+    }
+}

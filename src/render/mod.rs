@@ -1,0 +1,295 @@
+//! Rendering, a pure function: an [`Instance`] + its decrypted secrets -> the container it
+//! should be ([`ContainerSpec`]) and its `openclaw.json`. Same input, same bytes.
+
+mod config;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{
+    GATEWAY_GID, GATEWAY_PORT, GATEWAY_UID, Instance, InstanceKind, Manifest, RestartPolicy,
+    STATE_DIR,
+};
+use crate::secrets::SecretValue;
+
+pub use config::render_config;
+
+/// Labels every managed container carries.
+pub const LABEL_FLEET: &str = "mtp.fleet";
+pub const LABEL_TENANT: &str = "mtp.tenant";
+pub const LABEL_SPEC_HASH: &str = "mtp.spec-hash";
+pub const LABEL_COMMIT: &str = "mtp.commit";
+/// The applied spec's fields as JSON (secrets as fingerprints), so a plan can show old -> new
+/// from the one list call.
+pub const LABEL_SPEC: &str = "mtp.spec";
+/// Path of the config file inside the container.
+pub const CONFIG_PATH: &str = "/home/node/.openclaw/openclaw.json";
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RenderError {
+    #[error("{instance}: secret `{secret}` is referenced but not in secrets/{instance}.toml")]
+    MissingSecret { instance: String, secret: String },
+    #[error("{instance}: no image; set `image` in [defaults] or in the tenant")]
+    NoImage { instance: String },
+}
+
+/// A variable of the container's environment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Plain(String),
+    /// Serializes as its fingerprint only.
+    Secret(SecretValue),
+}
+
+impl EnvValue {
+    /// The value to hand to Docker.
+    pub fn expose(&self) -> &str {
+        match self {
+            EnvValue::Plain(v) => v,
+            EnvValue::Secret(s) => s.expose(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Mount {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    pub memory: u64,
+    pub nano_cpus: i64,
+    pub pids_limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Healthcheck {
+    /// Exec form, starting with `CMD`.
+    pub test: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Security {
+    pub user: String,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub init: bool,
+}
+
+/// What one instance's container should be. Serializing it never reveals a secret value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub instance: String,
+    pub kind: InstanceKind,
+    /// Whether the container should be running.
+    pub enabled: bool,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, EnvValue>,
+    pub ports: Vec<PortBinding>,
+    pub mounts: Vec<Mount>,
+    pub network: String,
+    /// The host directory mounted as the gateway's state directory.
+    pub data_dir: String,
+    pub limits: Limits,
+    pub restart: RestartPolicy,
+    pub stop_timeout_s: u64,
+    pub healthcheck: Healthcheck,
+    pub security: Security,
+    /// How long apply waits for health before rolling back (not part of the container).
+    pub gate_timeout_s: u64,
+    /// The rendered `openclaw.json`: secrets appear only as `${VAR}` references.
+    pub config: String,
+}
+
+/// How a changed field can be brought to its new value on a live container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldClass {
+    /// Docker's update API changes it on the running container.
+    DockerUpdate,
+    /// Rewriting `openclaw.json`; the gateway hot-reloads it.
+    HotReload,
+    /// Used only by mtp itself (stop timeout, health gate); nothing to do on the container.
+    MtpOnly,
+    /// Docker cannot change it on a live container: the container must be recycled.
+    Recycle,
+}
+
+impl ContainerSpec {
+    /// The spec as a flat, ordered map of field path -> value. This is what is hashed, stamped
+    /// in the `mtp.spec` label and compared by the planner. Secrets appear as fingerprints.
+    pub fn fields(&self) -> BTreeMap<String, Value> {
+        let mut f = BTreeMap::new();
+        let mut put = |k: &str, v: Value| {
+            f.insert(k.to_string(), v);
+        };
+        put("image", Value::from(self.image.clone()));
+        put("command", serde_json::json!(self.command));
+        for (k, v) in &self.env {
+            put(&format!("env.{k}"), serde_json::json!(v));
+        }
+        put("ports", serde_json::json!(self.ports));
+        put("mounts", serde_json::json!(self.mounts));
+        put("network", Value::from(self.network.clone()));
+        put("limits.memory", Value::from(self.limits.memory));
+        put("limits.nano_cpus", Value::from(self.limits.nano_cpus));
+        put("limits.pids_limit", Value::from(self.limits.pids_limit));
+        put("restart", Value::from(self.restart.as_docker()));
+        put("stop_timeout_s", Value::from(self.stop_timeout_s));
+        put("gate_timeout_s", Value::from(self.gate_timeout_s));
+        put("healthcheck", serde_json::json!(self.healthcheck));
+        put("security", serde_json::json!(self.security));
+        put("config", Value::from(self.config.clone()));
+        f
+    }
+
+    /// The spec hash: SHA-256 over the canonical JSON of [`Self::fields`], shortened.
+    /// Secrets enter only through their keyed fingerprints.
+    pub fn hash(&self) -> String {
+        hash_fields(&self.fields())
+    }
+}
+
+/// Hash of a field map as produced by [`ContainerSpec::fields`].
+pub fn hash_fields(fields: &BTreeMap<String, Value>) -> String {
+    let canonical = serde_json::to_vec(fields).expect("a map of JSON values serializes");
+    let digest = Sha256::digest(&canonical);
+    hex::encode(&digest[..16])
+}
+
+/// How a change to the field at `path` is applied. `config` is classified by
+/// [`config::config_change_class`] since only `gateway.*` needs a restart.
+pub fn field_class(path: &str) -> FieldClass {
+    match path {
+        "limits.memory" | "limits.nano_cpus" | "limits.pids_limit" | "restart" => {
+            FieldClass::DockerUpdate
+        }
+        "stop_timeout_s" | "gate_timeout_s" => FieldClass::MtpOnly,
+        "config" => FieldClass::HotReload,
+        _ => FieldClass::Recycle,
+    }
+}
+
+pub use config::config_change_class;
+
+/// Renders one instance. `secrets` holds the instance's decrypted secrets by name.
+pub fn render(
+    manifest: &Manifest,
+    inst: &Instance,
+    secrets: &BTreeMap<String, SecretValue>,
+) -> Result<ContainerSpec, RenderError> {
+    if inst.image.is_empty() {
+        return Err(RenderError::NoImage {
+            instance: inst.name.clone(),
+        });
+    }
+    let mut env: BTreeMap<String, EnvValue> = inst
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), EnvValue::Plain(v.clone())))
+        .collect();
+    for (k, v) in [
+        ("OPENCLAW_STATE_DIR", STATE_DIR.to_string()),
+        ("OPENCLAW_CONFIG_PATH", CONFIG_PATH.to_string()),
+        ("OPENCLAW_DISABLE_BONJOUR", "1".to_string()),
+    ] {
+        env.insert(k.to_string(), EnvValue::Plain(v));
+    }
+    for name in &inst.secrets {
+        let value = secrets
+            .get(name)
+            .ok_or_else(|| RenderError::MissingSecret {
+                instance: inst.name.clone(),
+                secret: name.clone(),
+            })?;
+        env.insert(name.clone(), EnvValue::Secret(value.clone()));
+    }
+
+    let data_dir = manifest.data_dir(&inst.name).to_string_lossy().into_owned();
+    let mut mounts = vec![Mount {
+        source: data_dir.clone(),
+        target: STATE_DIR.to_string(),
+        read_only: false,
+    }];
+    if inst.kind == InstanceKind::Admin && inst.docker_socket {
+        mounts.push(Mount {
+            source: DOCKER_SOCKET.to_string(),
+            target: DOCKER_SOCKET.to_string(),
+            read_only: true,
+        });
+    }
+
+    let mut test = vec!["CMD".to_string()];
+    test.extend(inst.health.command.iter().cloned());
+
+    Ok(ContainerSpec {
+        name: manifest.container_name(&inst.name),
+        instance: inst.name.clone(),
+        kind: inst.kind,
+        enabled: inst.enabled,
+        image: inst.image.clone(),
+        command: inst.command.clone(),
+        env,
+        ports: vec![PortBinding {
+            host_ip: manifest.bind_address().to_string(),
+            host_port: inst.port,
+            container_port: GATEWAY_PORT,
+        }],
+        mounts,
+        network: manifest.network_name(),
+        data_dir,
+        limits: Limits {
+            memory: inst.memory.bytes(),
+            nano_cpus: (inst.cpus * 1e9).round() as i64,
+            pids_limit: inst.pids_limit,
+        },
+        restart: inst.restart,
+        stop_timeout_s: inst.stop_timeout.std().as_secs(),
+        healthcheck: Healthcheck {
+            test,
+            interval_ms: inst.health.interval.std().as_millis() as u64,
+            timeout_ms: inst.health.timeout.std().as_millis() as u64,
+            retries: inst.health.retries,
+            start_period_ms: inst.health.start_period.std().as_millis() as u64,
+        },
+        security: Security {
+            user: format!("{GATEWAY_UID}:{GATEWAY_GID}"),
+            cap_drop: vec!["ALL".to_string()],
+            no_new_privileges: true,
+            init: true,
+        },
+        gate_timeout_s: inst.health.gate_timeout.std().as_secs(),
+        config: render_config(inst),
+    })
+}
+
+/// The spec as people read it: JSON with secrets as fingerprints (what `mtp render` prints).
+pub fn to_display_json(spec: &ContainerSpec) -> String {
+    let mut v = serde_json::to_value(spec).expect("spec serializes");
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("config");
+        obj.insert("spec_hash".into(), Value::from(spec.hash()));
+    }
+    serde_json::to_string_pretty(&v).expect("JSON value serializes")
+}

@@ -1,0 +1,115 @@
+//! A decrypted secret as the rest of mtp sees it: the value, reachable only through
+//! [`SecretValue::expose`], and a keyed fingerprint that is safe to print, hash and label.
+
+use std::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Serialize, Serializer};
+use sha2::Sha256;
+
+/// Name of the fleet-wide secret that keys every fingerprint (in `secrets/_fleet.toml`).
+pub const FINGERPRINT_KEY: &str = "FINGERPRINT_KEY";
+/// Owner of fleet-wide secrets; not a valid tenant name, so it cannot collide with one.
+pub const FLEET_OWNER: &str = "_fleet";
+
+/// The key fingerprints are computed with. Random per fleet and stored encrypted, so a
+/// fingerprint reveals nothing about a value, even a short one, to whoever reads labels or plans.
+#[derive(Clone)]
+pub struct FingerprintKey(SecretString);
+
+impl FingerprintKey {
+    pub fn new(key: SecretString) -> Self {
+        FingerprintKey(key)
+    }
+
+    /// `fp:` and the first 16 hex digits of HMAC-SHA256(key, value).
+    pub fn fingerprint(&self, value: &str) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose_secret().as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        format!("fp:{}", &hex::encode(digest)[..16])
+    }
+}
+
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey(..)")
+    }
+}
+
+/// A secret's value with its fingerprint. `Debug`, `Display` and `Serialize` show only the
+/// fingerprint, so a value cannot leak through logging or a serialized spec by accident.
+#[derive(Clone)]
+pub struct SecretValue {
+    value: SecretString,
+    fingerprint: String,
+}
+
+impl SecretValue {
+    pub fn new(value: SecretString, key: &FingerprintKey) -> Self {
+        let fingerprint = key.fingerprint(value.expose_secret());
+        SecretValue { value, fingerprint }
+    }
+
+    /// The plaintext. Call only where the value leaves mtp for its destination
+    /// (a container's environment).
+    pub fn expose(&self) -> &str {
+        self.value.expose_secret()
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+impl PartialEq for SecretValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretValue({})", self.fingerprint)
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "(secret {})", self.fingerprint)
+    }
+}
+
+impl Serialize for SecretValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.fingerprint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> FingerprintKey {
+        FingerprintKey::new(SecretString::from(k.to_string()))
+    }
+
+    #[test]
+    fn fingerprint_depends_on_key_and_value_and_hides_value() {
+        let a = key("k1").fingerprint("hunter2");
+        assert_eq!(a, key("k1").fingerprint("hunter2"));
+        assert_ne!(a, key("k2").fingerprint("hunter2"));
+        assert_ne!(a, key("k1").fingerprint("hunter3"));
+        assert!(a.starts_with("fp:") && a.len() == 19);
+        let v = SecretValue::new(SecretString::from("hunter2".to_string()), &key("k1"));
+        for shown in [
+            format!("{v:?}"),
+            v.to_string(),
+            serde_json::to_string(&v).unwrap(),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
+}
