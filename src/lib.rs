@@ -3,6 +3,9 @@
 //! Data flows one way: files -> desired state -> (live state) -> plan -> apply -> report.
 
 pub mod cli;
+pub mod engine;
 pub mod manifest;
+pub mod plan;
 pub mod render;
+pub mod report;
 pub mod secrets;

@@ -38,12 +38,25 @@ pub enum RenderError {
 }
 
 /// A variable of the container's environment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EnvValue {
     Plain(String),
-    /// Serializes as its fingerprint only.
+    /// Serializes as `{"secret": "<fingerprint>"}` only.
     Secret(SecretValue),
+}
+
+impl Serialize for EnvValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EnvValue::Plain(v) => s.serialize_str(v),
+            EnvValue::Secret(v) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("secret", v.fingerprint())?;
+                m.end()
+            }
+        }
+    }
 }
 
 impl EnvValue {

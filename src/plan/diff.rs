@@ -1,0 +1,469 @@
+//! The planner, a pure function: (desired, live) -> [`Plan`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::*;
+use crate::engine::{HealthState, LiveContainer, LiveState, NEXT_SUFFIX};
+use crate::render::{ContainerSpec, FieldClass, config_change_class, field_class, hash_fields};
+
+/// The declared side of a plan.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub fleet: String,
+    /// Admin first, then tenants by name (as `Manifest::instances` orders them).
+    pub specs: Vec<ContainerSpec>,
+    pub manifest_hash: String,
+    pub commit: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Remove containers of tenants no longer declared (after a backup).
+    pub prune: bool,
+    /// Only these tenants (empty: all).
+    pub targets: Vec<String>,
+    /// Docker host, recorded in the plan.
+    pub engine: String,
+}
+
+/// A live container's effective spec: the newest patch record for it, else its labels.
+struct Effective {
+    hash: Option<String>,
+    fields: Option<Fields>,
+}
+
+fn effective(c: &LiveContainer, live: &LiveState) -> Effective {
+    let record = live
+        .records
+        .iter()
+        .filter(|r| r.container_id == c.id)
+        .max_by_key(|r| r.seq);
+    match record {
+        Some(r) => Effective {
+            hash: Some(r.spec_hash.clone()),
+            fields: Some(r.fields.clone()),
+        },
+        None => Effective {
+            hash: c.spec_hash().map(str::to_string),
+            fields: c.recorded_fields(),
+        },
+    }
+}
+
+/// Plans the changes that take `live` to `desired`.
+pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
+    let fleet = desired.fleet.as_str();
+    let in_scope = |t: &str| opts.targets.is_empty() || opts.targets.iter().any(|x| x == t);
+    let ours: Vec<&LiveContainer> = live
+        .containers
+        .iter()
+        .filter(|c| c.fleet() == Some(fleet))
+        .collect();
+    let declared: BTreeSet<&str> = desired.specs.iter().map(|s| s.instance.as_str()).collect();
+
+    let mut actions = Vec::new();
+    for spec in desired.specs.iter().filter(|s| in_scope(&s.instance)) {
+        actions.push(plan_instance(spec, fleet, &ours, live));
+    }
+
+    // Containers of tenants that are no longer declared.
+    let mut fleet_drift = Vec::new();
+    let mut orphans: BTreeMap<&str, Vec<&LiveContainer>> = BTreeMap::new();
+    for c in &ours {
+        match c.tenant() {
+            Some(t) if declared.contains(t) => {}
+            Some(t) if in_scope(t) => orphans.entry(t).or_default().push(c),
+            Some(_) => {}
+            None => fleet_drift.push(Drift {
+                kind: DriftKind::Orphan,
+                container: c.name.clone(),
+                container_id: c.id.clone(),
+                detail: "carries this fleet's label but no tenant label".into(),
+                remedy: Remedy::ReportOnly,
+            }),
+        }
+    }
+    for (tenant, containers) in orphans {
+        let canonical = containers
+            .iter()
+            .find(|c| c.name == format!("{fleet}-{tenant}"))
+            .or_else(|| containers.iter().find(|c| c.role() == "canonical"));
+        let mut drift: Vec<Drift> = containers
+            .iter()
+            .filter(|c| Some(c.id.as_str()) != canonical.map(|k| k.id.as_str()))
+            .map(|c| Drift {
+                kind: DriftKind::Leftover,
+                container: c.name.clone(),
+                container_id: c.id.clone(),
+                detail: format!("container of undeclared tenant `{tenant}`"),
+                remedy: Remedy::RemoveContainer,
+            })
+            .collect();
+        let Some(canonical) = canonical else {
+            if !drift.is_empty() {
+                actions.push(TenantAction {
+                    reasons: vec![format!("`{tenant}` is not declared; only leftovers remain")],
+                    drift,
+                    ..blank_action(tenant, ActionKind::Noop)
+                });
+            }
+            continue;
+        };
+        drift.push(Drift {
+            kind: DriftKind::Orphan,
+            container: canonical.name.clone(),
+            container_id: canonical.id.clone(),
+            detail: format!("tenant `{tenant}` is no longer declared in the manifest"),
+            remedy: if opts.prune {
+                Remedy::FixedByAction
+            } else {
+                Remedy::RemoveWithPrune
+            },
+        });
+        let live_ref = Some(live_ref(canonical, &effective(canonical, live)));
+        if opts.prune {
+            actions.push(TenantAction {
+                reasons: vec![
+                    "no longer declared; pruning: data is backed up, then the container removed"
+                        .into(),
+                ],
+                live: live_ref,
+                drift,
+                backup_required: true,
+                ..blank_action(tenant, ActionKind::Remove)
+            });
+        } else {
+            actions.push(TenantAction {
+                reasons: vec![
+                    "no longer declared; kept because pruning is off (--prune or fleet.prune)"
+                        .into(),
+                ],
+                live: live_ref,
+                drift,
+                ..blank_action(tenant, ActionKind::Noop)
+            });
+        }
+    }
+
+    let summary = summarize(&actions, &fleet_drift);
+    Plan {
+        format: PLAN_FORMAT,
+        fleet: fleet.to_string(),
+        manifest_hash: desired.manifest_hash.clone(),
+        commit: desired.commit.clone(),
+        live_fingerprint: live.fingerprint(),
+        engine: opts.engine.clone(),
+        targets: opts.targets.clone(),
+        prune: opts.prune,
+        summary,
+        actions,
+        drift: fleet_drift,
+    }
+}
+
+fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
+    TenantAction {
+        tenant: tenant.to_string(),
+        action,
+        reasons: Vec::new(),
+        changes: Vec::new(),
+        forced_by: Vec::new(),
+        config_diff: None,
+        desired_hash: None,
+        live: None,
+        drift: Vec::new(),
+        blocked: None,
+        backup_required: false,
+    }
+}
+
+fn live_ref(c: &LiveContainer, eff: &Effective) -> LiveRef {
+    LiveRef {
+        container_id: c.id.clone(),
+        name: c.name.clone(),
+        spec_hash: eff.hash.clone(),
+        running: c.state.is_running(),
+    }
+}
+
+fn plan_instance(
+    spec: &ContainerSpec,
+    fleet: &str,
+    ours: &[&LiveContainer],
+    live: &LiveState,
+) -> TenantAction {
+    let tenant = spec.instance.as_str();
+    let desired_fields = spec.fields();
+    let desired_hash = hash_fields(&desired_fields);
+    let mut action = TenantAction {
+        desired_hash: Some(desired_hash.clone()),
+        ..blank_action(tenant, ActionKind::Noop)
+    };
+
+    // Squatters: containers that are not ours on our name or our host port.
+    for c in live.containers.iter().filter(|c| c.fleet() != Some(fleet)) {
+        if c.name == spec.name {
+            action.drift.push(Drift {
+                kind: DriftKind::NameSquatter,
+                container: c.name.clone(),
+                container_id: c.id.clone(),
+                detail: format!(
+                    "a container not managed by this fleet is named `{}`",
+                    c.name
+                ),
+                remedy: Remedy::Blocks,
+            });
+            action.blocked = Some(format!(
+                "container `{}` ({}) is not managed by mtp and takes the tenant's name; rename or remove it",
+                c.name,
+                short(&c.id)
+            ));
+        }
+        for want in &spec.ports {
+            if c.ports.iter().any(|p| p.host_port == want.host_port) {
+                action.drift.push(Drift {
+                    kind: DriftKind::PortSquatter,
+                    container: c.name.clone(),
+                    container_id: c.id.clone(),
+                    detail: format!(
+                        "publishes host port {} that the tenant needs",
+                        want.host_port
+                    ),
+                    remedy: Remedy::Blocks,
+                });
+                action.blocked = Some(format!(
+                    "container `{}` ({}) publishes host port {}; free the port or change the tenant's port",
+                    c.name,
+                    short(&c.id),
+                    want.host_port
+                ));
+            }
+        }
+    }
+
+    let mine: Vec<&LiveContainer> = ours
+        .iter()
+        .copied()
+        .filter(|c| c.tenant() == Some(tenant))
+        .collect();
+    let canonical = mine.iter().copied().find(|c| c.name == spec.name);
+    for c in &mine {
+        if Some(c.id.as_str()) == canonical.map(|k| k.id.as_str()) {
+            continue;
+        }
+        let (kind, detail) = if c.name.ends_with(NEXT_SUFFIX) || c.role() == "next" {
+            (
+                DriftKind::Leftover,
+                "temporary container of an interrupted recycle".to_string(),
+            )
+        } else {
+            (
+                DriftKind::Duplicate,
+                format!("a second container claims tenant `{tenant}`"),
+            )
+        };
+        action.drift.push(Drift {
+            kind,
+            container: c.name.clone(),
+            container_id: c.id.clone(),
+            detail,
+            remedy: Remedy::RemoveContainer,
+        });
+    }
+
+    let Some(current) = canonical else {
+        if spec.enabled {
+            action.action = ActionKind::Create;
+            action.reasons.push("no container yet".into());
+            action.changes = desired_fields
+                .iter()
+                .map(|(k, v)| change(k, None, Some(v.clone())))
+                .collect();
+        } else {
+            action.reasons.push("disabled and has no container".into());
+        }
+        return action;
+    };
+
+    let eff = effective(current, live);
+    action.live = Some(live_ref(current, &eff));
+    let running = current.state.is_running();
+
+    let mut forced_by = Vec::new();
+    let changes = match &eff.fields {
+        Some(old) => diff_fields(old, &desired_fields),
+        None => {
+            forced_by.push("(no recorded spec)".to_string());
+            action
+                .reasons
+                .push("the container carries no readable mtp.spec label".into());
+            Vec::new()
+        }
+    };
+    if let Some(old) = &eff.fields {
+        // Modified behind our back: what Docker reports differs from what we recorded.
+        if let Some(Value::String(img)) = old.get("image")
+            && !current.image.is_empty()
+            && img != &current.image
+            && !current.image.starts_with("sha256:")
+        {
+            action.drift.push(Drift {
+                kind: DriftKind::Modified,
+                container: current.name.clone(),
+                container_id: current.id.clone(),
+                detail: format!("runs image `{}`, recorded `{img}`", current.image),
+                remedy: Remedy::FixedByAction,
+            });
+            forced_by.push("image (modified outside mtp)".into());
+        }
+        if eff.hash.as_deref() != Some(hash_fields(old).as_str()) {
+            action.drift.push(Drift {
+                kind: DriftKind::Modified,
+                container: current.name.clone(),
+                container_id: current.id.clone(),
+                detail: "its spec-hash label does not match its recorded spec".into(),
+                remedy: Remedy::FixedByAction,
+            });
+            forced_by.push("spec-hash (modified outside mtp)".into());
+        }
+    }
+    for c in &changes {
+        if c.class == ChangeClass::Recycle {
+            forced_by.push(c.field.clone());
+        }
+    }
+    action.config_diff = config_diff(eff.fields.as_ref(), &desired_fields);
+    let changed = !changes.is_empty() || !forced_by.is_empty();
+    action.changes = changes;
+
+    if !spec.enabled {
+        if running {
+            action.action = ActionKind::Stop;
+            action.reasons.push("tenant is disabled".into());
+        } else {
+            action.reasons.push("disabled and stopped".into());
+        }
+        if changed {
+            action
+                .reasons
+                .push("spec changes wait until the tenant is enabled".into());
+        }
+        return action;
+    }
+
+    if !running {
+        action.drift.push(Drift {
+            kind: DriftKind::Stopped,
+            container: current.name.clone(),
+            container_id: current.id.clone(),
+            detail: format!(
+                "container is {:?} while the tenant is enabled",
+                current.state
+            )
+            .to_lowercase(),
+            remedy: Remedy::FixedByAction,
+        });
+    }
+    if !forced_by.is_empty() || (changed && !running) {
+        action.action = ActionKind::Recycle;
+        if forced_by.is_empty() {
+            action
+                .reasons
+                .push("stopped with a changed spec: recreated with the new one".into());
+        } else {
+            action
+                .reasons
+                .push(format!("forced by {}", forced_by.join(", ")));
+        }
+        action.forced_by = forced_by;
+    } else if changed {
+        action.action = ActionKind::Patch;
+        let mut how: Vec<&str> = action
+            .changes
+            .iter()
+            .map(|c| match c.class {
+                ChangeClass::DockerUpdate => "Docker update",
+                ChangeClass::HotReload => "config hot reload",
+                ChangeClass::MtpOnly => "mtp settings",
+                ChangeClass::Recycle => "recycle",
+            })
+            .collect();
+        how.dedup();
+        action.reasons.push(format!("in place: {}", how.join(", ")));
+    } else if !running {
+        action.action = ActionKind::Start;
+        action.reasons.push("enabled but not running".into());
+    } else if current.health == HealthState::Unhealthy {
+        action.drift.push(Drift {
+            kind: DriftKind::Unhealthy,
+            container: current.name.clone(),
+            container_id: current.id.clone(),
+            detail: "Docker reports the container unhealthy".into(),
+            remedy: Remedy::ReportOnly,
+        });
+    }
+    action
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn is_secret(v: Option<&Value>) -> bool {
+    matches!(v, Some(Value::Object(m)) if m.contains_key("secret"))
+}
+
+fn change(field: &str, old: Option<Value>, new: Option<Value>) -> FieldChange {
+    FieldChange {
+        field: field.to_string(),
+        class: ChangeClass::Recycle,
+        secret: is_secret(old.as_ref()) || is_secret(new.as_ref()),
+        old,
+        new,
+    }
+}
+
+/// Field-by-field differences with how each is applied.
+pub(crate) fn diff_fields(old: &Fields, new: &Fields) -> Vec<FieldChange> {
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let mut out = Vec::new();
+    for k in keys {
+        let (o, n) = (old.get(k), new.get(k));
+        if o == n {
+            continue;
+        }
+        let class = match field_class(k) {
+            FieldClass::DockerUpdate => ChangeClass::DockerUpdate,
+            FieldClass::MtpOnly => ChangeClass::MtpOnly,
+            FieldClass::Recycle => ChangeClass::Recycle,
+            FieldClass::HotReload => match (o.and_then(Value::as_str), n.and_then(Value::as_str)) {
+                (Some(a), Some(b)) if config_change_class(a, b) == FieldClass::HotReload => {
+                    ChangeClass::HotReload
+                }
+                _ => ChangeClass::Recycle,
+            },
+        };
+        out.push(FieldChange {
+            class,
+            ..change(k, o.cloned(), n.cloned())
+        });
+    }
+    out
+}
+
+fn config_diff(old: Option<&Fields>, new: &Fields) -> Option<String> {
+    let old = old?.get("config").and_then(Value::as_str).unwrap_or("");
+    let new = new.get("config").and_then(Value::as_str).unwrap_or("");
+    if old == new {
+        return None;
+    }
+    Some(
+        similar::TextDiff::from_lines(old, new)
+            .unified_diff()
+            .context_radius(3)
+            .header("openclaw.json (live)", "openclaw.json (desired)")
+            .to_string(),
+    )
+}

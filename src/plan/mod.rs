@@ -1,0 +1,267 @@
+//! The plan: the typed changeset that takes live state to desired state. The same value is
+//! printed by `mtp plan`, saved by `--out`, and executed by `mtp apply`.
+
+mod diff;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use diff::{Desired, PlanOptions, plan};
+
+/// Version of the plan format; bumped on any incompatible change to field names or meaning.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// What apply does to one tenant.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// No container yet: create, start, gate on health.
+    Create,
+    /// Change in place without a restart: Docker update and/or hot-reloaded config.
+    Patch,
+    /// Replace the container (new beside old, health-gated, old removed on success).
+    Recycle,
+    /// Start a stopped container (tenant enabled, or stopped behind our back).
+    Start,
+    /// Stop a running container (tenant disabled); its data stays.
+    Stop,
+    /// Remove the container of a tenant no longer declared, after backing up its data.
+    Remove,
+    /// Nothing to do.
+    Noop,
+}
+
+impl ActionKind {
+    /// The symbol shown in front of the tenant in human output.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            ActionKind::Create => "+",
+            ActionKind::Patch => "~",
+            ActionKind::Recycle => "-/+",
+            ActionKind::Start => ">",
+            ActionKind::Stop => ".",
+            ActionKind::Remove => "-",
+            ActionKind::Noop => "=",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            ActionKind::Create => "create",
+            ActionKind::Patch => "patch",
+            ActionKind::Recycle => "recycle",
+            ActionKind::Start => "start",
+            ActionKind::Stop => "stop",
+            ActionKind::Remove => "remove",
+            ActionKind::Noop => "no-op",
+        }
+    }
+}
+
+/// How one changed field is applied.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeClass {
+    /// Docker's update API, on the running container.
+    DockerUpdate,
+    /// `openclaw.json` rewritten; the gateway hot-reloads it.
+    HotReload,
+    /// Only mtp uses it (stop timeout, health gate); nothing changes on the container.
+    MtpOnly,
+    /// Forces a recycle.
+    Recycle,
+}
+
+/// One field whose value differs between live and desired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FieldChange {
+    /// Field path: `image`, `env.FOO`, `limits.memory`, `config`, ...
+    pub field: String,
+    pub class: ChangeClass,
+    /// A secret: `old`/`new` are keyed fingerprints, never values.
+    pub secret: bool,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+/// Something found on the engine that mtp did not put there, or left half-done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Drift {
+    pub kind: DriftKind,
+    /// Container (or record) concerned.
+    pub container: String,
+    pub container_id: String,
+    /// What was seen, for people.
+    pub detail: String,
+    /// What apply will do about it.
+    pub remedy: Remedy,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftKind {
+    /// The tenant's container is stopped although the tenant is enabled.
+    Stopped,
+    /// The tenant's container is gone although it was managed (seen only as "create").
+    Missing,
+    /// The container differs from what mtp recorded when it made it.
+    Modified,
+    /// A container with our labels whose tenant is not declared.
+    Orphan,
+    /// A container without our labels takes a tenant's name.
+    NameSquatter,
+    /// Another container publishes a tenant's host port.
+    PortSquatter,
+    /// The temporary container of an interrupted recycle.
+    Leftover,
+    /// A second container claims the same tenant.
+    Duplicate,
+    /// The tenant's container reports unhealthy.
+    Unhealthy,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Remedy {
+    /// The tenant's action fixes it.
+    FixedByAction,
+    /// Apply removes the container before the tenant's action (it holds no tenant data).
+    RemoveContainer,
+    /// Apply removes it only with pruning, after backing up the tenant's data.
+    RemoveWithPrune,
+    /// Not ours: apply will not touch it; the tenant's action is blocked until an operator
+    /// resolves it.
+    Blocks,
+    /// Reported only.
+    ReportOnly,
+}
+
+/// The container a tenant action starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LiveRef {
+    pub container_id: String,
+    pub name: String,
+    pub spec_hash: Option<String>,
+    pub running: bool,
+}
+
+/// Everything apply does for one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TenantAction {
+    pub tenant: String,
+    pub action: ActionKind,
+    /// Why, in words.
+    pub reasons: Vec<String>,
+    /// Fields that differ, live -> desired.
+    pub changes: Vec<FieldChange>,
+    /// For a recycle: the fields that forced it.
+    pub forced_by: Vec<String>,
+    /// `openclaw.json` as a unified diff, when it changes.
+    pub config_diff: Option<String>,
+    /// Spec hash apply must produce (and checks against its re-render before acting).
+    pub desired_hash: Option<String>,
+    pub live: Option<LiveRef>,
+    /// Drift concerning this tenant, with what apply does about it.
+    pub drift: Vec<Drift>,
+    /// Set when something apply must not touch stands in the way (a squatter).
+    pub blocked: Option<String>,
+    /// The tenant's data must be backed up first (remove).
+    pub backup_required: bool,
+}
+
+impl TenantAction {
+    /// Whether apply has anything to do for this tenant.
+    pub fn has_work(&self) -> bool {
+        self.action != ActionKind::Noop
+            || self
+                .drift
+                .iter()
+                .any(|d| d.remedy == Remedy::RemoveContainer)
+    }
+}
+
+/// Counts of actions, for the summary line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub create: usize,
+    pub patch: usize,
+    pub recycle: usize,
+    pub start: usize,
+    pub stop: usize,
+    pub remove: usize,
+    pub noop: usize,
+    pub drift: usize,
+    pub blocked: usize,
+}
+
+/// The whole changeset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    /// Format version of this document ([`PLAN_FORMAT`]).
+    pub format: u32,
+    pub fleet: String,
+    /// SHA-256 of fleet.toml and the secrets files the plan was made from.
+    pub manifest_hash: String,
+    /// The manifest's git commit, when it is in a repository.
+    pub commit: Option<String>,
+    /// Fingerprint of the live state the plan was made against.
+    pub live_fingerprint: String,
+    /// Docker host the plan was made against.
+    pub engine: String,
+    /// Restricted to these tenants (`--target`), empty for all.
+    pub targets: Vec<String>,
+    pub prune: bool,
+    pub summary: Summary,
+    /// In execution order: the admin instance first, then tenants by name, removals last.
+    pub actions: Vec<TenantAction>,
+    /// Drift not tied to a declared tenant (orphans are listed as remove actions or here).
+    pub drift: Vec<Drift>,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.actions.iter().any(TenantAction::has_work)
+    }
+
+    pub fn action(&self, tenant: &str) -> Option<&TenantAction> {
+        self.actions.iter().find(|a| a.tenant == tenant)
+    }
+}
+
+pub(crate) fn summarize(actions: &[TenantAction], drift: &[Drift]) -> Summary {
+    let mut s = Summary::default();
+    for a in actions {
+        match a.action {
+            ActionKind::Create => s.create += 1,
+            ActionKind::Patch => s.patch += 1,
+            ActionKind::Recycle => s.recycle += 1,
+            ActionKind::Start => s.start += 1,
+            ActionKind::Stop => s.stop += 1,
+            ActionKind::Remove => s.remove += 1,
+            ActionKind::Noop => s.noop += 1,
+        }
+        s.drift += a.drift.len();
+        if a.blocked.is_some() {
+            s.blocked += 1;
+        }
+    }
+    s.drift += drift.len();
+    s
+}
+
+/// Fields compared by the planner, by path.
+pub type Fields = BTreeMap<String, Value>;
+
+#[cfg(test)]
+mod tests;

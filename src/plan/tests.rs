@@ -1,0 +1,293 @@
+//! Planner laws over generated fleets and live states, on the in-memory engine.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use secrecy::SecretString;
+
+use super::*;
+use crate::engine::fake::FakeEngine;
+use crate::engine::{LiveState, RunState};
+use crate::manifest::Manifest;
+use crate::render::{ContainerSpec, render};
+use crate::secrets::{FingerprintKey, SecretValue};
+
+const FLEET: &str = "pt";
+
+#[derive(Debug, Clone)]
+struct TenantChoice {
+    image: u8,
+    memory: u8,
+    model: u8,
+    token: u8,
+    telegram: bool,
+    enabled: bool,
+    port: u16,
+}
+
+fn manifest_text(tenants: &[TenantChoice]) -> String {
+    let mut s = format!(
+        "[fleet]\nname = \"{FLEET}\"\ndata_root = \"/srv/pt\"\n\n[defaults]\nimage = \"gw:1\"\n\n"
+    );
+    for (i, t) in tenants.iter().enumerate() {
+        s.push_str(&format!(
+            "[tenants.t{i}]\nport = {}\nenabled = {}\nimage = \"gw:{}\"\nmemory = \"{}g\"\nmodel = \"anthropic/m{}\"\n",
+            t.port,
+            t.enabled,
+            t.image,
+            1 + t.memory,
+            t.model
+        ));
+        if t.telegram {
+            s.push_str("secrets = [\"TELEGRAM_BOT_TOKEN\"]\n");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn secret_value(v: &str) -> SecretValue {
+    let key = FingerprintKey::new(SecretString::from("fleet-key".to_string()));
+    SecretValue::new(SecretString::from(v.to_string()), &key)
+}
+
+fn plaintext(tenant: usize, name: &str, token: u8) -> String {
+    format!("PLAINTEXT-{tenant}-{name}-{token}-s3cr3t")
+}
+
+fn specs(tenants: &[TenantChoice]) -> Vec<ContainerSpec> {
+    let m: Manifest = toml::from_str(&manifest_text(tenants)).expect("generated manifest parses");
+    m.instances()
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let secrets: BTreeMap<String, SecretValue> = inst
+                .secrets
+                .iter()
+                .map(|n| (n.clone(), secret_value(&plaintext(i, n, tenants[i].token))))
+                .collect();
+            render(&m, inst, &secrets).expect("renders")
+        })
+        .collect()
+}
+
+fn desired(specs: Vec<ContainerSpec>) -> Desired {
+    Desired {
+        fleet: FLEET.into(),
+        specs,
+        manifest_hash: "m".into(),
+        commit: None,
+    }
+}
+
+fn tenant_choice() -> impl Strategy<Value = TenantChoice> {
+    (
+        0u8..2,
+        0u8..2,
+        0u8..2,
+        0u8..2,
+        any::<bool>(),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(
+            |(image, memory, model, token, telegram, enabled)| TenantChoice {
+                image,
+                memory,
+                model,
+                token,
+                telegram,
+                enabled,
+                port: 0,
+            },
+        )
+}
+
+/// A declared fleet, and a live state made from an older version of it (some tenants
+/// missing, some stopped, some with older settings), plus orphans and leftovers.
+fn scenario() -> impl Strategy<Value = (Vec<TenantChoice>, LiveState)> {
+    (
+        prop::collection::vec((tenant_choice(), tenant_choice(), 0u8..5), 0..7),
+        0usize..3,
+    )
+        .prop_map(|(pairs, orphans)| {
+            let mut now = Vec::new();
+            let mut before = Vec::new();
+            for (i, (mut a, mut b, _)) in pairs.iter().cloned().enumerate() {
+                a.port = 20000 + i as u16;
+                b.port = 20000 + i as u16;
+                now.push(a);
+                before.push(b);
+            }
+            let mut engine = FakeEngine::default();
+            let old_specs = specs(&before);
+            for (i, spec) in old_specs.iter().enumerate() {
+                match pairs[i].2 {
+                    0 => {}
+                    1 => {
+                        let mut c = engine.container_for(spec, FLEET);
+                        c.state = RunState::Exited;
+                        engine.state.containers.push(c);
+                    }
+                    2 => {
+                        let c = engine.container_for(spec, FLEET);
+                        let mut next = engine.container_for(spec, FLEET);
+                        next.name = format!("{}.next", spec.name);
+                        next.labels.insert("mtp.role".into(), "next".into());
+                        engine.state.containers.push(c);
+                        engine.state.containers.push(next);
+                    }
+                    _ => {
+                        let c = engine.container_for(spec, FLEET);
+                        engine.state.containers.push(c);
+                    }
+                }
+            }
+            let orphan_choices: Vec<TenantChoice> = (0..orphans)
+                .map(|i| TenantChoice {
+                    image: 0,
+                    memory: 0,
+                    model: 0,
+                    token: 0,
+                    telegram: false,
+                    enabled: true,
+                    port: 30000 + i as u16,
+                })
+                .collect();
+            for mut spec in specs(&orphan_choices) {
+                spec.instance = format!("gone{}", spec.instance);
+                spec.name = format!("{FLEET}-{}", spec.instance);
+                let c = engine.container_for(&spec, FLEET);
+                engine.state.containers.push(c);
+            }
+            (now, engine.state)
+        })
+}
+
+fn opts(prune: bool) -> PlanOptions {
+    PlanOptions {
+        prune,
+        targets: vec![],
+        engine: "fake".into(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn applying_the_plan_then_planning_again_is_empty((tenants, live) in scenario(), prune in any::<bool>()) {
+        let specs = specs(&tenants);
+        let d = desired(specs.clone());
+        let first = plan(&d, &live, &opts(prune));
+        let mut engine = FakeEngine::new(live);
+        engine.apply(&first, &specs);
+        let second = plan(&d, &engine.state, &opts(prune));
+        let leftover: Vec<_> = second.actions.iter().filter(|a| a.has_work()).collect();
+        prop_assert!(leftover.is_empty(), "still to do after apply: {leftover:#?}");
+    }
+
+    #[test]
+    fn planning_is_deterministic((tenants, live) in scenario()) {
+        let d = desired(specs(&tenants));
+        let a = serde_json::to_string(&plan(&d, &live, &opts(true))).unwrap();
+        let b = serde_json::to_string(&plan(&d, &live, &opts(true))).unwrap();
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn no_secret_value_in_any_rendering((tenants, live) in scenario()) {
+        let d = desired(specs(&tenants));
+        let p = plan(&d, &live, &opts(true));
+        let mut outputs = vec![
+            serde_json::to_string(&p).unwrap(),
+            crate::report::human(&p, false),
+        ];
+        outputs.extend(crate::report::markdown(&p));
+        for c in &live.containers {
+            outputs.push(format!("{:?}", c.labels));
+        }
+        for (i, t) in tenants.iter().enumerate() {
+            for tok in 0..2u8 {
+                let _ = t;
+                let secret = plaintext(i, "TELEGRAM_BOT_TOKEN", tok);
+                for o in &outputs {
+                    prop_assert!(!o.contains(&secret));
+                }
+            }
+        }
+        for o in &outputs {
+            prop_assert!(!o.contains("s3cr3t"));
+        }
+    }
+}
+
+fn one(image: u8, memory: u8, model: u8, token: u8) -> Vec<TenantChoice> {
+    vec![TenantChoice {
+        image,
+        memory,
+        model,
+        token,
+        telegram: true,
+        enabled: true,
+        port: 20000,
+    }]
+}
+
+fn plan_between(before: &[TenantChoice], now: &[TenantChoice]) -> Plan {
+    let mut engine = FakeEngine::default();
+    for spec in specs(before) {
+        let c = engine.container_for(&spec, FLEET);
+        engine.state.containers.push(c);
+    }
+    plan(&desired(specs(now)), &engine.state, &opts(false))
+}
+
+#[test]
+fn image_bump_recycles_and_names_the_field() {
+    let p = plan_between(&one(0, 0, 0, 0), &one(1, 0, 0, 0));
+    let a = p.action("t0").unwrap();
+    assert_eq!(a.action, ActionKind::Recycle);
+    assert_eq!(a.forced_by, vec!["image".to_string()]);
+}
+
+#[test]
+fn rotated_secret_recycles_and_shows_only_that_it_changed() {
+    let p = plan_between(&one(0, 0, 0, 0), &one(0, 0, 0, 1));
+    let a = p.action("t0").unwrap();
+    assert_eq!(a.action, ActionKind::Recycle);
+    assert!(a.forced_by.contains(&"env.TELEGRAM_BOT_TOKEN".to_string()));
+    assert!(a.changes.iter().all(|c| c.secret));
+    assert!(crate::report::human(&p, false).contains("env.TELEGRAM_BOT_TOKEN: (secret changed)"));
+}
+
+#[test]
+fn memory_and_model_changes_patch_in_place() {
+    let p = plan_between(&one(0, 0, 0, 0), &one(0, 1, 1, 0));
+    let a = p.action("t0").unwrap();
+    assert_eq!(a.action, ActionKind::Patch);
+    let classes: Vec<_> = a
+        .changes
+        .iter()
+        .map(|c| (c.field.as_str(), c.class))
+        .collect();
+    assert_eq!(
+        classes,
+        vec![
+            ("config", ChangeClass::HotReload),
+            ("limits.memory", ChangeClass::DockerUpdate)
+        ]
+    );
+    assert!(
+        a.config_diff
+            .as_deref()
+            .unwrap()
+            .contains("+        \"primary\": \"anthropic/m1\"")
+    );
+}
+
+#[test]
+fn unchanged_fleet_plans_nothing() {
+    let p = plan_between(&one(0, 0, 0, 0), &one(0, 0, 0, 0));
+    assert!(!p.has_changes());
+    assert_eq!(p.summary.noop, 1);
+}

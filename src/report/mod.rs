@@ -1,0 +1,335 @@
+//! Renderings of a plan for people (terminal text, Markdown for pull requests) and machines
+//! (JSON, see `schemas/plan.schema.json`).
+
+use std::fmt::Write;
+use std::io::IsTerminal;
+
+use serde_json::Value;
+
+use crate::manifest::ByteSize;
+use crate::plan::{ActionKind, ChangeClass, Drift, FieldChange, Plan, Remedy, TenantAction};
+
+/// GitHub's limit for one comment body.
+pub const MARKDOWN_COMMENT_LIMIT: usize = 65_535;
+
+/// Whether to colour output written to stdout: a terminal, and `NO_COLOR` unset.
+pub fn stdout_color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn action(&self, kind: ActionKind, text: &str) -> String {
+        let code = match kind {
+            ActionKind::Create | ActionKind::Start => "32",
+            ActionKind::Patch => "33",
+            ActionKind::Recycle => "35",
+            ActionKind::Stop | ActionKind::Remove => "31",
+            ActionKind::Noop => "2",
+        };
+        self.paint(code, text)
+    }
+}
+
+/// The summary line: `Plan: 2 to create, 1 to patch, 3 to recycle, 0 to remove`.
+pub fn summary_line(plan: &Plan) -> String {
+    let s = &plan.summary;
+    let mut line = format!(
+        "Plan: {} to create, {} to patch, {} to recycle, {} to remove",
+        s.create, s.patch, s.recycle, s.remove
+    );
+    let mut extra = Vec::new();
+    if s.start > 0 {
+        extra.push(format!("{} to start", s.start));
+    }
+    if s.stop > 0 {
+        extra.push(format!("{} to stop", s.stop));
+    }
+    extra.push(format!("{} unchanged", s.noop));
+    if s.drift > 0 {
+        extra.push(format!("{} drift", s.drift));
+    }
+    if s.blocked > 0 {
+        extra.push(format!("{} blocked", s.blocked));
+    }
+    let _ = write!(line, " ({}).", extra.join(", "));
+    line
+}
+
+/// The plan as people read it in a terminal or a CI log.
+pub fn human(plan: &Plan, color: bool) -> String {
+    let st = Style { color };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", st.paint("1", &summary_line(plan)));
+    let _ = writeln!(
+        out,
+        "Fleet `{}` on {}{}",
+        plan.fleet,
+        plan.engine,
+        plan.commit
+            .as_deref()
+            .map(|c| format!(", manifest at commit {}", &c[..c.len().min(12)]))
+            .unwrap_or_default()
+    );
+    let width = plan
+        .actions
+        .iter()
+        .map(|a| a.tenant.len())
+        .max()
+        .unwrap_or(0);
+    let mut unchanged = Vec::new();
+    for a in &plan.actions {
+        if !a.has_work() && a.drift.is_empty() && a.blocked.is_none() {
+            unchanged.push(a.tenant.as_str());
+            continue;
+        }
+        out.push('\n');
+        write_action(&mut out, a, width, &st);
+    }
+    if !unchanged.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} {}",
+            st.action(ActionKind::Noop, "= unchanged:"),
+            unchanged.join(", ")
+        );
+    }
+    if !plan.drift.is_empty() {
+        let _ = writeln!(out, "\nFleet drift:");
+        for d in &plan.drift {
+            write_drift(&mut out, d, &st);
+        }
+    }
+    if !plan.has_changes() {
+        let _ = writeln!(out, "\nNo changes. The fleet matches the manifest.");
+    }
+    out
+}
+
+fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
+    let head = format!("{:>3} {:<8}", a.action.symbol(), a.action.verb());
+    let _ = writeln!(
+        out,
+        "{} {:<width$}  {}",
+        st.action(a.action, &head),
+        st.paint("1", &a.tenant),
+        a.reasons.join("; "),
+    );
+    if let Some(b) = &a.blocked {
+        let _ = writeln!(out, "      {} {b}", st.paint("31;1", "blocked:"));
+    }
+    for d in &a.drift {
+        write_drift(out, d, st);
+    }
+    if a.action == ActionKind::Create {
+        let pick = |f: &str| a.changes.iter().find(|c| c.field == f);
+        for f in ["image", "ports", "limits.memory", "limits.nano_cpus"] {
+            if let Some(c) = pick(f) {
+                let _ = writeln!(
+                    out,
+                    "      {}: {}",
+                    c.field,
+                    show_value(&c.field, c.new.as_ref())
+                );
+            }
+        }
+        let secrets = a.changes.iter().filter(|c| c.secret).count();
+        let _ = writeln!(out, "      secrets: {secrets} (values not shown)");
+        return;
+    }
+    if a.action == ActionKind::Remove {
+        let _ = writeln!(
+            out,
+            "      data is backed up before the container is removed"
+        );
+    }
+    for c in &a.changes {
+        if c.field == "config" {
+            continue;
+        }
+        let mark = if c.class == ChangeClass::Recycle {
+            st.paint("35", "forces recycle")
+        } else {
+            st.paint("2", class_word(c.class))
+        };
+        let _ = writeln!(out, "      {}: {}  ({mark})", c.field, show_change(c));
+    }
+    if let Some(diff) = &a.config_diff {
+        let class = a
+            .changes
+            .iter()
+            .find(|c| c.field == "config")
+            .map(|c| c.class)
+            .unwrap_or(ChangeClass::HotReload);
+        let _ = writeln!(out, "      openclaw.json ({}):", class_word(class));
+        for line in diff.lines() {
+            let painted = if line.starts_with('+') && !line.starts_with("+++") {
+                st.paint("32", line)
+            } else if line.starts_with('-') && !line.starts_with("---") {
+                st.paint("31", line)
+            } else {
+                line.to_string()
+            };
+            let _ = writeln!(out, "        {painted}");
+        }
+    }
+}
+
+fn class_word(c: ChangeClass) -> &'static str {
+    match c {
+        ChangeClass::DockerUpdate => "Docker update",
+        ChangeClass::HotReload => "hot reload",
+        ChangeClass::MtpOnly => "mtp only",
+        ChangeClass::Recycle => "forces recycle",
+    }
+}
+
+fn write_drift(out: &mut String, d: &Drift, st: &Style) {
+    let remedy = match d.remedy {
+        Remedy::FixedByAction => "fixed by this action",
+        Remedy::RemoveContainer => "apply removes it (holds no tenant data)",
+        Remedy::RemoveWithPrune => "removed only with --prune, after a backup",
+        Remedy::Blocks => "apply will not touch it; resolve by hand",
+        Remedy::ReportOnly => "reported only",
+    };
+    let kind = serde_json::to_value(d.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "      {} {kind}: {} {}: {} -> {remedy}",
+        st.paint("33", "!"),
+        d.container,
+        st.paint(
+            "2",
+            &format!("({})", &d.container_id[..d.container_id.len().min(12)])
+        ),
+        d.detail
+    );
+}
+
+fn show_change(c: &FieldChange) -> String {
+    if c.secret {
+        return match (&c.old, &c.new) {
+            (None, Some(_)) => "(secret added)".into(),
+            (Some(_), None) => "(secret removed)".into(),
+            _ => "(secret changed)".into(),
+        };
+    }
+    format!(
+        "{} -> {}",
+        show_value(&c.field, c.old.as_ref()),
+        show_value(&c.field, c.new.as_ref())
+    )
+}
+
+/// A field value for people: sizes and CPUs in their units, ports as Docker writes them.
+pub fn show_value(field: &str, v: Option<&Value>) -> String {
+    let Some(v) = v else {
+        return "(none)".into();
+    };
+    if let Value::Object(m) = v
+        && m.contains_key("secret")
+    {
+        return "(secret)".into();
+    }
+    match (field, v) {
+        ("limits.memory", Value::Number(n)) => n
+            .as_u64()
+            .map(|b| ByteSize(b).to_string())
+            .unwrap_or_else(|| n.to_string()),
+        ("limits.nano_cpus", Value::Number(n)) => n
+            .as_f64()
+            .map(|c| format!("{} cpus", c / 1e9))
+            .unwrap_or_else(|| n.to_string()),
+        ("ports", Value::Array(ports)) => ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}->{}",
+                    p["host_ip"].as_str().unwrap_or(""),
+                    p["host_port"],
+                    p["container_port"]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        (_, Value::String(s)) => format!("{s:?}"),
+        _ => v.to_string(),
+    }
+}
+
+/// The plan as Markdown for a pull-request comment, split into bodies under the comment
+/// limit (each part says which part it is).
+pub fn markdown(plan: &Plan) -> Vec<String> {
+    let mut sections = Vec::new();
+    for a in &plan.actions {
+        if !a.has_work() && a.drift.is_empty() && a.blocked.is_none() {
+            continue;
+        }
+        let mut s = format!(
+            "#### `{}` {} {}\n\n{}\n",
+            a.action.symbol(),
+            a.action.verb(),
+            a.tenant,
+            a.reasons.join("; ")
+        );
+        if let Some(b) = &a.blocked {
+            let _ = writeln!(s, "\n**blocked:** {b}");
+        }
+        let mut body = String::new();
+        write_action(&mut body, a, 0, &Style { color: false });
+        let _ = writeln!(s, "\n```text\n{}```", strip_head(&body));
+        sections.push(s);
+    }
+    let head = format!(
+        "### mtp plan for `{}`\n\n**{}**\n\n",
+        plan.fleet,
+        summary_line(plan)
+    );
+    let mut parts = vec![head.clone()];
+    for s in sections {
+        let s = if s.len() + head.len() + 64 > MARKDOWN_COMMENT_LIMIT {
+            let mut cut = MARKDOWN_COMMENT_LIMIT - head.len() - 200;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}\n```\n\n(truncated)\n", &s[..cut])
+        } else {
+            s
+        };
+        let last = parts.last_mut().expect("parts starts non-empty");
+        if last.len() + s.len() + 64 > MARKDOWN_COMMENT_LIMIT {
+            parts.push(s);
+        } else {
+            last.push_str(&s);
+            last.push('\n');
+        }
+    }
+    let n = parts.len();
+    if n > 1 {
+        for (i, p) in parts.iter_mut().enumerate() {
+            p.insert_str(0, &format!("_part {} of {n}_\n\n", i + 1));
+        }
+    }
+    parts
+}
+
+fn strip_head(body: &str) -> String {
+    body.lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect()
+}
