@@ -3,6 +3,7 @@
 //! Data flows one way: files -> desired state -> (live state) -> plan -> apply -> report.
 
 pub mod cli;
+pub mod desired;
 pub mod engine;
 pub mod manifest;
 pub mod plan;

@@ -1,5 +1,7 @@
 //! The command line: clap definitions and wiring. Decisions live in the library modules.
 
+mod common;
+mod plan;
 mod render;
 mod schema;
 mod secrets;
@@ -33,6 +35,8 @@ pub enum Command {
     Schema(schema::Args),
     /// Print what a tenant's container and openclaw.json will be, secrets masked.
     Render(render::Args),
+    /// Show what apply would change: the declared fleet against the live Docker engine.
+    Plan(plan::Args),
     /// Manage age-encrypted secrets under secrets/.
     #[command(subcommand)]
     Secrets(secrets::Command),
@@ -49,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli.fleet, args),
         Command::Schema(args) => schema::run(args),
         Command::Render(args) => render::run(&cli.fleet, args),
+        Command::Plan(args) => plan::run(&cli.fleet, args),
         Command::Secrets(cmd) => secrets::run(&cli.fleet, cmd),
         Command::Tenant(cmd) => tenant::run(&cli.fleet, cmd),
     };

@@ -1,0 +1,51 @@
+//! Steps several commands share: loading the manifest, reaching secrets and the engine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use miette::{IntoDiagnostic, Result, WrapErr, miette};
+
+use crate::desired::SecretSource;
+use crate::engine::docker::DockerEngine;
+use crate::manifest::{Instance, LoadedManifest};
+use crate::secrets::SecretValue;
+
+/// Loads and validates the manifest; any problem is an error that touches nothing.
+pub fn load_manifest(path: &Path) -> Result<LoadedManifest> {
+    crate::manifest::load(path).map_err(|e| miette!("{e}"))
+}
+
+/// Decrypts secrets from `secrets/` with the operator's age identity.
+pub struct StoreSecrets;
+
+impl SecretSource for StoreSecrets {
+    fn secrets_for(
+        &self,
+        inst: &Instance,
+    ) -> std::result::Result<BTreeMap<String, SecretValue>, String> {
+        Err(format!("{}: secrets are not wired yet", inst.name))
+    }
+}
+
+pub fn secret_source(_loaded: &LoadedManifest) -> Result<StoreSecrets> {
+    Ok(StoreSecrets)
+}
+
+/// A tokio runtime for the commands that talk to Docker.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .into_diagnostic()
+        .wrap_err("cannot start the async runtime")
+}
+
+pub async fn connect() -> Result<DockerEngine> {
+    DockerEngine::connect().await.map_err(|e| {
+        miette!(
+            help = "check DOCKER_HOST and that the engine runs (`docker info`)",
+            "{e}"
+        )
+    })
+}

@@ -1,0 +1,122 @@
+//! `mtp plan`: diff the declared fleet against the live engine.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, Result, WrapErr, bail};
+
+use super::common;
+use crate::plan::{Plan, PlanOptions};
+use crate::report;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the plan as JSON (see schemas/plan.schema.json). Same as `--format json`.
+    #[arg(long)]
+    pub json: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Save the plan for `mtp apply PLANFILE`, bound to this manifest and this live state.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Plan only this tenant (repeatable).
+    #[arg(long = "target", value_name = "TENANT")]
+    pub targets: Vec<String>,
+    /// Remove containers of tenants no longer declared (after a backup).
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// Builds a plan from the manifest and the live engine.
+pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> {
+    let loaded = common::load_manifest(fleet)?;
+    for t in targets {
+        if loaded.manifest.instance(t).is_none() {
+            bail!("--target {t}: no such tenant in {}", loaded.path.display());
+        }
+    }
+    let secrets = common::secret_source(&loaded)?;
+    let desired = crate::desired::desired(&loaded, &secrets).map_err(|e| miette::miette!("{e}"))?;
+    let rt = common::runtime()?;
+    rt.block_on(async {
+        let engine = common::connect().await?;
+        let live = engine
+            .observe(&desired.fleet)
+            .await
+            .map_err(|e| miette::miette!("{e}"))?;
+        Ok(crate::plan::plan(
+            &desired,
+            &live,
+            &PlanOptions {
+                prune: prune || loaded.manifest.prune(),
+                targets: targets.to_vec(),
+                engine: engine.host().to_string(),
+            },
+        ))
+    })
+}
+
+pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
+    let plan = make_plan(fleet, &args.targets, args.prune)?;
+    let format = if args.json { Format::Json } else { args.format };
+    match format {
+        Format::Human => print!("{}", report::human(&plan, report::stdout_color())),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&plan).into_diagnostic()?),
+        Format::Markdown => {
+            let parts = report::markdown(&plan);
+            let n = parts.len();
+            for (i, part) in parts.iter().enumerate() {
+                print!("{part}");
+                if i + 1 < n {
+                    // Separator a CI script can split on to post one comment per part.
+                    println!("\n<!-- mtp:split -->");
+                }
+            }
+        }
+    }
+    if let Some(out) = &args.out {
+        save(&plan, out)?;
+        if format == Format::Human {
+            println!(
+                "\nSaved the plan to {}; run `mtp apply {}` to execute exactly it.",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(ExitCode::from(
+        if args.detailed_exitcode && plan.has_changes() {
+            2
+        } else {
+            0
+        },
+    ))
+}
+
+/// Writes a plan file atomically.
+pub fn save(plan: &Plan, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(plan).into_diagnostic()?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write the plan beside {}", path.display()))?;
+    std::fs::write(tmp.path(), text + "\n").into_diagnostic()?;
+    tmp.persist(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write the plan to {}", path.display()))?;
+    Ok(())
+}
