@@ -191,6 +191,20 @@ pub(crate) fn classify(host: &str, action: &str, e: bollard::errors::Error) -> E
         E::DockerResponseServerError {
             status_code,
             message,
+        } if *status_code == 404 => EngineError::NotFound {
+            action: action.to_string(),
+            message: message.clone(),
+        },
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } if *status_code == 409 => EngineError::Conflict {
+            action: action.to_string(),
+            message: message.clone(),
+        },
+        E::DockerResponseServerError {
+            status_code,
+            message,
         } => EngineError::Api {
             action: action.to_string(),
             message: format!("{message} (HTTP {status_code})"),
@@ -202,5 +216,505 @@ pub(crate) fn classify(host: &str, action: &str, e: bollard::errors::Error) -> E
             host: host.to_string(),
             reason: format!("{action}: {text}"),
         },
+    }
+}
+
+/// Image of the lock marker container: an empty filesystem imported once per engine.
+pub const LOCK_IMAGE: &str = "mtp-lock:1";
+
+fn ms_to_ns(ms: u64) -> i64 {
+    i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+}
+
+fn restart_policy(p: crate::manifest::RestartPolicy) -> bollard::models::RestartPolicy {
+    use crate::manifest::RestartPolicy as P;
+    use bollard::models::RestartPolicyNameEnum as N;
+    bollard::models::RestartPolicy {
+        name: Some(match p {
+            P::No => N::NO,
+            P::Always => N::ALWAYS,
+            P::UnlessStopped => N::UNLESS_STOPPED,
+            P::OnFailure => N::ON_FAILURE,
+        }),
+        maximum_retry_count: None,
+    }
+}
+
+/// The create request for a tenant's container: everything the spec says, nothing else.
+pub fn create_body(
+    spec: &crate::render::ContainerSpec,
+    labels: &BTreeMap<String, String>,
+) -> bollard::models::ContainerCreateBody {
+    use bollard::models::{
+        ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig,
+        PortBinding,
+    };
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        port_bindings
+            .entry(format!("{}/tcp", p.container_port))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(p.host_ip.clone()),
+                host_port: Some(p.host_port.to_string()),
+            });
+    }
+    let binds = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}{}",
+                m.source,
+                m.target,
+                if m.read_only { ":ro" } else { "" }
+            )
+        })
+        .collect();
+    let hc = &spec.healthcheck;
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(
+            spec.env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.expose()))
+                .collect(),
+        ),
+        labels: Some(labels.clone().into_iter().collect()),
+        user: Some(spec.security.user.clone()),
+        exposed_ports: Some(
+            spec.ports
+                .iter()
+                .map(|p| format!("{}/tcp", p.container_port))
+                .collect(),
+        ),
+        healthcheck: Some(HealthConfig {
+            test: Some(hc.test.clone()),
+            interval: Some(ms_to_ns(hc.interval_ms)),
+            timeout: Some(ms_to_ns(hc.timeout_ms)),
+            retries: Some(i64::from(hc.retries)),
+            start_period: Some(ms_to_ns(hc.start_period_ms)),
+            start_interval: None,
+        }),
+        stop_timeout: Some(i64::try_from(spec.stop_timeout_s).unwrap_or(i64::MAX)),
+        host_config: Some(HostConfig {
+            binds: Some(binds),
+            port_bindings: Some(port_bindings),
+            memory: Some(i64::try_from(spec.limits.memory).unwrap_or(i64::MAX)),
+            // No swap beyond the memory limit; also keeps later updates of `memory` valid.
+            memory_swap: Some(i64::try_from(spec.limits.memory).unwrap_or(i64::MAX)),
+            nano_cpus: Some(spec.limits.nano_cpus),
+            pids_limit: Some(spec.limits.pids_limit),
+            restart_policy: Some(restart_policy(spec.restart)),
+            cap_drop: Some(spec.security.cap_drop.clone()),
+            security_opt: spec
+                .security
+                .no_new_privileges
+                .then(|| vec!["no-new-privileges".to_string()]),
+            init: Some(spec.security.init),
+            network_mode: Some(spec.network.clone()),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                spec.network.clone(),
+                EndpointSettings {
+                    aliases: Some(vec![spec.instance.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+impl DockerEngine {
+    /// Imports the lock image (an empty filesystem) unless present.
+    async fn ensure_lock_image(&self) -> Result<(), EngineError> {
+        if self.docker.inspect_image(LOCK_IMAGE).await.is_ok() {
+            return Ok(());
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        let text = b"mtp apply lock marker; never started\n";
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(text.len() as u64);
+        b.append_data(&mut h, "mtp-lock", &text[..])
+            .map_err(|e| EngineError::Other(format!("building the lock image: {e}")))?;
+        let rootfs = b
+            .into_inner()
+            .map_err(|e| EngineError::Other(format!("building the lock image: {e}")))?;
+        let (repo, tag) = LOCK_IMAGE.split_once(':').unwrap_or((LOCK_IMAGE, "latest"));
+        let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .build();
+        let mut stream =
+            self.docker
+                .create_image(Some(opts), Some(bollard::body_full(rootfs.into())), None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| classify(&self.host, "import the lock image", e))?;
+        }
+        Ok(())
+    }
+}
+
+use futures_util::StreamExt;
+
+impl Engine for DockerEngine {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn is_local(&self) -> bool {
+        let h = self.host.as_str();
+        h.starts_with("unix://")
+            || h.starts_with("npipe://")
+            || ["tcp://127.", "tcp://localhost", "tcp://[::1]"]
+                .iter()
+                .any(|p| h.starts_with(p))
+    }
+
+    async fn observe(&self, fleet: &str) -> Result<LiveState, EngineError> {
+        DockerEngine::observe(self, fleet).await
+    }
+
+    async fn ensure_network(&self, network: &str, fleet: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .inspect_network(
+                network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => match classify(&self.host, "inspect network", e) {
+                EngineError::NotFound { .. } => {}
+                other => return Err(other),
+            },
+        }
+        let req = bollard::models::NetworkCreateRequest {
+            name: network.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(LABEL_FLEET.to_string(), fleet.to_string())])),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Created meanwhile by another client: fine.
+            Err(e) => match classify(&self.host, "create network", e) {
+                EngineError::Conflict { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn create_container(
+        &self,
+        name: &str,
+        spec: &crate::render::ContainerSpec,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, EngineError> {
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(name)
+            .build();
+        let resp = self
+            .docker
+            .create_container(Some(opts), create_body(spec, labels))
+            .await
+            .map_err(|e| classify(&self.host, &format!("create container {name}"), e))?;
+        Ok(resp.id)
+    }
+
+    async fn write_config(&self, id: &str, config: &str) -> Result<(), EngineError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let tar = config_archive(
+            config,
+            crate::manifest::STATE_DIR,
+            u64::from(crate::manifest::GATEWAY_UID),
+            u64::from(crate::manifest::GATEWAY_GID),
+            now,
+        )
+        .map_err(|e| EngineError::Other(format!("building the config archive: {e}")))?;
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path("/")
+            .build();
+        self.docker
+            .upload_to_container(id, Some(opts), bollard::body_full(tar.into()))
+            .await
+            .map_err(|e| classify(&self.host, "write openclaw.json", e))
+    }
+
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(
+                id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|e| classify(&self.host, "start container", e))
+    }
+
+    async fn stop(&self, id: &str, timeout_s: u64) -> Result<(), EngineError> {
+        let t = i32::try_from(timeout_s).unwrap_or(i32::MAX);
+        let opts = bollard::query_parameters::StopContainerOptionsBuilder::new()
+            .t(t)
+            .build();
+        match self.docker.stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(classify(&self.host, "stop container", e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match classify(&self.host, "remove container", e) {
+                EngineError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::RenameContainerOptionsBuilder::new()
+            .name(new_name)
+            .build();
+        self.docker
+            .rename_container(id, opts)
+            .await
+            .map_err(|e| classify(&self.host, &format!("rename container to {new_name}"), e))
+    }
+
+    async fn update_resources(
+        &self,
+        id: &str,
+        limits: &crate::render::Limits,
+        restart: crate::manifest::RestartPolicy,
+    ) -> Result<(), EngineError> {
+        let memory = i64::try_from(limits.memory).unwrap_or(i64::MAX);
+        let body = bollard::models::ContainerUpdateBody {
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some(limits.nano_cpus),
+            pids_limit: Some(limits.pids_limit),
+            restart_policy: Some(restart_policy(restart)),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
+            .await
+            .map_err(|e| classify(&self.host, "update container", e))
+    }
+
+    async fn status(&self, id: &str) -> Result<ContainerStatus, EngineError> {
+        use bollard::models::{ContainerStateStatusEnum as S, HealthStatusEnum as H};
+        let c = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| classify(&self.host, "inspect container", e))?;
+        let st = c.state.unwrap_or_default();
+        let state = match st.status {
+            Some(S::CREATED) => RunState::Created,
+            Some(S::RUNNING) => RunState::Running,
+            Some(S::PAUSED) => RunState::Paused,
+            Some(S::RESTARTING) => RunState::Restarting,
+            Some(S::REMOVING) => RunState::Removing,
+            Some(S::EXITED) => RunState::Exited,
+            Some(S::DEAD) => RunState::Dead,
+            _ => RunState::Unknown,
+        };
+        let health_obj = st.health.unwrap_or_default();
+        let health = match health_obj.status {
+            Some(H::STARTING) => HealthState::Starting,
+            Some(H::HEALTHY) => HealthState::Healthy,
+            Some(H::UNHEALTHY) => HealthState::Unhealthy,
+            _ => HealthState::None,
+        };
+        let last_probe_output = health_obj
+            .log
+            .unwrap_or_default()
+            .into_iter()
+            .last()
+            .and_then(|r| r.output)
+            .map(|o| o.trim().chars().take(300).collect::<String>())
+            .filter(|o| !o.is_empty());
+        Ok(ContainerStatus {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            state,
+            health,
+            exit_code: st.exit_code,
+            restart_count: c.restart_count.unwrap_or(0),
+            oom_killed: st.oom_killed.unwrap_or(false),
+            last_probe_output,
+            labels: c
+                .config
+                .and_then(|cfg| cfg.labels)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError> {
+        let opts = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(opts));
+        let mut out = String::new();
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(|e| classify(&self.host, "read container logs", e))?;
+            out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+        }
+        Ok(out)
+    }
+
+    async fn write_record(
+        &self,
+        fleet: &str,
+        _container_name: &str,
+        record: &PatchRecord,
+    ) -> Result<(), EngineError> {
+        // Creating a volume whose name exists returns the existing one with its old labels,
+        // so a same-named record (the spec went A -> B -> A) is replaced first.
+        self.remove_record(&record.name).await?;
+        let req = bollard::models::VolumeCreateRequest {
+            name: Some(record.name.clone()),
+            labels: Some(record_labels(fleet, record).into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map_err(|e| classify(&self.host, "write patch record", e))?;
+        Ok(())
+    }
+
+    async fn remove_record(&self, name: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_volume(
+                name,
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => match classify(&self.host, "remove patch record", e) {
+                EngineError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn download_archive(
+        &self,
+        id: &str,
+        path: &str,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, EngineError> {
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(opts));
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(&self.host, "download data archive", e))?;
+            sink.write_all(&chunk)
+                .map_err(|e| EngineError::Other(format!("writing the backup: {e}")))?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
+    async fn create_marker(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, EngineError> {
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(name)
+            .build();
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(LOCK_IMAGE.to_string()),
+            cmd: Some(vec!["/mtp-lock".to_string()]),
+            labels: Some(labels.clone().into_iter().collect()),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        for attempt in 0..2 {
+            match self
+                .docker
+                .create_container(Some(opts.clone()), body.clone())
+                .await
+            {
+                Ok(r) => return Ok(r.id),
+                Err(e) => match classify(&self.host, &format!("create {name}"), e) {
+                    EngineError::NotFound { .. } if attempt == 0 => {
+                        self.ensure_lock_image().await?
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
+        Err(EngineError::Other(format!(
+            "cannot create {name}: the lock image {LOCK_IMAGE} is missing"
+        )))
+    }
+
+    async fn find_marker(&self, name: &str) -> Result<Option<Marker>, EngineError> {
+        match self
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => Ok(Some(Marker {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .name
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                labels: c
+                    .config
+                    .and_then(|cfg| cfg.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })),
+            Err(e) => match classify(&self.host, "inspect lock", e) {
+                EngineError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
     }
 }

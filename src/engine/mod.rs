@@ -36,6 +36,12 @@ pub enum EngineError {
     PermissionDenied { host: String },
     #[error("Docker engine error during {action}: {message}")]
     Api { action: String, message: String },
+    /// The object is gone (HTTP 404).
+    #[error("{action}: not found: {message}")]
+    NotFound { action: String, message: String },
+    /// A name is taken or the object is in the wrong state (HTTP 409).
+    #[error("{action}: conflict: {message}")]
+    Conflict { action: String, message: String },
     #[error("{0}")]
     Other(String),
 }
@@ -221,4 +227,207 @@ pub fn container_labels(
         labels.insert(LABEL_ROLE.to_string(), role.to_string());
     }
     labels
+}
+
+/// Name of the lock marker container of a fleet (see `apply::lock`).
+pub fn lock_name(fleet: &str) -> String {
+    format!("{fleet}.mtp-lock")
+}
+
+/// What an inspect of one container says about its progress towards health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub name: String,
+    pub state: RunState,
+    pub health: HealthState,
+    pub exit_code: Option<i64>,
+    /// Times Docker restarted it under its restart policy since it was started.
+    pub restart_count: i64,
+    pub oom_killed: bool,
+    /// The last healthcheck's output, trimmed, for failure messages.
+    pub last_probe_output: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A never-started container used as a named marker (the apply lock).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The operations apply performs on an engine. Every operation names containers by id once
+/// they exist, so a name taken over in between is never acted upon by mistake.
+///
+/// Implemented by [`docker::DockerEngine`] and by [`fake::FakeEngine`], so the executor's
+/// ordering and rollback logic is unit-testable without Docker.
+pub trait Engine: Sync {
+    /// The engine's address, for messages.
+    fn host(&self) -> &str;
+    /// Whether the engine runs on this machine, so ports it publishes on loopback are
+    /// reachable from mtp (a unix socket, or tcp to a loopback address).
+    fn is_local(&self) -> bool;
+
+    fn observe(
+        &self,
+        fleet: &str,
+    ) -> impl Future<Output = Result<LiveState, EngineError>> + Send;
+
+    /// Creates the fleet's network (labelled `mtp.fleet`) unless it exists.
+    fn ensure_network(
+        &self,
+        network: &str,
+        fleet: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Creates (does not start) a container from `spec` under `name` with `labels`.
+    /// A taken name is [`EngineError::Conflict`].
+    fn create_container(
+        &self,
+        name: &str,
+        spec: &crate::render::ContainerSpec,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+
+    /// Writes `openclaw.json` (and the state directory's ownership, uid/gid 1000) into the
+    /// container's state directory, which is the tenant's bind-mounted data dir.
+    fn write_config(
+        &self,
+        id: &str,
+        config: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn stop(
+        &self,
+        id: &str,
+        timeout_s: u64,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Force-removes a container; its anonymous volumes too (tenant data is a bind mount).
+    /// Removing a container that is already gone is not an error.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn rename(
+        &self,
+        id: &str,
+        new_name: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Docker update: limits and restart policy of a live container.
+    fn update_resources(
+        &self,
+        id: &str,
+        limits: &crate::render::Limits,
+        restart: crate::manifest::RestartPolicy,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn status(&self, id: &str)
+    -> impl Future<Output = Result<ContainerStatus, EngineError>> + Send;
+    /// The last lines of a container's output, for failure messages.
+    fn logs_tail(
+        &self,
+        id: &str,
+        lines: usize,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+
+    /// Writes a patch record (replacing one of the same name).
+    fn write_record(
+        &self,
+        fleet: &str,
+        container_name: &str,
+        record: &PatchRecord,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn remove_record(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Streams a tar archive of `path` inside container `id` into `sink`; returns its size.
+    fn download_archive(
+        &self,
+        id: &str,
+        path: &str,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
+
+    /// Creates a marker container `name` (never started). A taken name is
+    /// [`EngineError::Conflict`].
+    fn create_marker(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn find_marker(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Marker>, EngineError>> + Send;
+}
+
+/// Name of a patch-record volume: `<container>.patch-<hash12>`.
+pub fn record_name(container_name: &str, spec_hash: &str) -> String {
+    format!(
+        "{container_name}.patch-{}",
+        &spec_hash[..spec_hash.len().min(12)]
+    )
+}
+
+/// Labels of a patch-record volume, as `observe` reads them back.
+pub fn record_labels(fleet: &str, record: &PatchRecord) -> BTreeMap<String, String> {
+    let seq = record.seq.to_string();
+    label_map(&[
+        (LABEL_FLEET, fleet),
+        (LABEL_TENANT, &record.tenant),
+        (LABEL_RECORD, "1"),
+        (LABEL_CONTAINER, &record.container_id),
+        (LABEL_SEQ, &seq),
+        (LABEL_SPEC_HASH, &record.spec_hash),
+        (LABEL_SPEC, &encode_fields(&record.fields)),
+    ])
+}
+
+/// Name the new config is first written under inside the state directory; `openclaw.json` is
+/// then a hard link to it (see [`config_archive`]).
+pub const CONFIG_STAGING_NAME: &str = ".openclaw.json.mtp-new";
+
+/// The tar uploaded to `/` of a container to install its config:
+/// - the state directory itself, owned by the gateway's uid/gid with mode 0700, so a freshly
+///   created bind-mount source (made root-owned by Docker) becomes writable by the gateway;
+///   Docker's own `copyUIDGID` cannot be used: it resolves the container's user in the
+///   *engine host's* passwd database and fails for a numeric `1000:1000`;
+/// - the complete new file under a staging name, then `openclaw.json` as a hard link to it.
+///   Docker extracts entries in order and replaces an existing file by unlink + create, so
+///   writing `openclaw.json` directly could let the gateway's file watcher read it empty or
+///   half written; linking a fully written file means a reader sees the old content, briefly
+///   no file, or the new content, never a torn one. (A rename is not possible through the
+///   archive API.)
+pub fn config_archive(
+    config: &str,
+    state_dir: &str,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+) -> std::io::Result<Vec<u8>> {
+    let dir = state_dir.trim_start_matches('/').trim_end_matches('/');
+    let mut b = tar::Builder::new(Vec::new());
+    let head = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(mtime);
+        h.set_size(size);
+        h
+    };
+    let staging = format!("{dir}/{CONFIG_STAGING_NAME}");
+    let entries: [(tar::Header, String, &[u8]); 2] = [
+        (head(tar::EntryType::Directory, 0o700, 0), format!("{dir}/"), &[]),
+        (
+            head(tar::EntryType::Regular, 0o600, config.len() as u64),
+            staging.clone(),
+            config.as_bytes(),
+        ),
+    ];
+    for (mut h, path, data) in entries {
+        b.append_data(&mut h, path, data)?;
+    }
+    let mut link = head(tar::EntryType::Link, 0o600, 0);
+    b.append_link(&mut link, format!("{dir}/openclaw.json"), &staging)?;
+    b.into_inner()
 }
