@@ -1,25 +1,105 @@
-//! An in-memory engine for unit and property tests of the planner: a [`LiveState`] that the
-//! effects of a plan can be applied to, as apply would leave the real engine.
+//! An in-memory engine for unit and property tests: a [`LiveState`] that the effects of a plan
+//! can be applied to, as apply would leave the real engine ([`FakeEngine::apply`], for the
+//! planner's tests), and an [`Engine`] implementation with scripted container behaviours,
+//! injected failures and a call log (for the executor's tests).
+
+use std::sync::{Mutex, MutexGuard};
 
 use super::*;
 use crate::plan::{ActionKind, Plan, Remedy};
 use crate::render::ContainerSpec;
 
-#[derive(Debug, Clone, Default)]
-pub struct FakeEngine {
+/// How a container made from a given image behaves once started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Behaviour {
+    /// Becomes healthy at once.
+    #[default]
+    Healthy,
+    /// Runs but its healthcheck never passes (stays `starting`).
+    NeverReady,
+    /// Reports unhealthy.
+    Unhealthy,
+    /// Exits with code 1 as soon as it starts.
+    ExitAtOnce,
+    /// Keeps crashing: Docker restarts it under its restart policy.
+    CrashLoop,
+}
+
+#[derive(Debug, Default)]
+pub struct World {
     pub state: LiveState,
     next_id: u64,
+    pub markers: Vec<Marker>,
+    pub networks: BTreeSet<String>,
+    /// The last `openclaw.json` written into each container, by id.
+    pub configs: BTreeMap<String, String>,
+    /// Restart count per container id.
+    restarts: BTreeMap<String, i64>,
+    /// Exit code per container id.
+    exit_codes: BTreeMap<String, i64>,
+    /// Behaviour per image.
+    pub behaviours: BTreeMap<String, Behaviour>,
+    /// Operations that fail: `(operation, substring of the target)`.
+    pub failures: Vec<(String, String)>,
+    /// After this many more mutating calls the engine stops answering (a crash of mtp, as
+    /// far as the engine's state is concerned).
+    pub die_after: Option<usize>,
+    /// Every call, in order: `op target`.
+    pub calls: Vec<String>,
 }
+
+/// See the module documentation. Interior mutability lets it implement [`Engine`] (`&self`).
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    world: Mutex<World>,
+}
+
+impl Clone for FakeEngine {
+    fn clone(&self) -> Self {
+        let w = self.lock();
+        FakeEngine::new(w.state.clone())
+    }
+}
+
+use std::collections::BTreeSet;
 
 impl FakeEngine {
     pub fn new(state: LiveState) -> Self {
         let next_id = state.containers.len() as u64 + 1;
-        FakeEngine { state, next_id }
+        FakeEngine {
+            world: Mutex::new(World {
+                state,
+                next_id,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        // A panicking test thread poisons the lock; the world is still usable for asserts.
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The whole fake world, for scripting behaviours and asserting on calls.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.lock()
+    }
+
+    /// The live state as the engine would report it now.
+    pub fn state(&self) -> LiveState {
+        self.lock().state.clone()
+    }
+
+    pub fn state_mut(&mut self) -> &mut LiveState {
+        &mut self.world.get_mut().unwrap_or_else(|p| p.into_inner()).state
+    }
+
+    pub fn into_state(self) -> LiveState {
+        self.world.into_inner().unwrap_or_else(|p| p.into_inner()).state
     }
 
     fn new_id(&mut self) -> String {
-        self.next_id += 1;
-        format!("{:064x}", self.next_id)
+        self.world.get_mut().unwrap_or_else(|p| p.into_inner()).new_id()
     }
 
     /// A running container made from `spec`, as apply's create leaves it.
@@ -49,13 +129,14 @@ impl FakeEngine {
 
     /// Applies the effects of every unblocked action of `plan`, as a successful apply would.
     pub fn apply(&mut self, plan: &Plan, specs: &[ContainerSpec]) {
+        let fleet = plan.fleet.clone();
         for a in &plan.actions {
             if a.blocked.is_some() {
                 continue;
             }
             for d in &a.drift {
                 if d.remedy == Remedy::RemoveContainer {
-                    self.state.containers.retain(|c| c.id != d.container_id);
+                    self.state_mut().containers.retain(|c| c.id != d.container_id);
                 }
             }
             let spec = specs.iter().find(|s| s.instance == a.tenant);
@@ -64,17 +145,17 @@ impl FakeEngine {
                 ActionKind::Create | ActionKind::Recycle => {
                     let spec = spec.expect("create/recycle has a spec");
                     if let Some(id) = live_id {
-                        self.state.containers.retain(|c| c.id != id);
-                        self.state.records.retain(|r| r.container_id != id);
+                        self.state_mut().containers.retain(|c| c.id != id);
+                        self.state_mut().records.retain(|r| r.container_id != id);
                     }
-                    let c = self.container_for(spec, &plan.fleet);
-                    self.state.containers.push(c);
+                    let c = self.container_for(spec, &fleet);
+                    self.state_mut().containers.push(c);
                 }
                 ActionKind::Patch => {
                     let spec = spec.expect("patch has a spec");
                     let id = live_id.expect("patch has a live container");
                     let seq = self
-                        .state
+                        .state_mut()
                         .records
                         .iter()
                         .filter(|r| r.container_id == id)
@@ -83,7 +164,7 @@ impl FakeEngine {
                         .unwrap_or(0)
                         + 1;
                     let fields = spec.fields();
-                    self.state.records.push(PatchRecord {
+                    self.state_mut().records.push(PatchRecord {
                         name: format!("{}.patch-{seq}", spec.name),
                         tenant: spec.instance.clone(),
                         container_id: id,
@@ -94,7 +175,7 @@ impl FakeEngine {
                 }
                 ActionKind::Start | ActionKind::Stop => {
                     let id = live_id.expect("start/stop has a live container");
-                    for c in self.state.containers.iter_mut().filter(|c| c.id == id) {
+                    for c in self.state_mut().containers.iter_mut().filter(|c| c.id == id) {
                         if a.action == ActionKind::Start {
                             c.state = RunState::Running;
                             c.health = HealthState::Healthy;
@@ -106,11 +187,326 @@ impl FakeEngine {
                 }
                 ActionKind::Remove => {
                     let id = live_id.expect("remove has a live container");
-                    self.state.containers.retain(|c| c.id != id);
-                    self.state.records.retain(|r| r.container_id != id);
+                    self.state_mut().containers.retain(|c| c.id != id);
+                    self.state_mut().records.retain(|r| r.container_id != id);
                 }
                 ActionKind::Noop => {}
             }
         }
+    }
+}
+
+impl World {
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{:064x}", self.next_id)
+    }
+
+    /// Records a call; fails it if scripted to, or if the engine has "died".
+    fn call(&mut self, op: &str, target: &str, mutating: bool) -> Result<(), EngineError> {
+        if let Some(n) = self.die_after {
+            if n == 0 {
+                return Err(EngineError::Unreachable {
+                    host: "fake".into(),
+                    reason: "the fake engine was told to die".into(),
+                });
+            }
+            if mutating {
+                self.die_after = Some(n - 1);
+            }
+        }
+        self.calls.push(format!("{op} {target}"));
+        if self
+            .failures
+            .iter()
+            .any(|(o, t)| o == op && target.contains(t.as_str()))
+        {
+            return Err(EngineError::Api {
+                action: op.to_string(),
+                message: format!("injected failure on {target}"),
+            });
+        }
+        Ok(())
+    }
+
+    fn container(&mut self, id: &str) -> Result<&mut LiveContainer, EngineError> {
+        self.state
+            .containers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| EngineError::NotFound {
+                action: "container".into(),
+                message: format!("no such container: {id}"),
+            })
+    }
+
+    fn name_taken(&self, name: &str) -> bool {
+        self.state.containers.iter().any(|c| c.name == name)
+            || self.markers.iter().any(|m| m.name == name)
+    }
+
+    fn conflict(name: &str) -> EngineError {
+        EngineError::Conflict {
+            action: "name".into(),
+            message: format!("the container name \"/{name}\" is already in use"),
+        }
+    }
+}
+
+impl Engine for FakeEngine {
+    fn host(&self) -> &str {
+        "fake://engine"
+    }
+
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    async fn observe(&self, _fleet: &str) -> Result<LiveState, EngineError> {
+        let mut w = self.lock();
+        w.call("observe", "", false)?;
+        Ok(w.state.clone())
+    }
+
+    async fn ensure_network(&self, network: &str, _fleet: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("network", network, true)?;
+        w.networks.insert(network.to_string());
+        Ok(())
+    }
+
+    async fn create_container(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, EngineError> {
+        let mut w = self.lock();
+        w.call("create", name, true)?;
+        if w.name_taken(name) {
+            return Err(World::conflict(name));
+        }
+        let id = w.new_id();
+        w.state.containers.push(LiveContainer {
+            id: id.clone(),
+            name: name.to_string(),
+            image: spec.image.clone(),
+            state: RunState::Created,
+            health: HealthState::None,
+            ports: spec
+                .ports
+                .iter()
+                .map(|p| LivePort {
+                    host_ip: p.host_ip.clone(),
+                    host_port: p.host_port,
+                    container_port: p.container_port,
+                })
+                .collect(),
+            labels: labels.clone(),
+        });
+        Ok(id)
+    }
+
+    async fn write_config(&self, id: &str, config: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("write-config", id, true)?;
+        w.container(id)?;
+        w.configs.insert(id.to_string(), config.to_string());
+        Ok(())
+    }
+
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        let name = w.container(id)?.name.clone();
+        w.call("start", &name, true)?;
+        let c = w.container(id)?.clone();
+        if c.state.is_running() {
+            return Ok(());
+        }
+        // Like Docker: a host port published by another running container cannot be bound.
+        for p in &c.ports {
+            if w.state.containers.iter().any(|o| {
+                o.id != c.id
+                    && o.state.is_running()
+                    && o.ports.iter().any(|q| q.host_port == p.host_port)
+            }) {
+                return Err(EngineError::Api {
+                    action: "start container".into(),
+                    message: format!("Bind for 0.0.0.0:{} failed: port is already allocated", p.host_port),
+                });
+            }
+        }
+        let behaviour = w.behaviours.get(&c.image).copied().unwrap_or_default();
+        let (state, health) = match behaviour {
+            Behaviour::Healthy => (RunState::Running, HealthState::Healthy),
+            Behaviour::NeverReady => (RunState::Running, HealthState::Starting),
+            Behaviour::Unhealthy => (RunState::Running, HealthState::Unhealthy),
+            Behaviour::ExitAtOnce => (RunState::Exited, HealthState::None),
+            Behaviour::CrashLoop => (RunState::Restarting, HealthState::Starting),
+        };
+        if behaviour == Behaviour::ExitAtOnce {
+            w.exit_codes.insert(id.to_string(), 1);
+        }
+        if behaviour == Behaviour::CrashLoop {
+            w.restarts.insert(id.to_string(), 3);
+        }
+        let c = w.container(id)?;
+        c.state = state;
+        c.health = health;
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, _timeout_s: u64) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        let name = w.container(id)?.name.clone();
+        w.call("stop", &name, true)?;
+        let c = w.container(id)?;
+        c.state = RunState::Exited;
+        c.health = HealthState::None;
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        let name = w
+            .state
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.name.clone())
+            .or_else(|| w.markers.iter().find(|m| m.id == id).map(|m| m.name.clone()))
+            .unwrap_or_else(|| id.to_string());
+        w.call("remove", &name, true)?;
+        w.state.containers.retain(|c| c.id != id);
+        w.markers.retain(|m| m.id != id);
+        Ok(())
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("rename", new_name, true)?;
+        if w.name_taken(new_name) {
+            return Err(World::conflict(new_name));
+        }
+        if let Some(m) = w.markers.iter_mut().find(|m| m.id == id) {
+            m.name = new_name.to_string();
+            return Ok(());
+        }
+        w.container(id)?.name = new_name.to_string();
+        Ok(())
+    }
+
+    async fn update_resources(
+        &self,
+        id: &str,
+        _limits: &crate::render::Limits,
+        _restart: crate::manifest::RestartPolicy,
+    ) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        let name = w.container(id)?.name.clone();
+        w.call("update", &name, true)
+    }
+
+    async fn status(&self, id: &str) -> Result<ContainerStatus, EngineError> {
+        let mut w = self.lock();
+        w.call("inspect", id, false)?;
+        let exit_code = w.exit_codes.get(id).copied();
+        let restart_count = w.restarts.get(id).copied().unwrap_or(0);
+        let c = w.container(id)?.clone();
+        Ok(ContainerStatus {
+            id: c.id,
+            name: c.name,
+            state: c.state,
+            health: c.health,
+            exit_code,
+            restart_count,
+            oom_killed: false,
+            last_probe_output: None,
+            labels: c.labels,
+        })
+    }
+
+    async fn logs_tail(&self, id: &str, _lines: usize) -> Result<String, EngineError> {
+        let mut w = self.lock();
+        w.call("logs", id, false)?;
+        Ok(String::new())
+    }
+
+    async fn write_record(
+        &self,
+        _fleet: &str,
+        _container_name: &str,
+        record: &PatchRecord,
+    ) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("write-record", &record.name, true)?;
+        w.state.records.retain(|r| r.name != record.name);
+        w.state.records.push(record.clone());
+        w.state.records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
+    }
+
+    async fn remove_record(&self, name: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("remove-record", name, true)?;
+        w.state.records.retain(|r| r.name != name);
+        Ok(())
+    }
+
+    async fn download_archive(
+        &self,
+        id: &str,
+        path: &str,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, EngineError> {
+        let config = {
+            let mut w = self.lock();
+            w.call("download", id, false)?;
+            w.container(id)?;
+            w.configs.get(id).cloned().unwrap_or_default()
+        };
+        let dir = path.trim_start_matches('/').trim_end_matches('/');
+        let name = dir.rsplit('/').next().unwrap_or(dir).to_string();
+        let mut b = tar::Builder::new(Vec::new());
+        let io = |e: std::io::Error| EngineError::Other(e.to_string());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o700);
+        h.set_size(0);
+        b.append_data(&mut h, format!("{name}/"), &[][..])
+            .map_err(io)?;
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o600);
+        h.set_size(config.len() as u64);
+        b.append_data(&mut h, format!("{name}/openclaw.json"), config.as_bytes())
+            .map_err(io)?;
+        let bytes = b.into_inner().map_err(io)?;
+        sink.write_all(&bytes).map_err(io)?;
+        Ok(bytes.len() as u64)
+    }
+
+    async fn create_marker(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, EngineError> {
+        let mut w = self.lock();
+        w.call("create-marker", name, true)?;
+        if w.name_taken(name) {
+            return Err(World::conflict(name));
+        }
+        let id = w.new_id();
+        w.markers.push(Marker {
+            id: id.clone(),
+            name: name.to_string(),
+            labels: labels.clone(),
+        });
+        Ok(id)
+    }
+
+    async fn find_marker(&self, name: &str) -> Result<Option<Marker>, EngineError> {
+        let mut w = self.lock();
+        w.call("find-marker", name, false)?;
+        Ok(w.markers.iter().find(|m| m.name == name).cloned())
     }
 }

@@ -126,19 +126,19 @@ fn scenario() -> impl Strategy<Value = (Vec<TenantChoice>, LiveState)> {
                     1 => {
                         let mut c = engine.container_for(spec, FLEET);
                         c.state = RunState::Exited;
-                        engine.state.containers.push(c);
+                        engine.state_mut().containers.push(c);
                     }
                     2 => {
                         let c = engine.container_for(spec, FLEET);
                         let mut next = engine.container_for(spec, FLEET);
                         next.name = format!("{}.next", spec.name);
                         next.labels.insert("mtp.role".into(), "next".into());
-                        engine.state.containers.push(c);
-                        engine.state.containers.push(next);
+                        engine.state_mut().containers.push(c);
+                        engine.state_mut().containers.push(next);
                     }
                     _ => {
                         let c = engine.container_for(spec, FLEET);
-                        engine.state.containers.push(c);
+                        engine.state_mut().containers.push(c);
                     }
                 }
             }
@@ -157,9 +157,9 @@ fn scenario() -> impl Strategy<Value = (Vec<TenantChoice>, LiveState)> {
                 spec.instance = format!("gone{}", spec.instance);
                 spec.name = format!("{FLEET}-{}", spec.instance);
                 let c = engine.container_for(&spec, FLEET);
-                engine.state.containers.push(c);
+                engine.state_mut().containers.push(c);
             }
-            (now, engine.state)
+            (now, engine.into_state())
         })
 }
 
@@ -181,7 +181,7 @@ proptest! {
         let first = plan(&d, &live, &opts(prune));
         let mut engine = FakeEngine::new(live);
         engine.apply(&first, &specs);
-        let second = plan(&d, &engine.state, &opts(prune));
+        let second = plan(&d, &engine.state(), &opts(prune));
         let leftover: Vec<_> = second.actions.iter().filter(|a| a.has_work()).collect();
         prop_assert!(leftover.is_empty(), "still to do after apply: {leftover:#?}");
     }
@@ -237,9 +237,9 @@ fn plan_between(before: &[TenantChoice], now: &[TenantChoice]) -> Plan {
     let mut engine = FakeEngine::default();
     for spec in specs(before) {
         let c = engine.container_for(&spec, FLEET);
-        engine.state.containers.push(c);
+        engine.state_mut().containers.push(c);
     }
-    plan(&desired(specs(now)), &engine.state, &opts(false))
+    plan(&desired(specs(now)), &engine.state(), &opts(false))
 }
 
 #[test]
