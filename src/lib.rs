@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: files -> desired state -> (live state) -> plan -> apply -> report.
 
+pub mod apply;
 pub mod cli;
 pub mod desired;
 pub mod engine;

@@ -400,7 +400,10 @@ impl Engine for DockerEngine {
         let req = bollard::models::NetworkCreateRequest {
             name: network.to_string(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(LABEL_FLEET.to_string(), fleet.to_string())])),
+            labels: Some(HashMap::from([(
+                LABEL_FLEET.to_string(),
+                fleet.to_string(),
+            )])),
             ..Default::default()
         };
         match self.docker.create_network(req).await {
@@ -454,10 +457,7 @@ impl Engine for DockerEngine {
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {
         self.docker
-            .start_container(
-                id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
             .map_err(|e| classify(&self.host, "start container", e))
     }
@@ -619,10 +619,7 @@ impl Engine for DockerEngine {
     async fn remove_record(&self, name: &str) -> Result<(), EngineError> {
         match self
             .docker
-            .remove_volume(
-                name,
-                None::<bollard::query_parameters::RemoveVolumeOptions>,
-            )
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
             .await
         {
             Ok(()) => Ok(()),

@@ -91,15 +91,25 @@ impl FakeEngine {
     }
 
     pub fn state_mut(&mut self) -> &mut LiveState {
-        &mut self.world.get_mut().unwrap_or_else(|p| p.into_inner()).state
+        &mut self
+            .world
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .state
     }
 
     pub fn into_state(self) -> LiveState {
-        self.world.into_inner().unwrap_or_else(|p| p.into_inner()).state
+        self.world
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .state
     }
 
     fn new_id(&mut self) -> String {
-        self.world.get_mut().unwrap_or_else(|p| p.into_inner()).new_id()
+        self.world
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .new_id()
     }
 
     /// A running container made from `spec`, as apply's create leaves it.
@@ -136,7 +146,9 @@ impl FakeEngine {
             }
             for d in &a.drift {
                 if d.remedy == Remedy::RemoveContainer {
-                    self.state_mut().containers.retain(|c| c.id != d.container_id);
+                    self.state_mut()
+                        .containers
+                        .retain(|c| c.id != d.container_id);
                 }
             }
             let spec = specs.iter().find(|s| s.instance == a.tenant);
@@ -175,7 +187,12 @@ impl FakeEngine {
                 }
                 ActionKind::Start | ActionKind::Stop => {
                     let id = live_id.expect("start/stop has a live container");
-                    for c in self.state_mut().containers.iter_mut().filter(|c| c.id == id) {
+                    for c in self
+                        .state_mut()
+                        .containers
+                        .iter_mut()
+                        .filter(|c| c.id == id)
+                    {
                         if a.action == ActionKind::Start {
                             c.state = RunState::Running;
                             c.health = HealthState::Healthy;
@@ -332,7 +349,10 @@ impl Engine for FakeEngine {
             }) {
                 return Err(EngineError::Api {
                     action: "start container".into(),
-                    message: format!("Bind for 0.0.0.0:{} failed: port is already allocated", p.host_port),
+                    message: format!(
+                        "Bind for 0.0.0.0:{} failed: port is already allocated",
+                        p.host_port
+                    ),
                 });
             }
         }
@@ -374,7 +394,12 @@ impl Engine for FakeEngine {
             .iter()
             .find(|c| c.id == id)
             .map(|c| c.name.clone())
-            .or_else(|| w.markers.iter().find(|m| m.id == id).map(|m| m.name.clone()))
+            .or_else(|| {
+                w.markers
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map(|m| m.name.clone())
+            })
             .unwrap_or_else(|| id.to_string());
         w.call("remove", &name, true)?;
         w.state.containers.retain(|c| c.id != id);

@@ -270,10 +270,7 @@ pub trait Engine: Sync {
     /// reachable from mtp (a unix socket, or tcp to a loopback address).
     fn is_local(&self) -> bool;
 
-    fn observe(
-        &self,
-        fleet: &str,
-    ) -> impl Future<Output = Result<LiveState, EngineError>> + Send;
+    fn observe(&self, fleet: &str) -> impl Future<Output = Result<LiveState, EngineError>> + Send;
 
     /// Creates the fleet's network (labelled `mtp.fleet`) unless it exists.
     fn ensure_network(
@@ -417,7 +414,11 @@ pub fn config_archive(
     };
     let staging = format!("{dir}/{CONFIG_STAGING_NAME}");
     let entries: [(tar::Header, String, &[u8]); 2] = [
-        (head(tar::EntryType::Directory, 0o700, 0), format!("{dir}/"), &[]),
+        (
+            head(tar::EntryType::Directory, 0o700, 0),
+            format!("{dir}/"),
+            &[],
+        ),
         (
             head(tar::EntryType::Regular, 0o600, config.len() as u64),
             staging.clone(),

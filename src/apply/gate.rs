@@ -1,0 +1,262 @@
+//! Health gates: is a container that was just started (or re-configured) healthy?
+//!
+//! Docker's own health status first, polled through inspect, so the gate works over a remote
+//! engine. Then, where the published port is reachable from here, the gateway itself is asked:
+//! `GET /readyz`, and (when a [`GatewayProbe`] is given) a WebSocket `health` call with the
+//! tenant's token, which proves the token is wired right.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::engine::{ContainerStatus, Engine, HealthState, RunState};
+use crate::render::ContainerSpec;
+
+use super::Cancel;
+
+/// Why a container did not pass its gate, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GateFailure {
+    #[error("exited with code {code}{}", if *oom { " (killed: out of memory)" } else { "" })]
+    Exited { code: i64, oom: bool },
+    #[error("crashed after starting (Docker restarted it {restarts} time(s))")]
+    CrashLoop { restarts: i64 },
+    #[error("Docker reports it unhealthy{}", output.as_deref().map(|o| format!(": {o}")).unwrap_or_default())]
+    Unhealthy { output: Option<String> },
+    #[error("not healthy after {waited_s}s (Docker health: {health}){}", output.as_deref().map(|o| format!("; last probe: {o}")).unwrap_or_default())]
+    Timeout {
+        waited_s: u64,
+        health: String,
+        output: Option<String>,
+    },
+    #[error("the gateway on {addr} is not ready: {reason}")]
+    NotReady { addr: String, reason: String },
+    #[error("the gateway on {addr} rejected the tenant's token: {reason}")]
+    Token { addr: String, reason: String },
+    #[error("interrupted while waiting for health")]
+    Interrupted,
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// What the gateway answered to a direct check.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProbeReport {
+    /// `configReload.hotReloadStatus` from the `health` RPC, when asked.
+    pub hot_reload_status: Option<String>,
+}
+
+/// Why a direct gateway check failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeError {
+    /// The gateway refused the token (`AUTH_TOKEN_MISMATCH`).
+    Token(String),
+    /// Anything else (not ready, protocol error, timeout).
+    Other(String),
+}
+
+/// A direct check of a gateway through its published port (the WebSocket `health` RPC).
+pub trait GatewayProbe: Sync {
+    fn health(
+        &self,
+        addr: SocketAddr,
+        token: &str,
+    ) -> impl Future<Output = Result<ProbeReport, ProbeError>> + Send;
+}
+
+/// No WebSocket check: only Docker's health and `/readyz`.
+pub struct NoProbe;
+
+impl GatewayProbe for NoProbe {
+    async fn health(&self, _: SocketAddr, _: &str) -> Result<ProbeReport, ProbeError> {
+        Ok(ProbeReport::default())
+    }
+}
+
+/// Timing of a gate.
+#[derive(Debug, Clone, Copy)]
+pub struct GatePolicy {
+    pub timeout: Duration,
+    pub poll: Duration,
+    /// After Docker first reports healthy, how long the container must stay up (a gateway that
+    /// crashes right after its first good probe is not healthy).
+    pub settle: Duration,
+}
+
+impl GatePolicy {
+    pub fn for_spec(spec: &ContainerSpec) -> Self {
+        let interval = Duration::from_millis(spec.healthcheck.interval_ms.max(1));
+        GatePolicy {
+            timeout: Duration::from_secs(spec.gate_timeout_s.max(1)),
+            poll: (interval / 2).clamp(Duration::from_millis(100), Duration::from_millis(1000)),
+            settle: interval.min(Duration::from_secs(2)),
+        }
+    }
+}
+
+fn check(st: &ContainerStatus, restarts_before: i64) -> Result<bool, GateFailure> {
+    match st.state {
+        RunState::Exited | RunState::Dead => {
+            return Err(GateFailure::Exited {
+                code: st.exit_code.unwrap_or(-1),
+                oom: st.oom_killed,
+            });
+        }
+        RunState::Restarting => {
+            return Err(GateFailure::CrashLoop {
+                restarts: (st.restart_count - restarts_before).max(1),
+            });
+        }
+        _ => {}
+    }
+    if st.restart_count > restarts_before {
+        return Err(GateFailure::CrashLoop {
+            restarts: st.restart_count - restarts_before,
+        });
+    }
+    match st.health {
+        HealthState::Healthy => Ok(true),
+        HealthState::Unhealthy => Err(GateFailure::Unhealthy {
+            output: st.last_probe_output.clone(),
+        }),
+        _ => Ok(false),
+    }
+}
+
+/// Waits until Docker reports container `id` healthy and it stays so for the settle time.
+pub async fn wait_docker_healthy<E: Engine>(
+    engine: &E,
+    id: &str,
+    policy: GatePolicy,
+    cancel: &Cancel,
+) -> Result<(), GateFailure> {
+    let started = Instant::now();
+    let mut restarts_before = None;
+    let mut healthy_since: Option<Instant> = None;
+    loop {
+        let st = engine
+            .status(id)
+            .await
+            .map_err(|e| GateFailure::Engine(e.to_string()))?;
+        let base = *restarts_before.get_or_insert(st.restart_count);
+        if check(&st, base)? {
+            let since = *healthy_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= policy.settle {
+                return Ok(());
+            }
+        } else {
+            healthy_since = None;
+        }
+        if started.elapsed() >= policy.timeout {
+            return Err(GateFailure::Timeout {
+                waited_s: started.elapsed().as_secs(),
+                health: format!("{:?}", st.health).to_lowercase(),
+                output: st.last_probe_output,
+            });
+        }
+        if cancel.is_cancelled() {
+            return Err(GateFailure::Interrupted);
+        }
+        tokio::time::sleep(policy.poll).await;
+    }
+}
+
+/// Whether the container still runs and Docker does not call it unhealthy (no settle wait).
+pub async fn still_healthy<E: Engine>(
+    engine: &E,
+    id: &str,
+    restarts_before: i64,
+) -> Result<(), GateFailure> {
+    let st = engine
+        .status(id)
+        .await
+        .map_err(|e| GateFailure::Engine(e.to_string()))?;
+    check(&st, restarts_before).map(|_| ())
+}
+
+/// The address mtp can reach a tenant's gateway on, if any: only when the engine runs here
+/// (a loopback bind on a remote engine is the server's loopback) and a TCP connect succeeds.
+pub async fn reachable_addr(spec: &ContainerSpec, engine_is_local: bool) -> Option<SocketAddr> {
+    if !engine_is_local {
+        return None;
+    }
+    let p = spec.ports.first()?;
+    let ip: std::net::IpAddr = match p.host_ip.as_str() {
+        "" | "0.0.0.0" => std::net::Ipv4Addr::LOCALHOST.into(),
+        "::" => std::net::Ipv6Addr::LOCALHOST.into(),
+        other => other.parse().ok()?,
+    };
+    let addr = SocketAddr::new(ip, p.host_port);
+    let connect = tokio::net::TcpStream::connect(addr);
+    match tokio::time::timeout(Duration::from_millis(300), connect).await {
+        Ok(Ok(_)) => Some(addr),
+        _ => None,
+    }
+}
+
+/// `GET /readyz` on the gateway: `Ok` on HTTP 200.
+pub async fn readyz(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf);
+        let status = text.lines().next().unwrap_or("").to_string();
+        if status.split_whitespace().nth(1) == Some("200") {
+            Ok(())
+        } else {
+            Err(format!("/readyz answered `{status}`"))
+        }
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| "/readyz did not answer in time".to_string())?
+}
+
+/// The direct checks, where the gateway is reachable: `/readyz` (retried until the deadline,
+/// since Docker's probe and ours race), then the token-authenticated `health` RPC.
+pub async fn direct_checks<P: GatewayProbe>(
+    spec: &ContainerSpec,
+    engine_is_local: bool,
+    probe: &P,
+    deadline: Duration,
+) -> Result<Option<ProbeReport>, GateFailure> {
+    let Some(addr) = reachable_addr(spec, engine_is_local).await else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    loop {
+        match readyz(addr, Duration::from_secs(2)).await {
+            Ok(()) => break,
+            Err(reason) if started.elapsed() >= deadline => {
+                return Err(GateFailure::NotReady {
+                    addr: addr.to_string(),
+                    reason,
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let token = spec
+        .env
+        .get(crate::manifest::GATEWAY_TOKEN)
+        .map(|v| v.expose())
+        .unwrap_or("");
+    match probe.health(addr, token).await {
+        Ok(report) => Ok(Some(report)),
+        Err(ProbeError::Token(reason)) => Err(GateFailure::Token {
+            addr: addr.to_string(),
+            reason,
+        }),
+        Err(ProbeError::Other(reason)) => Err(GateFailure::NotReady {
+            addr: addr.to_string(),
+            reason,
+        }),
+    }
+}

@@ -1,0 +1,888 @@
+//! Apply: executes a [`Plan`] through an [`Engine`], one tenant at a time, health-gated, with
+//! rollback, leaving at every instant a state the planner describes truthfully.
+//!
+//! Order: the plan's own (admin first, tenants by name, removals last). Drift remedies of a
+//! tenant (leftovers of an interrupted recycle, duplicates) are removed before its action. A
+//! tenant that fails (or is blocked by a squatter) stops the rollout: the tenants after it
+//! are skipped. `parallel > 1` runs consecutive creates and patches concurrently; recycles,
+//! starts, stops and removals always run alone.
+//!
+//! Crash safety (SIGKILL at any instant), by construction of each action:
+//! - tenant data lives in the bind-mounted data dir, never in a container, so removing a
+//!   container never loses data;
+//! - a recycle creates `<name>.next` beside the old container (the planner reports a stray
+//!   `.next` as a leftover that apply removes first), stops the old one, starts and gates the
+//!   new one, removes the old one and only then renames `.next` to the canonical name. Killed
+//!   before the rename, the next plan sees a stopped or running old container (recycle again)
+//!   or none (create) plus the leftover; killed after, it sees the new container, canonical;
+//! - a patch records the new spec only after the change is made, so a kill in between replans
+//!   the (idempotent) patch.
+
+pub mod audit;
+pub mod backup;
+pub mod gate;
+pub mod lock;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::engine::{Engine, LiveState, NEXT_SUFFIX, PatchRecord, container_labels, record_name};
+use crate::plan::{ActionKind, ChangeClass, Plan, Remedy, TenantAction};
+use crate::render::ContainerSpec;
+
+use audit::{AuditRecord, AuditSink};
+use gate::{GatePolicy, GatewayProbe};
+
+/// Set by Ctrl-C / SIGTERM: the current tenant finishes (or is rolled back), then apply stops.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a plan cannot be executed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanRefused {
+    #[error("the plan is for fleet `{plan}`, but the manifest declares fleet `{manifest}`")]
+    OtherFleet { plan: String, manifest: String },
+    #[error(
+        "the manifest or its secrets changed since the plan was made (plan {plan}, now {now}); make a new plan"
+    )]
+    ManifestMoved { plan: String, now: String },
+    #[error(
+        "the live state of the engine changed since the plan was made (plan {plan}, now {now}); make a new plan"
+    )]
+    LiveMoved { plan: String, now: String },
+    #[error("plan format {found} is not supported (expected {expected}); make a new plan")]
+    Format { found: u32, expected: u32 },
+}
+
+/// Checks that a saved plan still describes the files and the engine it will be applied to.
+pub fn check_saved_plan(
+    plan: &Plan,
+    fleet: &str,
+    manifest_hash: &str,
+    live: &LiveState,
+) -> Result<(), PlanRefused> {
+    if plan.format != crate::plan::PLAN_FORMAT {
+        return Err(PlanRefused::Format {
+            found: plan.format,
+            expected: crate::plan::PLAN_FORMAT,
+        });
+    }
+    if plan.fleet != fleet {
+        return Err(PlanRefused::OtherFleet {
+            plan: plan.fleet.clone(),
+            manifest: fleet.to_string(),
+        });
+    }
+    if plan.manifest_hash != manifest_hash {
+        return Err(PlanRefused::ManifestMoved {
+            plan: short(&plan.manifest_hash).into(),
+            now: short(manifest_hash).into(),
+        });
+    }
+    let now = live.fingerprint();
+    if plan.live_fingerprint != now {
+        return Err(PlanRefused::LiveMoved {
+            plan: short(&plan.live_fingerprint).into(),
+            now: short(&now).into(),
+        });
+    }
+    Ok(())
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Creates and patches run up to this many at a time (1: one tenant at a time).
+    pub parallel: usize,
+    /// Where backups of removed tenants go.
+    pub backup_dir: PathBuf,
+    /// Host directory holding `<tenant>` data dirs (for `delete_data`).
+    pub data_root: PathBuf,
+    /// Also delete a removed tenant's data dir (after its verified backup). Only with a
+    /// local engine.
+    pub delete_data: bool,
+    /// `user@host`, for the audit log.
+    pub actor: String,
+}
+
+/// How one tenant's action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Done,
+    /// It failed and the tenant was put back where it was.
+    RolledBack,
+    /// It failed and could not be (fully) put back, or was blocked.
+    Failed,
+    /// Not attempted: an earlier tenant failed, or apply was interrupted.
+    Skipped,
+}
+
+/// Time spent waiting on the engine and the gateway rather than working: what a recycle's
+/// duration is made of besides mtp itself.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Waits {
+    /// `docker start` calls.
+    pub start_ms: u64,
+    /// Waiting for health (Docker's and the gateway's).
+    pub health_ms: u64,
+    /// `docker stop` calls (the gateway's drain).
+    pub stop_ms: u64,
+}
+
+impl Waits {
+    fn total(&self) -> u64 {
+        self.start_ms + self.health_ms + self.stop_ms
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantOutcome {
+    pub tenant: String,
+    pub action: ActionKind,
+    pub status: Status,
+    /// What was done, or why it failed.
+    pub detail: String,
+    pub elapsed_ms: u64,
+    pub waits: Waits,
+    /// `elapsed_ms` minus the waits: mtp's own time for this tenant.
+    pub own_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub outcomes: Vec<TenantOutcome>,
+    /// Stopped by Ctrl-C / SIGTERM.
+    pub interrupted: bool,
+    /// Stopped for a reason not tied to a tenant (the lock was lost).
+    pub halted: Option<String>,
+}
+
+impl ApplyReport {
+    pub fn succeeded(&self) -> bool {
+        !self.interrupted
+            && self.halted.is_none()
+            && self.outcomes.iter().all(|o| o.status == Status::Done)
+    }
+
+    pub fn count(&self, s: Status) -> usize {
+        self.outcomes.iter().filter(|o| o.status == s).count()
+    }
+}
+
+/// Where progress goes (a terminal's bars or plain lines).
+pub trait Progress: Sync {
+    fn begin(&self, tenant: &str, action: ActionKind);
+    fn step(&self, tenant: &str, step: &str);
+    fn end(&self, outcome: &TenantOutcome);
+}
+
+/// No progress output.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn begin(&self, _: &str, _: ActionKind) {}
+    fn step(&self, _: &str, _: &str) {}
+    fn end(&self, _: &TenantOutcome) {}
+}
+
+/// Everything an apply run needs besides the plan.
+pub struct Executor<'a, E: Engine, P: GatewayProbe> {
+    pub engine: &'a E,
+    pub plan: &'a Plan,
+    /// The desired specs, re-rendered with decrypted secrets, by tenant.
+    pub specs: BTreeMap<String, ContainerSpec>,
+    /// The live state the plan was checked against (patch records to clean up).
+    pub live: &'a LiveState,
+    pub opts: &'a ApplyOptions,
+    pub probe: &'a P,
+    pub audit: &'a dyn AuditSink,
+    pub progress: &'a dyn Progress,
+    pub cancel: Cancel,
+}
+
+/// A tenant's failure: rolled back, or not.
+struct Failure {
+    status: Status,
+    detail: String,
+}
+
+impl Failure {
+    fn failed(detail: impl Into<String>) -> Self {
+        Failure {
+            status: Status::Failed,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Per-tenant bookkeeping while its action runs.
+struct Run<'r> {
+    tenant: &'r str,
+    waits: Waits,
+}
+
+impl Run<'_> {
+    async fn timed<T>(slot: &mut u64, fut: impl Future<Output = T>) -> T {
+        let t = Instant::now();
+        let out = fut.await;
+        *slot += t.elapsed().as_millis() as u64;
+        out
+    }
+}
+
+fn is_parallel_kind(a: &TenantAction) -> bool {
+    a.blocked.is_none() && matches!(a.action, ActionKind::Create | ActionKind::Patch)
+}
+
+impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
+    /// Runs the plan. `lock` is renewed between tenants; losing it stops the rollout.
+    pub async fn run(&self, mut lock: Option<&mut lock::Lock>) -> ApplyReport {
+        let work: Vec<&TenantAction> = self
+            .plan
+            .actions
+            .iter()
+            .filter(|a| a.has_work() || a.blocked.is_some())
+            .collect();
+        let halted = AtomicBool::new(false);
+        let mut report = ApplyReport {
+            outcomes: Vec::new(),
+            interrupted: false,
+            halted: None,
+        };
+        let parallel = self.opts.parallel.max(1);
+        let mut i = 0;
+        while i < work.len() {
+            if self.cancel.is_cancelled() {
+                report.interrupted = true;
+                break;
+            }
+            if let Some(l) = lock.as_deref_mut()
+                && let Err(e) = l.renew_if_due(self.engine).await
+            {
+                report.halted = Some(e.to_string());
+                break;
+            }
+            let mut end = i + 1;
+            if parallel > 1 && is_parallel_kind(work[i]) {
+                while end < work.len() && is_parallel_kind(work[end]) {
+                    end += 1;
+                }
+            }
+            let outcomes: Vec<TenantOutcome> = futures_util::stream::iter(&work[i..end])
+                .map(|a| self.tenant(a, &halted))
+                .buffered(parallel)
+                .collect()
+                .await;
+            report.outcomes.extend(outcomes);
+            if halted.load(Ordering::SeqCst) {
+                break;
+            }
+            i = end;
+        }
+        let done: std::collections::BTreeSet<String> =
+            report.outcomes.iter().map(|o| o.tenant.clone()).collect();
+        for a in work.iter().filter(|a| !done.contains(&a.tenant)) {
+            let outcome = TenantOutcome {
+                tenant: a.tenant.clone(),
+                action: a.action,
+                status: Status::Skipped,
+                detail: "not attempted".into(),
+                elapsed_ms: 0,
+                waits: Waits::default(),
+                own_ms: 0,
+            };
+            self.progress.end(&outcome);
+            report.outcomes.push(outcome);
+        }
+        if self.cancel.is_cancelled() {
+            report.interrupted = true;
+        }
+        report
+    }
+
+    async fn tenant(&self, a: &TenantAction, halted: &AtomicBool) -> TenantOutcome {
+        let started = Instant::now();
+        let mut run = Run {
+            tenant: &a.tenant,
+            waits: Waits::default(),
+        };
+        let result = if halted.load(Ordering::SeqCst) || self.cancel.is_cancelled() {
+            None
+        } else {
+            self.progress.begin(&a.tenant, a.action);
+            Some(self.tenant_inner(a, &mut run).await)
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let (status, detail) = match result {
+            None => (Status::Skipped, "not attempted".to_string()),
+            Some(Ok(detail)) => (Status::Done, detail),
+            Some(Err(f)) => {
+                halted.store(true, Ordering::SeqCst);
+                (f.status, f.detail)
+            }
+        };
+        let outcome = TenantOutcome {
+            tenant: a.tenant.clone(),
+            action: a.action,
+            status,
+            detail,
+            elapsed_ms,
+            own_ms: elapsed_ms.saturating_sub(run.waits.total()),
+            waits: run.waits,
+        };
+        self.progress.end(&outcome);
+        outcome
+    }
+
+    fn audit(
+        &self,
+        a: &TenantAction,
+        action: &str,
+        outcome: &str,
+        container: Option<&str>,
+        detail: Option<String>,
+    ) {
+        self.audit.record(&AuditRecord {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            actor: self.opts.actor.clone(),
+            fleet: self.plan.fleet.clone(),
+            tenant: a.tenant.clone(),
+            action: action.to_string(),
+            old_hash: a.live.as_ref().and_then(|l| l.spec_hash.clone()),
+            new_hash: a.desired_hash.clone(),
+            outcome: outcome.to_string(),
+            container: container.map(str::to_string),
+            commit: self.plan.commit.clone(),
+            detail,
+        });
+    }
+
+    async fn tenant_inner(&self, a: &TenantAction, run: &mut Run<'_>) -> Result<String, Failure> {
+        if let Some(why) = &a.blocked {
+            return Err(Failure::failed(format!("blocked, not touched: {why}")));
+        }
+        let spec = match (&a.desired_hash, a.action) {
+            (_, ActionKind::Remove) | (None, _) => None,
+            (Some(want), _) => {
+                let spec = self.specs.get(&a.tenant).ok_or_else(|| {
+                    Failure::failed("the tenant is no longer declared; make a new plan")
+                })?;
+                let have = spec.hash();
+                if &have != want {
+                    return Err(Failure::failed(format!(
+                        "the rendered spec (hash {}) differs from the plan's ({}): the manifest or a secret changed; make a new plan",
+                        short(&have),
+                        short(want)
+                    )));
+                }
+                Some(spec)
+            }
+        };
+
+        for d in a
+            .drift
+            .iter()
+            .filter(|d| d.remedy == Remedy::RemoveContainer)
+        {
+            self.progress
+                .step(run.tenant, &format!("removing leftover {}", d.container));
+            let r = self.engine.remove(&d.container_id).await;
+            let outcome = if r.is_ok() { "ok" } else { "failed" };
+            self.audit(
+                a,
+                "remove-leftover",
+                outcome,
+                Some(&d.container_id),
+                Some(format!("{:?}: {}", d.kind, d.container)),
+            );
+            r.map_err(|e| Failure::failed(format!("cannot remove leftover {}: {e}", d.container)))?;
+        }
+
+        let needs_spec = || {
+            spec.ok_or_else(|| Failure::failed(format!("{} needs a desired spec", a.action.verb())))
+        };
+        let live_id = || {
+            a.live
+                .as_ref()
+                .map(|l| l.container_id.clone())
+                .ok_or_else(|| {
+                    Failure::failed(format!("{} needs a live container", a.action.verb()))
+                })
+        };
+        let result = match a.action {
+            ActionKind::Noop => Ok("leftovers removed".to_string()),
+            ActionKind::Create => self.create(a, needs_spec()?, run).await,
+            ActionKind::Recycle => self.recycle(a, needs_spec()?, run).await,
+            ActionKind::Patch => self.patch(a, needs_spec()?, &live_id()?, run).await,
+            ActionKind::Start => self.start(a, needs_spec()?, &live_id()?, run).await,
+            ActionKind::Stop => {
+                let spec = needs_spec()?;
+                let id = live_id()?;
+                self.progress.step(run.tenant, "stopping");
+                let r = Run::timed(
+                    &mut run.waits.stop_ms,
+                    self.engine.stop(&id, spec.stop_timeout_s),
+                )
+                .await;
+                r.map(|()| "stopped; data kept".to_string())
+                    .map_err(|e| Failure::failed(format!("cannot stop: {e}")))
+            }
+            ActionKind::Remove => self.remove(a, &live_id()?, run).await,
+        };
+        if a.action != ActionKind::Noop {
+            let (outcome, detail) = match &result {
+                Ok(d) => ("ok", d.clone()),
+                Err(f) if f.status == Status::RolledBack => ("rolled-back", f.detail.clone()),
+                Err(f) => ("failed", f.detail.clone()),
+            };
+            let container = a.live.as_ref().map(|l| l.container_id.as_str());
+            self.audit(a, a.action.verb(), outcome, container, Some(detail));
+        }
+        result
+    }
+
+    /// Waits for Docker's health, then checks the gateway directly where reachable.
+    async fn gate(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        run: &mut Run<'_>,
+    ) -> Result<Option<gate::ProbeReport>, gate::GateFailure> {
+        self.progress.step(run.tenant, "waiting for health");
+        let policy = GatePolicy::for_spec(spec);
+        let t = Instant::now();
+        let r = async {
+            gate::wait_docker_healthy(self.engine, id, policy, &self.cancel).await?;
+            let left = policy
+                .timeout
+                .saturating_sub(t.elapsed())
+                .max(Duration::from_secs(2));
+            gate::direct_checks(spec, self.engine.is_local(), self.probe, left).await
+        }
+        .await;
+        run.waits.health_ms += t.elapsed().as_millis() as u64;
+        r
+    }
+
+    async fn failure_context(&self, id: &str) -> String {
+        match self.engine.logs_tail(id, 5).await {
+            Ok(logs) => {
+                let last: Vec<&str> = logs
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                match last.last() {
+                    Some(l) => format!(
+                        " (last output: {})",
+                        l.chars().take(200).collect::<String>()
+                    ),
+                    None => String::new(),
+                }
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn remove_records(&self, tenant: &str, keep: Option<&str>) {
+        for r in self
+            .live
+            .records
+            .iter()
+            .filter(|r| r.tenant == tenant && Some(r.name.as_str()) != keep)
+        {
+            // A record left behind is harmless (the planner reads records by container id);
+            // it is cleaned up on the tenant's next change.
+            let _ = self.engine.remove_record(&r.name).await;
+        }
+    }
+
+    async fn create(
+        &self,
+        a: &TenantAction,
+        spec: &ContainerSpec,
+        run: &mut Run<'_>,
+    ) -> Result<String, Failure> {
+        let fleet = &self.plan.fleet;
+        self.engine
+            .ensure_network(&spec.network, fleet)
+            .await
+            .map_err(|e| Failure::failed(format!("cannot create network {}: {e}", spec.network)))?;
+        self.progress.step(run.tenant, "creating container");
+        let labels = container_labels(spec, fleet, self.plan.commit.as_deref(), None);
+        let id = self
+            .engine
+            .create_container(&spec.name, spec, &labels)
+            .await
+            .map_err(|e| Failure::failed(format!("cannot create {}: {e}", spec.name)))?;
+        let id = id.as_str();
+        let undo = |reason: String| async move {
+            match self.engine.remove(id).await {
+                Ok(()) => Failure {
+                    status: Status::RolledBack,
+                    detail: format!("{reason}; the new container was removed"),
+                },
+                Err(e) => Failure::failed(format!(
+                    "{reason}; removing the new container failed too: {e}"
+                )),
+            }
+        };
+        if let Err(e) = self.engine.write_config(id, &spec.config).await {
+            return Err(undo(format!("cannot write openclaw.json: {e}")).await);
+        }
+        self.progress.step(run.tenant, "starting");
+        if let Err(e) = Run::timed(&mut run.waits.start_ms, self.engine.start(id)).await {
+            return Err(undo(format!("cannot start: {e}")).await);
+        }
+        if let Err(g) = self.gate(id, spec, run).await {
+            let ctx = self.failure_context(id).await;
+            return Err(undo(format!("new container {g}{ctx}")).await);
+        }
+        self.remove_records(&a.tenant, None).await;
+        Ok(format!("created {} ({}), healthy", spec.name, short(&id)))
+    }
+
+    async fn recycle(
+        &self,
+        a: &TenantAction,
+        spec: &ContainerSpec,
+        run: &mut Run<'_>,
+    ) -> Result<String, Failure> {
+        let fleet = &self.plan.fleet;
+        let old = a
+            .live
+            .as_ref()
+            .ok_or_else(|| Failure::failed("recycle needs a live container"))?;
+        let old_id = old.container_id.as_str();
+        let next_name = format!("{}{NEXT_SUFFIX}", spec.name);
+        self.engine
+            .ensure_network(&spec.network, fleet)
+            .await
+            .map_err(|e| Failure::failed(format!("cannot create network {}: {e}", spec.network)))?;
+        self.progress
+            .step(run.tenant, &format!("creating {next_name}"));
+        let labels = container_labels(spec, fleet, self.plan.commit.as_deref(), Some("next"));
+        let new_id = self
+            .engine
+            .create_container(&next_name, spec, &labels)
+            .await
+            .map_err(|e| Failure::failed(format!("cannot create {next_name}: {e}")))?;
+        let new_id = new_id.as_str();
+
+        let attempt = async {
+            self.engine
+                .write_config(new_id, &spec.config)
+                .await
+                .map_err(|e| format!("cannot write openclaw.json: {e}"))?;
+            if old.running {
+                self.progress.step(run.tenant, "stopping the old container");
+                Run::timed(
+                    &mut run.waits.stop_ms,
+                    self.engine.stop(old_id, spec.stop_timeout_s),
+                )
+                .await
+                .map_err(|e| format!("cannot stop the old container: {e}"))?;
+            }
+            self.progress.step(run.tenant, "starting the new container");
+            Run::timed(&mut run.waits.start_ms, self.engine.start(new_id))
+                .await
+                .map_err(|e| format!("cannot start the new container: {e}"))?;
+            Ok::<(), String>(())
+        }
+        .await;
+        let attempt = match attempt {
+            Ok(()) => match self.gate(new_id, spec, run).await {
+                Ok(_) => Ok(()),
+                Err(g) => Err(format!(
+                    "new container {g}{}",
+                    self.failure_context(new_id).await
+                )),
+            },
+            Err(e) => Err(e),
+        };
+
+        if let Err(reason) = attempt {
+            self.progress.step(run.tenant, "rolling back");
+            if let Err(e) = self.engine.remove(new_id).await {
+                return Err(Failure::failed(format!(
+                    "{reason}; removing the new container failed: {e}; the old one is stopped"
+                )));
+            }
+            if !old.running {
+                return Err(Failure {
+                    status: Status::RolledBack,
+                    detail: format!(
+                        "{reason}; new container removed, the old one left stopped as it was"
+                    ),
+                });
+            }
+            // The old container was stopped by us (or never was): bring it back and gate it.
+            if let Err(e) = Run::timed(&mut run.waits.start_ms, self.engine.start(old_id)).await {
+                return Err(Failure::failed(format!(
+                    "{reason}; restarting the old container failed: {e}"
+                )));
+            }
+            return match self.gate(old_id, spec, run).await {
+                Ok(_) => Err(Failure {
+                    status: Status::RolledBack,
+                    detail: format!(
+                        "{reason}; rolled back: the old container runs again and is healthy"
+                    ),
+                }),
+                Err(g) => Err(Failure::failed(format!(
+                    "{reason}; the old container was restarted but {g}"
+                ))),
+            };
+        }
+
+        self.progress
+            .step(run.tenant, "replacing the old container");
+        self.engine.remove(old_id).await.map_err(|e| {
+            Failure::failed(format!(
+                "the new container is healthy as {next_name}, but removing the old one failed: {e}; apply again"
+            ))
+        })?;
+        self.engine.rename(new_id, &spec.name).await.map_err(|e| {
+            Failure::failed(format!(
+                "the new container is healthy as {next_name}, but renaming it failed: {e}; apply again"
+            ))
+        })?;
+        self.remove_records(&a.tenant, None).await;
+        Ok(format!(
+            "recycled: {} replaced by {}, healthy",
+            short(old_id),
+            short(new_id)
+        ))
+    }
+
+    async fn patch(
+        &self,
+        a: &TenantAction,
+        spec: &ContainerSpec,
+        id: &str,
+        run: &mut Run<'_>,
+    ) -> Result<String, Failure> {
+        let has = |c: ChangeClass| a.changes.iter().any(|ch| ch.class == c);
+        let mut done = Vec::new();
+        let restarts_before = self
+            .engine
+            .status(id)
+            .await
+            .map(|s| s.restart_count)
+            .map_err(|e| Failure::failed(format!("cannot inspect the container: {e}")))?;
+        if has(ChangeClass::DockerUpdate) {
+            self.progress.step(run.tenant, "docker update");
+            self.engine
+                .update_resources(id, &spec.limits, spec.restart)
+                .await
+                .map_err(|e| Failure::failed(format!("docker update failed: {e}")))?;
+            done.push("limits/restart updated".to_string());
+        }
+        if has(ChangeClass::HotReload) {
+            self.progress.step(run.tenant, "writing openclaw.json");
+            self.engine
+                .write_config(id, &spec.config)
+                .await
+                .map_err(|e| Failure::failed(format!("cannot write openclaw.json: {e}")))?;
+            match self.confirm_reload(id, spec, restarts_before, run).await {
+                Ok(note) => done.push(note),
+                Err(reason) => {
+                    let old_config = a
+                        .changes
+                        .iter()
+                        .find(|c| c.field == "config")
+                        .and_then(|c| c.old.as_ref())
+                        .and_then(Value::as_str);
+                    let Some(old_config) = old_config else {
+                        return Err(Failure::failed(format!("after the config change {reason}")));
+                    };
+                    return match self.engine.write_config(id, old_config).await {
+                        Ok(()) => Err(Failure {
+                            status: Status::RolledBack,
+                            detail: format!(
+                                "after the config change {reason}; the previous openclaw.json was restored"
+                            ),
+                        }),
+                        Err(e) => Err(Failure::failed(format!(
+                            "after the config change {reason}; restoring the previous openclaw.json failed: {e}"
+                        ))),
+                    };
+                }
+            }
+        }
+        if has(ChangeClass::MtpOnly) {
+            done.push("mtp settings recorded".to_string());
+        }
+        // Docker cannot relabel a container: the applied spec is recorded beside it.
+        let fields = spec.fields();
+        let hash = crate::render::hash_fields(&fields);
+        let seq = self
+            .live
+            .records
+            .iter()
+            .filter(|r| r.tenant == a.tenant)
+            .map(|r| r.seq)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let record = PatchRecord {
+            name: record_name(&spec.name, &hash),
+            tenant: a.tenant.clone(),
+            container_id: id.to_string(),
+            seq,
+            spec_hash: hash,
+            fields,
+        };
+        self.engine
+            .write_record(&self.plan.fleet, &spec.name, &record)
+            .await
+            .map_err(|e| {
+                Failure::failed(format!(
+                    "changed, but recording the new spec failed: {e}; apply again"
+                ))
+            })?;
+        self.remove_records(&a.tenant, Some(&record.name)).await;
+        Ok(format!("patched in place: {}", done.join(", ")))
+    }
+
+    /// After a config rewrite: the container must stay up and healthy, and where reachable
+    /// the gateway must answer `health` (and say whether it hot-reloaded).
+    async fn confirm_reload(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        restarts_before: i64,
+        run: &mut Run<'_>,
+    ) -> Result<String, String> {
+        self.progress.step(run.tenant, "confirming the reload");
+        let policy = GatePolicy::for_spec(spec);
+        let t = Instant::now();
+        tokio::time::sleep(policy.settle).await;
+        let r = async {
+            gate::still_healthy(self.engine, id, restarts_before).await?;
+            gate::direct_checks(spec, self.engine.is_local(), self.probe, policy.timeout).await
+        }
+        .await;
+        run.waits.health_ms += t.elapsed().as_millis() as u64;
+        match r {
+            Ok(Some(report)) => Ok(match report.hot_reload_status {
+                Some(s) => format!("config hot-reloaded (gateway reports {s})"),
+                None => "config rewritten, gateway healthy".to_string(),
+            }),
+            Ok(None) => Ok("config rewritten, container healthy".to_string()),
+            Err(g) => Err(g.to_string()),
+        }
+    }
+
+    async fn start(
+        &self,
+        _a: &TenantAction,
+        spec: &ContainerSpec,
+        id: &str,
+        run: &mut Run<'_>,
+    ) -> Result<String, Failure> {
+        self.progress.step(run.tenant, "starting");
+        Run::timed(&mut run.waits.start_ms, self.engine.start(id))
+            .await
+            .map_err(|e| Failure::failed(format!("cannot start: {e}")))?;
+        if let Err(g) = self.gate(id, spec, run).await {
+            let ctx = self.failure_context(id).await;
+            return match self.engine.stop(id, spec.stop_timeout_s).await {
+                Ok(()) => Err(Failure {
+                    status: Status::RolledBack,
+                    detail: format!("{g}{ctx}; stopped again"),
+                }),
+                Err(e) => Err(Failure::failed(format!(
+                    "{g}{ctx}; stopping it again failed: {e}"
+                ))),
+            };
+        }
+        Ok("started, healthy".to_string())
+    }
+
+    async fn remove(
+        &self,
+        a: &TenantAction,
+        id: &str,
+        run: &mut Run<'_>,
+    ) -> Result<String, Failure> {
+        let name = a
+            .live
+            .as_ref()
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| format!("{}-{}", self.plan.fleet, a.tenant));
+        self.progress.step(run.tenant, "backing up data");
+        let b = backup::backup(
+            self.engine,
+            id,
+            &name,
+            crate::manifest::STATE_DIR,
+            &self.opts.backup_dir,
+        )
+        .await
+        .map_err(|e| Failure::failed(format!("not removed: backup failed: {e}")))?;
+        self.audit(
+            a,
+            "backup",
+            "ok",
+            Some(id),
+            Some(format!("{} ({} entries)", b.path.display(), b.entries)),
+        );
+        self.progress.step(run.tenant, "removing container");
+        self.engine.remove(id).await.map_err(|e| {
+            Failure::failed(format!(
+                "backed up to {}, but removal failed: {e}",
+                b.path.display()
+            ))
+        })?;
+        self.remove_records(&a.tenant, None).await;
+        let mut detail = format!(
+            "backed up to {} ({} entries), container removed",
+            b.path.display(),
+            b.entries
+        );
+        let data = self.opts.data_root.join(&a.tenant);
+        if self.opts.delete_data {
+            if !self.engine.is_local() {
+                return Err(Failure::failed(format!(
+                    "{detail}; data dir {} kept: --delete-data needs a local engine",
+                    data.display()
+                )));
+            }
+            std::fs::remove_dir_all(&data).map_err(|e| {
+                Failure::failed(format!(
+                    "{detail}; deleting the data dir {} failed: {e}",
+                    data.display()
+                ))
+            })?;
+            detail.push_str(&format!("; data dir {} deleted", data.display()));
+        } else {
+            detail.push_str(&format!("; data dir {} kept", data.display()));
+        }
+        Ok(detail)
+    }
+}
