@@ -279,7 +279,8 @@ fn split_section<S: AsRef<str>>(path: &[S]) -> (usize, String) {
 fn unknown_key(at: &[String], name: &str, span: Range<usize>, known: &[&str]) -> Finding {
     let table = table_name(at);
     let suggestion = closest(name, known.iter().copied());
-    let mut message = format!("unknown key `{name}` in {table}");
+    let place = if at.is_empty() { "at" } else { "in" };
+    let mut message = format!("unknown key `{name}` {place} {table}");
     if let Some(s) = &suggestion {
         message.push_str(&format!("; did you mean `{s}`?"));
     }
@@ -345,7 +346,12 @@ fn type_finding(
         } else {
             format!("{what} has the wrong type: expected {wanted}, found {found}")
         };
-        return Finding::error("wrong-type", message).label(span, format!("expected {wanted}"));
+        let mut finding =
+            Finding::error("wrong-type", message).label(span, format!("expected {wanted}"));
+        if let Some(d) = schema::description_at(at).filter(|_| !rel.is_empty()) {
+            finding = finding.help(format!("`{rel}`: {}", d.replace('\n', " ")));
+        }
+        return finding;
     }
     if let Some(rest) = message.strip_prefix("invalid value: ")
         && let Some((lo, hi)) = schema::range_at(at)

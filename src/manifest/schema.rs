@@ -29,6 +29,19 @@ pub fn fleet_schema_json() -> String {
     pretty(fleet_schema())
 }
 
+/// Where the schema of `mtp validate --format json` lives.
+pub const VALIDATE_SCHEMA_PATH: &str = "schemas/validate.schema.json";
+
+/// The schema of `mtp validate --format json`, as checked in.
+pub fn validate_report_schema_json() -> String {
+    let generator = SchemaSettings::draft07().into_generator();
+    let mut value = generator
+        .into_root_schema_for::<super::ReportJson>()
+        .to_value();
+    drop_null(&mut value);
+    pretty(&value)
+}
+
 pub(crate) fn pretty(value: &Value) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');

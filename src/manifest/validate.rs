@@ -12,7 +12,6 @@ use super::{
     ADMIN, ByteSize, DmPolicy, FleetSettings, GATEWAY_TOKEN, Instance, InstanceKind, MIN_MEMORY,
     Manifest, Settings,
 };
-use crate::secrets::FLEET_OWNER;
 
 /// Secret names present for each owner (tenant name, `admin`, `_fleet`): the top-level keys of
 /// each `secrets/<owner>.toml`. An owner without a file is absent.
@@ -56,9 +55,9 @@ pub fn check_tenant_name(name: &str) -> Result<(), String> {
     check_dns_label(name, 63)?;
     if RESERVED_TENANT_NAMES.contains(&name) {
         return Err(if name == ADMIN {
-            "`admin` is reserved for the admin instance, declared in [admin]".to_string()
+            "it is reserved for the admin instance, declared in [admin]".to_string()
         } else {
-            format!("`{name}` is reserved")
+            "it is reserved".to_string()
         });
     }
     if name.starts_with(RESERVED_PREFIX) {
@@ -87,7 +86,7 @@ fn check_dns_label(name: &str, max: usize) -> Result<(), String> {
     if name.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(format!(
             "it has uppercase letters; names are DNS labels: {RULE} (`{}` would do)",
-            name.to_ascii_lowercase()
+            as_dns_label(name)
         ));
     }
     if let Some(c) = name
@@ -105,6 +104,18 @@ fn check_dns_label(name: &str, max: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The nearest DNS label to `name`: lowercased, other characters turned into `-`.
+fn as_dns_label(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .collect();
+    mapped.trim_matches('-').to_string()
 }
 
 /// `[A-Z_][A-Z0-9_]*`: what the gateway substitutes in `${VAR}` and what secrets are named.
@@ -243,15 +254,12 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
     for inst in &instances {
         c.instance(parsed, inst, available);
     }
-    if structurally_sound {
-        c.orphan_secrets(&instances, available);
-        if instances.is_empty() {
-            c.findings.push(
-                Finding::warning("no-instances", "the fleet declares no tenants and no admin")
-                    .maybe_label(parsed.spans.key(&["fleet"]), "this fleet runs nothing")
-                    .help("add a tenant with `mtp tenant add <name>`"),
-            );
-        }
+    if structurally_sound && instances.is_empty() {
+        c.findings.push(
+            Finding::warning("no-instances", "the fleet declares no tenants and no admin")
+                .maybe_label(parsed.spans.key(&["fleet"]), "this fleet runs nothing")
+                .help("add a tenant with `mtp tenant add <name>`"),
+        );
     }
     c.finish()
 }
@@ -476,10 +484,12 @@ impl Checker<'_> {
                         format!("tenant name `{shown}` is not valid: {why}"),
                     )
                     .maybe_label(self.spans.key(&["tenants", &name]), "invalid tenant name")
-                    .help(
-                        "a tenant name is a DNS label (`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`): it \
-                         names the container, its data directory and its secrets file",
-                    ),
+                    .help(format!(
+                        "a tenant name names its container, data directory and secrets file: a \
+                         DNS label (`^[a-z0-9]([a-z0-9-]{{0,61}}[a-z0-9])?$`), not one of {} nor \
+                         starting with `{RESERVED_PREFIX}`",
+                        RESERVED_TENANT_NAMES.join(", ")
+                    )),
                 );
             }
         }
@@ -644,10 +654,15 @@ impl Checker<'_> {
                     .push(port_range_finding(inst.port, &what, span));
             }
         }
-        for (port, users) in by_port {
+        for (port, mut users) in by_port {
             if users.len() < 2 {
                 continue;
             }
+            users.sort_by_key(|i| {
+                self.spans
+                    .value(&join(&base_of(i), &["port"]))
+                    .map(|s| s.start)
+            });
             let names: Vec<String> = users.iter().map(|i| format!("`{}`", i.name)).collect();
             let mut labels: Vec<Label> = users
                 .iter()
@@ -826,10 +841,19 @@ impl Checker<'_> {
     }
 
     fn secrets(&mut self, parsed: &Parsed, inst: &Instance, available: &AvailableSecrets) {
+        if inst.kind == InstanceKind::Tenant && check_tenant_name(&inst.name).is_err() {
+            // Its name is reported already, and names no file mtp would read.
+            return;
+        }
         let base = base_of(inst);
         let file = format!("secrets/{}.toml", inst.name);
         let Some(have) = available.get(&inst.name) else {
-            let list: Vec<String> = inst.secrets.iter().map(|s| format!("`{s}`")).collect();
+            let list: Vec<String> = inst
+                .secrets
+                .iter()
+                .filter(|s| is_env_name(s))
+                .map(|s| format!("`{s}`"))
+                .collect();
             self.findings.push(
                 Finding::error(
                     "missing-secret",
@@ -864,7 +888,8 @@ impl Checker<'_> {
             }
             None => None,
         };
-        for secret in &inst.secrets {
+        // Invalid names are reported where they are written, and name no variable to look for.
+        for secret in inst.secrets.iter().filter(|s| is_env_name(s)) {
             if have.contains(secret) {
                 continue;
             }
@@ -895,23 +920,6 @@ impl Checker<'_> {
                 )
                 .maybe_label(span, "not in the secrets file")
                 .help(help),
-            );
-        }
-    }
-
-    fn orphan_secrets(&mut self, instances: &[Instance], available: &AvailableSecrets) {
-        for owner in available.keys() {
-            if owner == FLEET_OWNER || instances.iter().any(|i| &i.name == owner) {
-                continue;
-            }
-            self.findings.push(
-                Finding::warning(
-                    "orphan-secrets",
-                    format!("secrets/{owner}.toml belongs to no instance of this fleet"),
-                )
-                .help(format!(
-                    "remove it if `{owner}` is gone for good (`mtp tenant rm {owner}` does both)"
-                )),
             );
         }
     }
