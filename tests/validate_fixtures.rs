@@ -162,3 +162,41 @@ fn a_secret_pasted_into_env_is_never_shown() {
         assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
     }
 }
+
+#[test]
+fn commands_refusing_a_manifest_print_what_validate_prints() {
+    let dir = common::fixtures("broken");
+    let path = dir.join("many-problems.toml");
+    let report = mtp::manifest::load_validated(&path, &common::available_secrets(&dir))
+        .expect_err("an invalid manifest is refused");
+    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+        .with_width(200)
+        .with_links(false);
+    let mut shown = String::new();
+    handler.render_report(&mut shown, &report).unwrap();
+    assert!(shown.contains("many-problems.toml: 8 errors"), "{shown}");
+    for finding in &report.findings {
+        assert!(
+            shown.contains(&finding.message),
+            "{} missing:\n{shown}",
+            finding.message
+        );
+    }
+    assert!(shown.contains("many-problems.toml:13:1"), "{shown}");
+}
+
+#[test]
+fn load_refuses_structural_errors_and_accepts_the_rest() {
+    let dir = common::fixtures("broken");
+    let err = mtp::manifest::load(&dir.join("unknown-key.toml")).expect_err("unknown keys");
+    let mtp::manifest::ManifestError::Invalid(report) = err else {
+        panic!("not a validation report: {err}");
+    };
+    assert_eq!(report.errors(), 4);
+    // Semantic problems are validate's business: load reads a manifest with them.
+    let loaded = mtp::manifest::load(&dir.join("duplicate-port.toml")).unwrap();
+    assert_eq!(loaded.manifest.tenants.len(), 3);
+    let spans = loaded.spans();
+    let port = spans.value(&["tenants", "beta", "port"]).unwrap();
+    assert_eq!(&loaded.source[port], "18801");
+}

@@ -81,6 +81,12 @@ pub fn load(path: &Path) -> Result<LoadedManifest, ManifestError> {
         path: path.to_path_buf(),
         source,
     })?;
+    load_source(path, source)
+}
+
+/// [`load`] for a manifest already in memory; `path` names it in diagnostics and locates
+/// `secrets/` beside it.
+pub fn load_source(path: &Path, source: String) -> Result<LoadedManifest, ManifestError> {
     let parsed = parse::parse(&source);
     match parsed.manifest() {
         Some(manifest) => Ok(loaded(path, source, manifest)),

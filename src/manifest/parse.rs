@@ -204,9 +204,7 @@ impl Ctx<'_> {
             self.findings
                 .push(type_finding(self.spans, &section, &at, &message, span));
             let rel = &at[section.len()..];
-            let Some(depth) = remove_at(value.get_mut(), rel) else {
-                return None;
-            };
+            let depth = remove_at(value.get_mut(), rel)?;
             dropped.push(rel[0].clone());
             self.dropped.insert(at[..section.len() + depth].to_vec());
         }
@@ -442,8 +440,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -204,8 +204,9 @@ pub(crate) fn mask_secret_like_values(text: &str) -> String {
             let key = before.strip_suffix('=').map(|b| {
                 let b = b.trim_end().trim_end_matches(['"', '\'']);
                 let from = b
-                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-                    .map_or(0, |p| p + 1);
+                    .char_indices()
+                    .rfind(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+                    .map_or(0, |(p, c)| p + c.len_utf8());
                 &b[from..]
             });
             if looks_like_secret_value(content) || key.is_some_and(looks_like_secret_name) {
