@@ -277,7 +277,7 @@ impl ValidationReport {
                 f.severity, f.code, f.message
             ));
             if let Some(help) = &f.help {
-                out.push_str(&format!("  help: {help}\n"));
+                out.push_str(&format!("  help: {}\n", help.replace('\n', "\n        ")));
             }
         }
         out

@@ -128,7 +128,15 @@ fn path(segments: &[&str]) -> Vec<String> {
 
 fn syntax_finding(text: &str, e: &toml::de::Error) -> Finding {
     let span = e.span().unwrap_or(text.len()..text.len());
-    let message = e.message().trim().replace('\n', "; ");
+    let mut message = e.message().trim().replace('\n', "; ");
+    // The span of a duplicate key is the key itself (never a value): name it.
+    if message == "duplicate key"
+        && let Some(key) = text
+            .get(span.clone())
+            .filter(|k| k.len() <= 64 && !k.contains('\n'))
+    {
+        message = format!("duplicate key `{key}`: a key or table may be defined only once");
+    }
     Finding::error("syntax", format!("invalid TOML: {message}"))
         .label(span, "here")
         .help("see https://toml.io for the syntax")

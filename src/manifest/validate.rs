@@ -52,6 +52,10 @@ pub const MTP_ENV: &[&str] = &[
 
 /// Why a tenant name is refused, if it is.
 pub fn check_tenant_name(name: &str) -> Result<(), String> {
+    with_suggestion(name, tenant_name_rules)
+}
+
+fn tenant_name_rules(name: &str) -> Result<(), String> {
     check_dns_label(name, 63)?;
     if RESERVED_TENANT_NAMES.contains(&name) {
         return Err(if name == ADMIN {
@@ -70,7 +74,23 @@ pub fn check_tenant_name(name: &str) -> Result<(), String> {
 
 /// Why a fleet name is refused, if it is.
 pub fn check_fleet_name(name: &str) -> Result<(), String> {
-    check_dns_label(name, MAX_FLEET_NAME)
+    with_suggestion(name, |n| check_dns_label(n, MAX_FLEET_NAME))
+}
+
+/// Runs `rules`, and on a refusal offers the nearest name the rules accept, if there is one.
+fn with_suggestion(name: &str, rules: impl Fn(&str) -> Result<(), String>) -> Result<(), String> {
+    rules(name).map_err(|why| {
+        let near = as_dns_label(name);
+        // Only for a near miss (case, `_`, spaces); `../x` is not a typo of `x`.
+        let near_miss = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ' '));
+        if near_miss && near != name && rules(&near).is_ok() {
+            format!("{why} (`{near}` would do)")
+        } else {
+            why
+        }
+    })
 }
 
 /// A DNS label: `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`, here at most `max` characters.
@@ -85,8 +105,7 @@ fn check_dns_label(name: &str, max: usize) -> Result<(), String> {
     }
     if name.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(format!(
-            "it has uppercase letters; names are DNS labels: {RULE} (`{}` would do)",
-            as_dns_label(name)
+            "it has uppercase letters; names are DNS labels: {RULE}"
         ));
     }
     if let Some(c) = name
@@ -959,6 +978,18 @@ mod tests {
                 .contains("64 characters")
         );
         assert!(check_fleet_name(&"a".repeat(31)).is_err());
+        // A suggestion is offered only when it would itself be accepted.
+        assert!(
+            check_fleet_name("My Fleet")
+                .unwrap_err()
+                .contains("`my-fleet` would do")
+        );
+        assert!(!check_tenant_name("Admin").unwrap_err().contains("would do"));
+        assert!(
+            check_tenant_name("Acme")
+                .unwrap_err()
+                .contains("`acme` would do")
+        );
     }
 
     #[test]
