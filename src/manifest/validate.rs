@@ -50,6 +50,9 @@ pub const MTP_ENV: &[&str] = &[
     GATEWAY_TOKEN,
 ];
 
+/// The secret holding a tenant's Telegram bot token (read by render as `${TELEGRAM_BOT_TOKEN}`).
+const TELEGRAM_TOKEN: &str = "TELEGRAM_BOT_TOKEN";
+
 /// Why a tenant name is refused, if it is.
 pub fn check_tenant_name(name: &str) -> Result<(), String> {
     with_suggestion(name, tenant_name_rules)
@@ -637,6 +640,25 @@ impl Checker<'_> {
                 .help("e.g. \"anthropic/claude-sonnet-4-5\" or \"openai/gpt-5\""),
             );
         }
+        if let Some(image) = &s.image
+            && !image.trim().is_empty()
+        {
+            let name = image.rsplit('/').next().unwrap_or(image);
+            let tag = name.split_once(':').map(|(_, t)| t);
+            if !image.contains('@') && tag.is_none_or(|t| t == "latest") {
+                self.findings.push(
+                    Finding::warning(
+                        "image-unpinned",
+                        format!("image `{image}` in {table} is not pinned to a version"),
+                    )
+                    .maybe_label(self.spans.value(&at(&["image"])), "floating tag")
+                    .help(
+                        "pin a release (`:2026.9.6`) or a digest (`@sha256:...`): a moving tag \
+                         changes tenants without a change in fleet.toml, so plans cannot show it",
+                    ),
+                );
+            }
+        }
         if let Some(cmd) = &s.command
             && cmd.first().is_none_or(|c| c.trim().is_empty())
         {
@@ -768,6 +790,35 @@ impl Checker<'_> {
             );
         }
         self.telegram(inst);
+        if inst.telegram.enabled == Some(true)
+            && !inst.secrets.iter().any(|s| s == TELEGRAM_TOKEN)
+            && !self.was_dropped(inst, &["secrets"])
+        {
+            self.issue(
+                inst,
+                Severity::Error,
+                "telegram-without-token",
+                &["telegram", "enabled"],
+                |t| format!("telegram.enabled in {t} turns the Telegram channel on without a {TELEGRAM_TOKEN} secret"),
+                "enabled without a bot token",
+                Some(format!(
+                    "store the bot token with `mtp secrets set {name} {TELEGRAM_TOKEN}` and list \
+                     it in `secrets`"
+                )),
+            );
+        }
+        if !inst.fallbacks.is_empty() && inst.model.is_none() && !self.was_dropped(inst, &["model"])
+        {
+            self.issue(
+                inst,
+                Severity::Warning,
+                "fallbacks-without-model",
+                &["fallbacks"],
+                |t| format!("fallbacks in {t} are ignored without a primary `model`"),
+                "ignored",
+                Some("set `model` (`provider/model`) beside the fallbacks".into()),
+            );
+        }
         let h = &inst.health;
         let needed = h.start_period.std() + h.interval.std();
         if h.gate_timeout.std() < needed {
@@ -799,7 +850,7 @@ impl Checker<'_> {
                     Severity::Error,
                     "env-secret-collision",
                     &["env", &key],
-                    |t| format!("env `{key}` in {t} has the name of a secret of `{name}`"),
+                    |t| format!("env `{key}` in {t} collides with the secret of the same name"),
                     "also a secret",
                     Some(
                         "a secret is delivered as the variable of its name; remove it from env"
@@ -814,8 +865,7 @@ impl Checker<'_> {
     fn telegram(&mut self, inst: &Instance) {
         let t = &inst.telegram;
         // Policies only reach openclaw.json when the channel is rendered (see render_config).
-        let rendered =
-            t.enabled.is_some() || inst.secrets.iter().any(|s| s == "TELEGRAM_BOT_TOKEN");
+        let rendered = t.enabled.is_some() || inst.secrets.iter().any(|s| s == TELEGRAM_TOKEN);
         if !rendered || self.was_dropped(inst, &["telegram", "allow_from"]) {
             return;
         }
