@@ -205,10 +205,11 @@ impl Ctx<'_> {
                 return None;
             }
             let span = err.span();
+            // The key whose written value most tightly holds the error's span.
             let at = span
                 .as_ref()
-                .and_then(|s| self.smallest_path_at(s, &section))
-                .unwrap_or_else(|| section.clone());
+                .and_then(|s| self.spans.path_at(s, &section))
+                .map_or_else(|| section.clone(), <[String]>::to_vec);
             self.findings
                 .push(type_finding(self.spans, &section, &at, &message, span));
             let rel = &at[section.len()..];
@@ -216,11 +217,6 @@ impl Ctx<'_> {
             dropped.push(rel[0].clone());
             self.dropped.insert(at[..section.len() + depth].to_vec());
         }
-    }
-
-    /// The path under `section` whose written value most tightly contains `span`.
-    fn smallest_path_at(&self, span: &Range<usize>, section: &[String]) -> Option<Vec<String>> {
-        self.spans.path_at(span, section).map(<[String]>::to_vec)
     }
 }
 
