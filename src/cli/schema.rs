@@ -23,6 +23,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         Which::Fleet => schema::fleet_schema_json(),
         Which::Validate => schema::validate_report_schema_json(),
     };
-    print!("{text}");
+    // A closed pipe (`mtp schema | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,5 @@
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -28,20 +29,22 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
     let available = available_secrets(&manifest_dir(fleet))?;
     let validation = manifest::validate_file(fleet, &available);
     let report = &validation.report;
+    // Output that cannot be written (a closed pipe, as with `| head`) is dropped, not a panic.
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     match args.format {
         Format::Human => {
             for finding in &report.findings {
-                eprintln!("{:?}", miette::Report::new(finding.clone()));
+                let _ = writeln!(err, "{:?}", miette::Report::new(finding.clone()));
             }
-            println!("{}", report.summary());
+            let _ = writeln!(out, "{}", report.summary());
         }
         Format::Short => {
-            print!("{}", report.render_short());
-            println!("{}", report.summary());
+            let _ = write!(out, "{}", report.render_short());
+            let _ = writeln!(out, "{}", report.summary());
         }
         Format::Json => {
             let json = serde_json::to_string_pretty(&report.to_json()).into_diagnostic()?;
-            println!("{json}");
+            let _ = writeln!(out, "{json}");
         }
     }
     Ok(if report.has_errors() {
