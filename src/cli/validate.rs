@@ -26,7 +26,7 @@ pub struct Args {
 
 /// Checks the manifest against every rule. Exit 0 when valid (warnings allowed), 1 otherwise.
 pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
-    let available = available_secrets(&manifest_dir(fleet))?;
+    let available = available_secrets(&super::common::manifest_dir(fleet))?;
     let validation = manifest::validate_file(fleet, &available);
     let report = &validation.report;
     // Output that cannot be written (a closed pipe, as with `| head`) is dropped, not a panic.
@@ -52,14 +52,6 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn manifest_dir(fleet: &Path) -> std::path::PathBuf {
-    fleet
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| ".".into())
 }
 
 /// The secret names of each owner: the top-level keys of each `secrets/<owner>.toml` beside the
