@@ -32,6 +32,7 @@ fn checked_in_schemas_match_the_types() {
         schema::VALIDATE_SCHEMA_PATH,
         &schema::validate_report_schema_json(),
     );
+    check_file(mtp::plan::PLAN_SCHEMA_PATH, &mtp::plan::plan_schema_json());
 }
 
 #[test]

@@ -8,6 +8,8 @@ pub enum Which {
     Fleet,
     /// The output of `mtp validate --format json` (schemas/validate.schema.json).
     Validate,
+    /// The output of `mtp plan --json` and saved plan files (schemas/plan.schema.json).
+    Plan,
 }
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +24,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let text = match args.which {
         Which::Fleet => schema::fleet_schema_json(),
         Which::Validate => schema::validate_report_schema_json(),
+        Which::Plan => crate::plan::plan_schema_json(),
     };
     // A closed pipe (`mtp schema | head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
