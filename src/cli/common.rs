@@ -10,9 +10,32 @@ use crate::engine::docker::DockerEngine;
 use crate::manifest::{Instance, LoadedManifest};
 use crate::secrets::SecretValue;
 
-/// Loads and validates the manifest; any problem is an error that touches nothing.
+/// Loads and validates the manifest; any error stops the command before anything is touched.
+/// Findings are printed to stderr as `mtp validate` prints them.
 pub fn load_manifest(path: &Path) -> Result<LoadedManifest> {
-    crate::manifest::load(path).map_err(|e| miette!("{e}"))
+    let dir = manifest_dir(path);
+    let available = super::validate::available_secrets(&dir)?;
+    let validation = crate::manifest::validate_file(path, &available);
+    for finding in &validation.report.findings {
+        eprintln!("{:?}", miette::Report::new(finding.clone()));
+    }
+    match validation.into_result() {
+        Ok((loaded, _warnings)) => Ok(loaded),
+        Err(report) => Err(miette!(
+            help = "run `mtp validate` for the full report; nothing was touched",
+            "{}",
+            report.summary()
+        )),
+    }
+}
+
+/// The directory of the manifest: `secrets/` is found beside it.
+pub fn manifest_dir(fleet: &Path) -> std::path::PathBuf {
+    fleet
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| ".".into())
 }
 
 /// Decrypts secrets from `secrets/` with the operator's age identity.

@@ -29,45 +29,55 @@ macro_rules! settings_table {
             /// `["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub command: Option<Vec<String>>,
-            /// Memory limit, e.g. `"2g"`, `"1536m"`. The gateway needs about 950 MiB resident.
+            /// Memory limit, e.g. `"2g"` (the default), `"1536m"`. At least `"1g"`: the gateway is
+            /// about 950 MiB resident when idle.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub memory: Option<ByteSize>,
-            /// CPU limit in cores, e.g. `1.5`.
+            /// CPU limit in cores, e.g. `1.5`. Default 2.
             #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(range(min = 0.01, max = 64.0))]
             pub cpus: Option<f64>,
-            /// Maximum number of processes in the container.
+            /// Maximum number of processes in the container, at least 64. Default 512.
             #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(range(min = 64))]
             pub pids_limit: Option<i64>,
-            /// Docker restart policy.
+            /// Docker restart policy. Default `"unless-stopped"`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub restart: Option<RestartPolicy>,
-            /// How long `docker stop` waits before SIGKILL, e.g. `"30s"`.
+            /// How long `docker stop` waits before SIGKILL, e.g. `"30s"` (the default). The
+            /// gateway closes its clients and exits in a few seconds when idle.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub stop_timeout: Option<Duration>,
             /// Container healthcheck and the health gate apply waits on.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub health: Option<HealthSettings>,
-            /// Primary model, `provider/model`.
+            /// Primary model, `provider/model`, e.g. `"anthropic/claude-sonnet-4-5"`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(regex(pattern = r"^[^/\s]+/\S+$"))]
             pub model: Option<String>,
-            /// Fallback models, `provider/model`.
+            /// Fallback models, `provider/model`, tried in order when the primary fails.
             #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(inner(regex(pattern = r"^[^/\s]+/\S+$")))]
             pub fallbacks: Option<Vec<String>>,
             /// Telegram channel policies.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub telegram: Option<TelegramSettings>,
-            /// Tools the agent may not use (`tools.deny`).
+            /// Tools the agent may not use (`tools.deny` in openclaw.json), e.g. `["exec"]`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub tools_deny: Option<Vec<String>>,
-            /// Agent sandbox mode.
+            /// Agent sandbox mode (`agents.defaults.sandbox.mode`). Default `"off"`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub sandbox: Option<SandboxMode>,
             /// Names of secrets (in `secrets/<tenant>.toml`) delivered as environment variables of
             /// the same name. `OPENCLAW_GATEWAY_TOKEN` is always delivered and need not be listed.
+            /// A tenant's list replaces the one in `[defaults]`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(inner(regex(pattern = r"^[A-Z_][A-Z0-9_]*$")))]
             pub secrets: Option<Vec<String>>,
-            /// Extra plain environment variables (never secrets). Merged key by key with `[defaults]`.
+            /// Extra plain environment variables (never secrets: use `secrets`). Merged key by key
+            /// with `[defaults]`. mtp sets the `OPENCLAW_*` variables itself.
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            #[schemars(extend("propertyNames" = { "pattern": "^[A-Z_][A-Z0-9_]*$" }))]
             pub env: BTreeMap<String, String>,
         }
 
@@ -109,8 +119,14 @@ pub struct Manifest {
     /// The admin instance: the one container that may mount the Docker socket, read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSettings>,
-    /// One table per customer. The key is the tenant name: a DNS label.
+    /// One table per customer. The key is the tenant name: a DNS label (lowercase letters,
+    /// digits, `-`; at most 63 characters); `admin`, `default(s)`, `mtp-*` and a few others
+    /// are reserved.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {
+        "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        "maxLength": 63
+    }))]
     pub tenants: BTreeMap<String, TenantSettings>,
 }
 
@@ -120,9 +136,14 @@ pub struct Manifest {
 pub struct FleetSettings {
     /// Fleet name: prefix of container names (`<name>-<tenant>`), of the network and the value
     /// of the `mtp.fleet` label. A DNS label of at most 30 characters.
+    #[schemars(
+        length(min = 1, max = 30),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$")
+    )]
     pub name: String,
     /// Directory on the Docker host under which each tenant gets `<data_root>/<tenant>`,
-    /// mounted as the gateway's state directory.
+    /// mounted as the gateway's state directory. An absolute path.
+    #[schemars(regex(pattern = r"^/"))]
     pub data_root: PathBuf,
     /// User-defined Docker network the fleet's containers join. Default: `<name>-net`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +154,7 @@ pub struct FleetSettings {
     pub bind_address: Option<IpAddr>,
     /// First host port `mtp tenant add` hands out when none is given. Default 18801.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
     pub base_port: Option<u16>,
     /// Remove containers of tenants no longer declared (after a verified backup), without
     /// needing `--prune`. Default false.
@@ -150,7 +172,8 @@ pub struct FleetSettings {
 settings_table! {
 /// `[admin]`: like a tenant, plus the read-only Docker socket.
 pub struct AdminSettings {
-    /// Host port of the admin gateway.
+    /// Host port of the admin gateway, 1024 to 65535, unique in the fleet.
+    #[schemars(range(min = 1024))]
     pub port: u16,
     /// Start the admin container (false stops it, keeping its data). Default true.
     #[serde(default = "yes")]
@@ -164,7 +187,9 @@ pub struct AdminSettings {
 settings_table! {
 /// `[tenants.<name>]`.
 pub struct TenantSettings {
-    /// Host port the tenant's gateway is published on (container port 18789).
+    /// Host port the tenant's gateway is published on (container port 18789), 1024 to 65535,
+    /// unique in the fleet.
+    #[schemars(range(min = 1024))]
     pub port: u16,
     /// Run the tenant (false stops its container and keeps its data). Default true.
     #[serde(default = "yes")]
@@ -182,7 +207,7 @@ settings_table! {
     pub struct Settings {}
 }
 
-/// `restart` values, as Docker names them.
+/// `restart`: Docker's restart policy, as Docker names it.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
@@ -209,23 +234,24 @@ impl RestartPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
-    /// Exec-form healthcheck command, without the leading `CMD`.
+    /// Exec-form healthcheck command, without the leading `CMD`. Default: a `node -e` one-liner
+    /// that fetches `http://127.0.0.1:18789/readyz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    /// Time between checks.
+    /// Time between checks. Default `"10s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
-    /// Time one check may take.
+    /// Time one check may take. Default `"5s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    /// Consecutive failures before Docker reports unhealthy.
+    /// Consecutive failures before Docker reports unhealthy. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
-    /// Grace period after start during which failures do not count.
+    /// Grace period after start during which failures do not count. Default `"60s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_period: Option<Duration>,
     /// How long apply waits for a new container to become healthy before rolling back.
-    /// The real gateway needs 20-50 s. Default `"120s"`.
+    /// The real gateway needs 20-50 s. Default `"120s"`; keep it above start_period + interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_timeout: Option<Duration>,
 }
@@ -238,13 +264,14 @@ pub struct TelegramSettings {
     /// `TELEGRAM_BOT_TOKEN` secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Who may talk to the bot in direct messages.
+    /// Who may talk to the bot in direct messages. Default `"pairing"`: strangers get a code
+    /// an operator approves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dm_policy: Option<DmPolicy>,
     /// Telegram user ids (or `"*"`) allowed to DM; `open` requires `"*"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_from: Option<Vec<String>>,
-    /// Which groups the bot answers in.
+    /// Which groups the bot answers in. Default `"allowlist"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_policy: Option<GroupPolicy>,
     /// Telegram user ids allowed to address the bot in groups.
@@ -252,6 +279,8 @@ pub struct TelegramSettings {
     pub group_allow_from: Option<Vec<String>>,
 }
 
+/// `channels.telegram.dmPolicy`: `open` requires `"*"` in `allow_from`, `allowlist` a
+/// non-empty `allow_from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DmPolicy {
@@ -261,6 +290,7 @@ pub enum DmPolicy {
     Disabled,
 }
 
+/// `channels.telegram.groupPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupPolicy {
@@ -268,6 +298,7 @@ pub enum GroupPolicy {
     Open,
 }
 
+/// `agents.defaults.sandbox.mode`: which sessions run their tools in a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SandboxMode {

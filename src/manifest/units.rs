@@ -47,11 +47,11 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b != 0 && b % Self::GIB == 0 {
+        if b != 0 && b.is_multiple_of(Self::GIB) {
             write!(f, "{}g", b / Self::GIB)
-        } else if b != 0 && b % Self::MIB == 0 {
+        } else if b != 0 && b.is_multiple_of(Self::MIB) {
             write!(f, "{}m", b / Self::MIB)
-        } else if b != 0 && b % 1024 == 0 {
+        } else if b != 0 && b.is_multiple_of(1024) {
             write!(f, "{}k", b / 1024)
         } else {
             write!(f, "{b}")

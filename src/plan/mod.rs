@@ -265,3 +265,15 @@ pub type Fields = BTreeMap<String, Value>;
 
 #[cfg(test)]
 mod tests;
+
+/// Where the schema of `mtp plan --json` (and of saved plan files) lives.
+pub const PLAN_SCHEMA_PATH: &str = "schemas/plan.schema.json";
+
+/// The JSON Schema of a plan document, as checked in.
+pub fn plan_schema_json() -> String {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let value = generator.into_root_schema_for::<Plan>().to_value();
+    let mut text = serde_json::to_string_pretty(&value).expect("a schema serializes");
+    text.push('\n');
+    text
+}

@@ -291,3 +291,21 @@ fn unchanged_fleet_plans_nothing() {
     assert!(!p.has_changes());
     assert_eq!(p.summary.noop, 1);
 }
+
+#[test]
+fn plan_json_follows_the_checked_in_schema() {
+    let schema: serde_json::Value = serde_json::from_str(&plan_schema_json()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for p in [
+        plan_between(&one(0, 0, 0, 0), &one(1, 1, 1, 1)),
+        plan_between(&one(0, 0, 0, 0), &one(0, 1, 1, 0)),
+        plan_between(&[], &one(0, 0, 0, 0)),
+    ] {
+        let json = serde_json::to_value(&p).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+}
