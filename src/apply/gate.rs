@@ -6,7 +6,8 @@
 //! tenant's token, which proves the token is wired right.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::engine::{ContainerStatus, Engine, HealthState, RunState};
 use crate::render::ContainerSpec;

@@ -1,1 +1,582 @@
+//! The executor's ordering, rollback and crash-safety laws, on the in-memory engine.
 
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+
+use super::audit::MemoryAudit;
+use super::gate::NoProbe;
+use super::*;
+use crate::engine::fake::{Behaviour, FakeEngine};
+use crate::engine::{LiveState, RunState};
+use crate::manifest::Manifest;
+use crate::plan::{Desired, PlanOptions};
+use crate::render::render;
+use crate::secrets::{FingerprintKey, SecretValue};
+
+const FLEET: &str = "ut";
+
+/// `(tenant, port, image, memory, model, token)`.
+type T<'a> = (&'a str, u16, &'a str, &'a str, &'a str, &'a str);
+
+fn manifest(tenants: &[T]) -> Manifest {
+    let mut s = format!(
+        "[fleet]\nname = \"{FLEET}\"\ndata_root = \"/srv/ut\"\n\n[defaults]\nimage = \"gw:1\"\n\
+         [defaults.health]\ninterval = \"100ms\"\ngate_timeout = \"1s\"\n\n"
+    );
+    for (name, port, image, memory, model, _) in tenants {
+        s.push_str(&format!(
+            "[tenants.{name}]\nport = {port}\nimage = \"{image}\"\nmemory = \"{memory}\"\nmodel = \"{model}\"\n\n"
+        ));
+    }
+    toml::from_str(&s).expect("test manifest parses")
+}
+
+fn specs(tenants: &[T]) -> Vec<ContainerSpec> {
+    let m = manifest(tenants);
+    let key = FingerprintKey::new(SecretString::from("k".to_string()));
+    m.instances()
+        .iter()
+        .map(|inst| {
+            let token = tenants
+                .iter()
+                .find(|t| t.0 == inst.name)
+                .map(|t| t.5)
+                .unwrap_or("tok");
+            let secrets: BTreeMap<String, SecretValue> = inst
+                .secrets
+                .iter()
+                .map(|n| {
+                    (
+                        n.clone(),
+                        SecretValue::new(SecretString::from(token.to_string()), &key),
+                    )
+                })
+                .collect();
+            render(&m, inst, &secrets).expect("renders")
+        })
+        .collect()
+}
+
+fn plan_for(specs: &[ContainerSpec], live: &LiveState, prune: bool) -> Plan {
+    crate::plan::plan(
+        &Desired {
+            fleet: FLEET.into(),
+            specs: specs.to_vec(),
+            manifest_hash: "m".into(),
+            commit: None,
+        },
+        live,
+        &PlanOptions {
+            prune,
+            targets: vec![],
+            engine: "fake".into(),
+        },
+    )
+}
+
+fn opts(dir: &std::path::Path) -> ApplyOptions {
+    ApplyOptions {
+        parallel: 1,
+        backup_dir: dir.join("backups"),
+        data_root: dir.join("data"),
+        delete_data: false,
+        actor: "test@host".into(),
+    }
+}
+
+struct Outcome {
+    report: ApplyReport,
+    audit: Vec<AuditRecord>,
+}
+
+async fn apply_with(
+    engine: &FakeEngine,
+    specs: &[ContainerSpec],
+    prune: bool,
+    parallel: usize,
+) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let live = engine.observe(FLEET).await.unwrap();
+    let plan = plan_for(specs, &live, prune);
+    let audit = MemoryAudit::default();
+    let mut o = opts(dir.path());
+    o.parallel = parallel;
+    let exec = Executor {
+        engine,
+        plan: &plan,
+        specs: specs
+            .iter()
+            .map(|s| (s.instance.clone(), s.clone()))
+            .collect(),
+        live: &live,
+        opts: &o,
+        probe: &NoProbe,
+        audit: &audit,
+        progress: &Quiet,
+        cancel: Cancel::default(),
+    };
+    let report = exec.run(None).await;
+    let audit = audit.0.into_inner().unwrap();
+    Outcome { report, audit }
+}
+
+async fn apply(engine: &FakeEngine, specs: &[ContainerSpec]) -> Outcome {
+    apply_with(engine, specs, false, 1).await
+}
+
+fn status_of(r: &ApplyReport, tenant: &str) -> Status {
+    r.outcomes
+        .iter()
+        .find(|o| o.tenant == tenant)
+        .map(|o| o.status)
+        .unwrap_or_else(|| panic!("no outcome for {tenant}: {r:?}"))
+}
+
+fn converged(engine: &FakeEngine, specs: &[ContainerSpec]) {
+    let live = engine.state();
+    let plan = plan_for(specs, &live, false);
+    assert!(
+        !plan.has_changes(),
+        "plan after apply is not empty: {plan:#?}"
+    );
+    for s in specs {
+        let mine: Vec<_> = live
+            .containers
+            .iter()
+            .filter(|c| c.tenant() == Some(&s.instance))
+            .collect();
+        assert_eq!(mine.len(), 1, "containers of {}: {mine:#?}", s.instance);
+        assert_eq!(mine[0].name, s.name);
+        assert_eq!(mine[0].state, RunState::Running);
+    }
+}
+
+const V1: [T; 3] = [
+    ("alpha", 18801, "gw:1", "1g", "a/m1", "tok-a"),
+    ("bravo", 18802, "gw:1", "1g", "a/m1", "tok-b"),
+    ("charlie", 18803, "gw:1", "1g", "a/m1", "tok-c"),
+];
+
+async fn fleet_v1() -> (FakeEngine, Vec<ContainerSpec>) {
+    let engine = FakeEngine::default();
+    let s = specs(&V1);
+    let out = apply(&engine, &s).await;
+    assert!(out.report.succeeded(), "{:?}", out.report);
+    (engine, s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_starts_gates_and_converges() {
+    let (engine, s) = fleet_v1().await;
+    converged(&engine, &s);
+    let w = engine.world();
+    assert!(w.networks.contains("ut-net"));
+    assert_eq!(w.configs.len(), 3);
+    let calls: Vec<&str> = w
+        .calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.contains("alpha") && !c.starts_with("inspect"))
+        .collect();
+    assert_eq!(calls, ["create ut-alpha", "start ut-alpha"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recycle_stops_old_before_starting_new_then_renames() {
+    let (engine, _) = fleet_v1().await;
+    let old_id = engine
+        .state()
+        .containers
+        .iter()
+        .find(|c| c.name == "ut-bravo")
+        .unwrap()
+        .id
+        .clone();
+    let mut v2 = V1;
+    v2[1].2 = "gw:2";
+    let s2 = specs(&v2);
+    engine.world().calls.clear();
+    let out = apply(&engine, &s2).await;
+    assert!(out.report.succeeded(), "{:?}", out.report);
+    converged(&engine, &s2);
+    let c = engine
+        .state()
+        .containers
+        .into_iter()
+        .find(|c| c.name == "ut-bravo")
+        .unwrap();
+    assert_ne!(c.id, old_id);
+    assert_eq!(c.image, "gw:2");
+    let calls: Vec<String> = engine
+        .world()
+        .calls
+        .iter()
+        .filter(|c| !c.starts_with("inspect") && !c.starts_with("observe"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "network ut-net",
+            "create ut-bravo.next",
+            &format!("write-config {}", c.id),
+            "stop ut-bravo",
+            "start ut-bravo.next",
+            "remove ut-bravo",
+            "rename ut-bravo",
+        ]
+    );
+    let rec = &out.audit[0];
+    assert_eq!(
+        (
+            rec.tenant.as_str(),
+            rec.action.as_str(),
+            rec.outcome.as_str()
+        ),
+        ("bravo", "recycle", "ok")
+    );
+}
+
+async fn rollback_case(b: Behaviour) {
+    let (engine, _) = fleet_v1().await;
+    let before = engine.state();
+    let mut v2 = V1;
+    v2[0].2 = "gw:bad";
+    v2[1].2 = "gw:2";
+    let s2 = specs(&v2);
+    engine.world().behaviours.insert("gw:bad".into(), b);
+    let out = apply(&engine, &s2).await;
+    let r = &out.report;
+    assert!(!r.succeeded());
+    assert_eq!(status_of(r, "alpha"), Status::RolledBack, "{r:?}");
+    assert_eq!(status_of(r, "bravo"), Status::Skipped);
+    // The fleet is exactly as it was: same containers, running, nothing left over.
+    let after = engine.state();
+    let ids = |l: &LiveState| {
+        l.containers
+            .iter()
+            .map(|c| (c.id.clone(), c.name.clone(), c.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&after), ids(&before));
+    assert!(
+        after
+            .containers
+            .iter()
+            .all(|c| c.state == RunState::Running)
+    );
+    assert_eq!(out.audit.last().unwrap().outcome, "rolled-back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn recycle_rolls_back_when_new_never_ready() {
+    rollback_case(Behaviour::NeverReady).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn recycle_rolls_back_when_new_exits_at_once() {
+    rollback_case(Behaviour::ExitAtOnce).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn recycle_rolls_back_when_new_crash_loops() {
+    rollback_case(Behaviour::CrashLoop).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn recycle_rolls_back_when_new_is_unhealthy() {
+    rollback_case(Behaviour::Unhealthy).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_create_removes_the_new_container() {
+    let engine = FakeEngine::default();
+    engine
+        .world()
+        .behaviours
+        .insert("gw:1".into(), Behaviour::ExitAtOnce);
+    let s = specs(&V1);
+    let out = apply(&engine, &s).await;
+    assert_eq!(status_of(&out.report, "alpha"), Status::RolledBack);
+    assert!(
+        out.report.outcomes[0].detail.contains("exited with code 1"),
+        "{:?}",
+        out.report.outcomes[0]
+    );
+    assert_eq!(status_of(&out.report, "charlie"), Status::Skipped);
+    assert!(engine.state().containers.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn patch_updates_in_place_and_records_the_spec() {
+    let (engine, _) = fleet_v1().await;
+    let id = engine
+        .state()
+        .containers
+        .iter()
+        .find(|c| c.name == "ut-alpha")
+        .unwrap()
+        .id
+        .clone();
+    let mut v2 = V1;
+    v2[0].3 = "2g";
+    v2[2].4 = "a/m2";
+    let s2 = specs(&v2);
+    let out = apply(&engine, &s2).await;
+    assert!(out.report.succeeded(), "{:?}", out.report);
+    assert_eq!(
+        out.report
+            .outcomes
+            .iter()
+            .map(|o| o.action)
+            .collect::<Vec<_>>(),
+        [ActionKind::Patch, ActionKind::Patch]
+    );
+    converged(&engine, &s2);
+    let state = engine.state();
+    assert_eq!(
+        state
+            .containers
+            .iter()
+            .find(|c| c.name == "ut-alpha")
+            .unwrap()
+            .id,
+        id
+    );
+    let w = engine.world();
+    assert!(w.calls.iter().any(|c| c == "update ut-alpha"));
+    let charlie = state
+        .containers
+        .iter()
+        .find(|c| c.name == "ut-charlie")
+        .unwrap();
+    assert!(w.configs[&charlie.id].contains("a/m2"));
+    assert!(!w.calls.iter().any(|c| c == "update ut-charlie"));
+    // One record per patched tenant; patching again replaces it.
+    drop(w);
+    assert_eq!(state.records.len(), 2);
+    let mut v3 = v2;
+    v3[0].3 = "3g";
+    let s3 = specs(&v3);
+    assert!(apply(&engine, &s3).await.report.succeeded());
+    converged(&engine, &s3);
+    assert_eq!(engine.state().records.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocked_tenant_fails_in_place_and_stops_the_rollout() {
+    let engine = FakeEngine::default();
+    // A foreign container squats bravo's port.
+    engine
+        .world()
+        .state
+        .containers
+        .push(crate::engine::LiveContainer {
+            id: "f".repeat(64),
+            name: "someone-else".into(),
+            image: "nginx".into(),
+            state: RunState::Running,
+            health: crate::engine::HealthState::None,
+            ports: vec![crate::engine::LivePort {
+                host_ip: "0.0.0.0".into(),
+                host_port: 18802,
+                container_port: 80,
+            }],
+            labels: BTreeMap::new(),
+        });
+    let s = specs(&V1);
+    let out = apply(&engine, &s).await;
+    assert_eq!(status_of(&out.report, "alpha"), Status::Done);
+    assert_eq!(status_of(&out.report, "bravo"), Status::Failed);
+    assert!(out.report.outcomes[1].detail.contains("blocked"));
+    assert_eq!(status_of(&out.report, "charlie"), Status::Skipped);
+    assert!(
+        engine
+            .world()
+            .calls
+            .iter()
+            .all(|c| !c.contains("someone-else"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn spec_hash_mismatch_aborts_before_touching_the_tenant() {
+    let engine = FakeEngine::default();
+    let s = specs(&V1);
+    let live = engine.state();
+    let plan = plan_for(&s, &live, false);
+    // The secrets changed between plan and apply.
+    let mut v2 = V1;
+    v2[0].5 = "rotated";
+    let s2 = specs(&v2);
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Executor {
+        engine: &engine,
+        plan: &plan,
+        specs: s2.iter().map(|s| (s.instance.clone(), s.clone())).collect(),
+        live: &live,
+        opts: &opts(dir.path()),
+        probe: &NoProbe,
+        audit: &MemoryAudit::default(),
+        progress: &Quiet,
+        cancel: Cancel::default(),
+    };
+    let r = exec.run(None).await;
+    assert_eq!(status_of(&r, "alpha"), Status::Failed);
+    assert!(r.outcomes[0].detail.contains("differs from the plan"));
+    assert!(engine.state().containers.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_and_start_follow_enabled() {
+    let (engine, s) = fleet_v1().await;
+    let mut disabled = s.clone();
+    disabled[1].enabled = false;
+    let out = apply(&engine, &disabled).await;
+    assert!(out.report.succeeded(), "{:?}", out.report);
+    assert_eq!(out.report.outcomes[0].action, ActionKind::Stop);
+    let bravo = |e: &FakeEngine| {
+        e.state()
+            .containers
+            .into_iter()
+            .find(|c| c.name == "ut-bravo")
+            .unwrap()
+    };
+    assert_eq!(bravo(&engine).state, RunState::Exited);
+    let out = apply(&engine, &s).await;
+    assert_eq!(out.report.outcomes[0].action, ActionKind::Start);
+    assert!(out.report.succeeded());
+    assert_eq!(bravo(&engine).state, RunState::Running);
+    converged(&engine, &s);
+}
+
+#[tokio::test(start_paused = true)]
+async fn prune_backs_up_then_removes() {
+    let (engine, s) = fleet_v1().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fewer: Vec<ContainerSpec> = s
+        .iter()
+        .filter(|x| x.instance != "charlie")
+        .cloned()
+        .collect();
+    let live = engine.state();
+    let plan = plan_for(&fewer, &live, true);
+    let o = opts(dir.path());
+    let exec = Executor {
+        engine: &engine,
+        plan: &plan,
+        specs: fewer
+            .iter()
+            .map(|s| (s.instance.clone(), s.clone()))
+            .collect(),
+        live: &live,
+        opts: &o,
+        probe: &NoProbe,
+        audit: &MemoryAudit::default(),
+        progress: &Quiet,
+        cancel: Cancel::default(),
+    };
+    let r = exec.run(None).await;
+    assert!(r.succeeded(), "{r:?}");
+    assert!(
+        engine
+            .state()
+            .containers
+            .iter()
+            .all(|c| c.name != "ut-charlie")
+    );
+    let backups: Vec<_> = std::fs::read_dir(&o.backup_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let entries = backup::list(&backups[0]).unwrap();
+    assert!(
+        entries.contains(&".openclaw/openclaw.json".to_string()),
+        "{entries:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_creates_all_land() {
+    let engine = FakeEngine::default();
+    let s = specs(&V1);
+    let out = apply_with(&engine, &s, false, 3).await;
+    assert!(out.report.succeeded());
+    converged(&engine, &s);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_stops_before_the_next_tenant() {
+    let engine = FakeEngine::default();
+    let s = specs(&V1);
+    let live = engine.state();
+    let plan = plan_for(&s, &live, false);
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = Cancel::default();
+    cancel.cancel();
+    let exec = Executor {
+        engine: &engine,
+        plan: &plan,
+        specs: s.iter().map(|s| (s.instance.clone(), s.clone())).collect(),
+        live: &live,
+        opts: &opts(dir.path()),
+        probe: &NoProbe,
+        audit: &MemoryAudit::default(),
+        progress: &Quiet,
+        cancel,
+    };
+    let r = exec.run(None).await;
+    assert!(r.interrupted);
+    assert_eq!(r.count(Status::Skipped), 3);
+    assert!(engine.state().containers.is_empty());
+}
+
+/// Killed after any number of engine calls during a rollout of creates, a recycle and a
+/// patch, the next apply converges with one container per tenant.
+#[tokio::test(start_paused = true)]
+async fn crash_at_any_point_then_apply_converges() {
+    let mut v2 = V1;
+    v2[0].2 = "gw:2"; // recycle
+    v2[1].3 = "2g"; // patch
+    let mut with_new = v2.to_vec();
+    with_new.push(("delta", 18804, "gw:1", "1g", "a/m1", "tok-d")); // create
+    let s2 = specs(&with_new);
+    for k in 0..40 {
+        let (engine, _) = fleet_v1().await;
+        engine.world().die_after = Some(k);
+        let first = apply(&engine, &s2).await;
+        engine.world().die_after = None;
+        engine.world().dead = false;
+        if k >= 25 {
+            assert!(first.report.succeeded(), "k={k}: {:?}", first.report);
+        }
+        let second = apply(&engine, &s2).await;
+        assert!(second.report.succeeded(), "k={k}: {:?}", second.report);
+        converged(&engine, &s2);
+    }
+}
+
+#[test]
+fn saved_plan_is_refused_when_manifest_or_live_moved() {
+    let s = specs(&V1);
+    let live = LiveState::default();
+    let plan = plan_for(&s, &live, false);
+    assert_eq!(check_saved_plan(&plan, FLEET, "m", &live), Ok(()));
+    assert!(matches!(
+        check_saved_plan(&plan, FLEET, "other", &live),
+        Err(PlanRefused::ManifestMoved { .. })
+    ));
+    assert!(matches!(
+        check_saved_plan(&plan, "x", "m", &live),
+        Err(PlanRefused::OtherFleet { .. })
+    ));
+    let mut moved = live.clone();
+    let mut fake = FakeEngine::default();
+    moved.containers.push(fake.container_for(&s[0], FLEET));
+    assert!(matches!(
+        check_saved_plan(&plan, FLEET, "m", &moved),
+        Err(PlanRefused::LiveMoved { .. })
+    ));
+}

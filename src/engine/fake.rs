@@ -44,6 +44,8 @@ pub struct World {
     /// After this many more mutating calls the engine stops answering (a crash of mtp, as
     /// far as the engine's state is concerned).
     pub die_after: Option<usize>,
+    /// Set once `die_after` ran out: every call fails until it is cleared.
+    pub dead: bool,
     /// Every call, in order: `op target`.
     pub calls: Vec<String>,
 }
@@ -221,16 +223,20 @@ impl World {
 
     /// Records a call; fails it if scripted to, or if the engine has "died".
     fn call(&mut self, op: &str, target: &str, mutating: bool) -> Result<(), EngineError> {
-        if let Some(n) = self.die_after {
+        if let Some(n) = self.die_after
+            && mutating
+        {
             if n == 0 {
-                return Err(EngineError::Unreachable {
-                    host: "fake".into(),
-                    reason: "the fake engine was told to die".into(),
-                });
-            }
-            if mutating {
+                self.dead = true;
+            } else {
                 self.die_after = Some(n - 1);
             }
+        }
+        if self.dead {
+            return Err(EngineError::Unreachable {
+                host: "fake".into(),
+                reason: "the fake engine was told to die".into(),
+            });
         }
         self.calls.push(format!("{op} {target}"));
         if self
