@@ -564,7 +564,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             return Err(undo(format!("new container {g}{ctx}")).await);
         }
         self.remove_records(&a.tenant, None).await;
-        Ok(format!("created {} ({}), healthy", spec.name, short(&id)))
+        Ok(format!("created {} ({}), healthy", spec.name, short(id)))
     }
 
     async fn recycle(

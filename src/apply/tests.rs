@@ -344,17 +344,18 @@ async fn patch_updates_in_place_and_records_the_spec() {
             .id,
         id
     );
-    let w = engine.world();
-    assert!(w.calls.iter().any(|c| c == "update ut-alpha"));
-    let charlie = state
-        .containers
-        .iter()
-        .find(|c| c.name == "ut-charlie")
-        .unwrap();
-    assert!(w.configs[&charlie.id].contains("a/m2"));
-    assert!(!w.calls.iter().any(|c| c == "update ut-charlie"));
+    {
+        let w = engine.world();
+        assert!(w.calls.iter().any(|c| c == "update ut-alpha"));
+        let charlie = state
+            .containers
+            .iter()
+            .find(|c| c.name == "ut-charlie")
+            .unwrap();
+        assert!(w.configs[&charlie.id].contains("a/m2"));
+        assert!(!w.calls.iter().any(|c| c == "update ut-charlie"));
+    }
     // One record per patched tenant; patching again replaces it.
-    drop(w);
     assert_eq!(state.records.len(), 2);
     let mut v3 = v2;
     v3[0].3 = "3g";

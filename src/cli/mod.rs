@@ -1,11 +1,13 @@
 //! The command line: clap definitions and wiring. Decisions live in the library modules.
 
+mod apply;
 mod common;
 mod plan;
 mod render;
 mod schema;
 mod secrets;
 mod tenant;
+mod unlock;
 mod validate;
 
 use std::path::PathBuf;
@@ -37,6 +39,11 @@ pub enum Command {
     Render(render::Args),
     /// Show what apply would change: the declared fleet against the live Docker engine.
     Plan(plan::Args),
+    /// Converge the engine to the manifest: print the plan, confirm, then apply it one tenant
+    /// at a time, health-gated, rolling back a tenant that does not become healthy.
+    Apply(apply::Args),
+    /// Show who holds the fleet's apply lock and remove it (after confirmation).
+    Unlock(unlock::Args),
     /// Manage age-encrypted secrets under secrets/.
     #[command(subcommand)]
     Secrets(secrets::Command),
@@ -54,6 +61,8 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Render(args) => render::run(&cli.fleet, args),
         Command::Plan(args) => plan::run(&cli.fleet, args),
+        Command::Apply(args) => apply::run(&cli.fleet, args),
+        Command::Unlock(args) => unlock::run(&cli.fleet, args),
         Command::Secrets(cmd) => secrets::run(&cli.fleet, cmd),
         Command::Tenant(cmd) => tenant::run(&cli.fleet, cmd),
     };

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, Result, WrapErr, bail};
 
 use super::common;
-use crate::plan::{Plan, PlanOptions};
+use crate::engine::LiveState;
+use crate::manifest::LoadedManifest;
+use crate::plan::{Desired, Plan, PlanOptions};
 use crate::report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,6 +42,27 @@ pub struct Args {
 
 /// Builds a plan from the manifest and the live engine.
 pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> {
+    let (loaded, desired) = prepare(fleet, targets)?;
+    let rt = common::runtime()?;
+    rt.block_on(async {
+        let engine = common::connect().await?;
+        let live = engine
+            .observe(&desired.fleet)
+            .await
+            .map_err(|e| miette::miette!("{e}"))?;
+        Ok(plan_live(
+            &loaded,
+            &desired,
+            &live,
+            targets,
+            prune,
+            engine.host(),
+        ))
+    })
+}
+
+/// The files side of a plan: the validated manifest and the rendered desired state.
+pub fn prepare(fleet: &Path, targets: &[String]) -> Result<(LoadedManifest, Desired)> {
     let loaded = common::load_manifest(fleet)?;
     for t in targets {
         if loaded.manifest.instance(t).is_none() {
@@ -48,23 +71,27 @@ pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> 
     }
     let secrets = common::secret_source(&loaded)?;
     let desired = crate::desired::desired(&loaded, &secrets).map_err(|e| miette::miette!("{e}"))?;
-    let rt = common::runtime()?;
-    rt.block_on(async {
-        let engine = common::connect().await?;
-        let live = engine
-            .observe(&desired.fleet)
-            .await
-            .map_err(|e| miette::miette!("{e}"))?;
-        Ok(crate::plan::plan(
-            &desired,
-            &live,
-            &PlanOptions {
-                prune: prune || loaded.manifest.prune(),
-                targets: targets.to_vec(),
-                engine: engine.host().to_string(),
-            },
-        ))
-    })
+    Ok((loaded, desired))
+}
+
+/// The plan of `desired` against an observed live state (shared by `plan` and `apply`).
+pub fn plan_live(
+    loaded: &LoadedManifest,
+    desired: &Desired,
+    live: &LiveState,
+    targets: &[String],
+    prune: bool,
+    host: &str,
+) -> Plan {
+    crate::plan::plan(
+        desired,
+        live,
+        &PlanOptions {
+            prune: prune || loaded.manifest.prune(),
+            targets: targets.to_vec(),
+            engine: host.to_string(),
+        },
+    )
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {

@@ -1,0 +1,406 @@
+//! `mtp apply`: execute the plan (`mtp plan`'s, computed now, or a saved one) under the
+//! engine-held lock, one tenant at a time, health-gated, with rollback.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use miette::{IntoDiagnostic, Result, WrapErr, miette};
+
+use super::common;
+use crate::apply::audit::{AuditLog, DEFAULT_AUDIT_LOG};
+use crate::apply::gate::NoProbe;
+use crate::apply::lock::{self, LockError, LockRequest};
+use crate::apply::{
+    ApplyOptions, ApplyReport, Cancel, Executor, Progress, Status, TenantOutcome, check_saved_plan,
+};
+use crate::engine::Engine;
+use crate::engine::docker::DockerEngine;
+use crate::manifest::LoadedManifest;
+use crate::plan::{ActionKind, Plan};
+use crate::report;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A plan saved by `mtp plan --out FILE`. It is refused if the manifest, its secrets or the
+    /// live state changed since it was made. Without it, a plan is made now.
+    pub planfile: Option<PathBuf>,
+    /// Apply without asking for confirmation (needed when stdin is not a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Apply only to this tenant (repeatable). Not with PLANFILE.
+    #[arg(long = "target", value_name = "TENANT")]
+    pub targets: Vec<String>,
+    /// Remove containers of tenants no longer declared, after a verified backup of their
+    /// data. Not with PLANFILE (the plan says whether it prunes).
+    #[arg(long)]
+    pub prune: bool,
+    /// Also delete a removed tenant's data directory after its verified backup. Only with
+    /// an engine on this machine.
+    #[arg(long)]
+    pub delete_data: bool,
+    /// Run up to N creates and patches at once. Recycles, starts, stops and removals always
+    /// run one at a time.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub parallel: usize,
+    /// Wait this long for the fleet's lock when another apply holds it (e.g. `5m`).
+    /// Default: fail at once, showing the holder.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+    /// How long the lock stays valid without renewal; an apply that dies holding it blocks
+    /// others at most this long. Renewed between tenants.
+    #[arg(long, value_name = "DURATION", env = "MTP_LOCK_TTL", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub lock_ttl: Duration,
+    /// Write the outcome (per tenant: status, detail, timings) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// Backups of removed tenants: `fleet.backup_dir` (relative to the manifest's directory), else
+/// `<data_root>/../backups`.
+pub fn backup_dir(loaded: &LoadedManifest) -> PathBuf {
+    match &loaded.manifest.fleet.backup_dir {
+        Some(d) => loaded.dir.join(d),
+        None => loaded
+            .manifest
+            .fleet
+            .data_root
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join("backups"),
+    }
+}
+
+/// The audit log: `fleet.audit_log` relative to the manifest's directory, else
+/// `mtp-audit.jsonl` beside the manifest.
+pub fn audit_path(loaded: &LoadedManifest) -> PathBuf {
+    loaded.dir.join(
+        loaded
+            .manifest
+            .fleet
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_LOG)),
+    )
+}
+
+pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
+    if args.planfile.is_some() && (args.prune || !args.targets.is_empty()) {
+        return Err(miette!(
+            "--prune and --target shape a new plan; a saved plan is applied as it was made"
+        ));
+    }
+    let (loaded, desired) = super::plan::prepare(fleet, &args.targets)?;
+    let saved: Option<Plan> = match &args.planfile {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot read the plan {}", path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .into_diagnostic()
+                    .wrap_err_with(|| {
+                        format!("{} is not a plan saved by `mtp plan --out`", path.display())
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let audit = AuditLog::open(&audit_path(&loaded))
+        .into_diagnostic()
+        .wrap_err_with(|| {
+            format!(
+                "cannot open the audit log {}",
+                audit_path(&loaded).display()
+            )
+        })?;
+    let rt = common::runtime()?;
+    rt.block_on(async {
+        let engine = common::connect().await?;
+        if args.delete_data && !engine.is_local() {
+            return Err(miette!(
+                help = "delete it on the server, or run mtp there",
+                "--delete-data needs an engine on this machine; the engine is {}",
+                engine.host()
+            ));
+        }
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let req = LockRequest::new(&desired.fleet, &command, args.lock_ttl, args.lock_timeout);
+        let mut held = lock::acquire(&engine, req).await.map_err(|e| match e {
+            LockError::Held { .. } => miette!(
+                help = "wait with --lock-timeout 10m; if you are sure the holder is gone, `mtp unlock`",
+                "{e}"
+            ),
+            other => miette!("{other}"),
+        })?;
+        for note in &held.notes {
+            eprintln!("lock: {note}");
+        }
+        let result = execute(&engine, &loaded, &desired, saved, &args, &audit, &mut held).await;
+        if let Err(e) = held.release(&engine).await {
+            eprintln!("warning: could not release the lock: {e}");
+        }
+        result
+    })
+}
+
+async fn execute(
+    engine: &DockerEngine,
+    loaded: &LoadedManifest,
+    desired: &crate::plan::Desired,
+    saved: Option<Plan>,
+    args: &Args,
+    audit: &AuditLog,
+    held: &mut lock::Lock,
+) -> Result<ExitCode> {
+    let live = engine
+        .observe(&desired.fleet)
+        .await
+        .map_err(|e| miette!("{e}"))?;
+    let plan = match saved {
+        Some(plan) => {
+            check_saved_plan(&plan, &desired.fleet, &desired.manifest_hash, &live).map_err(
+                |e| {
+                    miette!(
+                        help = "run `mtp plan --out FILE` again and review it",
+                        "refusing the saved plan: {e}"
+                    )
+                },
+            )?;
+            plan
+        }
+        None => super::plan::plan_live(
+            loaded,
+            desired,
+            &live,
+            &args.targets,
+            args.prune,
+            engine.host(),
+        ),
+    };
+    print!("{}", report::human(&plan, report::stdout_color()));
+    if !plan.has_changes() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.auto_approve {
+        if !std::io::stdin().is_terminal() {
+            return Err(miette!(
+                help = "review the plan, then run with --auto-approve (or apply a saved plan with --auto-approve)",
+                "refusing to apply without confirmation: stdin is not a terminal"
+            ));
+        }
+        print!(
+            "\nApply these changes to fleet `{}` on {}? Only `yes` is accepted: ",
+            plan.fleet,
+            engine.host()
+        );
+        std::io::stdout().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .into_diagnostic()?;
+        if answer.trim() != "yes" {
+            println!("Apply cancelled; nothing was changed.");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    println!();
+
+    let cancel = Cancel::default();
+    let watcher = tokio::spawn(watch_signals(cancel.clone()));
+    let opts = ApplyOptions {
+        parallel: args.parallel,
+        backup_dir: backup_dir(loaded),
+        data_root: loaded.manifest.fleet.data_root.clone(),
+        delete_data: args.delete_data,
+        actor: format!("{}@{}", lock::username(), lock::hostname()),
+    };
+    let progress = TermProgress::new(std::io::stderr().is_terminal());
+    let exec = Executor {
+        engine,
+        plan: &plan,
+        specs: desired
+            .specs
+            .iter()
+            .map(|s| (s.instance.clone(), s.clone()))
+            .collect(),
+        live: &live,
+        opts: &opts,
+        probe: &NoProbe,
+        audit,
+        progress: &progress,
+        cancel: cancel.clone(),
+    };
+    let report = exec.run(Some(held)).await;
+    watcher.abort();
+    progress.finish();
+    print!("{}", summary(&report));
+    println!("Audit log: {}", audit.path().display());
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&report).into_diagnostic()?;
+        std::fs::write(path, text + "\n")
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else if report.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Ctrl-C or SIGTERM: finish (or roll back) the current tenant, then stop.
+async fn watch_signals(cancel: Cancel) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    eprintln!("\nInterrupted: finishing or rolling back the current tenant, then stopping.");
+    cancel.cancel();
+}
+
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Done => "done",
+        Status::RolledBack => "rolled back",
+        Status::Failed => "FAILED",
+        Status::Skipped => "skipped",
+    }
+}
+
+/// The closing summary: counts first, then one line per tenant.
+pub fn summary(r: &ApplyReport) -> String {
+    let mut out = format!(
+        "\nApply {}: {} done, {} rolled back, {} failed, {} skipped.\n",
+        if r.succeeded() {
+            "complete"
+        } else if r.interrupted {
+            "interrupted"
+        } else {
+            "stopped"
+        },
+        r.count(Status::Done),
+        r.count(Status::RolledBack),
+        r.count(Status::Failed),
+        r.count(Status::Skipped),
+    );
+    if let Some(why) = &r.halted {
+        out.push_str(&format!("Stopped: {why}\n"));
+    }
+    let width = r.outcomes.iter().map(|o| o.tenant.len()).max().unwrap_or(0);
+    for o in &r.outcomes {
+        out.push_str(&format!(
+            "  {:<11} {:<width$}  {:<7} {} ({:.1}s)\n",
+            status_word(o.status),
+            o.tenant,
+            o.action.verb(),
+            o.detail,
+            o.elapsed_ms as f64 / 1000.0,
+        ));
+    }
+    out
+}
+
+/// Progress: a line per tenant with a spinner and elapsed time on a terminal, plain log
+/// lines otherwise.
+struct TermProgress {
+    multi: Option<indicatif::MultiProgress>,
+    bars: Mutex<Vec<(String, indicatif::ProgressBar)>>,
+    started: Instant,
+}
+
+impl TermProgress {
+    fn new(terminal: bool) -> Self {
+        TermProgress {
+            multi: terminal.then(indicatif::MultiProgress::new),
+            bars: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        }
+    }
+
+    fn bar(&self, tenant: &str) -> Option<indicatif::ProgressBar> {
+        let bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        bars.iter()
+            .find(|(t, _)| t == tenant)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn line(&self, text: &str) {
+        eprintln!("[{:>6.1}s] {text}", self.started.elapsed().as_secs_f64());
+    }
+
+    fn finish(&self) {
+        if let Some(m) = &self.multi {
+            m.clear().ok();
+        }
+    }
+}
+
+impl Progress for TermProgress {
+    fn begin(&self, tenant: &str, action: ActionKind) {
+        match &self.multi {
+            Some(m) => {
+                let bar = m.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {elapsed:>4} {prefix} {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(format!("{tenant} ({})", action.verb()));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.bars
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((tenant.to_string(), bar));
+            }
+            None => self.line(&format!("{tenant}: {}", action.verb())),
+        }
+    }
+
+    fn step(&self, tenant: &str, step: &str) {
+        match self.bar(tenant) {
+            Some(b) => b.set_message(step.to_string()),
+            None => self.line(&format!("{tenant}: {step}")),
+        }
+    }
+
+    fn end(&self, o: &TenantOutcome) {
+        let text = format!(
+            "{}: {} {} ({:.1}s)",
+            o.tenant,
+            status_word(o.status),
+            o.detail,
+            o.elapsed_ms as f64 / 1000.0
+        );
+        match self.bar(&o.tenant) {
+            Some(b) => {
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                let mark = if o.status == Status::Done {
+                    "✓"
+                } else {
+                    "✗"
+                };
+                b.finish_with_message(format!("{mark} {text}"));
+            }
+            None if o.status == Status::Skipped => {}
+            None => self.line(&text),
+        }
+    }
+}
