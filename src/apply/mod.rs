@@ -127,6 +127,9 @@ pub struct ApplyOptions {
     pub delete_data: bool,
     /// `user@host`, for the audit log.
     pub actor: String,
+    /// Also check `/readyz` and the gateway's `health` RPC where the port is reachable.
+    /// Off: Docker's health status only.
+    pub direct_checks: bool,
 }
 
 /// How one tenant's action ended.
@@ -466,6 +469,11 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         result
     }
 
+    /// Whether the gateway may be checked directly (its port may be reachable from here).
+    fn direct(&self) -> bool {
+        self.opts.direct_checks && self.engine.is_local()
+    }
+
     /// Waits for Docker's health, then checks the gateway directly where reachable.
     async fn gate(
         &self,
@@ -482,7 +490,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                 .timeout
                 .saturating_sub(t.elapsed())
                 .max(Duration::from_secs(2));
-            gate::direct_checks(spec, self.engine.is_local(), self.probe, left).await
+            gate::direct_checks(spec, self.direct(), self.probe, left).await
         }
         .await;
         run.waits.health_ms += t.elapsed().as_millis() as u64;
@@ -785,7 +793,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         tokio::time::sleep(policy.settle).await;
         let r = async {
             gate::still_healthy(self.engine, id, restarts_before).await?;
-            gate::direct_checks(spec, self.engine.is_local(), self.probe, policy.timeout).await
+            gate::direct_checks(spec, self.direct(), self.probe, policy.timeout).await
         }
         .await;
         run.waits.health_ms += t.elapsed().as_millis() as u64;

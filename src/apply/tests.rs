@@ -82,6 +82,7 @@ fn opts(dir: &std::path::Path) -> ApplyOptions {
         data_root: dir.join("data"),
         delete_data: false,
         actor: "test@host".into(),
+        direct_checks: true,
     }
 }
 

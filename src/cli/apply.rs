@@ -53,6 +53,10 @@ pub struct Args {
     /// others at most this long. Renewed between tenants.
     #[arg(long, value_name = "DURATION", env = "MTP_LOCK_TTL", default_value = "30m", value_parser = humantime::parse_duration)]
     pub lock_ttl: Duration,
+    /// Gate on Docker's health status only; skip the direct `/readyz` and WebSocket `health`
+    /// checks mtp otherwise makes where a tenant's port is reachable from here.
+    #[arg(long)]
+    pub docker_health_only: bool,
     /// Write the outcome (per tenant: status, detail, timings) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -217,6 +221,7 @@ async fn execute(
         data_root: loaded.manifest.fleet.data_root.clone(),
         delete_data: args.delete_data,
         actor: format!("{}@{}", lock::username(), lock::hostname()),
+        direct_checks: !args.docker_health_only,
     };
     let progress = TermProgress::new(std::io::stderr().is_terminal());
     let exec = Executor {
