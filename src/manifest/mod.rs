@@ -1,5 +1,6 @@
 //! `fleet.toml`: its types, loading with positions, validation, and resolution of defaults.
 
+pub mod edit;
 pub mod model;
 pub mod resolve;
 pub mod units;

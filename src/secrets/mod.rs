@@ -12,6 +12,7 @@ mod store;
 pub mod value;
 
 pub use error::SecretsError;
+pub(crate) use file::line_column;
 pub use fs::atomic_write;
 pub use identity::{IDENTITY_ENV, Identity};
 pub use recipients::{Recipient, Recipients, recipients_hash};
