@@ -35,7 +35,7 @@ pub struct TenantTable {
     pub secrets: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic, PartialEq, Eq)]
 pub enum EditError {
     #[error("line {line}, column {column}: {message}")]
     Parse {
