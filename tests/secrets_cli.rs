@@ -553,6 +553,11 @@ fn tenant_add_refuses_and_changes_nothing_on_bad_input() {
         (vec!["tenant", "add", "admin"], "", "the name is reserved"),
         (vec!["tenant", "add", "mtp-x"], "", "reserved"),
         (
+            vec!["tenant", "add", "beta", "--port", "0"],
+            "",
+            "port 0 is not a port",
+        ),
+        (
             vec!["tenant", "add", "beta", "--port", "18800"],
             "",
             "port 18800 is already used by admin",

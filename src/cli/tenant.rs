@@ -130,6 +130,7 @@ fn add(fleet: &Path, args: AddArgs) -> miette::Result<ExitCode> {
     }
     let used = used_ports(manifest);
     let port = match flags.port {
+        Some(0) => bail!("port 0 is not a port a gateway can be published on"),
         Some(p) => {
             if let Some(owner) = used.get(&p) {
                 bail!("port {p} is already used by {owner}");
