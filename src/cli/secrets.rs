@@ -296,17 +296,17 @@ fn rekey(store: &SecretStore) -> miette::Result<ExitCode> {
     let report = store.rekey(&identity)?;
     if report.reencrypted.is_empty() {
         println!(
-            "nothing to do: all {} values are encrypted to the {} recipients in {}",
-            report.unchanged,
-            report.recipients,
+            "nothing to do: all {} are encrypted to the {} in {}",
+            count(report.unchanged, "value"),
+            count(report.recipients, "recipient"),
             recipients.path().display()
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "re-encrypted {} values to the {} recipients in {} (recipients {}):",
-        report.reencrypted.len(),
-        report.recipients,
+        "re-encrypted {} to the {} in {} (recipients {}):",
+        count(report.reencrypted.len(), "value"),
+        count(report.recipients, "recipient"),
         recipients.path().display(),
         report.recipients_hash
     );
@@ -314,8 +314,8 @@ fn rekey(store: &SecretStore) -> miette::Result<ExitCode> {
         println!("  {owner}/{name}");
     }
     println!(
-        "{} values were already current and are unchanged; files written: {}",
-        report.unchanged,
+        "{} already current, left unchanged; files written: {}",
+        count(report.unchanged, "value"),
         report
             .files
             .iter()
@@ -324,6 +324,15 @@ fn rekey(store: &SecretStore) -> miette::Result<ExitCode> {
             .join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `1 value`, `2 values`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn init(store: &SecretStore) -> miette::Result<ExitCode> {
