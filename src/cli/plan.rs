@@ -47,7 +47,7 @@ pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> 
         }
     }
     let secrets = common::secret_source(&loaded)?;
-    let desired = crate::desired::desired(&loaded, &secrets).map_err(|e| miette::miette!("{e}"))?;
+    let desired = crate::desired::desired(&loaded, &secrets)?;
     let rt = common::runtime()?;
     rt.block_on(async {
         let engine = common::connect().await?;
