@@ -9,17 +9,18 @@ use sha2::{Digest, Sha256};
 use crate::manifest::{Instance, LoadedManifest};
 use crate::plan::Desired;
 use crate::render::{self, ContainerSpec};
-use crate::secrets::SecretValue;
+use crate::secrets::{SecretValue, SecretsError};
 
 /// Where decrypted secrets come from (the age store on disk, or a map in tests).
 pub trait SecretSource {
-    fn secrets_for(&self, inst: &Instance) -> Result<BTreeMap<String, SecretValue>, String>;
+    fn secrets_for(&self, inst: &Instance) -> Result<BTreeMap<String, SecretValue>, SecretsError>;
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum DesiredError {
-    #[error("{0}")]
-    Secrets(String),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Secrets(#[from] SecretsError),
     #[error(transparent)]
     Render(#[from] render::RenderError),
 }
@@ -34,7 +35,7 @@ pub fn render_all(
         .instances()
         .iter()
         .map(|inst| {
-            let values = secrets.secrets_for(inst).map_err(DesiredError::Secrets)?;
+            let values = secrets.secrets_for(inst)?;
             Ok(render::render(&loaded.manifest, inst, &values)?)
         })
         .collect()

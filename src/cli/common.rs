@@ -8,7 +8,7 @@ use miette::{IntoDiagnostic, Result, WrapErr, miette};
 use crate::desired::SecretSource;
 use crate::engine::docker::DockerEngine;
 use crate::manifest::{Instance, LoadedManifest};
-use crate::secrets::SecretValue;
+use crate::secrets::{Identity, SecretStore, SecretValue, SecretsError};
 
 /// Loads and validates the manifest; any error stops the command before anything is touched.
 /// Findings are printed to stderr as `mtp validate` prints them.
@@ -39,19 +39,27 @@ pub fn manifest_dir(fleet: &Path) -> std::path::PathBuf {
 }
 
 /// Decrypts secrets from `secrets/` with the operator's age identity.
-pub struct StoreSecrets;
+pub struct StoreSecrets {
+    store: SecretStore,
+    identity: Identity,
+}
 
 impl SecretSource for StoreSecrets {
     fn secrets_for(
         &self,
         inst: &Instance,
-    ) -> std::result::Result<BTreeMap<String, SecretValue>, String> {
-        Err(format!("{}: secrets are not wired yet", inst.name))
+    ) -> std::result::Result<BTreeMap<String, SecretValue>, SecretsError> {
+        self.store
+            .decrypt_owner(&self.identity, &inst.name, &inst.secrets)
     }
 }
 
-pub fn secret_source(_loaded: &LoadedManifest) -> Result<StoreSecrets> {
-    Ok(StoreSecrets)
+/// The secret store beside the manifest, opened with the identity from `MTP_AGE_IDENTITY`
+/// or the default path.
+pub fn secret_source(loaded: &LoadedManifest) -> Result<StoreSecrets> {
+    let store = SecretStore::open(&loaded.dir)?;
+    let identity = Identity::from_env()?;
+    Ok(StoreSecrets { store, identity })
 }
 
 /// A tokio runtime for the commands that talk to Docker.

@@ -70,7 +70,7 @@ pub fn prepare(fleet: &Path, targets: &[String]) -> Result<(LoadedManifest, Desi
         }
     }
     let secrets = common::secret_source(&loaded)?;
-    let desired = crate::desired::desired(&loaded, &secrets).map_err(|e| miette::miette!("{e}"))?;
+    let desired = crate::desired::desired(&loaded, &secrets)?;
     Ok((loaded, desired))
 }
 

@@ -1,9 +1,8 @@
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use miette::{IntoDiagnostic, WrapErr};
+use miette::IntoDiagnostic;
 
 use crate::manifest::{self, AvailableSecrets};
 
@@ -54,36 +53,13 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
     })
 }
 
-/// The secret names of each owner: the top-level keys of each `secrets/<owner>.toml` beside the
-/// manifest. Reads names only; values stay encrypted and unread.
+/// The secret names of each owner in the store beside the manifest (names only; values stay
+/// encrypted and unread).
 pub(crate) fn available_secrets(dir: &Path) -> miette::Result<AvailableSecrets> {
-    let mut out = AvailableSecrets::new();
-    let secrets_dir = dir.join("secrets");
-    let entries = match std::fs::read_dir(&secrets_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => {
-            return Err(e)
-                .into_diagnostic()
-                .wrap_err(format!("cannot read {}", secrets_dir.display()));
-        }
-    };
-    for entry in entries {
-        let path = entry.into_diagnostic()?.path();
-        if path.extension().is_none_or(|e| e != "toml") {
-            continue;
-        }
-        let Some(owner) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&path)
-            .into_diagnostic()
-            .wrap_err(format!("cannot read {}", path.display()))?;
-        let table: toml::Table = toml::from_str(&text).map_err(|e| {
-            miette::miette!("{} is not valid TOML: {}", path.display(), e.message())
-        })?;
-        let names: BTreeSet<String> = table.keys().cloned().collect();
-        out.insert(owner.to_string(), names);
+    if !dir.is_dir() {
+        // The manifest cannot be read either; validation reports that with its path.
+        return Ok(AvailableSecrets::new());
     }
-    Ok(out)
+    let store = crate::secrets::SecretStore::open(dir)?;
+    Ok(store.available()?)
 }

@@ -5,6 +5,7 @@
 //! lists every problem, each pointing at file, line and column.
 
 pub mod diagnostics;
+pub mod edit;
 pub mod model;
 mod parse;
 pub mod resolve;

@@ -11,15 +11,9 @@ pub fn fixtures(dir: &str) -> PathBuf {
         .join(dir)
 }
 
-/// The secret names beside a fixture, as `mtp validate` reads them: the top-level keys of each
-/// `secrets/<owner>.toml`.
+/// The secret names beside a fixture, as `mtp validate` reads them from the secret store.
 pub fn available_secrets(dir: &Path) -> AvailableSecrets {
-    let mut out = AvailableSecrets::new();
-    for entry in std::fs::read_dir(dir.join("secrets")).expect("fixture secrets dir") {
-        let path = entry.expect("dir entry").path();
-        let owner = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        out.insert(owner, table.keys().cloned().collect());
-    }
-    out
+    mtp::secrets::SecretStore::open(dir)
+        .and_then(|store| store.available())
+        .expect("fixture secrets readable")
 }

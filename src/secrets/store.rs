@@ -1,0 +1,466 @@
+//! [`SecretStore`]: the `secrets/` directory beside a manifest, read and written one value at
+//! a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::envelope::{self, OpenError};
+use super::file::{Entry, SecretsFile};
+use super::fs::{MODE_PUBLIC, atomic_write, create_dirs};
+use super::{
+    FINGERPRINT_KEY, FLEET_OWNER, FingerprintKey, Identity, Recipients, SecretValue, SecretsError,
+};
+
+/// Directory beside the manifest holding recipients and secrets files.
+pub const SECRETS_DIR: &str = "secrets";
+/// File listing who can decrypt, one public key per line.
+pub const RECIPIENTS_FILE: &str = "recipients.txt";
+
+/// Whether `owner` may own secrets: a DNS label (a tenant or `admin`) or `_fleet`.
+pub fn is_valid_owner(owner: &str) -> bool {
+    owner == FLEET_OWNER || is_dns_label(owner)
+}
+
+/// `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Whether `name` is a secret name: an environment variable name, `[A-Z_][A-Z0-9_]*`.
+pub fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_uppercase() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// A fresh random token: 32 random bytes, hex (64 characters).
+pub fn generate_token() -> SecretString {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    rand::fill(&mut bytes[..]);
+    SecretString::from(hex::encode(bytes.as_slice()))
+}
+
+/// A value's name and the recipients hint recorded beside it (no decryption).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub name: String,
+    /// Hash of the recipient set the value was encrypted to (see `Recipients::hash`).
+    pub recipients: Option<String>,
+}
+
+/// What [`SecretStore::rekey`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RekeyReport {
+    /// Hash of the recipients every value is now encrypted to.
+    pub recipients_hash: String,
+    pub recipients: usize,
+    /// `(owner, name)` of every value re-encrypted.
+    pub reencrypted: Vec<(String, String)>,
+    /// Values already encrypted to the current recipients, left byte-identical.
+    pub unchanged: usize,
+    /// Files rewritten.
+    pub files: Vec<PathBuf>,
+}
+
+/// The secrets of one fleet: `<manifest dir>/secrets/`.
+#[derive(Debug)]
+pub struct SecretStore {
+    dir: PathBuf,
+    /// Decrypted once per identity: every tenant's fingerprints need it.
+    fingerprint_key: Mutex<Option<(PathBuf, FingerprintKey)>>,
+}
+
+impl SecretStore {
+    /// The store of the manifest in `manifest_dir`. `secrets/` need not exist yet.
+    pub fn open(manifest_dir: &Path) -> Result<SecretStore, SecretsError> {
+        let dir = if manifest_dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            manifest_dir
+        };
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SecretsError::Read {
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::other("not a directory"),
+                });
+            }
+            Err(source) => {
+                return Err(SecretsError::Read {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        Ok(SecretStore {
+            dir: dir.to_path_buf(),
+            fingerprint_key: Mutex::new(None),
+        })
+    }
+
+    /// `secrets/` (shown relative when the manifest is in the current directory).
+    pub fn secrets_dir(&self) -> PathBuf {
+        if self.dir == Path::new(".") {
+            PathBuf::from(SECRETS_DIR)
+        } else {
+            self.dir.join(SECRETS_DIR)
+        }
+    }
+
+    pub fn recipients_path(&self) -> PathBuf {
+        self.secrets_dir().join(RECIPIENTS_FILE)
+    }
+
+    /// `secrets/<owner>.toml`.
+    pub fn file_path(&self, owner: &str) -> PathBuf {
+        self.secrets_dir().join(format!("{owner}.toml"))
+    }
+
+    pub fn recipients(&self) -> Result<Recipients, SecretsError> {
+        Recipients::load(&self.recipients_path())
+    }
+
+    /// Owners that have a secrets file. A `.toml` file not named after a valid owner is an
+    /// error rather than silently ignored (`Acme.toml` would otherwise look like a lost file).
+    pub fn owners(&self) -> Result<BTreeSet<String>, SecretsError> {
+        let dir = self.secrets_dir();
+        let read = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+            Err(source) => return Err(SecretsError::Read { path: dir, source }),
+        };
+        let mut owners = BTreeSet::new();
+        for entry in read {
+            let entry = entry.map_err(|source| SecretsError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            let Some(owner) = file_name.strip_suffix(".toml") else {
+                continue;
+            };
+            if file_name.starts_with('.') {
+                continue;
+            }
+            if !is_valid_owner(owner) {
+                return Err(SecretsError::StrayFile {
+                    path: dir.join(&*file_name),
+                    owner: owner.to_string(),
+                });
+            }
+            owners.insert(owner.to_string());
+        }
+        Ok(owners)
+    }
+
+    /// Names of `owner`'s secrets (nothing is decrypted). Empty when it has no file.
+    pub fn names(&self, owner: &str) -> Result<BTreeSet<String>, SecretsError> {
+        Ok(self.load(owner)?.map(|f| f.names()).unwrap_or_default())
+    }
+
+    /// Every owner's secret names, for validation (nothing is decrypted).
+    pub fn available(&self) -> Result<BTreeMap<String, BTreeSet<String>>, SecretsError> {
+        self.owners()?
+            .into_iter()
+            .map(|o| self.names(&o).map(|n| (o, n)))
+            .collect()
+    }
+
+    /// `owner`'s values in file order with their recipients hints (nothing is decrypted).
+    pub fn entries(&self, owner: &str) -> Result<Vec<EntryInfo>, SecretsError> {
+        Ok(self
+            .load(owner)?
+            .map(|f| {
+                f.entries()
+                    .into_iter()
+                    .map(|e| EntryInfo {
+                        name: e.name,
+                        recipients: e.recipients,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    pub fn contains(&self, owner: &str, name: &str) -> Result<bool, SecretsError> {
+        check_name(name)?;
+        Ok(self.names(owner)?.contains(name))
+    }
+
+    /// Encrypts `value` for `owner`/`name` to the current recipients and stores it. Every
+    /// other byte of the file stays as it was.
+    pub fn set(&self, owner: &str, name: &str, value: &SecretString) -> Result<(), SecretsError> {
+        check_name(name)?;
+        let recipients = self.recipients()?;
+        let path = self.file_path(owner);
+        let mut file = self
+            .load(owner)?
+            .unwrap_or_else(|| SecretsFile::new(&path, owner));
+        let armored = self.seal(&recipients, &path, owner, name, value)?;
+        file.set(name, &armored, &recipients.hash());
+        self.write(&file)
+    }
+
+    /// Decrypts one value, checking it was written for this owner and name.
+    pub fn get(
+        &self,
+        identity: &Identity,
+        owner: &str,
+        name: &str,
+    ) -> Result<SecretString, SecretsError> {
+        check_name(name)?;
+        let path = self.file_path(owner);
+        let entry = self
+            .load(owner)?
+            .and_then(|f| f.entry(name))
+            .ok_or_else(|| SecretsError::Missing {
+                path: path.clone(),
+                owner: owner.to_string(),
+                name: name.to_string(),
+            })?;
+        decrypt_entry(identity, &path, owner, &entry)
+    }
+
+    /// Removes one value (and the file, when it was the last).
+    pub fn remove(&self, owner: &str, name: &str) -> Result<(), SecretsError> {
+        check_name(name)?;
+        let path = self.file_path(owner);
+        let mut file = self.load(owner)?.ok_or_else(|| SecretsError::Missing {
+            path: path.clone(),
+            owner: owner.to_string(),
+            name: name.to_string(),
+        })?;
+        if !file.remove(name) {
+            return Err(SecretsError::Missing {
+                path,
+                owner: owner.to_string(),
+                name: name.to_string(),
+            });
+        }
+        self.write(&file)
+    }
+
+    /// Removes `owner`'s secrets file. `Ok(false)` when there was none.
+    pub fn remove_owner(&self, owner: &str) -> Result<bool, SecretsError> {
+        check_owner(owner)?;
+        let path = self.file_path(owner);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(SecretsError::Write { path, source }),
+        }
+    }
+
+    /// The fleet's fingerprint key (`_fleet`/`FINGERPRINT_KEY`).
+    pub fn fingerprint_key(&self, identity: &Identity) -> Result<FingerprintKey, SecretsError> {
+        let mut cache = self
+            .fingerprint_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((path, key)) = cache.as_ref()
+            && path == identity.path()
+        {
+            return Ok(key.clone());
+        }
+        let key = match self.get(identity, FLEET_OWNER, FINGERPRINT_KEY) {
+            Ok(v) => FingerprintKey::new(v),
+            Err(SecretsError::Missing { path, .. }) => {
+                return Err(SecretsError::NoFingerprintKey { path });
+            }
+            Err(e) => return Err(e),
+        };
+        *cache = Some((identity.path().to_path_buf(), key.clone()));
+        Ok(key)
+    }
+
+    /// Creates the fingerprint key if the fleet has none. `Ok(true)` when it was created.
+    pub fn ensure_fingerprint_key(&self) -> Result<bool, SecretsError> {
+        if self.contains(FLEET_OWNER, FINGERPRINT_KEY)? {
+            return Ok(false);
+        }
+        self.set(FLEET_OWNER, FINGERPRINT_KEY, &generate_token())?;
+        Ok(true)
+    }
+
+    /// Decrypts the listed secrets of `owner`, with their keyed fingerprints. Fails on the
+    /// first name that is missing or does not decrypt.
+    pub fn decrypt_owner(
+        &self,
+        identity: &Identity,
+        owner: &str,
+        names: &[String],
+    ) -> Result<BTreeMap<String, SecretValue>, SecretsError> {
+        let path = self.file_path(owner);
+        let file = self.load(owner)?;
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            check_name(name)?;
+            let entry =
+                file.as_ref()
+                    .and_then(|f| f.entry(name))
+                    .ok_or_else(|| SecretsError::Missing {
+                        path: path.clone(),
+                        owner: owner.to_string(),
+                        name: name.clone(),
+                    })?;
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let key = self.fingerprint_key(identity)?;
+        entries
+            .iter()
+            .map(|entry| {
+                let value = decrypt_entry(identity, &path, owner, entry)?;
+                Ok((entry.name.clone(), SecretValue::new(value, &key)))
+            })
+            .collect()
+    }
+
+    /// Re-encrypts to the current recipients every value not already encrypted to them;
+    /// values that are stay byte-identical. Decrypts everything first: if any value fails
+    /// to decrypt, nothing is written.
+    pub fn rekey(&self, identity: &Identity) -> Result<RekeyReport, SecretsError> {
+        let recipients = self.recipients()?;
+        let hash = recipients.hash();
+        let mut report = RekeyReport {
+            recipients_hash: hash.clone(),
+            recipients: recipients.len(),
+            ..RekeyReport::default()
+        };
+        let mut pending = Vec::new();
+        for owner in self.owners()? {
+            let Some(file) = self.load(&owner)? else {
+                continue;
+            };
+            let mut stale = Vec::new();
+            for entry in file.entries() {
+                let value = decrypt_entry(identity, file.path(), &owner, &entry)?;
+                if entry.recipients.as_deref() == Some(hash.as_str()) {
+                    report.unchanged += 1;
+                } else {
+                    stale.push((entry.name, value));
+                }
+            }
+            if !stale.is_empty() {
+                pending.push((owner, file, stale));
+            }
+        }
+        for (owner, mut file, stale) in pending {
+            for (name, value) in stale {
+                let armored = self.seal(&recipients, file.path(), &owner, &name, &value)?;
+                file.set(&name, &armored, &hash);
+                report.reencrypted.push((owner.clone(), name));
+            }
+            self.write(&file)?;
+            report.files.push(file.path().to_path_buf());
+        }
+        Ok(report)
+    }
+
+    fn load(&self, owner: &str) -> Result<Option<SecretsFile>, SecretsError> {
+        check_owner(owner)?;
+        SecretsFile::load(&self.file_path(owner), owner)
+    }
+
+    fn seal(
+        &self,
+        recipients: &Recipients,
+        path: &Path,
+        owner: &str,
+        name: &str,
+        value: &SecretString,
+    ) -> Result<String, SecretsError> {
+        envelope::seal(recipients, owner, name, value.expose_secret()).map_err(|reason| {
+            SecretsError::Encrypt {
+                path: path.to_path_buf(),
+                reason,
+            }
+        })
+    }
+
+    /// Writes `file` atomically (0644: it holds only ciphertext); removes it when empty.
+    fn write(&self, file: &SecretsFile) -> Result<(), SecretsError> {
+        let path = file.path();
+        let write_err = |source| SecretsError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if file.is_empty() {
+            return match std::fs::remove_file(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(write_err(e)),
+            };
+        }
+        create_dirs(&self.secrets_dir(), false).map_err(write_err)?;
+        atomic_write(path, file.render().as_bytes(), MODE_PUBLIC).map_err(write_err)
+    }
+}
+
+fn check_owner(owner: &str) -> Result<(), SecretsError> {
+    if is_valid_owner(owner) {
+        Ok(())
+    } else {
+        Err(SecretsError::InvalidOwner {
+            owner: owner.to_string(),
+        })
+    }
+}
+
+fn check_name(name: &str) -> Result<(), SecretsError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(SecretsError::InvalidName {
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Decrypts `entry` of `owner`'s file and checks the binding.
+fn decrypt_entry(
+    identity: &Identity,
+    path: &Path,
+    owner: &str,
+    entry: &Entry,
+) -> Result<SecretString, SecretsError> {
+    let opened = envelope::open(identity, &entry.armored).map_err(|e| match e {
+        OpenError::NotARecipient => SecretsError::WrongIdentity {
+            path: path.to_path_buf(),
+            owner: owner.to_string(),
+            name: entry.name.clone(),
+            identity: identity.path().to_path_buf(),
+        },
+        OpenError::Corrupt(reason) => SecretsError::Corrupt {
+            path: path.to_path_buf(),
+            owner: owner.to_string(),
+            name: entry.name.clone(),
+            reason,
+        },
+    })?;
+    if opened.owner != owner || opened.name != entry.name {
+        return Err(SecretsError::Misbound {
+            path: path.to_path_buf(),
+            owner: owner.to_string(),
+            name: entry.name.clone(),
+            found_owner: opened.owner,
+            found_name: opened.name,
+        });
+    }
+    Ok(opened.value)
+}
