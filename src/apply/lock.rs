@@ -120,14 +120,28 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// The user running mtp.
+/// The user running mtp: `$USER`, else the name of the process's uid, else `uid<N>`.
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: getuid cannot fail.
-            format!("uid{}", unsafe { libc::getuid() })
-        })
+    if let Some(u) = std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|u| !u.is_empty())
+    {
+        return u;
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the stated length; getpwuid_r writes only into them.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        return name.to_string_lossy().into_owned();
+    }
+    format!("uid{uid}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,8 +255,11 @@ pub async fn acquire<E: Engine>(engine: &E, req: LockRequest) -> Result<Lock, Lo
         };
         if let Some(reason) = h.stale_reason(now, &req.host) {
             notes.push(format!(
-                "broke a stale lock held by {} because {reason}",
-                h.describe(now)
+                "broke a stale lock of {}@{} (pid {}, `{}`): {reason}",
+                h.user,
+                h.host,
+                h.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                h.command
             ));
             engine.remove(&h.id).await?;
             continue;

@@ -247,6 +247,8 @@ impl Failure {
 struct Run<'r> {
     tenant: &'r str,
     waits: Waits,
+    /// The container the tenant ends up with, when the action made a new one.
+    created: Option<String>,
 }
 
 impl Run<'_> {
@@ -333,6 +335,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         let mut run = Run {
             tenant: &a.tenant,
             waits: Waits::default(),
+            created: None,
         };
         let result = if halted.load(Ordering::SeqCst) || self.cancel.is_cancelled() {
             None
@@ -463,7 +466,10 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                 Err(f) if f.status == Status::RolledBack => ("rolled-back", f.detail.clone()),
                 Err(f) => ("failed", f.detail.clone()),
             };
-            let container = a.live.as_ref().map(|l| l.container_id.as_str());
+            let container = match (&result, &run.created) {
+                (Ok(_), Some(new)) => Some(new.as_str()),
+                _ => a.live.as_ref().map(|l| l.container_id.as_str()),
+            };
             self.audit(a, a.action.verb(), outcome, container, Some(detail));
         }
         result
@@ -572,6 +578,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             return Err(undo(format!("new container {g}{ctx}")).await);
         }
         self.remove_records(&a.tenant, None).await;
+        run.created = Some(id.to_string());
         Ok(format!("created {} ({}), healthy", spec.name, short(id)))
     }
 
@@ -681,6 +688,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             ))
         })?;
         self.remove_records(&a.tenant, None).await;
+        run.created = Some(new_id.to_string());
         Ok(format!(
             "recycled: {} replaced by {}, healthy",
             short(old_id),
