@@ -575,7 +575,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         }
         if let Err(g) = self.gate(id, spec, run).await {
             let ctx = self.failure_context(id).await;
-            return Err(undo(format!("new container {g}{ctx}")).await);
+            return Err(undo(format!("the new container failed its health gate: {g}{ctx}")).await);
         }
         self.remove_records(&a.tenant, None).await;
         run.created = Some(id.to_string());
@@ -634,7 +634,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             Ok(()) => match self.gate(new_id, spec, run).await {
                 Ok(_) => Ok(()),
                 Err(g) => Err(format!(
-                    "new container {g}{}",
+                    "the new container failed its health gate: {g}{}",
                     self.failure_context(new_id).await
                 )),
             },
