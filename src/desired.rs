@@ -22,6 +22,7 @@ pub enum DesiredError {
     #[diagnostic(transparent)]
     Secrets(#[from] SecretsError),
     #[error(transparent)]
+    #[diagnostic(transparent)]
     Render(#[from] render::RenderError),
 }
 
@@ -80,7 +81,7 @@ pub fn manifest_hash(loaded: &LoadedManifest) -> String {
 }
 
 /// The commit the manifest was read from, when it lives in a git repository; `-dirty` is
-/// appended when fleet.toml differs from that commit.
+/// appended when the manifest or its secrets differ from that commit.
 pub fn git_commit(manifest: &Path) -> Option<String> {
     let abs = std::fs::canonicalize(manifest).ok()?;
     let repo = git2::Repository::discover(abs.parent()?).ok()?;
@@ -88,6 +89,15 @@ pub fn git_commit(manifest: &Path) -> Option<String> {
     let id = head.id().to_string();
     let workdir = std::fs::canonicalize(repo.workdir()?).ok()?;
     let rel = abs.strip_prefix(&workdir).ok()?;
-    let dirty = repo.status_file(rel).map(|s| !s.is_empty()).unwrap_or(true);
+    let secrets = rel.parent().unwrap_or(Path::new("")).join("secrets");
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .pathspec(rel)
+        .pathspec(&secrets);
+    let dirty = repo
+        .statuses(Some(&mut opts))
+        .map(|s| !s.is_empty())
+        .unwrap_or(true);
     Some(if dirty { format!("{id}-dirty") } else { id })
 }

@@ -1,11 +1,50 @@
+//! `mtp render <tenant>`: what a tenant's container and openclaw.json will be, secrets masked.
+
+use std::path::Path;
 use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, Result, bail};
+
+use super::common;
+use crate::desired::SecretSource;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Tenant name (or `admin`).
     pub tenant: String,
+    /// Print one JSON object `{spec, spec_hash, openclaw_json}` instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(_fleet: &std::path::Path, _args: Args) -> miette::Result<ExitCode> {
-    miette::bail!("not implemented yet")
+pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
+    let loaded = common::load_manifest(fleet)?;
+    let Some(inst) = loaded.manifest.instance(&args.tenant) else {
+        bail!(
+            help = "`mtp validate` lists the declared tenants",
+            "no tenant `{}` in {}",
+            args.tenant,
+            loaded.path.display()
+        );
+    };
+    let secrets = common::secret_source(&loaded)?.secrets_for(&inst)?;
+    let spec = crate::render::render(&loaded.manifest, &inst, &secrets)?;
+    if args.json {
+        let mut spec_json = serde_json::to_value(&spec).into_diagnostic()?;
+        if let Some(o) = spec_json.as_object_mut() {
+            o.remove("config");
+        }
+        let out = serde_json::json!({
+            "spec": spec_json,
+            "spec_hash": spec.hash(),
+            "openclaw_json": spec.config,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?);
+    } else {
+        println!("# container {} (secrets shown as keyed fingerprints)", spec.name);
+        println!("{}", crate::render::to_display_json(&spec));
+        println!("\n# {} (on the host: {}/openclaw.json)", crate::render::CONFIG_PATH, spec.data_dir);
+        print!("{}", spec.config);
+    }
+    Ok(ExitCode::SUCCESS)
 }

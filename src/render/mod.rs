@@ -29,7 +29,7 @@ pub const LABEL_SPEC: &str = "mtp.spec";
 pub const CONFIG_PATH: &str = "/home/node/.openclaw/openclaw.json";
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic, PartialEq)]
 pub enum RenderError {
     #[error("{instance}: secret `{secret}` is referenced but not in secrets/{instance}.toml")]
     MissingSecret { instance: String, secret: String },

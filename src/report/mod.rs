@@ -79,7 +79,14 @@ pub fn human(plan: &Plan, color: bool) -> String {
         plan.engine,
         plan.commit
             .as_deref()
-            .map(|c| format!(", manifest at commit {}", &c[..c.len().min(12)]))
+            .map(|c| {
+                let dirty = if c.ends_with("-dirty") {
+                    " with uncommitted changes"
+                } else {
+                    ""
+                };
+                format!(", manifest at commit {}{dirty}", &c[..c.len().min(12)])
+            })
             .unwrap_or_default()
     );
     let width = plan
