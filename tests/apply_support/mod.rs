@@ -1,0 +1,365 @@
+//! Support for the end-to-end tests of `mtp apply` on the real Docker engine: a throwaway
+//! fleet directory (manifest, secrets, identity, data root) whose containers, volumes,
+//! network and lock are removed when it is dropped, even when the test fails.
+//!
+//! The containers run a tiny static test image (`testimage.c`, built with gcc and imported
+//! with `docker import`), so faults are plain `command` / `health.command` settings:
+//! `/bin/exit-now`, `/bin/crash-after`, `/bin/unhealthy`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const IMAGE_A: &str = "mtp-apply-test:a";
+pub const IMAGE_B: &str = "mtp-apply-test:b";
+
+/// Fails the test loudly when no engine answers: a skipped e2e test must not pass.
+pub fn require_engine() {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "these tests need a Docker engine (docker info failed)");
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Builds and imports the test image under both tags, once per engine.
+pub fn test_images() {
+    if docker(&["image", "inspect", IMAGE_A, IMAGE_B])
+        .status
+        .success()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("home/node")).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apply_support/testimage.c");
+    let bin = root.join("bin/serve");
+    let o = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc runs");
+    assert!(
+        o.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for name in ["healthy", "unhealthy", "exit-now", "crash-after"] {
+        std::fs::hard_link(&bin, root.join("bin").join(name)).unwrap();
+    }
+    let tar = dir.path().join("rootfs.tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    for tag in [IMAGE_A, IMAGE_B] {
+        // Two imports of the same files: two image ids, so a tag change recycles.
+        docker_ok(&["import", tar.to_str().unwrap(), tag]);
+    }
+}
+
+/// A free TCP port on loopback (for a tenant's host port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A tenant as a test declares it; `extra` is appended to its table verbatim.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub port: u16,
+    pub extra: String,
+}
+
+impl Tenant {
+    pub fn new(name: &str) -> Self {
+        Tenant {
+            name: name.into(),
+            port: free_port(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn with(mut self, line: &str) -> Self {
+        self.extra.push_str(line);
+        self.extra.push('\n');
+        self
+    }
+}
+
+pub struct TestFleet {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub image: String,
+    pub defaults_extra: String,
+    pub tenants: Vec<Tenant>,
+}
+
+impl TestFleet {
+    /// A fleet named `<prefix>-<unique>`, with an age identity and the fleet key.
+    pub fn new(prefix: &str) -> Self {
+        require_engine();
+        test_images();
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{prefix}-{}{n}", std::process::id() % 100_000);
+        let f = TestFleet {
+            name,
+            dir: tempfile::tempdir().unwrap(),
+            image: IMAGE_A.into(),
+            defaults_extra: String::new(),
+            tenants: Vec::new(),
+        };
+        f.write();
+        f.mtp_ok(&["secrets", "init"]);
+        f
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    pub fn data_dir(&self, tenant: &str) -> PathBuf {
+        self.data_root().join(tenant)
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.path().join("audit.jsonl")
+    }
+
+    /// Writes fleet.toml from the current declaration.
+    pub fn write(&self) {
+        let mut s = format!(
+            "[fleet]\nname = \"{}\"\ndata_root = \"{}\"\naudit_log = \"audit.jsonl\"\nbackup_dir = \"backups\"\n\n\
+             [defaults]\nimage = \"{}\"\ncommand = [\"/bin/serve\"]\nmemory = \"1g\"\ncpus = 0.5\n\
+             stop_timeout = \"2s\"\nmodel = \"anthropic/m1\"\n\
+             health = {{ command = [\"/bin/healthy\"], interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"0s\", gate_timeout = \"4s\" }}\n{}\n",
+            self.name,
+            self.data_root().display(),
+            self.image,
+            self.defaults_extra
+        );
+        for t in &self.tenants {
+            s.push_str(&format!(
+                "[tenants.{}]\nport = {}\n{}\n",
+                t.name, t.port, t.extra
+            ));
+        }
+        std::fs::write(self.path().join("fleet.toml"), s).unwrap();
+    }
+
+    /// Declares tenants (with a generated gateway token each) and writes the manifest.
+    pub fn declare(&mut self, tenants: Vec<Tenant>) {
+        for t in &tenants {
+            if !self.tenants.iter().any(|x| x.name == t.name) {
+                self.mtp_ok(&["secrets", "gen", &t.name, "OPENCLAW_GATEWAY_TOKEN"]);
+            }
+        }
+        self.tenants = tenants;
+        self.write();
+    }
+
+    pub fn tenant_mut(&mut self, name: &str) -> &mut Tenant {
+        self.tenants.iter_mut().find(|t| t.name == name).unwrap()
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("mtp"));
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("MTP_FLEET")
+            .env("NO_COLOR", "1")
+            .env("MTP_AGE_IDENTITY", self.path().join("identity.txt"))
+            .env("USER", "tester");
+        c
+    }
+
+    pub fn mtp(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("mtp runs")
+    }
+
+    pub fn mtp_ok(&self, args: &[&str]) -> Output {
+        let o = self.mtp(args);
+        assert!(o.status.success(), "mtp {args:?} failed:\n{}", text(&o));
+        o
+    }
+
+    /// `mtp apply --auto-approve` (Docker health only: the test image serves no HTTP).
+    pub fn apply(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["apply", "--auto-approve", "--docker-health-only"];
+        args.extend_from_slice(extra);
+        self.mtp(&args)
+    }
+
+    pub fn apply_ok(&self) -> Output {
+        let o = self.apply(&[]);
+        assert!(o.status.success(), "apply failed:\n{}", text(&o));
+        o
+    }
+
+    /// `mtp plan --detailed-exitcode` exit code (0: converged).
+    pub fn plan_code(&self) -> i32 {
+        self.mtp(&["plan", "--detailed-exitcode"])
+            .status
+            .code()
+            .unwrap_or(-1)
+    }
+
+    pub fn assert_converged(&self) {
+        let o = self.mtp(&["plan", "--detailed-exitcode"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "plan after apply is not empty:\n{}",
+            text(&o)
+        );
+    }
+
+    /// `(id, name, state, health)` of every container labelled with this fleet.
+    pub fn containers(&self) -> Vec<Ctr> {
+        let out = docker_ok(&[
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            &format!("label=mtp.fleet={}", self.name),
+            "--format",
+            "{{.ID}}\t{{.Names}}\t{{.State}}\t{{.Status}}",
+        ]);
+        let mut v: Vec<Ctr> = out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let p: Vec<&str> = l.split('\t').collect();
+                Ctr {
+                    id: p[0].into(),
+                    name: p[1].into(),
+                    state: p[2].into(),
+                    status: p.get(3).unwrap_or(&"").to_string(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn container(&self, tenant: &str) -> Ctr {
+        let name = format!("{}-{tenant}", self.name);
+        self.containers()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no container {name}: {:?}", self.containers()))
+    }
+
+    pub fn inspect(&self, id: &str, format: &str) -> String {
+        docker_ok(&["inspect", "--format", format, id])
+    }
+
+    /// Writes a file into a tenant's data dir, as the gateway would (uid 1000).
+    pub fn write_data_file(&self, tenant: &str, file: &str, content: &str) {
+        let p = self.data_dir(tenant).join(file);
+        std::fs::write(&p, content).unwrap();
+        std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ctr {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub status: String,
+}
+
+impl Ctr {
+    pub fn healthy(&self) -> bool {
+        self.state == "running" && self.status.contains("(healthy)")
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+impl Drop for TestFleet {
+    fn drop(&mut self) {
+        let label = format!("label=mtp.fleet={}", self.name);
+        let by_label = docker(&["ps", "-aq", "--filter", &label]);
+        let by_name = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name=^/{}[-.]", self.name),
+        ]);
+        let mut ids: Vec<String> = [by_label, by_name]
+            .iter()
+            .flat_map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| !l.is_empty())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            docker(&args);
+        }
+        let vols = docker(&["volume", "ls", "-q", "--filter", &label]);
+        for v in String::from_utf8_lossy(&vols.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            docker(&["volume", "rm", "-f", v]);
+        }
+        docker(&["network", "rm", &format!("{}-net", self.name)]);
+    }
+}
