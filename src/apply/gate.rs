@@ -89,7 +89,9 @@ impl GatePolicy {
         GatePolicy {
             timeout: Duration::from_secs(spec.gate_timeout_s.max(1)),
             poll: (interval / 2).clamp(Duration::from_millis(100), Duration::from_millis(1000)),
-            settle: interval.min(Duration::from_secs(2)),
+            // Two probe intervals, so a gateway that crashes right after its first good probe
+            // (a bad channel token, a plugin failing late) is caught before it is declared fine.
+            settle: (interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
         }
     }
 }

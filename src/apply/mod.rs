@@ -575,7 +575,10 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         }
         if let Err(g) = self.gate(id, spec, run).await {
             let ctx = self.failure_context(id).await;
-            return Err(undo(format!("the new container failed its health gate: {g}{ctx}")).await);
+            return Err(undo(format!(
+                "the new container failed its health gate: {g}{ctx}"
+            ))
+            .await);
         }
         self.remove_records(&a.tenant, None).await;
         run.created = Some(id.to_string());

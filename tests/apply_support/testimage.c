@@ -4,7 +4,7 @@
  *   healthy     exit 0 (healthcheck that passes)
  *   unhealthy   exit 1 (healthcheck that never passes)
  *   exit-now    exit 1 at once
- *   crash-after run for 1 s, then exit 1
+ *   crash-after run for 0.5 s, then exit 1
  */
 #include <signal.h>
 #include <string.h>
@@ -19,7 +19,7 @@ int main(int argc, char **argv) {
     if (!strcmp(name, "healthy")) return 0;
     if (!strcmp(name, "unhealthy")) return 1;
     if (!strcmp(name, "exit-now")) return 1;
-    if (!strcmp(name, "crash-after")) { sleep(1); return 1; }
+    if (!strcmp(name, "crash-after")) { usleep(500000); return 1; }
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
     for (;;) pause();
