@@ -41,9 +41,16 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?);
     } else {
-        println!("# container {} (secrets shown as keyed fingerprints)", spec.name);
+        println!(
+            "# container {} (secrets shown as keyed fingerprints)",
+            spec.name
+        );
         println!("{}", crate::render::to_display_json(&spec));
-        println!("\n# {} (on the host: {}/openclaw.json)", crate::render::CONFIG_PATH, spec.data_dir);
+        println!(
+            "\n# {} (on the host: {}/openclaw.json)",
+            crate::render::CONFIG_PATH,
+            spec.data_dir
+        );
         print!("{}", spec.config);
     }
     Ok(ExitCode::SUCCESS)
