@@ -174,6 +174,8 @@ pub struct TenantOutcome {
     pub waits: Waits,
     /// `elapsed_ms` minus the waits: mtp's own time for this tenant.
     pub own_ms: u64,
+    /// The steps of the action with their durations in ms, in order.
+    pub steps: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -247,6 +249,8 @@ impl Failure {
 struct Run<'r> {
     tenant: &'r str,
     waits: Waits,
+    /// Each step and when it began.
+    steps: Vec<(String, Instant)>,
     /// The container the tenant ends up with, when the action made a new one.
     created: Option<String>,
 }
@@ -280,7 +284,29 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             halted: None,
         };
         let parallel = self.opts.parallel.max(1);
-        let mut i = 0;
+        // Docker does not keep network names unique: concurrent creates of a missing network
+        // would each make one. So the networks are ensured once, up front, one at a time.
+        let mut networks: Vec<&str> = work
+            .iter()
+            .filter(|a| {
+                matches!(a.action, ActionKind::Create | ActionKind::Recycle) && a.blocked.is_none()
+            })
+            .filter_map(|a| self.specs.get(&a.tenant))
+            .map(|s| s.network.as_str())
+            .collect();
+        networks.sort();
+        networks.dedup();
+        for n in networks {
+            if let Err(e) = self.engine.ensure_network(n, &self.plan.fleet).await {
+                report.halted = Some(format!("cannot create network {n}: {e}"));
+                break;
+            }
+        }
+        let mut i = if report.halted.is_some() {
+            work.len()
+        } else {
+            0
+        };
         while i < work.len() {
             if self.cancel.is_cancelled() {
                 report.interrupted = true;
@@ -320,6 +346,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                 elapsed_ms: 0,
                 waits: Waits::default(),
                 own_ms: 0,
+                steps: Vec::new(),
             };
             self.progress.end(&outcome);
             report.outcomes.push(outcome);
@@ -335,6 +362,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         let mut run = Run {
             tenant: &a.tenant,
             waits: Waits::default(),
+            steps: Vec::new(),
             created: None,
         };
         let result = if halted.load(Ordering::SeqCst) || self.cancel.is_cancelled() {
@@ -344,6 +372,16 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             Some(self.tenant_inner(a, &mut run).await)
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        let end = Instant::now();
+        let steps = run
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, (name, at))| {
+                let until = run.steps.get(i + 1).map(|(_, t)| *t).unwrap_or(end);
+                (name.clone(), (until - *at).as_millis() as u64)
+            })
+            .collect();
         let (status, detail) = match result {
             None => (Status::Skipped, "not attempted".to_string()),
             Some(Ok(detail)) => (Status::Done, detail),
@@ -360,9 +398,16 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             elapsed_ms,
             own_ms: elapsed_ms.saturating_sub(run.waits.total()),
             waits: run.waits,
+            steps,
         };
         self.progress.end(&outcome);
         outcome
+    }
+
+    /// Announces a step of the tenant's action and starts timing it.
+    fn step(&self, run: &mut Run<'_>, step: &str) {
+        self.progress.step(run.tenant, step);
+        run.steps.push((step.to_string(), Instant::now()));
     }
 
     fn audit(
@@ -415,8 +460,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .iter()
             .filter(|d| d.remedy == Remedy::RemoveContainer)
         {
-            self.progress
-                .step(run.tenant, &format!("removing leftover {}", d.container));
+            self.step(run, &format!("removing leftover {}", d.container));
             let r = self.engine.remove(&d.container_id).await;
             let outcome = if r.is_ok() { "ok" } else { "failed" };
             self.audit(
@@ -449,7 +493,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             ActionKind::Stop => {
                 let spec = needs_spec()?;
                 let id = live_id()?;
-                self.progress.step(run.tenant, "stopping");
+                self.step(run, "stopping");
                 let r = Run::timed(
                     &mut run.waits.stop_ms,
                     self.engine.stop(&id, spec.stop_timeout_s),
@@ -487,7 +531,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         spec: &ContainerSpec,
         run: &mut Run<'_>,
     ) -> Result<Option<gate::ProbeReport>, gate::GateFailure> {
-        self.progress.step(run.tenant, "waiting for health");
+        self.step(run, "waiting for health");
         let policy = GatePolicy::for_spec(spec);
         let t = Instant::now();
         let r = async {
@@ -542,12 +586,9 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         spec: &ContainerSpec,
         run: &mut Run<'_>,
     ) -> Result<String, Failure> {
+        // The network was ensured before the rollout began.
         let fleet = &self.plan.fleet;
-        self.engine
-            .ensure_network(&spec.network, fleet)
-            .await
-            .map_err(|e| Failure::failed(format!("cannot create network {}: {e}", spec.network)))?;
-        self.progress.step(run.tenant, "creating container");
+        self.step(run, "creating container");
         let labels = container_labels(spec, fleet, self.plan.commit.as_deref(), None);
         let id = self
             .engine
@@ -569,7 +610,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         if let Err(e) = self.engine.write_config(id, &spec.config).await {
             return Err(undo(format!("cannot write openclaw.json: {e}")).await);
         }
-        self.progress.step(run.tenant, "starting");
+        self.step(run, "starting");
         if let Err(e) = Run::timed(&mut run.waits.start_ms, self.engine.start(id)).await {
             return Err(undo(format!("cannot start: {e}")).await);
         }
@@ -598,12 +639,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .ok_or_else(|| Failure::failed("recycle needs a live container"))?;
         let old_id = old.container_id.as_str();
         let next_name = format!("{}{NEXT_SUFFIX}", spec.name);
-        self.engine
-            .ensure_network(&spec.network, fleet)
-            .await
-            .map_err(|e| Failure::failed(format!("cannot create network {}: {e}", spec.network)))?;
-        self.progress
-            .step(run.tenant, &format!("creating {next_name}"));
+        self.step(run, &format!("creating {next_name}"));
         let labels = container_labels(spec, fleet, self.plan.commit.as_deref(), Some("next"));
         let new_id = self
             .engine
@@ -612,21 +648,49 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .map_err(|e| Failure::failed(format!("cannot create {next_name}: {e}")))?;
         let new_id = new_id.as_str();
 
+        // The data dir is shared by the old and the new container: a changed openclaw.json
+        // is written only once the old gateway has stopped (it would hot-reload it, and a
+        // rollback must find the old one). An unchanged one is rewritten while the old
+        // container stops, off the critical path.
+        let old_config = a
+            .changes
+            .iter()
+            .find(|c| c.field == "config")
+            .and_then(|c| c.old.as_ref())
+            .and_then(Value::as_str);
+        let config_changed = a.changes.iter().any(|c| c.field == "config");
         let attempt = async {
-            self.engine
-                .write_config(new_id, &spec.config)
-                .await
-                .map_err(|e| format!("cannot write openclaw.json: {e}"))?;
+            let write = async {
+                self.engine
+                    .write_config(new_id, &spec.config)
+                    .await
+                    .map_err(|e| format!("cannot write openclaw.json: {e}"))
+            };
             if old.running {
-                self.progress.step(run.tenant, "stopping the old container");
-                Run::timed(
-                    &mut run.waits.stop_ms,
-                    self.engine.stop(old_id, spec.stop_timeout_s),
-                )
-                .await
-                .map_err(|e| format!("cannot stop the old container: {e}"))?;
+                self.step(run, "stopping the old container");
+                let stop = async {
+                    self.engine
+                        .stop(old_id, spec.stop_timeout_s)
+                        .await
+                        .map_err(|e| format!("cannot stop the old container: {e}"))
+                };
+                let t = Instant::now();
+                if config_changed {
+                    stop.await?;
+                    run.waits.stop_ms += t.elapsed().as_millis() as u64;
+                    self.step(run, "writing openclaw.json");
+                    write.await?;
+                } else {
+                    let (stopped, written) = tokio::join!(stop, write);
+                    run.waits.stop_ms += t.elapsed().as_millis() as u64;
+                    stopped?;
+                    written?;
+                }
+            } else {
+                self.step(run, "writing openclaw.json");
+                write.await?;
             }
-            self.progress.step(run.tenant, "starting the new container");
+            self.step(run, "starting the new container");
             Run::timed(&mut run.waits.start_ms, self.engine.start(new_id))
                 .await
                 .map_err(|e| format!("cannot start the new container: {e}"))?;
@@ -645,11 +709,27 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         };
 
         if let Err(reason) = attempt {
-            self.progress.step(run.tenant, "rolling back");
+            self.step(run, "rolling back");
             if let Err(e) = self.engine.remove(new_id).await {
                 return Err(Failure::failed(format!(
                     "{reason}; removing the new container failed: {e}; the old one is stopped"
                 )));
+            }
+            // The new config may already be in the shared data dir: put the old one back.
+            if config_changed {
+                let restored = match old_config {
+                    Some(text) => self
+                        .engine
+                        .write_config(old_id, text)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("the previous config is not recorded".to_string()),
+                };
+                if let Err(e) = restored {
+                    return Err(Failure::failed(format!(
+                        "{reason}; restoring the previous openclaw.json failed ({e}); the old container is stopped"
+                    )));
+                }
             }
             if !old.running {
                 return Err(Failure {
@@ -659,7 +739,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                     ),
                 });
             }
-            // The old container was stopped by us (or never was): bring it back and gate it.
+            // The old container was stopped by us: bring it back and gate it.
             if let Err(e) = Run::timed(&mut run.waits.start_ms, self.engine.start(old_id)).await {
                 return Err(Failure::failed(format!(
                     "{reason}; restarting the old container failed: {e}"
@@ -678,13 +758,13 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             };
         }
 
-        self.progress
-            .step(run.tenant, "replacing the old container");
+        self.step(run, "removing the old container");
         self.engine.remove(old_id).await.map_err(|e| {
             Failure::failed(format!(
                 "the new container is healthy as {next_name}, but removing the old one failed: {e}; apply again"
             ))
         })?;
+        self.step(run, "renaming the new container");
         self.engine.rename(new_id, &spec.name).await.map_err(|e| {
             Failure::failed(format!(
                 "the new container is healthy as {next_name}, but renaming it failed: {e}; apply again"
@@ -715,7 +795,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .map(|s| s.restart_count)
             .map_err(|e| Failure::failed(format!("cannot inspect the container: {e}")))?;
         if has(ChangeClass::DockerUpdate) {
-            self.progress.step(run.tenant, "docker update");
+            self.step(run, "docker update");
             self.engine
                 .update_resources(id, &spec.limits, spec.restart)
                 .await
@@ -723,7 +803,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             done.push("limits/restart updated".to_string());
         }
         if has(ChangeClass::HotReload) {
-            self.progress.step(run.tenant, "writing openclaw.json");
+            self.step(run, "writing openclaw.json");
             self.engine
                 .write_config(id, &spec.config)
                 .await
@@ -798,7 +878,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         restarts_before: i64,
         run: &mut Run<'_>,
     ) -> Result<String, String> {
-        self.progress.step(run.tenant, "confirming the reload");
+        self.step(run, "confirming the reload");
         let policy = GatePolicy::for_spec(spec);
         let t = Instant::now();
         tokio::time::sleep(policy.settle).await;
@@ -825,7 +905,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         id: &str,
         run: &mut Run<'_>,
     ) -> Result<String, Failure> {
-        self.progress.step(run.tenant, "starting");
+        self.step(run, "starting");
         Run::timed(&mut run.waits.start_ms, self.engine.start(id))
             .await
             .map_err(|e| Failure::failed(format!("cannot start: {e}")))?;
@@ -855,7 +935,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .as_ref()
             .map(|l| l.name.clone())
             .unwrap_or_else(|| format!("{}-{}", self.plan.fleet, a.tenant));
-        self.progress.step(run.tenant, "backing up data");
+        self.step(run, "backing up data");
         let b = backup::backup(
             self.engine,
             id,
@@ -872,7 +952,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             Some(id),
             Some(format!("{} ({} entries)", b.path.display(), b.entries)),
         );
-        self.progress.step(run.tenant, "removing container");
+        self.step(run, "removing container");
         self.engine.remove(id).await.map_err(|e| {
             Failure::failed(format!(
                 "backed up to {}, but removal failed: {e}",

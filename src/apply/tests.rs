@@ -221,8 +221,8 @@ async fn recycle_stops_old_before_starting_new_then_renames() {
         [
             "network ut-net",
             "create ut-bravo.next",
-            &format!("write-config {}", c.id),
             "stop ut-bravo",
+            &format!("write-config {}", c.id),
             "start ut-bravo.next",
             "remove ut-bravo",
             "rename ut-bravo",
@@ -581,4 +581,56 @@ fn saved_plan_is_refused_when_manifest_or_live_moved() {
         check_saved_plan(&plan, FLEET, "m", &moved),
         Err(PlanRefused::LiveMoved { .. })
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_config_is_written_after_the_old_stops_and_restored_on_rollback() {
+    let (engine, _) = fleet_v1().await;
+    let old_id = engine
+        .state()
+        .containers
+        .iter()
+        .find(|c| c.name == "ut-alpha")
+        .unwrap()
+        .id
+        .clone();
+    let mut v2 = V1;
+    v2[0].2 = "gw:bad";
+    v2[0].4 = "a/m9";
+    let s2 = specs(&v2);
+    engine
+        .world()
+        .behaviours
+        .insert("gw:bad".into(), Behaviour::NeverReady);
+    engine.world().calls.clear();
+    let out = apply(&engine, &s2).await;
+    assert_eq!(status_of(&out.report, "alpha"), Status::RolledBack);
+    let w = engine.world();
+    let calls: Vec<&str> = w
+        .calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| {
+            !c.starts_with("inspect") && !c.starts_with("observe") && !c.starts_with("logs")
+        })
+        .collect();
+    let new_id = format!("{:064x}", 4);
+    assert_eq!(
+        calls,
+        [
+            "network ut-net",
+            "create ut-alpha.next",
+            "stop ut-alpha",
+            &format!("write-config {new_id}"),
+            "start ut-alpha.next",
+            "remove ut-alpha.next",
+            &format!("write-config {old_id}"),
+            "start ut-alpha",
+        ]
+    );
+    assert!(
+        w.configs[&old_id].contains("a/m1"),
+        "{}",
+        w.configs[&old_id]
+    );
 }

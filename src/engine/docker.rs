@@ -394,6 +394,12 @@ impl Engine for DockerEngine {
             Ok(_) => return Ok(()),
             Err(e) => match classify(&self.host, "inspect network", e) {
                 EngineError::NotFound { .. } => {}
+                EngineError::Api { message, .. } if message.contains("ambiguous") => {
+                    return Err(EngineError::Other(format!(
+                        "several Docker networks are named `{network}` (Docker does not keep network names unique); \
+                         remove the extra ones (`docker network ls --filter name={network}`)"
+                    )));
+                }
                 other => return Err(other),
             },
         }

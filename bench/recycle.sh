@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Benchmark: mtp's own time per recycled tenant, excluding the container's start and health
+# wait, over N tenants (default 50). Target: under 100 ms per tenant.
+#
+#   bench/recycle.sh            # N=50
+#   N=10 bench/recycle.sh
+#
+# It builds mtp (release) and a tiny static test image (tests/apply_support/testimage.c,
+# two tags), creates a throwaway fleet of N tenants, applies it, switches the image (so every
+# tenant is recycled), applies again with `--report`, and summarises the per-tenant timings
+# apply measures itself: elapsed, and the waits in `docker start`, the health gate and
+# `docker stop` (the gateway's drain). mtp's own time = elapsed - start - health; the figure
+# without the stop wait too is shown beside it. Everything it made is removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-50}
+FLEET=${FLEET:-benchrc}
+
+docker info >/dev/null 2>&1 || { echo "recycle.sh: no Docker engine answers" >&2; exit 1; }
+cargo build --release --bin mtp -q
+MTP=$PWD/target/release/mtp
+
+work=$(mktemp -d)
+cleanup() {
+  ids=$(docker ps -aq --filter "label=mtp.fleet=$FLEET"; docker ps -aq --filter "name=^/$FLEET[-.]" | sort -u)
+  [ -n "$ids" ] && docker rm -f $ids >/dev/null
+  vols=$(docker volume ls -q --filter "label=mtp.fleet=$FLEET")
+  [ -n "$vols" ] && docker volume rm -f $vols >/dev/null
+  docker network rm "$FLEET-net" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The test image: one static binary; /bin/serve runs until SIGTERM, /bin/healthy exits 0.
+if ! docker image inspect mtp-apply-test:a mtp-apply-test:b >/dev/null 2>&1; then
+  mkdir -p "$work/rootfs/bin" "$work/rootfs/home/node"
+  gcc -static -O2 -o "$work/rootfs/bin/serve" tests/apply_support/testimage.c
+  for n in healthy unhealthy exit-now crash-after; do ln "$work/rootfs/bin/serve" "$work/rootfs/bin/$n"; done
+  tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
+  docker import "$work/rootfs.tar" mtp-apply-test:a >/dev/null
+  docker import "$work/rootfs.tar" mtp-apply-test:b >/dev/null
+fi
+
+cd "$work"
+export MTP_AGE_IDENTITY=$work/identity.txt MTP_FLEET=$work/fleet.toml NO_COLOR=1
+write_manifest() {
+  {
+    printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$FLEET" "$work"
+    printf '[defaults]\nimage = "%s"\ncommand = ["/bin/serve"]\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "2s"\n' "$1"
+    printf 'health = { command = ["/bin/healthy"], interval = "250ms", timeout = "1s", retries = 2, start_period = "0s", gate_timeout = "10s" }\n\n'
+    for i in $(seq 1 "$N"); do printf '[tenants.t%03d]\nport = %d\n\n' "$i" $((29000 + i)); done
+  } > fleet.toml
+}
+write_manifest mtp-apply-test:a
+"$MTP" secrets init >/dev/null 2>&1
+for i in $(seq 1 "$N"); do "$MTP" secrets gen "$(printf 't%03d' "$i")" >/dev/null 2>&1; done
+
+echo "creating $N tenants..."
+"$MTP" apply --auto-approve --docker-health-only --parallel 4 >create.log 2>&1 || { cat create.log >&2; exit 1; }
+write_manifest mtp-apply-test:b
+echo "recycling $N tenants (sequential, health-gated)..."
+start=$(date +%s.%N)
+"$MTP" apply --auto-approve --docker-health-only --report report.json >apply.log 2>&1 || { cat apply.log >&2; exit 1; }
+end=$(date +%s.%N)
+"$MTP" plan --detailed-exitcode >/dev/null 2>&1 || { echo "plan after apply is not empty" >&2; exit 1; }
+
+python3 - "$N" "$start" "$end" <<'PY'
+import json, statistics, sys
+n, start, end = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+r = json.load(open("report.json"))
+rows = [o for o in r["outcomes"] if o["action"] == "recycle" and o["status"] == "done"]
+assert len(rows) == n, f"{len(rows)} of {n} recycled"
+def stats(name, xs):
+    xs = sorted(xs)
+    p95 = xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+    print(f"  {name:<44} mean {statistics.mean(xs):7.1f}  p50 {statistics.median(xs):7.1f}  p95 {p95:7.1f}  max {xs[-1]:7.1f}")
+print(f"recycled {n} tenants in {end - start:.1f} s wall (mtp process, including plan and lock)")
+print("per tenant, ms:")
+stats("elapsed", [o["elapsed_ms"] for o in rows])
+stats("waiting: docker start", [o["waits"]["start_ms"] for o in rows])
+stats("waiting: health gate", [o["waits"]["health_ms"] for o in rows])
+stats("waiting: docker stop (gateway drain)", [o["waits"]["stop_ms"] for o in rows])
+own = [o["elapsed_ms"] - o["waits"]["start_ms"] - o["waits"]["health_ms"] for o in rows]
+stats("mtp's own (elapsed - start - health)", own)
+stats("mtp's own, stop wait excluded too", [o["own_ms"] for o in rows])
+steps = {}
+for o in rows:
+    for name, ms in o["steps"]:
+        key = "creating <container>.next" if name.startswith("creating ") else name
+        steps.setdefault(key, []).append(ms)
+print("steps of a recycle, mean ms:")
+for name, xs in steps.items():
+    print(f"  {name:<44} {statistics.mean(xs):7.1f}")
+print(f"target: mtp's own < 100 ms per tenant: {'met' if statistics.mean(own) < 100 else 'NOT met'}")
+PY
