@@ -22,7 +22,7 @@ MTP=$PWD/target/release/mtp
 
 work=$(mktemp -d)
 cleanup() {
-  ids=$(docker ps -aq --filter "label=mtp.fleet=$FLEET"; docker ps -aq --filter "name=^/$FLEET[-.]" | sort -u)
+  ids=$({ docker ps -aq --filter "label=mtp.fleet=$FLEET"; docker ps -aq --filter "name=^/$FLEET[-.]"; } | sort -u)
   [ -n "$ids" ] && docker rm -f $ids >/dev/null
   vols=$(docker volume ls -q --filter "label=mtp.fleet=$FLEET")
   [ -n "$vols" ] && docker volume rm -f $vols >/dev/null
@@ -47,7 +47,7 @@ write_manifest() {
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$FLEET" "$work"
     printf '[defaults]\nimage = "%s"\ncommand = ["/bin/serve"]\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "2s"\n' "$1"
-    printf 'health = { command = ["/bin/healthy"], interval = "250ms", timeout = "1s", retries = 2, start_period = "0s", gate_timeout = "10s" }\n\n'
+    printf 'health = { command = ["/bin/healthy"], interval = "250ms", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "30s" }\n\n'
     for i in $(seq 1 "$N"); do printf '[tenants.t%03d]\nport = %d\n\n' "$i" $((29000 + i)); done
   } > fleet.toml
 }
@@ -56,7 +56,7 @@ write_manifest mtp-apply-test:a
 for i in $(seq 1 "$N"); do "$MTP" secrets gen "$(printf 't%03d' "$i")" >/dev/null 2>&1; done
 
 echo "creating $N tenants..."
-"$MTP" apply --auto-approve --docker-health-only --parallel 4 >create.log 2>&1 || { cat create.log >&2; exit 1; }
+"$MTP" apply --auto-approve --docker-health-only --parallel 2 >create.log 2>&1 || { cat create.log >&2; exit 1; }
 write_manifest mtp-apply-test:b
 echo "recycling $N tenants (sequential, health-gated)..."
 start=$(date +%s.%N)

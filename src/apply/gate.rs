@@ -51,6 +51,8 @@ pub struct ProbeReport {
 pub enum ProbeError {
     /// The gateway refused the token (`AUTH_TOKEN_MISMATCH`).
     Token(String),
+    /// Not yet (still starting, connection refused): worth retrying until the deadline.
+    Retry(String),
     /// Anything else (not ready, protocol error, timeout).
     Other(String),
 }
@@ -251,15 +253,24 @@ pub async fn direct_checks<P: GatewayProbe>(
         .get(crate::manifest::GATEWAY_TOKEN)
         .map(|v| v.expose())
         .unwrap_or("");
-    match probe.health(addr, token).await {
-        Ok(report) => Ok(Some(report)),
-        Err(ProbeError::Token(reason)) => Err(GateFailure::Token {
-            addr: addr.to_string(),
-            reason,
-        }),
-        Err(ProbeError::Other(reason)) => Err(GateFailure::NotReady {
-            addr: addr.to_string(),
-            reason,
-        }),
+    loop {
+        match probe.health(addr, token).await {
+            Ok(report) => return Ok(Some(report)),
+            Err(ProbeError::Token(reason)) => {
+                return Err(GateFailure::Token {
+                    addr: addr.to_string(),
+                    reason,
+                });
+            }
+            Err(ProbeError::Retry(_)) if started.elapsed() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(ProbeError::Retry(reason) | ProbeError::Other(reason)) => {
+                return Err(GateFailure::NotReady {
+                    addr: addr.to_string(),
+                    reason,
+                });
+            }
+        }
     }
 }

@@ -22,6 +22,7 @@ pub mod audit;
 pub mod backup;
 pub mod gate;
 pub mod lock;
+pub mod ws_probe;
 
 #[cfg(test)]
 mod tests;

@@ -11,8 +11,8 @@ use miette::{IntoDiagnostic, Result, WrapErr, miette};
 
 use super::common;
 use crate::apply::audit::{AuditLog, DEFAULT_AUDIT_LOG};
-use crate::apply::gate::NoProbe;
 use crate::apply::lock::{self, LockError, LockRequest};
+use crate::apply::ws_probe::WsProbe;
 use crate::apply::{
     ApplyOptions, ApplyReport, Cancel, Executor, Progress, Status, TenantOutcome, check_saved_plan,
 };
@@ -234,7 +234,7 @@ async fn execute(
             .collect(),
         live: &live,
         opts: &opts,
-        probe: &NoProbe,
+        probe: &WsProbe::default(),
         audit,
         progress: &progress,
         cancel: cancel.clone(),
