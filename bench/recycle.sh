@@ -47,7 +47,7 @@ write_manifest() {
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$FLEET" "$work"
     printf '[defaults]\nimage = "%s"\ncommand = ["/bin/serve"]\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "2s"\n' "$1"
-    printf 'health = { command = ["/bin/healthy"], interval = "250ms", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "30s" }\n\n'
+    printf 'health = { command = ["/bin/healthy"], interval = "1s", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "30s" }\n\n'
     for i in $(seq 1 "$N"); do printf '[tenants.t%03d]\nport = %d\n\n' "$i" $((29000 + i)); done
   } > fleet.toml
 }
