@@ -6,12 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! docker info >/dev/null 2>&1; then
-  if [ -x ../shared/docker-up.sh ]; then bash ../shared/docker-up.sh; fi
+  if [ -f ../shared/docker-up.sh ]; then bash ../shared/docker-up.sh; fi
 fi
 docker info >/dev/null 2>&1 || { echo "demo.sh: no Docker engine answers (docker info)" >&2; exit 1; }
 
 cargo build --release --bin mtp
-scripts/build-stub-image.sh mtp-stub-gateway:dev
+scripts/build-stub-image.sh >/dev/null   # tags mtp-stub-gateway:dev, the example fleet's image
 
 export MTP_FLEET=fleet.example.toml
 export MTP_AGE_IDENTITY=demo-identity.txt

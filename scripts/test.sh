@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The test suite: unit, property, snapshot and CLI tests, and end-to-end tests against the
 # real Docker engine with the stub gateway image. Fails loudly when no engine answers.
+# Extra arguments go to `cargo nextest run` (e.g. `scripts/test.sh --test apply_actions`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -x ../shared/docker-up.sh ]; then
+if ! docker info >/dev/null 2>&1 && [ -f ../shared/docker-up.sh ]; then
   bash ../shared/docker-up.sh
 fi
 if ! docker info >/dev/null 2>&1; then
   echo "test.sh: no Docker engine answers (docker info failed); the end-to-end tests need one." >&2
   exit 1
 fi
+
+# Build the stub gateway image once, up front (tests would otherwise race to build it).
+MTP_STUB_IMAGE=$(scripts/build-stub-image.sh)
+export MTP_STUB_IMAGE
+echo "stub gateway image: $MTP_STUB_IMAGE" >&2
 
 cargo nextest run --workspace --no-fail-fast "$@"
