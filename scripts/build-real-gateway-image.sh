@@ -62,5 +62,5 @@ WORKDIR /app/node_modules/openclaw
 EXPOSE 18789
 CMD ["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]
 EOF
-DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$ctx" >/dev/null
+DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$ctx" >/dev/null 2>"$ctx/err" || { cat "$ctx/err" >&2; exit 1; }
 echo "$TAG"

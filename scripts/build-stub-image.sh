@@ -46,11 +46,11 @@ WORKDIR /app
 EXPOSE 18789
 CMD ["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]
 EOF
-  DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$ctx" >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$ctx" >/dev/null 2>"$ctx/err" || { cat "$ctx/err" >&2; exit 1; }
 fi
 docker tag "$TAG" mtp-stub-gateway:dev
 if [ "$(docker image inspect mtp-stub-gateway:dev-b --format '{{index .Config.Labels "org.mtp.stub"}}' 2>/dev/null)" != "$HASH" ]; then
   printf 'FROM %s\nLABEL org.mtp.variant=b org.mtp.stub=%s\n' "$TAG" "$HASH" |
-    DOCKER_BUILDKIT=0 docker build -q -t mtp-stub-gateway:dev-b - >/dev/null
+    DOCKER_BUILDKIT=0 docker build -q -t mtp-stub-gateway:dev-b - >/dev/null 2>/dev/null
 fi
 echo "$TAG"

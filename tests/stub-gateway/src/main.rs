@@ -1,1 +1,127 @@
-fn main() {}
+//! A stand-in for the OpenClaw gateway (release 2026.9.6) for mtp's tests: the HTTP probes,
+//! WebSocket protocol 4, `openclaw.json` with `${VAR}` substitution and hot reload, state
+//! under its state dir, SIGTERM handling, and knobs to provoke faults. See
+//! `../shared/openclaw-gateway.md`; `tests/gateway_e2e.rs` holds it to the real gateway.
+//!
+//! Installed as `/usr/local/bin/node` in its image, it answers the gateway's own command
+//! lines:
+//!   node dist/index.js gateway [--bind lan|loopback|<ip>] [--port N] [--allow-unconfigured]
+//!   node dist/index.js gateway call <method> [--params JSON] [--json]
+//!   node -e "<script with a http:// URL>"      (the healthcheck: GET, exit 0 on 2xx)
+//!   openclaw-stub probe [--path /readyz] [--port N]
+//!
+//! Fault knobs (env): STUB_START_DELAY_MS (before the HTTP server listens), STUB_STARTUP_MS
+//! (the `starting` window, default 1000), STUB_NEVER_READY=1, STUB_CRASH_AFTER_S=N (exit 1 N
+//! seconds after becoming ready; fractions allowed), STUB_EXIT_AT_ONCE=1, STUB_IGNORE_SIGTERM=1,
+//! STUB_TICK_MS (the tick interval, default 30000).
+
+mod client;
+mod config;
+mod gateway;
+mod methods;
+
+pub const VERSION: &str = "2026.9.6";
+pub const DEFAULT_PORT: u16 = 18789;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    std::process::exit(run(&args));
+}
+
+fn run(args: &[String]) -> i32 {
+    let mut rest: Vec<&str> = args.iter().map(String::as_str).collect();
+    if rest.first() == Some(&"--version") || rest.first() == Some(&"-v") {
+        println!("{VERSION}");
+        return 0;
+    }
+    if rest.first() == Some(&"-e") {
+        return client::eval_script(rest.get(1).copied().unwrap_or(""));
+    }
+    // `node dist/index.js ...` and `node openclaw.mjs ...` name the script first.
+    if rest
+        .first()
+        .is_some_and(|a| a.ends_with(".js") || a.ends_with(".mjs"))
+    {
+        rest.remove(0);
+    }
+    match rest.first().copied() {
+        Some("probe") => client::probe(&rest[1..]),
+        Some("gateway") if rest.get(1) == Some(&"call") => client::call(&rest[2..]),
+        Some("gateway") => gateway::run(&rest[1..]),
+        Some(other) => {
+            eprintln!("error: unknown command '{other}'");
+            1
+        }
+        None => {
+            eprintln!("usage: node dist/index.js gateway [--bind lan] [--port N]");
+            1
+        }
+    }
+}
+
+/// A flag's value (`--name value` or `--name=value`).
+pub fn flag<'a>(args: &[&'a str], name: &str) -> Option<&'a str> {
+    let eq = format!("{name}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        if *a == name {
+            args.get(i + 1).copied()
+        } else {
+            a.strip_prefix(eq.as_str())
+        }
+    })
+}
+
+pub fn port_from(args: &[&str]) -> u16 {
+    flag(args, "--port")
+        .map(str::to_string)
+        .or_else(|| std::env::var("OPENCLAW_GATEWAY_PORT").ok())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_PORT)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn log(area: &str, msg: &str) {
+    eprintln!("{} [{area}] {msg}", iso_now());
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn iso_now() -> String {
+    let ms = now_ms();
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian.
+pub fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil(0), (1970, 1, 1));
+        assert_eq!(super::civil(20_779), (2026, 11, 22));
+    }
+}

@@ -1,0 +1,775 @@
+//! The gateway process: start checks, HTTP probes, the WebSocket protocol, config hot reload,
+//! state under the state dir, signals and fault knobs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::config::{self, Loaded};
+use crate::{flag, log, methods, now_ms, port_from};
+
+const STARTING: u8 = 0;
+const STARTED: u8 = 1;
+const DRAINING: u8 = 2;
+
+/// Client ids and modes the gateway accepts in `connect`.
+const CLIENT_IDS: &[&str] = &[
+    "gateway-client",
+    "cli",
+    "test",
+    "openclaw-probe",
+    "openclaw-control-ui",
+    "openclaw-macos",
+    "openclaw-ios",
+    "openclaw-android",
+    "node-host",
+    "webchat",
+];
+const CLIENT_MODES: &[&str] = &[
+    "webchat", "cli", "ui", "backend", "node", "worker", "probe", "test",
+];
+
+pub struct Gateway {
+    pub token: Option<String>,
+    pub boot: Instant,
+    pub boot_id: String,
+    pub phase: AtomicU8,
+    pub config: Mutex<Live>,
+    pub state_dir: PathBuf,
+    pub tick_ms: u64,
+    pub shutdown: broadcast::Sender<()>,
+    pub patches: Mutex<Vec<Instant>>,
+    pub conns: AtomicU64,
+}
+
+/// The config in force and what hot reload has done.
+pub struct Live {
+    pub loaded: Loaded,
+    /// The last file the gateway read (applied or not).
+    pub applied_hash: String,
+    pub reload_count: u64,
+    pub last_reload_at: Option<u64>,
+    pub last_error: Option<String>,
+    pub restart_pending: bool,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn knob_ms(name: &str, default: u64) -> u64 {
+    env_var(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn knob_on(name: &str) -> bool {
+    env_var(name).is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = env_var("OPENCLAW_STATE_DIR") {
+        return d.into();
+    }
+    let home = env_var("OPENCLAW_HOME")
+        .or_else(|| env_var("HOME"))
+        .unwrap_or_else(|| "/home/node".into());
+    PathBuf::from(home).join(".openclaw")
+}
+
+fn fail(msg: &str) -> i32 {
+    log("gateway", msg);
+    1
+}
+
+/// `gateway [--bind ...] [--port N] [--allow-unconfigured]`.
+pub fn run(args: &[&str]) -> i32 {
+    if knob_on("STUB_EXIT_AT_ONCE") {
+        return fail("fatal: STUB_EXIT_AT_ONCE is set; exiting with an error");
+    }
+    let allow_unconfigured = args.contains(&"--allow-unconfigured");
+    let state = state_dir();
+    let config_path = env_var("OPENCLAW_CONFIG_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state.join("openclaw.json"));
+    let loaded = match config::load(&config_path, &env_var) {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("Invalid config: {e}")),
+    };
+    if !loaded.exists && !allow_unconfigured {
+        return fail(&format!(
+            "Missing config at {}. Run `openclaw setup` or pass --allow-unconfigured.",
+            config_path.display()
+        ));
+    }
+    let issues = config::check(&loaded.resolved);
+    if !issues.is_empty() {
+        return fail(&format!("Invalid config:\n- {}", issues.join("\n- ")));
+    }
+    if !allow_unconfigured && config::get_str(&loaded.resolved, "gateway.mode") != Some("local") {
+        return fail(
+            "Gateway start blocked: set gateway.mode=local (current: unset) or pass --allow-unconfigured.",
+        );
+    }
+    let bind = flag(args, "--bind")
+        .map(str::to_string)
+        .or_else(|| config::get_str(&loaded.resolved, "gateway.bind").map(str::to_string))
+        .unwrap_or_else(|| "loopback".into());
+    let ip: IpAddr = match bind.as_str() {
+        "loopback" => [127, 0, 0, 1].into(),
+        "lan" => [0, 0, 0, 0].into(),
+        other => match other.parse() {
+            Ok(ip) => ip,
+            Err(_) => return fail(&format!("invalid --bind value: {other}")),
+        },
+    };
+    let token = env_var("OPENCLAW_GATEWAY_TOKEN")
+        .filter(|t| !t.is_empty())
+        .or_else(|| config::get_str(&loaded.resolved, "gateway.auth.token").map(str::to_string));
+    if !ip.is_loopback() && token.is_none() {
+        return fail(&format!(
+            "Refusing to bind gateway to {bind} without auth. Set gateway.auth.token (or OPENCLAW_GATEWAY_TOKEN)."
+        ));
+    }
+    let addr = SocketAddr::new(ip, port_from(args));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(serve(addr, token, loaded, state))
+}
+
+async fn serve(addr: SocketAddr, token: Option<String>, loaded: Loaded, state: PathBuf) -> i32 {
+    let delay = knob_ms("STUB_START_DELAY_MS", 0);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if let Err(e) = write_state(&state) {
+        return fail(&format!(
+            "cannot write state under {}: {e}",
+            state.display()
+        ));
+    }
+    let (shutdown, _) = broadcast::channel(4);
+    let gw = Arc::new(Gateway {
+        token,
+        boot: Instant::now(),
+        boot_id: uuid::Uuid::new_v4().to_string(),
+        phase: AtomicU8::new(STARTING),
+        config: Mutex::new(Live {
+            applied_hash: loaded.hash.clone(),
+            loaded,
+            reload_count: 0,
+            last_reload_at: None,
+            last_error: None,
+            restart_pending: false,
+        }),
+        state_dir: state,
+        tick_ms: knob_ms("STUB_TICK_MS", 30_000).max(10),
+        shutdown,
+        patches: Mutex::new(Vec::new()),
+        conns: AtomicU64::new(0),
+    });
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
+    };
+    log(
+        "gateway",
+        &format!("listening on ws://{addr} (PID {})", std::process::id()),
+    );
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/healthz", get(health))
+        .route("/startup", get(startup))
+        .route("/startupz", get(startup))
+        .route("/ready", get(ready))
+        .route("/readyz", get(ready))
+        .route("/", get(root))
+        .fallback(not_found)
+        .with_state(gw.clone());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            log("gateway", &format!("server error: {e}"));
+        }
+    });
+    watch_config(gw.clone());
+    tokio::spawn(lifecycle(gw.clone()));
+    signals(gw).await
+}
+
+/// The startup window, then ready; and the crash knob.
+async fn lifecycle(gw: Arc<Gateway>) {
+    if knob_on("STUB_NEVER_READY") {
+        log("gateway", "STUB_NEVER_READY: staying in the starting state");
+        return;
+    }
+    tokio::time::sleep(Duration::from_millis(knob_ms("STUB_STARTUP_MS", 1000))).await;
+    let _ = gw
+        .phase
+        .compare_exchange(STARTING, STARTED, Ordering::SeqCst, Ordering::SeqCst);
+    log("gateway", "ready");
+    if let Some(s) = env_var("STUB_CRASH_AFTER_S").and_then(|v| v.parse::<f64>().ok()) {
+        tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await;
+        log("gateway", "fatal: STUB_CRASH_AFTER_S elapsed; crashing");
+        std::process::exit(1);
+    }
+}
+
+async fn signals(gw: Arc<Gateway>) -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).unwrap();
+    let mut int = signal(SignalKind::interrupt()).unwrap();
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if knob_on("STUB_IGNORE_SIGTERM") {
+            log(
+                "gateway",
+                &format!("received {name}; STUB_IGNORE_SIGTERM: ignoring it"),
+            );
+            continue;
+        }
+        log("gateway", &format!("received {name}; shutting down"));
+        gw.phase.store(DRAINING, Ordering::SeqCst);
+        let _ = gw.shutdown.send(());
+        // Let the connections send `shutdown` and their close frames.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while gw.conns.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        log("shutdown", "completed cleanly");
+        return 0;
+    }
+}
+
+/// The state the gateway keeps: its directories and a boot record.
+fn write_state(state: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(state.join("workspace"))?;
+    std::fs::create_dir_all(state.join("sessions"))?;
+    let file = state.join("stub-state.json");
+    let boots = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| v["bootCount"].as_u64())
+        .unwrap_or(0);
+    let v = json!({"bootCount": boots + 1, "lastStartAt": now_ms(), "version": crate::VERSION});
+    config::write_atomic(&file, &serde_json::to_string_pretty(&v).unwrap())
+}
+
+// --- config hot reload ----------------------------------------------------------------------
+
+fn watch_config(gw: Arc<Gateway>) {
+    use notify::{RecursiveMode, Watcher};
+    let path = gw.config.lock().unwrap().loaded.path.clone();
+    let Some(dir) = path.parent().map(std::path::Path::to_path_buf) else {
+        return;
+    };
+    let name = path.file_name().map(|n| n.to_os_string());
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+        {
+            let _ = tx.send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            log("reload", &format!("cannot watch the config: {e}"));
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        log("reload", &format!("cannot watch {}: {e}", dir.display()));
+        return;
+    }
+    tokio::spawn(async move {
+        let _keep = watcher;
+        while rx.recv().await.is_some() {
+            // Debounce: editors write, rename and touch in bursts.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while rx.try_recv().is_ok() {}
+            reload(&gw);
+        }
+    });
+}
+
+/// Re-reads the config file and applies it if it changed and is valid.
+pub fn reload(gw: &Gateway) {
+    let mut live = gw.config.lock().unwrap();
+    let path = live.loaded.path.clone();
+    let new = match config::load(&path, &env_var) {
+        Ok(l) => l,
+        Err(e) => {
+            log(
+                "reload",
+                &format!("config reload skipped (invalid config): {e}"),
+            );
+            live.last_error = Some(e);
+            return;
+        }
+    };
+    if new.hash == live.loaded.hash {
+        return;
+    }
+    let issues = config::check(&new.resolved);
+    if !issues.is_empty() {
+        let e = issues.join("; ");
+        log(
+            "reload",
+            &format!("config reload skipped (invalid config): {e}"),
+        );
+        live.last_error = Some(e);
+        return;
+    }
+    let changed = config::changed_paths(&live.loaded.source, &new.source);
+    let areas: std::collections::BTreeSet<&str> = changed
+        .iter()
+        .map(|p| p.split('.').next().unwrap_or(""))
+        .collect();
+    let areas = areas.into_iter().collect::<Vec<_>>().join(", ");
+    if changed
+        .iter()
+        .any(|p| p == "gateway" || p.starts_with("gateway."))
+    {
+        live.restart_pending = true;
+        log(
+            "reload",
+            &format!("config change requires gateway restart ({areas})"),
+        );
+    } else {
+        log("reload", &format!("config hot reload applied ({areas})"));
+    }
+    live.applied_hash = new.hash.clone();
+    live.loaded = new;
+    live.reload_count += 1;
+    live.last_reload_at = Some(now_ms());
+    live.last_error = None;
+}
+
+// --- HTTP -----------------------------------------------------------------------------------
+
+fn json_response(status: StatusCode, v: Value) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, json!({"ok": true, "status": "live"}))
+}
+
+async fn startup(State(gw): State<Arc<Gateway>>) -> Response {
+    let uptime = gw.boot.elapsed().as_millis() as u64;
+    match gw.phase.load(Ordering::SeqCst) {
+        STARTED => json_response(
+            StatusCode::OK,
+            json!({"ok": true, "status": "started", "version": crate::VERSION, "uptimeMs": uptime}),
+        ),
+        DRAINING => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ok": false, "status": "draining", "version": crate::VERSION, "uptimeMs": uptime}),
+        ),
+        _ => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ok": false, "status": "starting", "version": crate::VERSION, "uptimeMs": uptime,
+                   "pendingReason": "startup-sidecars"}),
+        ),
+    }
+}
+
+async fn ready(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let phase = gw.phase.load(Ordering::SeqCst);
+    let is_ready = phase == STARTED;
+    let mut body = json!({"ready": is_ready});
+    if peer.ip().is_loopback() {
+        let failing: Vec<&str> = match phase {
+            STARTED => vec![],
+            DRAINING => vec!["draining"],
+            _ => vec!["startup-sidecars"],
+        };
+        body["failing"] = json!(failing);
+        body["uptimeMs"] = json!(gw.boot.elapsed().as_millis() as u64);
+        body["eventLoop"] = methods::event_loop();
+    }
+    let status = if is_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, body)
+}
+
+async fn root(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(ws) => ws.on_upgrade(move |socket| connection(gw, socket, peer)),
+        Err(_) => Html(
+            "<!doctype html><html><head><title>OpenClaw Control</title></head>\
+             <body><openclaw-app></openclaw-app></body></html>",
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found").into_response()
+}
+
+// --- WebSocket ------------------------------------------------------------------------------
+
+/// An error object as the gateway sends it.
+pub fn error(code: &str, message: &str, details: Option<Value>) -> Value {
+    let mut e = json!({"code": code, "message": message});
+    if let Some(d) = details {
+        e["details"] = d;
+    }
+    e
+}
+
+fn res_err(id: &Value, e: Value) -> Value {
+    json!({"type": "res", "id": id, "ok": false, "error": e})
+}
+
+struct Conn {
+    socket: WebSocket,
+    seq: u64,
+}
+
+impl Conn {
+    async fn send(&mut self, v: Value) -> bool {
+        self.socket
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .is_ok()
+    }
+
+    async fn event(&mut self, event: &str, payload: Value) -> bool {
+        self.seq += 1;
+        let seq = self.seq;
+        self.send(json!({"type": "event", "event": event, "payload": payload, "seq": seq}))
+            .await
+    }
+
+    async fn close(mut self, code: u16, reason: &str) {
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.to_string().into(),
+            })))
+            .await;
+        // Wait briefly for the client's close reply so the frame is delivered.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(Ok(m)) = self.socket.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+struct ConnGuard(Arc<Gateway>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.conns.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Validates a request frame: `{type:"req", id, method, params?}` and nothing else.
+fn request_frame(text: &str) -> Result<(Value, String, Value), (Value, String)> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| (Value::Null, format!("invalid request frame: {e}")))?;
+    let Some(obj) = v.as_object() else {
+        return Err((Value::Null, "invalid request frame: not an object".into()));
+    };
+    let id = obj.get("id").cloned().unwrap_or(Value::Null);
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "type" | "id" | "method" | "params"))
+    {
+        return Err((
+            id,
+            format!("invalid request frame: at root: unexpected property '{k}'"),
+        ));
+    }
+    if obj.get("type") != Some(&json!("req")) || !id.is_string() {
+        return Err((
+            id,
+            "invalid request frame: expected a req with an id".into(),
+        ));
+    }
+    let Some(method) = obj.get("method").and_then(Value::as_str) else {
+        return Err((
+            id,
+            "invalid request frame: at root: must have required property 'method'".into(),
+        ));
+    };
+    Ok((
+        id,
+        method.to_string(),
+        obj.get("params").cloned().unwrap_or(json!({})),
+    ))
+}
+
+/// The `connect` checks; the granted scopes, or the error and close code.
+fn check_connect(
+    gw: &Gateway,
+    params: &Value,
+    local: bool,
+) -> Result<Vec<String>, (Value, u16, String)> {
+    let invalid = |at: &str, what: &str| {
+        let m = format!("invalid connect params: at {at}: {what}");
+        (error("INVALID_REQUEST", &m, None), 1008, m)
+    };
+    let Some(p) = params.as_object() else {
+        return Err(invalid("/", "must be object"));
+    };
+    const KEYS: &[&str] = &[
+        "minProtocol",
+        "maxProtocol",
+        "client",
+        "role",
+        "scopes",
+        "caps",
+        "auth",
+        "commands",
+        "permissions",
+        "pathEnv",
+        "device",
+        "locale",
+        "userAgent",
+    ];
+    if let Some(k) = p.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(invalid("/", &format!("unexpected property '{k}'")));
+    }
+    let (Some(min), Some(max)) = (
+        p.get("minProtocol").and_then(Value::as_u64),
+        p.get("maxProtocol").and_then(Value::as_u64),
+    ) else {
+        return Err(invalid("/", "must have required property 'minProtocol'"));
+    };
+    let client = p.get("client").cloned().unwrap_or(Value::Null);
+    if !client["id"]
+        .as_str()
+        .is_some_and(|c| CLIENT_IDS.contains(&c))
+    {
+        return Err(invalid(
+            "/client/id",
+            "must be equal to one of the allowed values",
+        ));
+    }
+    if !client["mode"]
+        .as_str()
+        .is_some_and(|m| CLIENT_MODES.contains(&m))
+    {
+        return Err(invalid(
+            "/client/mode",
+            "must be equal to one of the allowed values",
+        ));
+    }
+    if !(min..=max).contains(&4) {
+        return Err((
+            error(
+                "INVALID_REQUEST",
+                "protocol mismatch",
+                Some(
+                    json!({"code": "PROTOCOL_MISMATCH", "clientMinProtocol": min,
+                    "clientMaxProtocol": max, "expectedProtocol": 4, "minimumProbeProtocol": 3}),
+                ),
+            ),
+            1002,
+            "protocol mismatch".into(),
+        ));
+    }
+    if gw.phase.load(Ordering::SeqCst) != STARTED {
+        let mut e = error(
+            "UNAVAILABLE",
+            "gateway starting; retry shortly",
+            Some(json!({"reason": "startup-sidecars"})),
+        );
+        e["retryable"] = json!(true);
+        e["retryAfterMs"] = json!(500);
+        return Err((e, 1013, "gateway starting".into()));
+    }
+    let given = p
+        .get("auth")
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str);
+    match (given, &gw.token) {
+        (None, _) => {
+            return Err((
+                error(
+                    "NOT_PAIRED",
+                    "device identity required",
+                    Some(json!({"code": "DEVICE_IDENTITY_REQUIRED"})),
+                ),
+                1008,
+                "device identity required".into(),
+            ));
+        }
+        (Some(t), Some(want)) if t == want => {}
+        (Some(_), _) => {
+            let m = "unauthorized: gateway token mismatch (provide gateway auth token)";
+            return Err((
+                error(
+                    "INVALID_REQUEST",
+                    m,
+                    Some(
+                        json!({"code": "AUTH_TOKEN_MISMATCH", "authReason": "token_mismatch",
+                        "canRetryWithDeviceToken": false,
+                        "recommendedNextStep": "update_auth_credentials"}),
+                    ),
+                ),
+                1008,
+                m.into(),
+            ));
+        }
+    }
+    // Token-only clients are trusted with scopes only from a loopback address.
+    Ok(if local {
+        p.get("scopes")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|s| s.starts_with("operator."))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    })
+}
+
+async fn connection(gw: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
+    gw.conns.fetch_add(1, Ordering::SeqCst);
+    let _guard = ConnGuard(gw.clone());
+    let mut shutdown = gw.shutdown.subscribe();
+    let mut c = Conn { socket, seq: 0 };
+    let nonce = uuid::Uuid::new_v4().to_string();
+    if !c
+        .send(json!({"type": "event", "event": "connect.challenge",
+            "payload": {"nonce": nonce, "ts": now_ms(), "capabilities": ["model-catalog-snapshot"]}}))
+        .await
+    {
+        return;
+    }
+    let first = tokio::select! {
+        m = tokio::time::timeout(Duration::from_secs(15), c.socket.recv()) => m,
+        _ = shutdown.recv() => {
+            c.event("shutdown", json!({"reason": "gateway stopping"})).await;
+            return c.close(1012, "service restart").await;
+        }
+    };
+    let text = match first {
+        Err(_) => return c.close(1008, "connect challenge timeout").await,
+        Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
+        Ok(_) => return,
+    };
+    let (id, method, params) = match request_frame(&text) {
+        Ok(r) => r,
+        Err((id, m)) => {
+            c.send(res_err(&id, error("INVALID_REQUEST", &m, None)))
+                .await;
+            return c.close(1008, &m).await;
+        }
+    };
+    if method != "connect" {
+        let m = "invalid handshake: first request must be connect";
+        c.send(res_err(&id, error("INVALID_REQUEST", m, None)))
+            .await;
+        return c.close(1008, m).await;
+    }
+    let local = peer.ip().is_loopback();
+    let scopes = match check_connect(&gw, &params, local) {
+        Ok(s) => s,
+        Err((e, code, reason)) => {
+            c.send(res_err(&id, e)).await;
+            return c.close(code, &reason).await;
+        }
+    };
+    let role = params["role"].as_str().unwrap_or("operator").to_string();
+    let conn_id = uuid::Uuid::new_v4().to_string();
+    let hello = methods::hello(&gw, &conn_id, &role, &scopes);
+    if !c
+        .send(json!({"type": "res", "id": id, "ok": true, "payload": hello}))
+        .await
+    {
+        return;
+    }
+    if !c.event("health", methods::health(&gw)).await {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(gw.tick_ms));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => {
+                c.event("shutdown", json!({"reason": "gateway stopping"})).await;
+                return c.close(1012, "service restart").await;
+            }
+            _ = tick.tick() => {
+                if !c.event("tick", json!({"ts": now_ms()})).await {
+                    return;
+                }
+            }
+            m = c.socket.recv() => {
+                let text = match m {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                let reply = match request_frame(&text) {
+                    Err((id, m)) => res_err(&id, error("INVALID_REQUEST", &m, None)),
+                    Ok((id, method, params)) => match methods::call(&gw, &scopes, &method, &params) {
+                        Ok(payload) => json!({"type": "res", "id": id, "ok": true, "payload": payload}),
+                        Err(e) => res_err(&id, e),
+                    },
+                };
+                if !c.send(reply).await {
+                    return;
+                }
+            }
+        }
+    }
+}
