@@ -5,8 +5,8 @@
 #   bench/recycle.sh            # N=50
 #   N=10 bench/recycle.sh
 #
-# It builds mtp (release) and a tiny static test image (tests/apply_support/testimage.c,
-# two tags), creates a throwaway fleet of N tenants, applies it, switches the image (so every
+# It builds mtp (release) and the stub gateway image (scripts/build-stub-image.sh: tags
+# mtp-stub-gateway:dev and :dev-b, two image ids), creates a throwaway fleet of N tenants, applies it, switches the image (so every
 # tenant is recycled), applies again with `--report`, and summarises the per-tenant timings
 # apply measures itself: elapsed, and the waits in `docker start`, the health gate and
 # `docker stop` (the gateway's drain). mtp's own time = elapsed - start - health; the figure
@@ -31,36 +31,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The test image: one static binary; /bin/serve runs until SIGTERM, /bin/healthy exits 0.
-if ! docker image inspect mtp-apply-test:a mtp-apply-test:b >/dev/null 2>&1; then
-  mkdir -p "$work/rootfs/bin" "$work/rootfs/home/node"
-  gcc -static -O2 -o "$work/rootfs/bin/serve" tests/apply_support/testimage.c
-  for n in healthy unhealthy exit-now crash-after; do ln "$work/rootfs/bin/serve" "$work/rootfs/bin/$n"; done
-  tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
-  docker import "$work/rootfs.tar" mtp-apply-test:a >/dev/null
-  docker import "$work/rootfs.tar" mtp-apply-test:b >/dev/null
-fi
+# The stub gateway image (tests/stub-gateway), tagged mtp-stub-gateway:dev and :dev-b.
+scripts/build-stub-image.sh >/dev/null
 
 cd "$work"
 export MTP_AGE_IDENTITY=$work/identity.txt MTP_FLEET=$work/fleet.toml NO_COLOR=1
 write_manifest() {
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$FLEET" "$work"
-    printf '[defaults]\nimage = "%s"\ncommand = ["/bin/serve"]\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "2s"\n' "$1"
-    printf 'health = { command = ["/bin/healthy"], interval = "1s", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "30s" }\n\n'
+    printf '[defaults]\nimage = "%s"\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "10s"\n' "$1"
+    printf 'health = { interval = "1s", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "30s" }\n\n'
     for i in $(seq 1 "$N"); do printf '[tenants.t%03d]\nport = %d\n\n' "$i" $((29000 + i)); done
   } > fleet.toml
 }
-write_manifest mtp-apply-test:a
+write_manifest mtp-stub-gateway:dev
 "$MTP" secrets init >/dev/null 2>&1
 for i in $(seq 1 "$N"); do "$MTP" secrets gen "$(printf 't%03d' "$i")" >/dev/null 2>&1; done
 
 echo "creating $N tenants..."
-"$MTP" apply --auto-approve --docker-health-only --parallel 2 >create.log 2>&1 || { cat create.log >&2; exit 1; }
-write_manifest mtp-apply-test:b
+"$MTP" apply --auto-approve --parallel 2 >create.log 2>&1 || { cat create.log >&2; exit 1; }
+write_manifest mtp-stub-gateway:dev-b
 echo "recycling $N tenants (sequential, health-gated)..."
 start=$(date +%s.%N)
-"$MTP" apply --auto-approve --docker-health-only --report report.json >apply.log 2>&1 || { cat apply.log >&2; exit 1; }
+"$MTP" apply --auto-approve --report report.json >apply.log 2>&1 || { cat apply.log >&2; exit 1; }
 end=$(date +%s.%N)
 "$MTP" plan --detailed-exitcode >/dev/null 2>&1 || { echo "plan after apply is not empty" >&2; exit 1; }
 

@@ -56,7 +56,7 @@ fn rollback_case(prefix: &str, bad: &str) {
 fn never_ready_is_rolled_back() {
     rollback_case(
         "rb-never",
-        "health = { command = [\"/bin/unhealthy\"], interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"0s\", gate_timeout = \"3s\" }",
+        "env = { STUB_NEVER_READY = \"1\" }\nhealth = { interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"0s\", gate_timeout = \"3s\" }",
     );
 }
 
@@ -65,16 +65,16 @@ fn never_ready_within_the_gate_timeout_is_rolled_back() {
     // A start period longer than the gate: Docker says `starting` until mtp gives up.
     rollback_case(
         "rb-slow",
-        "health = { command = [\"/bin/unhealthy\"], interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"60s\", gate_timeout = \"2s\" }",
+        "env = { STUB_NEVER_READY = \"1\" }\nhealth = { interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"60s\", gate_timeout = \"2s\" }",
     );
 }
 
 #[test]
 fn crash_after_start_is_rolled_back() {
-    rollback_case("rb-crash", "command = [\"/bin/crash-after\"]");
+    rollback_case("rb-crash", "env = { STUB_CRASH_AFTER_S = \"0.3\" }");
 }
 
 #[test]
 fn exit_at_once_is_rolled_back() {
-    rollback_case("rb-exit", "command = [\"/bin/exit-now\"]");
+    rollback_case("rb-exit", "env = { STUB_EXIT_AT_ONCE = \"1\" }");
 }

@@ -2,17 +2,22 @@
 //! fleet directory (manifest, secrets, identity, data root) whose containers, volumes,
 //! network and lock are removed when it is dropped, even when the test fails.
 //!
-//! The containers run a tiny static test image (`testimage.c`, built with gcc and imported
-//! with `docker import`), so faults are plain `command` / `health.command` settings:
-//! `/bin/exit-now`, `/bin/crash-after`, `/bin/unhealthy`.
+//! The containers run the stub gateway image (`tests/stub-gateway`, built once per run by
+//! `scripts/build-stub-image.sh`) with the gateway's own command and healthcheck, so the
+//! health gate's `/readyz` and WebSocket checks run for real. Faults are the stub's knobs, set
+//! as tenant env: `STUB_NEVER_READY`, `STUB_CRASH_AFTER_S`, `STUB_EXIT_AT_ONCE`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const IMAGE_A: &str = "mtp-apply-test:a";
-pub const IMAGE_B: &str = "mtp-apply-test:b";
+/// The stub gateway image, and the same files as a second image id (a switch recycles).
+pub const IMAGE_A: &str = "mtp-stub-gateway:dev";
+pub const IMAGE_B: &str = "mtp-stub-gateway:dev-b";
+
+#[path = "../gateway_support/mod.rs"]
+mod gateway_support;
 
 /// Fails the test loudly when no engine answers: a skipped e2e test must not pass.
 pub fn require_engine() {
@@ -41,48 +46,9 @@ fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-/// Builds and imports the test image under both tags, once per engine.
+/// Makes sure the stub gateway image is built and tagged `IMAGE_A` / `IMAGE_B`.
 pub fn test_images() {
-    if docker(&["image", "inspect", IMAGE_A, IMAGE_B])
-        .status
-        .success()
-    {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("home/node")).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apply_support/testimage.c");
-    let bin = root.join("bin/serve");
-    let o = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("gcc runs");
-    assert!(
-        o.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    for name in ["healthy", "unhealthy", "exit-now", "crash-after"] {
-        std::fs::hard_link(&bin, root.join("bin").join(name)).unwrap();
-    }
-    let tar = dir.path().join("rootfs.tar");
-    let o = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    for tag in [IMAGE_A, IMAGE_B] {
-        // Two imports of the same files: two image ids, so a tag change recycles.
-        docker_ok(&["import", tar.to_str().unwrap(), tag]);
-    }
+    gateway_support::stub_image();
 }
 
 /// A free TCP port on loopback (for a tenant's host port).
@@ -167,9 +133,9 @@ impl TestFleet {
     pub fn write(&self) {
         let mut s = format!(
             "[fleet]\nname = \"{}\"\ndata_root = \"{}\"\naudit_log = \"audit.jsonl\"\nbackup_dir = \"backups\"\n\n\
-             [defaults]\nimage = \"{}\"\ncommand = [\"/bin/serve\"]\nmemory = \"1g\"\ncpus = 0.5\n\
-             stop_timeout = \"2s\"\nmodel = \"anthropic/m1\"\n\
-             health = {{ command = [\"/bin/healthy\"], interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"0s\", gate_timeout = \"4s\" }}\n{}\n",
+             [defaults]\nimage = \"{}\"\nmemory = \"1g\"\ncpus = 0.5\n\
+             stop_timeout = \"2s\"\nmodel = \"anthropic/m1\"\nenv = {{ STUB_STARTUP_MS = \"200\" }}\n\
+             health = {{ interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }}\n{}\n",
             self.name,
             self.data_root().display(),
             self.image,
@@ -220,9 +186,10 @@ impl TestFleet {
         o
     }
 
-    /// `mtp apply --auto-approve` (Docker health only: the test image serves no HTTP).
+    /// `mtp apply --auto-approve`, with every gate check (Docker health, `/readyz`, the
+    /// WebSocket `health` call with the tenant's token).
     pub fn apply(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["apply", "--auto-approve", "--docker-health-only"];
+        let mut args = vec!["apply", "--auto-approve"];
         args.extend_from_slice(extra);
         self.mtp(&args)
     }
