@@ -284,9 +284,20 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// Dotted paths of the leaves that differ between two configs.
 pub fn changed_paths(old: &Value, new: &Value) -> Vec<String> {
+    /// `Some(Some(map))` for an object, `Some(None)` for nothing, `None` for other values.
+    fn as_obj(v: Option<&Value>) -> Option<Option<&Map<String, Value>>> {
+        match v {
+            Some(Value::Object(m)) => Some(Some(m)),
+            None => Some(None),
+            _ => None,
+        }
+    }
     fn walk(a: Option<&Value>, b: Option<&Value>, at: &str, out: &mut Vec<String>) {
-        match (a, b) {
-            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+        let empty = Map::new();
+        match (as_obj(a), as_obj(b)) {
+            // Objects (or an object against nothing) are compared leaf by leaf.
+            (Some(x), Some(y)) if x.is_some() || y.is_some() => {
+                let (x, y) = (x.unwrap_or(&empty), y.unwrap_or(&empty));
                 let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
                 for k in keys {
                     let p = if at.is_empty() {
@@ -297,7 +308,7 @@ pub fn changed_paths(old: &Value, new: &Value) -> Vec<String> {
                     walk(x.get(k), y.get(k), &p, out);
                 }
             }
-            (a, b) if a != b => out.push(at.to_string()),
+            _ if a != b => out.push(at.to_string()),
             _ => {}
         }
     }
