@@ -1,14 +1,15 @@
 //! The command line: clap definitions and wiring. Decisions live in the library modules.
 
-mod apply;
-mod common;
-mod plan;
+pub(crate) mod apply;
+pub(crate) mod common;
+pub(crate) mod plan;
 mod render;
 mod schema;
 mod secrets;
 mod tenant;
 mod unlock;
-mod validate;
+pub(crate) mod validate;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ pub enum Command {
     /// Converge the engine to the manifest: print the plan, confirm, then apply it one tenant
     /// at a time, health-gated, rolling back a tenant that does not become healthy.
     Apply(apply::Args),
+    /// Server mode: pull the fleet repository, apply new commits, heal drift, report status.
+    Watch(watch::Args),
     /// Show who holds the fleet's apply lock and remove it (after confirmation).
     Unlock(unlock::Args),
     /// Manage age-encrypted secrets under secrets/.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&cli.fleet, args),
         Command::Apply(args) => apply::run(&cli.fleet, args),
         Command::Unlock(args) => unlock::run(&cli.fleet, args),
+        Command::Watch(args) => watch::run(&cli.fleet, args),
         Command::Secrets(cmd) => secrets::run(&cli.fleet, cmd),
         Command::Tenant(cmd) => tenant::run(&cli.fleet, cmd),
     };

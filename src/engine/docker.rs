@@ -36,6 +36,33 @@ impl DockerEngine {
         Ok(DockerEngine { docker, host })
     }
 
+    /// Events about the fleet's containers that may mean drift (died, stopped, removed, OOM),
+    /// as their action names. The stream ends or errs when the connection drops.
+    pub fn container_events(
+        &self,
+        fleet: &str,
+    ) -> impl futures_util::Stream<Item = Result<String, EngineError>> + Send + 'static {
+        use futures_util::StreamExt;
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("label".to_string(), vec![format!("{LABEL_FLEET}={fleet}")]),
+            (
+                "event".to_string(),
+                ["die", "stop", "kill", "destroy", "oom", "pause"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        ]);
+        let opts = bollard::query_parameters::EventsOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let host = self.host.clone();
+        self.docker.events(Some(opts)).map(move |ev| {
+            ev.map(|m| m.action.unwrap_or_default())
+                .map_err(|e| classify(&host, "events", e))
+        })
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }

@@ -128,6 +128,47 @@ pub struct Manifest {
         "maxLength": 63
     }))]
     pub tenants: BTreeMap<String, TenantSettings>,
+    /// `mtp watch`, the server-side mode: poll and drift intervals, status endpoint, webhooks,
+    /// allowed commit signers. Flags of `mtp watch` override these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchSettings>,
+}
+
+/// `[watch]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSettings {
+    /// How often the repository is fetched, e.g. `"30s"` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// How often the live state is re-checked for drift without a new commit, e.g. `"5m"`
+    /// (the default). Docker events (a container died or was removed) trigger one sooner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<Duration>,
+    /// Address of the status endpoint (`/healthz`, `/status`, `/metrics`). Default
+    /// `"127.0.0.1:9469"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Webhooks notified on applied, failed, rolled back, drift found, invalid manifest and
+    /// refused commits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSettings>,
+    /// An ssh `allowed_signers` file (relative to the repository root, read from the last
+    /// good commit, or absolute): when set, commits not signed by a key in it are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_signers: Option<PathBuf>,
+}
+
+/// One webhook of `[watch]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where events are POSTed (http or https).
+    pub url: String,
+    /// Name of a secret of the `_fleet` owner (`secrets/_fleet.toml`) used as the HMAC-SHA256
+    /// key of the `X-Mtp-Signature: sha256=<hex>` header. Without it, bodies are unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// `[fleet]`.

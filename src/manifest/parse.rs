@@ -17,7 +17,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::diagnostics::Finding;
 use super::schema::{self, Keys};
 use super::spans::SpanIndex;
-use super::{AdminSettings, FleetSettings, Manifest, Settings, TenantSettings};
+use super::{AdminSettings, FleetSettings, Manifest, Settings, TenantSettings, WatchSettings};
 
 /// What could be read from a manifest's text, possibly partially, with what was wrong.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +30,7 @@ pub(crate) struct Parsed {
     pub fleet: Option<FleetSettings>,
     pub defaults: Settings,
     pub admin: Option<AdminSettings>,
+    pub watch: Option<WatchSettings>,
     /// Tenants that deserialized (possibly without their bad keys); a tenant missing its port
     /// is left out.
     pub tenants: BTreeMap<String, TenantSettings>,
@@ -49,6 +50,7 @@ impl Parsed {
             defaults: self.defaults.clone(),
             admin: self.admin.clone(),
             tenants: self.tenants.clone(),
+            watch: self.watch.clone(),
         })
     }
 }
@@ -92,6 +94,9 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
     if let Some(v) = root.remove("admin") {
         parsed.admin = ctx.section(v, path(&["admin"]));
+    }
+    if let Some(v) = root.remove("watch") {
+        parsed.watch = ctx.section(v, path(&["watch"]));
     }
     if let Some(v) = root.remove("tenants") {
         let span = v.span();

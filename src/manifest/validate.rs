@@ -270,6 +270,7 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
         defaults: parsed.defaults.clone(),
         admin: parsed.admin.clone(),
         tenants: parsed.tenants.clone(),
+        watch: parsed.watch.clone(),
     };
     let instances = manifest.instances();
     c.ports(&instances);

@@ -161,6 +161,17 @@ impl TestFleet {
         self.write();
     }
 
+    /// The plaintext of every secret of the fleet (to grep outputs for).
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for t in &self.tenants {
+            let o = self.mtp_ok(&["secrets", "get", &t.name, "OPENCLAW_GATEWAY_TOKEN"]);
+            v.push(stdout(&o).trim().to_string());
+        }
+        v.retain(|s| !s.is_empty());
+        v
+    }
+
     pub fn tenant_mut(&mut self, name: &str) -> &mut Tenant {
         self.tenants.iter_mut().find(|t| t.name == name).unwrap()
     }

@@ -1,0 +1,414 @@
+//! `mtp watch` end to end: a bare git repository on disk as the remote, the stub gateway image
+//! on the real engine, a webhook receiver that checks the HMAC, and the status endpoint.
+//! One daemon lives through the whole story: a new tenant, a second one, an image bump, a
+//! broken manifest and its fix, a container stopped by hand, a force-push.
+
+mod apply_support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apply_support::*;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+
+const HOOK_SECRET: &str = "hook-secret-7f3a9c";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Op")
+        .env("GIT_AUTHOR_EMAIL", "op@example.com")
+        .env("GIT_COMMITTER_NAME", "Op")
+        .env("GIT_COMMITTER_EMAIL", "op@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Commits everything in the fleet directory and pushes; the new head.
+fn push(f: &TestFleet, msg: &str) -> String {
+    git(f.path(), &["add", "-A"]);
+    git(f.path(), &["commit", "-q", "-m", msg]);
+    git(f.path(), &["push", "-q", "origin", "HEAD:main"]);
+    git(f.path(), &["rev-parse", "HEAD"])
+}
+
+/// `(X-Mtp-Signature, body)` of each delivery.
+type Deliveries = Arc<Mutex<Vec<(Option<String>, String)>>>;
+
+struct Hook {
+    received: Deliveries,
+    port: u16,
+}
+
+/// A webhook receiver: records `(X-Mtp-Signature, body)` of every POST and answers 200.
+fn hook_receiver() -> Hook {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let received: Deliveries = Arc::new(Mutex::new(Vec::new()));
+    let r = received.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), String::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((h, b)) = text.split_once("\r\n\r\n") {
+                    let len = h
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if b.len() >= len {
+                        break (h.to_string(), b[..len].to_string());
+                    }
+                }
+            };
+            let sig = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("x-mtp-signature:")
+                    .then(|| l.split_once(':').unwrap().1.trim().to_string())
+            });
+            r.lock().unwrap().push((sig, body));
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    Hook { received, port }
+}
+
+impl Hook {
+    /// The events received so far, each checked against its HMAC.
+    fn events(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(sig, body)| {
+                let mut mac =
+                    <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(HOOK_SECRET.as_bytes())
+                        .unwrap();
+                mac.update(body.as_bytes());
+                let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                assert_eq!(
+                    sig.as_deref(),
+                    Some(want.as_str()),
+                    "bad signature on {body}"
+                );
+                assert!(!body.contains(HOOK_SECRET));
+                serde_json::from_str(body).unwrap()
+            })
+            .collect()
+    }
+
+    /// Waits for an event of `kind` (about `commit`, when given).
+    fn wait_for(&self, kind: &str, commit: Option<&str>, timeout: Duration) -> Value {
+        let t = Instant::now();
+        loop {
+            if let Some(e) = self
+                .events()
+                .into_iter()
+                .rev()
+                .find(|e| e["event"] == kind && commit.is_none_or(|c| e["commit"] == c))
+            {
+                return e;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "no `{kind}` webhook; got {:?}",
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn status(port: u16) -> Value {
+    http_get(port, "/status")
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Polls until `cond` holds, panicking with `what` and the daemon's status after `timeout`.
+fn wait(port: u16, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < timeout,
+            "timed out waiting for {what}; status:\n{:#}",
+            status(port)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.elapsed()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn watch_follows_the_branch_heals_drift_and_refuses_bad_commits() {
+    let mut f = TestFleet::new("watch");
+    let hook = hook_receiver();
+    // The repository: the fleet directory is the working copy; a bare repository is the remote.
+    std::fs::write(
+        f.path().join(".gitignore"),
+        "identity.txt\ndata/\nbackups/\n*.jsonl\nstate/\n",
+    )
+    .unwrap();
+    let remote = f.path().join("state/remote.git");
+    std::fs::create_dir_all(&remote).unwrap();
+    git(&remote, &["init", "-q", "--bare", "-b", "main"]);
+    git(f.path(), &["init", "-q", "-b", "main"]);
+    git(
+        f.path(),
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    let mut set = f
+        .cmd(&["secrets", "set", "_fleet", "WEBHOOK_SECRET"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(HOOK_SECRET.as_bytes())
+        .unwrap();
+    assert!(set.wait().unwrap().success());
+    f.defaults_extra = format!(
+        "\n[watch]\nwebhooks = [{{ url = \"http://127.0.0.1:{}/hook\", secret = \"WEBHOOK_SECRET\" }}]\n",
+        hook.port
+    );
+    f.declare(vec![Tenant::new("alpha")]);
+    let c1 = push(&f, "alpha");
+
+    let port = free_port();
+    let state = f.path().join("state/watch");
+    let daemon = Daemon(
+        f.cmd(&[
+            "watch",
+            "--repo",
+            remote.to_str().unwrap(),
+            "--branch",
+            "main",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--interval",
+            "1s",
+            "--recheck",
+            "30s",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(f.path().join("watch.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap(),
+    );
+    let healthy = |f: &TestFleet, t: &str| {
+        f.containers()
+            .iter()
+            .any(|c| c.name == format!("{}-{t}", f.name) && c.healthy())
+    };
+
+    // The first commit is applied.
+    wait(port, "alpha created", Duration::from_secs(60), || {
+        healthy(&f, "alpha")
+    });
+    wait(port, "status shows c1", Duration::from_secs(10), || {
+        status(port)["commit"] == c1.as_str()
+    });
+    assert_eq!(http_get(port, "/healthz").unwrap(), r#"{"ok":true}"#);
+
+    // Push a new tenant: created within the poll interval (+ the gateway's start).
+    f.declare(vec![Tenant::new("alpha"), Tenant::new("bravo")]);
+    let pushed = Instant::now();
+    let c2 = push(&f, "bravo");
+    wait(port, "bravo created", Duration::from_secs(30), || {
+        healthy(&f, "bravo")
+    });
+    let took = pushed.elapsed();
+    wait(port, "status shows c2", Duration::from_secs(10), || {
+        status(port)["commit"] == c2.as_str()
+    });
+    eprintln!("push -> bravo healthy: {took:?} (poll interval 1s)");
+    let applied = hook.wait_for("applied", Some(&c2), Duration::from_secs(10));
+    assert!(
+        applied["tenants"].to_string().contains("bravo"),
+        "{applied}"
+    );
+
+    // An image bump recycles every tenant.
+    let before: Vec<String> = f.containers().into_iter().map(|c| c.id).collect();
+    f.image = IMAGE_B.into();
+    f.write();
+    let c3 = push(&f, "image bump");
+    wait(port, "recycled", Duration::from_secs(60), || {
+        let now = f.containers();
+        now.len() == 2
+            && now.iter().all(|c| c.healthy() && !before.contains(&c.id))
+            && status(port)["commit"] == c3.as_str()
+    });
+    assert_eq!(f.plan_code(), 0, "converged");
+
+    // A broken manifest: nothing changes; status and a webhook say why.
+    let ids: Vec<String> = f.containers().into_iter().map(|c| c.id).collect();
+    let good_toml = std::fs::read_to_string(f.path().join("fleet.toml")).unwrap();
+    let bravo_port = f.tenants[1].port;
+    let broken = good_toml.replacen(
+        &format!("port = {bravo_port}"),
+        &format!("port = {}", f.tenants[0].port),
+        1,
+    );
+    std::fs::write(f.path().join("fleet.toml"), broken).unwrap();
+    let c4 = push(&f, "duplicate port");
+    let ev = hook.wait_for("invalid_manifest", Some(&c4), Duration::from_secs(15));
+    assert!(ev["message"].as_str().unwrap().contains("port"), "{ev}");
+    wait(
+        port,
+        "status reports the error",
+        Duration::from_secs(10),
+        || {
+            let s = status(port);
+            s["last_error"].as_str().is_some_and(|e| e.contains("port"))
+                && s["commit"] == c3.as_str()
+                && s["remote_commit"] == c4.as_str()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        f.containers().into_iter().map(|c| c.id).collect::<Vec<_>>(),
+        ids,
+        "nothing changed"
+    );
+    // The next good push applies.
+    f.tenant_mut("bravo").extra = "memory = \"2g\"\n".into();
+    f.write();
+    let c5 = push(&f, "fix the port, more memory for bravo");
+    wait(port, "the fix applied", Duration::from_secs(30), || {
+        let s = status(port);
+        s["commit"] == c5.as_str() && s["last_error"].is_null()
+    });
+    wait(
+        port,
+        "converged after the fix",
+        Duration::from_secs(15),
+        || f.plan_code() == 0,
+    );
+
+    // A container stopped by hand is started again (Docker event, then re-check).
+    let alpha = f.container("alpha");
+    let o = Command::new("docker")
+        .args(["stop", "-t", "2", &alpha.id])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let healed = wait(port, "alpha restarted", Duration::from_secs(30), || {
+        healthy(&f, "alpha")
+    });
+    eprintln!("stopped by hand -> healthy again: {healed:?}");
+    hook.wait_for("drift", None, Duration::from_secs(10));
+
+    // A force-push to an older commit is refused; the fleet stays on c5.
+    git(f.path(), &["reset", "-q", "--hard", &c2]);
+    git(f.path(), &["push", "-q", "--force", "origin", "HEAD:main"]);
+    let ev = hook.wait_for("refused", Some(&c2), Duration::from_secs(15));
+    assert!(
+        ev["message"].as_str().unwrap().contains("force-pushed"),
+        "{ev}"
+    );
+    let s = status(port);
+    assert_eq!(s["commit"], c5.as_str());
+    assert_eq!(s["remote_commit"], c2.as_str());
+    assert_eq!(
+        f.plan_code(),
+        2,
+        "the working copy (c2) differs from what runs (c5)"
+    );
+
+    // Metrics and logs.
+    let metrics = http_get(port, "/metrics").unwrap();
+    for m in [
+        "mtp_sync_total{outcome=\"applied\"}",
+        "mtp_tenants{state=\"running-healthy\"} 2",
+        "mtp_last_successful_sync_timestamp_seconds",
+        "mtp_apply_failures_total 0",
+    ] {
+        assert!(metrics.contains(m), "{m} missing from:\n{metrics}");
+    }
+    // SIGTERM: exits cleanly.
+    let mut daemon = daemon;
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    let t = Instant::now();
+    let code = loop {
+        if let Some(st) = daemon.0.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "watch did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(0));
+    let log = std::fs::read_to_string(f.path().join("watch.log")).unwrap();
+    assert!(
+        log.lines().all(|l| l.starts_with('{')),
+        "JSON log lines:\n{log}"
+    );
+    for secret in f.secret_values() {
+        assert!(!log.contains(&secret), "a secret in the log");
+        assert!(
+            !hook
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, b)| b.contains(&secret))
+        );
+    }
+}
