@@ -13,6 +13,7 @@
 # without the stop wait too is shown beside it. Everything it made is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 N=${N:-50}
 FLEET=${FLEET:-benchrc}
 
@@ -22,11 +23,7 @@ MTP=$PWD/target/release/mtp
 
 work=$(mktemp -d)
 cleanup() {
-  ids=$({ docker ps -aq --filter "label=mtp.fleet=$FLEET"; docker ps -aq --filter "name=^/$FLEET[-.]"; } | sort -u)
-  [ -n "$ids" ] && docker rm -f $ids >/dev/null
-  vols=$(docker volume ls -q --filter "label=mtp.fleet=$FLEET")
-  [ -n "$vols" ] && docker volume rm -f $vols >/dev/null
-  docker network rm "$FLEET-net" >/dev/null 2>&1 || true
+  remove_fleet "$FLEET"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,8 +36,8 @@ export MTP_AGE_IDENTITY=$work/identity.txt MTP_FLEET=$work/fleet.toml NO_COLOR=1
 write_manifest() {
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$FLEET" "$work"
-    printf '[defaults]\nimage = "%s"\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "10s"\n' "$1"
-    printf 'health = { interval = "1s", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "30s" }\n\n'
+    printf '[defaults]\nimage = "%s"\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "10s"\nenv = { STUB_STARTUP_MS = "200" }\n' "$1"
+    printf 'health = { interval = "500ms", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "30s" }\n\n'
     for i in $(seq 1 "$N"); do printf '[tenants.t%03d]\nport = %d\n\n' "$i" $((29000 + i)); done
   } > fleet.toml
 }

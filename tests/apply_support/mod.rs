@@ -19,15 +19,7 @@ pub const IMAGE_B: &str = "mtp-stub-gateway:dev-b";
 #[path = "../gateway_support/mod.rs"]
 mod gateway_support;
 
-/// Fails the test loudly when no engine answers: a skipped e2e test must not pass.
-pub fn require_engine() {
-    let ok = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(ok, "these tests need a Docker engine (docker info failed)");
-}
+pub use gateway_support::{free_port, require_engine};
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -49,15 +41,6 @@ fn docker_ok(args: &[&str]) -> String {
 /// Makes sure the stub gateway image is built and tagged `IMAGE_A` / `IMAGE_B`.
 pub fn test_images() {
     gateway_support::stub_image();
-}
-
-/// A free TCP port on loopback (for a tenant's host port).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);

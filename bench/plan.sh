@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Benchmark: `mtp plan` on a converged fleet of N stub gateway containers, against
+# `docker-compose up -d --no-recreate` doing nothing on the same fleet written as a compose
+# file (the seed scripts' way: one service per tenant, generated into a compose file).
+#
+#   bench/plan.sh                          # SIZES="10 100 1000", compose up to 100
+#   SIZES="10 100" bench/plan.sh
+#   COMPOSE_MAX=0 SIZES=1000 bench/plan.sh # mtp only
+#
+# Targets: mtp plan under 0.5 s at 1,000 tenants, and at least 20x faster than compose.
+# Both are timed side by side in one run with hyperfine (installed from Debian if missing).
+# Compose v1 needs ~15 s per service past ~100 services, so it runs only up to COMPOSE_MAX.
+#
+# At each size it makes a throwaway mtp fleet (`mtp apply --parallel`, Docker health only)
+# and, up to COMPOSE_MAX, a compose project of the same services (same image, command,
+# healthcheck, limits, labels, published ports), then times each doing nothing. The stub's
+# healthcheck runs every 60 s so 1,000 idle containers do not load the machine. Everything
+# it made is removed at the end, also on failure or Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+SIZES=${SIZES:-"10 100 1000"}
+COMPOSE_MAX=${COMPOSE_MAX:-100}
+RUNS=${RUNS:-10}
+PREFIX=${PREFIX:-benchpl}
+
+docker info >/dev/null 2>&1 || { echo "plan.sh: no Docker engine answers" >&2; exit 1; }
+command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
+command -v docker-compose >/dev/null || { echo "plan.sh: docker-compose (v1) is needed" >&2; exit 1; }
+cargo build --release --bin mtp -q
+MTP=$PWD/target/release/mtp
+scripts/build-stub-image.sh >/dev/null
+
+work=$(mktemp -d)
+cleanup() {
+  for n in $SIZES; do
+    [ -f "$work/$n/compose.yml" ] && docker-compose -p "${PREFIX}c$n" -f "$work/$n/compose.yml" down -v -t 1 >/dev/null 2>&1 || true
+    remove_fleet "$PREFIX$n"
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+export MTP_AGE_IDENTITY=$work/identity.txt NO_COLOR=1
+HEALTH='["CMD", "node", "-e", "fetch('"'"'http://127.0.0.1:18789/readyz'"'"').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"]'
+printf '%-6s  %-22s  %-22s  %s\n' size "mtp plan (s)" "compose no-op (s)" "compose / mtp" > "$work/table.txt"
+
+for N in $SIZES; do
+  dir=$work/$N
+  mkdir -p "$dir"
+  fleet=$PREFIX$N
+  {
+    printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$fleet" "$dir"
+    printf '[defaults]\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
+    printf 'env = { STUB_STARTUP_MS = "100" }\n'
+    printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
+    for i in $(seq 1 "$N"); do printf '[tenants.t%04d]\nport = %d\n\n' "$i" $((30000 + i)); done
+  } > "$dir/fleet.toml"
+  export MTP_FLEET=$dir/fleet.toml
+  "$MTP" secrets init >/dev/null 2>&1
+  for i in $(seq 1 "$N"); do "$MTP" secrets gen "$(printf 't%04d' "$i")" >/dev/null 2>&1; done
+
+  echo "== $N tenants: creating the mtp fleet ($(free -g | awk '/Mem:/ {print $7}') GiB available)" >&2
+  t0=$(date +%s)
+  if ! (cd "$dir" && "$MTP" apply --auto-approve --docker-health-only --parallel 250 --lock-ttl 2h >"$dir/apply.log" 2>&1); then
+    echo "apply at $N did not finish; the machine held $(docker ps -q --filter "label=mtp.fleet=$fleet" --filter status=running | wc -l) running containers" >&2
+    tail -5 "$dir/apply.log" >&2
+    break
+  fi
+  echo "   created in $(( $(date +%s) - t0 )) s" >&2
+  (cd "$dir" && "$MTP" plan --detailed-exitcode >/dev/null) || { echo "plan at $N is not empty after apply" >&2; exit 1; }
+
+  cmds=("cd $dir && $MTP plan --detailed-exitcode")
+  names=("mtp plan")
+  if [ "$N" -le "$COMPOSE_MAX" ]; then
+    # The same services as a compose file, as the seed's generator writes them.
+    {
+      echo 'version: "2.4"'
+      echo 'services:'
+      for i in $(seq 1 "$N"); do
+        t=$(printf 't%04d' "$i")
+        mkdir -p "$dir/cdata/$t" && echo '{ gateway: { mode: "local", bind: "lan", auth: { mode: "token" } } }' > "$dir/cdata/$t/openclaw.json"
+        cat <<EOF
+  $t:
+    image: mtp-stub-gateway:dev
+    command: ["node", "dist/index.js", "gateway", "--bind", "lan", "--port", "18789"]
+    environment: { OPENCLAW_GATEWAY_TOKEN: "bench-$t", STUB_STARTUP_MS: "100" }
+    ports: ["127.0.0.1:$((32000 + i)):18789"]
+    volumes: ["$dir/cdata/$t:/home/node/.openclaw"]
+    user: "1000:1000"
+    init: true
+    cap_drop: [ALL]
+    security_opt: [no-new-privileges]
+    mem_limit: 1g
+    cpus: 0.1
+    pids_limit: 64
+    restart: unless-stopped
+    labels: { tenant: "$t" }
+    healthcheck: { test: $HEALTH, interval: 60s, timeout: 10s, retries: 3 }
+EOF
+      done
+    } > "$dir/compose.yml"
+    chown -R 1000:1000 "$dir/cdata"
+    echo "   creating the compose project" >&2
+    t0=$(date +%s)
+    docker-compose -p "${PREFIX}c$N" -f "$dir/compose.yml" up -d >"$dir/compose.log" 2>&1 || { tail -5 "$dir/compose.log" >&2; exit 1; }
+    echo "   created in $(( $(date +%s) - t0 )) s" >&2
+    cmds+=("docker-compose -p ${PREFIX}c$N -f $dir/compose.yml up -d --no-recreate")
+    names+=("compose no-op")
+  fi
+
+  args=()
+  for k in "${!cmds[@]}"; do args+=(-n "${names[$k]} ($N)" "${cmds[$k]}"); done
+  hyperfine --warmup 2 --runs "$RUNS" --export-json "$dir/hyperfine.json" "${args[@]}" >&2
+  python3 - "$N" "$dir/hyperfine.json" >> "$work/table.txt" <<'PY'
+import json, sys
+n, path = sys.argv[1], sys.argv[2]
+r = json.load(open(path))["results"]
+fmt = lambda x: f"{x['mean']:.3f} ± {x['stddev']:.3f}"
+mtp = r[0]
+if len(r) > 1:
+    c = r[1]
+    print(f"{n:<6}  {fmt(mtp):<22}  {fmt(c):<22}  {c['mean'] / mtp['mean']:.0f}x")
+else:
+    print(f"{n:<6}  {fmt(mtp):<22}  {'(not run)':<22}  -")
+PY
+  # Free the machine for the next size.
+  [ -f "$dir/compose.yml" ] && docker-compose -p "${PREFIX}c$N" -f "$dir/compose.yml" down -v -t 1 >/dev/null 2>&1 || true
+  ids=$(docker ps -aq --filter "label=mtp.fleet=$fleet")
+  [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1 || true
+done
+
+echo
+cat "$work/table.txt"
