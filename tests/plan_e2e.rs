@@ -167,7 +167,13 @@ fn recycle_on_image_and_secret_rotation() {
     f.apply_ok();
     f.tenant_mut("acme").extra = format!("image = \"{IMAGE_B}\"\n");
     f.write();
-    f.mtp_ok(&["secrets", "gen", "globex", "OPENCLAW_GATEWAY_TOKEN", "--force"]);
+    f.mtp_ok(&[
+        "secrets",
+        "gen",
+        "globex",
+        "OPENCLAW_GATEWAY_TOKEN",
+        "--force",
+    ]);
     let (code, human) = plan_human(&f, &[]);
     assert_eq!(code, 2);
     assert!(human.contains("(secret changed)"), "{human}");

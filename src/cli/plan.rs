@@ -40,35 +40,57 @@ pub struct Args {
     pub prune: bool,
 }
 
-/// Builds a plan from the manifest and the live engine.
+/// Builds a plan from the manifest and the live engine. The engine is read while the
+/// secrets are decrypted and the specs rendered. `MTP_TIMINGS=1` prints the phases to stderr.
 pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> {
-    let (loaded, desired) = prepare(fleet, targets)?;
+    let t0 = std::time::Instant::now();
+    let loaded = load_targets(fleet, targets)?;
+    let t_load = t0.elapsed();
     let rt = common::runtime()?;
     rt.block_on(async {
-        let engine = common::connect().await?;
-        let live = engine
-            .observe(&desired.fleet)
-            .await
-            .map_err(|e| miette::miette!("{e}"))?;
-        Ok(plan_live(
-            &loaded,
-            &desired,
-            &live,
-            targets,
-            prune,
-            engine.host(),
-        ))
+        let name = loaded.manifest.fleet.name.clone();
+        let observe = tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let engine = common::connect().await?;
+            let live = engine
+                .observe(&name)
+                .await
+                .map_err(|e| miette::miette!("{e}"))?;
+            Ok::<_, miette::Report>((engine, live, t.elapsed()))
+        });
+        // Rendering runs on this thread; the observation on the runtime's workers.
+        let t = std::time::Instant::now();
+        let secrets = common::secret_source(&loaded)?;
+        let desired = crate::desired::desired(&loaded, &secrets)?;
+        let t_render = t.elapsed();
+        let (engine, live, t_observe) = observe.await.into_diagnostic()??;
+        let t = std::time::Instant::now();
+        let plan = plan_live(&loaded, &desired, &live, targets, prune, engine.host());
+        if std::env::var_os("MTP_TIMINGS").is_some() {
+            eprintln!(
+                "timings: load+validate {t_load:?}, decrypt+render {t_render:?}, connect+observe {t_observe:?} (concurrent), diff {:?}, total {:?}",
+                t.elapsed(),
+                t0.elapsed()
+            );
+        }
+        Ok(plan)
     })
 }
 
-/// The files side of a plan: the validated manifest and the rendered desired state.
-pub fn prepare(fleet: &Path, targets: &[String]) -> Result<(LoadedManifest, Desired)> {
+/// The validated manifest, with `--target` names checked.
+fn load_targets(fleet: &Path, targets: &[String]) -> Result<LoadedManifest> {
     let loaded = common::load_manifest(fleet)?;
     for t in targets {
         if loaded.manifest.instance(t).is_none() {
             bail!("--target {t}: no such tenant in {}", loaded.path.display());
         }
     }
+    Ok(loaded)
+}
+
+/// The files side of a plan: the validated manifest and the rendered desired state.
+pub fn prepare(fleet: &Path, targets: &[String]) -> Result<(LoadedManifest, Desired)> {
+    let loaded = load_targets(fleet, targets)?;
     let secrets = common::secret_source(&loaded)?;
     let desired = crate::desired::desired(&loaded, &secrets)?;
     Ok((loaded, desired))
