@@ -31,6 +31,7 @@ pid=
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
   remove_fleet "$FLEET"
+  cp "$work/watch.log" "${KEEP_LOG:-/dev/null}" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

@@ -490,7 +490,7 @@ impl Daemon {
         {
             let mut st = self.status.lock().unwrap();
             st.fleet = Some(fleet.clone());
-            st.commit = good.rev.commit_str();
+            st.target_commit = good.rev.commit_str();
         }
 
         // 2. Plan against the live engine.
@@ -647,6 +647,7 @@ impl Daemon {
 
     fn mark_applied(&mut self) {
         self.converged = self.good.as_ref().map(|g| g.desired.manifest_hash.clone());
+        self.status.lock().unwrap().commit = self.good.as_ref().and_then(|g| g.rev.commit_str());
         if let (Some(git), Some(good)) = (&self.git, &self.good)
             && let Some(c) = good.rev.commit
         {

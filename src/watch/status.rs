@@ -21,8 +21,10 @@ pub struct Status {
     /// The repository URL or watched directory, and the branch.
     pub source: String,
     pub branch: Option<String>,
-    /// The commit whose manifest is in force (last applied or found converged).
+    /// The commit the fleet was last converged to (applied, or found already converged).
     pub commit: Option<String>,
+    /// The newest valid commit, being converged to (equal to `commit` once applied).
+    pub target_commit: Option<String>,
     /// The newest commit seen on the branch (may be refused or not yet applied).
     pub remote_commit: Option<String>,
     pub last_sync: Option<SyncRecord>,
