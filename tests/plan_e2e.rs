@@ -5,20 +5,8 @@
 
 mod apply_support;
 
-use std::process::Command;
-
 use apply_support::*;
 use serde_json::Value;
-
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 /// Replaces what differs between runs: the fleet's name, its ports, temp paths, hex digests
 /// and ids, the commit, the engine address.
@@ -223,12 +211,12 @@ fn stop_start_and_remove() {
 fn drift_stopped_removed_and_changed_behind_our_back() {
     let f = fleet("pl-drift", &["acme", "globex", "initech"]);
     f.apply_ok();
-    docker(&["stop", "-t", "1", &format!("{}-acme", f.name)]);
-    docker(&["rm", "-f", &format!("{}-globex", f.name)]);
+    docker_ok(&["stop", "-t", "1", &format!("{}-acme", f.name)]);
+    docker_ok(&["rm", "-f", &format!("{}-globex", f.name)]);
     // initech replaced by hand with a container carrying our labels but another spec.
     let name = format!("{}-initech", f.name);
-    docker(&["rm", "-f", &name]);
-    docker(&[
+    docker_ok(&["rm", "-f", &name]);
+    docker_ok(&[
         "create",
         "--name",
         &name,
@@ -255,8 +243,8 @@ fn drift_stopped_removed_and_changed_behind_our_back() {
 fn squatters_and_leftovers() {
     let f = fleet("pl-squat", &["acme", "globex", "initech"]);
     // A foreign container (no labels) holding acme's name; another holding globex's port.
-    docker(&["create", "--name", &format!("{}-acme", f.name), IMAGE_A]);
-    docker(&[
+    docker_ok(&["create", "--name", &format!("{}-acme", f.name), IMAGE_A]);
+    docker_ok(&[
         "run",
         "-d",
         "--name",
@@ -268,7 +256,7 @@ fn squatters_and_leftovers() {
         IMAGE_A,
     ]);
     // Leftover of an interrupted apply: initech's `.next`, with our labels.
-    docker(&[
+    docker_ok(&[
         "create",
         "--name",
         &format!("{}-initech.next", f.name),

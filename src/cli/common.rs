@@ -40,8 +40,8 @@ pub fn manifest_dir(fleet: &Path) -> std::path::PathBuf {
 
 /// Decrypts secrets from `secrets/` with the operator's age identity.
 pub struct StoreSecrets {
-    store: SecretStore,
-    identity: Identity,
+    pub(crate) store: SecretStore,
+    pub(crate) identity: std::sync::Arc<Identity>,
 }
 
 impl SecretSource for StoreSecrets {
@@ -58,7 +58,7 @@ impl SecretSource for StoreSecrets {
 /// or the default path.
 pub fn secret_source(loaded: &LoadedManifest) -> Result<StoreSecrets> {
     let store = SecretStore::open(&loaded.dir)?;
-    let identity = Identity::from_env()?;
+    let identity = std::sync::Arc::new(Identity::from_env()?);
     Ok(StoreSecrets { store, identity })
 }
 

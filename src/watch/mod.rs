@@ -29,11 +29,10 @@ use crate::apply::ws_probe::WsProbe;
 use crate::apply::{
     ApplyOptions, ApplyReport, Cancel, Executor, Progress, Status as TenantStatus, TenantOutcome,
 };
-use crate::desired::SecretSource;
 use crate::engine::docker::DockerEngine;
-use crate::manifest::{Instance, LoadedManifest};
+use crate::manifest::LoadedManifest;
 use crate::plan::{ActionKind, Desired, Plan};
-use crate::secrets::{Identity, SecretStore, SecretValue, SecretsError};
+use crate::secrets::{Identity, SecretStore};
 use status::{Backoff, DriftNote, Shared, SyncRecord};
 use webhook::{Event, EventKind, Notifier, TenantNote, Webhook};
 
@@ -99,22 +98,6 @@ struct Revision {
 impl Revision {
     fn commit_str(&self) -> Option<String> {
         self.commit.map(|c| c.to_string())
-    }
-}
-
-/// Secrets from a revision's `secrets/`, decrypted with the daemon's identity.
-struct RevisionSecrets {
-    store: SecretStore,
-    identity: Arc<Identity>,
-}
-
-impl SecretSource for RevisionSecrets {
-    fn secrets_for(
-        &self,
-        inst: &Instance,
-    ) -> Result<std::collections::BTreeMap<String, SecretValue>, SecretsError> {
-        self.store
-            .decrypt_owner(&self.identity, &inst.name, &inst.secrets)
     }
 }
 
@@ -332,7 +315,8 @@ impl Daemon {
             }
         };
         let store = SecretStore::open(&loaded.dir).map_err(|e| e.to_string())?;
-        let secrets = RevisionSecrets {
+        // The revision's `secrets/`, decrypted with the daemon's identity.
+        let secrets = crate::cli::common::StoreSecrets {
             store,
             identity: self.identity.clone(),
         };

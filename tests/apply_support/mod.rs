@@ -28,7 +28,7 @@ fn docker(args: &[&str]) -> Output {
         .expect("docker runs")
 }
 
-fn docker_ok(args: &[&str]) -> String {
+pub fn docker_ok(args: &[&str]) -> String {
     let o = docker(args);
     assert!(
         o.status.success(),
