@@ -58,6 +58,7 @@ pub enum Command {
 /// Runs the command line and maps the outcome to an exit code (0 ok, 1 error; commands with
 /// a detailed exit code return their own).
 pub fn main() -> ExitCode {
+    install_error_handler();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.fleet, args),
@@ -77,4 +78,15 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Errors are drawn by miette. On a terminal long messages wrap to its width; piped into a
+/// log or another program they stay on one line each, so that `grep` and journald see whole
+/// sentences rather than fragments framed by box-drawing characters.
+fn install_error_handler() {
+    use std::io::IsTerminal;
+    let wrap = std::io::stderr().is_terminal();
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
+    }));
 }
