@@ -98,7 +98,10 @@ async fn apply_with(
     parallel: usize,
 ) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let live = engine.observe(FLEET).await.unwrap();
+    let live = engine
+        .observe(FLEET, &crate::engine::Claims::default())
+        .await
+        .unwrap();
     let plan = plan_for(specs, &live, prune);
     let audit = MemoryAudit::default();
     let mut o = opts(dir.path());

@@ -16,8 +16,8 @@ use crate::apply::ws_probe::WsProbe;
 use crate::apply::{
     ApplyOptions, ApplyReport, Cancel, Executor, Progress, Status, TenantOutcome, check_saved_plan,
 };
-use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
+use crate::engine::{Claims, Engine};
 use crate::manifest::LoadedManifest;
 use crate::plan::{ActionKind, Plan};
 use crate::report;
@@ -160,7 +160,7 @@ async fn execute(
     held: &mut lock::Lock,
 ) -> Result<ExitCode> {
     let live = engine
-        .observe(&desired.fleet)
+        .observe(&desired.fleet, &Claims::of(&loaded.manifest))
         .await
         .map_err(|e| miette!("{e}"))?;
     let plan = match saved {

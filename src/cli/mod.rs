@@ -60,6 +60,9 @@ pub enum Command {
 pub fn main() -> ExitCode {
     install_error_handler();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Watch(_)) {
+        exit_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.fleet, args),
         Command::Schema(args) => schema::run(args),
@@ -89,4 +92,14 @@ fn install_error_handler() {
     let _ = miette::set_hook(Box::new(move |_| {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
     }));
+}
+
+/// `mtp plan | head` should end like any Unix filter when the reader goes away, not panic on
+/// a failed print. The long-running `watch` keeps Rust's default (SIGPIPE ignored) so that a
+/// peer closing a socket is an error it handles, not a signal that kills it.
+fn exit_quietly_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

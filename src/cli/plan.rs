@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, Result, WrapErr, bail};
 
 use super::common;
-use crate::engine::LiveState;
+use crate::engine::{Claims, LiveState};
 use crate::manifest::LoadedManifest;
 use crate::plan::{Desired, Plan, PlanOptions};
 use crate::report;
@@ -49,11 +49,12 @@ pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> 
     let rt = common::runtime()?;
     rt.block_on(async {
         let name = loaded.manifest.fleet.name.clone();
+        let claims = Claims::of(&loaded.manifest);
         let observe = tokio::spawn(async move {
             let t = std::time::Instant::now();
             let engine = common::connect().await?;
             let live = engine
-                .observe(&name)
+                .observe(&name, &claims)
                 .await
                 .map_err(|e| miette::miette!("{e}"))?;
             Ok::<_, miette::Report>((engine, live, t.elapsed()))

@@ -74,16 +74,16 @@ impl DockerEngine {
     /// Reads the fleet's live state in four list calls, whatever the fleet's size: containers
     /// by label, containers by name prefix (squatters on our names, leftovers), running
     /// containers publishing ports (squatters on our ports), and patch-record volumes.
-    pub async fn observe(&self, fleet: &str) -> Result<LiveState, EngineError> {
+    /// Reads the fleet's live state. First, concurrently, the containers labelled with the
+    /// fleet (stopped ones too) and the patch-record volumes. Then, only for the claimed names
+    /// and host ports the fleet's own containers do not hold, one list call each for foreign
+    /// containers standing on them: a converged fleet costs one container list, whatever its
+    /// size, and at most three.
+    pub async fn observe(&self, fleet: &str, claims: &Claims) -> Result<LiveState, EngineError> {
         let by_label = self.list(
             HashMap::from([("label".to_string(), vec![format!("{LABEL_FLEET}={fleet}")])]),
             true,
         );
-        let by_name = self.list(
-            HashMap::from([("name".to_string(), vec![format!("^/{fleet}-")])]),
-            true,
-        );
-        let running = self.list(HashMap::new(), false);
         let volumes = self.docker.list_volumes(Some(
             ListVolumesOptionsBuilder::new()
                 .filters(&HashMap::from([(
@@ -92,23 +92,42 @@ impl DockerEngine {
                 )]))
                 .build(),
         ));
-        let (by_label, by_name, running, volumes) =
-            tokio::try_join!(by_label, by_name, running, async {
-                volumes
-                    .await
-                    .map_err(|e| classify(&self.host, "list volumes", e))
-            })?;
+        let (ours, volumes) = tokio::try_join!(by_label, async {
+            volumes
+                .await
+                .map_err(|e| classify(&self.host, "list volumes", e))
+        })?;
+
+        let (names, ports) = unheld_claims(&ours, claims);
+        let by_name = async {
+            if names.is_empty() {
+                return Ok(Vec::new());
+            }
+            // One regular expression: Docker compiles each filter value per container.
+            let pattern = if names.len() <= 64 {
+                let alternatives: Vec<String> = names.iter().map(|n| regex_escape(n)).collect();
+                format!("^/({})$", alternatives.join("|"))
+            } else {
+                format!("^/{}-", regex_escape(fleet))
+            };
+            self.list(HashMap::from([("name".to_string(), vec![pattern])]), true)
+                .await
+        };
+        let by_port = async {
+            if ports.is_empty() {
+                return Ok(Vec::new());
+            }
+            let published = ports.iter().map(u16::to_string).collect();
+            // Running containers only: a stopped one does not hold its port.
+            self.list(HashMap::from([("publish".to_string(), published)]), false)
+                .await
+        };
+        let (by_name, by_port) = tokio::try_join!(by_name, by_port)?;
 
         let mut seen = std::collections::BTreeSet::new();
         let mut containers = Vec::new();
-        for c in by_label.into_iter().chain(by_name) {
+        for c in ours.into_iter().chain(by_name).chain(by_port) {
             if seen.insert(c.id.clone()) {
-                containers.push(c);
-            }
-        }
-        for c in running {
-            // Only foreign containers that publish a port matter for squatting.
-            if !c.ports.is_empty() && seen.insert(c.id.clone()) {
                 containers.push(c);
             }
         }
@@ -143,6 +162,43 @@ impl DockerEngine {
             .map_err(|e| classify(&self.host, "list containers", e))?;
         Ok(list.into_iter().map(live_container).collect())
     }
+}
+
+/// The claimed names no container of the fleet bears, and the claimed host ports no running
+/// container of the fleet publishes: where a foreign container could stand in the way.
+fn unheld_claims(ours: &[LiveContainer], claims: &Claims) -> (Vec<String>, Vec<u16>) {
+    let names: std::collections::HashSet<&str> = ours.iter().map(|c| c.name.as_str()).collect();
+    let ports: std::collections::HashSet<u16> = ours
+        .iter()
+        .filter(|c| c.state.is_running())
+        .flat_map(|c| c.ports.iter().map(|p| p.host_port))
+        .collect();
+    (
+        claims
+            .names
+            .iter()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect(),
+        claims
+            .ports
+            .iter()
+            .copied()
+            .filter(|p| !ports.contains(p))
+            .collect(),
+    )
+}
+
+/// Escapes the characters of a container name that are special in a Go regular expression.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if !ch.is_ascii_alphanumeric() && ch != '-' && ch != '_' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 fn record_from_labels(name: &str, labels: &HashMap<String, String>) -> Option<PatchRecord> {
@@ -405,8 +461,8 @@ impl Engine for DockerEngine {
                 .any(|p| h.starts_with(p))
     }
 
-    async fn observe(&self, fleet: &str) -> Result<LiveState, EngineError> {
-        DockerEngine::observe(self, fleet).await
+    async fn observe(&self, fleet: &str, claims: &Claims) -> Result<LiveState, EngineError> {
+        DockerEngine::observe(self, fleet, claims).await
     }
 
     async fn ensure_network(&self, network: &str, fleet: &str) -> Result<(), EngineError> {
@@ -746,5 +802,54 @@ impl Engine for DockerEngine {
                 other => Err(other),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, state: RunState, port: u16) -> LiveContainer {
+        LiveContainer {
+            id: format!("id-{name}"),
+            name: name.into(),
+            image: "img".into(),
+            state,
+            health: HealthState::None,
+            ports: vec![LivePort {
+                host_ip: "127.0.0.1".into(),
+                host_port: port,
+                container_port: 18789,
+            }],
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_claims_the_fleet_does_not_hold_are_looked_up() {
+        let claims = Claims {
+            names: ["f-a", "f-b", "f-c"].map(String::from).into(),
+            ports: [1001, 1002, 1003].into(),
+        };
+        let ours = vec![
+            container("f-a", RunState::Running, 1001),
+            // Stopped: keeps its name, frees its port.
+            container("f-b", RunState::Exited, 1002),
+        ];
+        let (names, ports) = unheld_claims(&ours, &claims);
+        assert_eq!(names, vec!["f-c".to_string()]);
+        assert_eq!(ports, vec![1002, 1003]);
+        let all = vec![
+            container("f-a", RunState::Running, 1001),
+            container("f-b", RunState::Running, 1002),
+            container("f-c", RunState::Running, 1003),
+        ];
+        assert_eq!(unheld_claims(&all, &claims), (vec![], vec![]));
+    }
+
+    #[test]
+    fn names_are_escaped_for_docker_regular_expressions() {
+        assert_eq!(regex_escape("prod-acme_1"), "prod-acme_1");
+        assert_eq!(regex_escape("prod.eu-acme"), "prod\\.eu-acme");
     }
 }

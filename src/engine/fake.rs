@@ -285,7 +285,7 @@ impl Engine for FakeEngine {
         false
     }
 
-    async fn observe(&self, _fleet: &str) -> Result<LiveState, EngineError> {
+    async fn observe(&self, _fleet: &str, _claims: &Claims) -> Result<LiveState, EngineError> {
         let mut w = self.lock();
         w.call("observe", "", false)?;
         Ok(w.state.clone())

@@ -5,7 +5,7 @@
 pub mod docker;
 pub mod fake;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -229,6 +229,27 @@ pub fn container_labels(
     labels
 }
 
+/// What a declared fleet claims on an engine: its containers' names and its host ports.
+/// Observing looks for foreign containers (squatters) only there, and only where the fleet's
+/// own containers do not hold them already, so a converged fleet is read with one list call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims {
+    pub names: BTreeSet<String>,
+    pub ports: BTreeSet<u16>,
+}
+
+impl Claims {
+    /// Every declared instance's container name and host port, enabled or not.
+    pub fn of(manifest: &crate::manifest::Manifest) -> Claims {
+        let mut claims = Claims::default();
+        for inst in manifest.instances() {
+            claims.names.insert(manifest.container_name(&inst.name));
+            claims.ports.insert(inst.port);
+        }
+        claims
+    }
+}
+
 /// Name of the lock marker container of a fleet (see `apply::lock`).
 pub fn lock_name(fleet: &str) -> String {
     format!("{fleet}.mtp-lock")
@@ -270,7 +291,13 @@ pub trait Engine: Sync {
     /// reachable from mtp (a unix socket, or tcp to a loopback address).
     fn is_local(&self) -> bool;
 
-    fn observe(&self, fleet: &str) -> impl Future<Output = Result<LiveState, EngineError>> + Send;
+    /// The fleet's containers and patch records, plus the foreign containers that stand on
+    /// one of the names or host ports the declared fleet `claims`.
+    fn observe(
+        &self,
+        fleet: &str,
+        claims: &Claims,
+    ) -> impl Future<Output = Result<LiveState, EngineError>> + Send;
 
     /// Creates the fleet's network (labelled `mtp.fleet`) unless it exists.
     fn ensure_network(

@@ -29,6 +29,7 @@ use crate::apply::ws_probe::WsProbe;
 use crate::apply::{
     ApplyOptions, ApplyReport, Cancel, Executor, Progress, Status as TenantStatus, TenantOutcome,
 };
+use crate::engine::Claims;
 use crate::engine::docker::DockerEngine;
 use crate::manifest::LoadedManifest;
 use crate::plan::{ActionKind, Desired, Plan};
@@ -478,7 +479,8 @@ impl Daemon {
         }
 
         // 2. Plan against the live engine.
-        let live = match self.engine.observe(&fleet).await {
+        let claims = Claims::of(&good.loaded.manifest);
+        let live = match self.engine.observe(&fleet, &claims).await {
             Ok(l) => l,
             Err(e) => return ("error", format!("cannot observe the engine: {e}")),
         };
@@ -551,7 +553,7 @@ impl Daemon {
             .filter(|o| matches!(o.status, TenantStatus::Failed | TenantStatus::RolledBack))
             .map(|o| o.tenant.clone())
             .collect();
-        if let Ok(after) = self.engine.observe(&fleet).await {
+        if let Ok(after) = self.engine.observe(&fleet, &claims).await {
             self.status.lock().unwrap().set_live(&fleet, &after);
         }
         let commit = good.rev.commit_str();
