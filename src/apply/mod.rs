@@ -11,10 +11,13 @@
 //! - tenant data lives in the bind-mounted data dir, never in a container, so removing a
 //!   container never loses data;
 //! - a recycle creates `<name>.next` beside the old container (the planner reports a stray
-//!   `.next` as a leftover that apply removes first), stops the old one, starts and gates the
-//!   new one, removes the old one and only then renames `.next` to the canonical name. Killed
-//!   before the rename, the next plan sees a stopped or running old container (recycle again)
-//!   or none (create) plus the leftover; killed after, it sees the new container, canonical;
+//!   `.next` or `.old` as a leftover that apply removes first), stops the old one, starts the
+//!   new one and gates it while renaming the old one `<name>.old`, then renames `.next` to the
+//!   canonical name; the old container is removed while the next tenants are worked on (a
+//!   failed gate removes `.next`, gives the old one its name back and starts it). Killed
+//!   before the old one stepped aside, the next plan sees a stopped or running old container
+//!   (recycle again) plus the leftover; killed between the two renames, no canonical container
+//!   (create) plus leftovers; killed after, the new container, canonical, and perhaps `.old`;
 //! - a patch records the new spec only after the change is made, so a kill in between replans
 //!   the (idempotent) patch.
 
@@ -38,7 +41,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine::{Engine, LiveState, NEXT_SUFFIX, PatchRecord, container_labels, record_name};
+use crate::engine::{
+    Engine, LiveState, NEXT_SUFFIX, OLD_SUFFIX, PatchRecord, container_labels, record_name,
+};
 use crate::plan::{ActionKind, ChangeClass, Plan, Remedy, TenantAction};
 use crate::render::ContainerSpec;
 
@@ -186,6 +191,10 @@ pub struct ApplyReport {
     pub interrupted: bool,
     /// Stopped for a reason not tied to a tenant (the lock was lost).
     pub halted: Option<String>,
+    /// Replaced containers (`<name>.old`) whose removal failed; the next plan lists them as
+    /// leftovers and apply removes them first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<String>,
 }
 
 impl ApplyReport {
@@ -254,6 +263,15 @@ struct Run<'r> {
     steps: Vec<(String, Instant)>,
     /// The container the tenant ends up with, when the action made a new one.
     created: Option<String>,
+    /// The container a recycle replaced, stopped and renamed `<name>.old`, to be removed.
+    retired: Option<Retired>,
+}
+
+/// A container replaced by a recycle, left for removal off the rollout's critical path.
+struct Retired {
+    tenant: String,
+    id: String,
+    name: String,
 }
 
 impl Run<'_> {
@@ -283,7 +301,10 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             outcomes: Vec::new(),
             interrupted: false,
             halted: None,
+            leftovers: Vec::new(),
         };
+        // Containers replaced by a recycle: removed while the next tenants are worked on.
+        let mut retired: Vec<Retired> = Vec::new();
         let parallel = self.opts.parallel.max(1);
         // Docker does not keep network names unique: concurrent creates of a missing network
         // would each make one. So the networks are ensured once, up front, one at a time.
@@ -325,17 +346,24 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                     end += 1;
                 }
             }
-            let outcomes: Vec<TenantOutcome> = futures_util::stream::iter(&work[i..end])
+            let batch = futures_util::stream::iter(&work[i..end])
                 .map(|a| self.tenant(a, &halted))
                 .buffered(parallel)
-                .collect()
-                .await;
-            report.outcomes.extend(outcomes);
+                .collect::<Vec<_>>();
+            let (results, failed) =
+                tokio::join!(batch, self.remove_retired(std::mem::take(&mut retired)));
+            report.leftovers.extend(failed);
+            for (outcome, old) in results {
+                report.outcomes.push(outcome);
+                retired.extend(old);
+            }
             if halted.load(Ordering::SeqCst) {
                 break;
             }
             i = end;
         }
+        let failed = self.remove_retired(retired).await;
+        report.leftovers.extend(failed);
         let done: std::collections::BTreeSet<String> =
             report.outcomes.iter().map(|o| o.tenant.clone()).collect();
         for a in work.iter().filter(|a| !done.contains(&a.tenant)) {
@@ -358,13 +386,42 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         report
     }
 
-    async fn tenant(&self, a: &TenantAction, halted: &AtomicBool) -> TenantOutcome {
+    /// Removes containers replaced by recycles; returns a line for each it could not remove.
+    async fn remove_retired(&self, retired: Vec<Retired>) -> Vec<String> {
+        let removals = retired.into_iter().map(|r| async move {
+            match self.engine.remove(&r.id).await {
+                Ok(()) => None,
+                Err(e) => {
+                    let line = format!(
+                        "{} ({}): the replaced container of `{}` could not be removed: {e}",
+                        r.name,
+                        short(&r.id),
+                        r.tenant
+                    );
+                    tracing::warn!("{line}");
+                    Some(line)
+                }
+            }
+        });
+        futures_util::future::join_all(removals)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn tenant(
+        &self,
+        a: &TenantAction,
+        halted: &AtomicBool,
+    ) -> (TenantOutcome, Option<Retired>) {
         let started = Instant::now();
         let mut run = Run {
             tenant: &a.tenant,
             waits: Waits::default(),
             steps: Vec::new(),
             created: None,
+            retired: None,
         };
         let result = if halted.load(Ordering::SeqCst) || self.cancel.is_cancelled() {
             None
@@ -402,7 +459,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             steps,
         };
         self.progress.end(&outcome);
-        outcome
+        (outcome, run.retired)
     }
 
     /// Announces a step of the tenant's action and starts timing it.
@@ -698,15 +755,26 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             Ok::<(), String>(())
         }
         .await;
-        let attempt = match attempt {
-            Ok(()) => match self.gate(new_id, spec, run).await {
-                Ok(_) => Ok(()),
-                Err(g) => Err(format!(
-                    "the new container failed its health gate: {g}{}",
-                    self.failure_context(new_id).await
-                )),
-            },
-            Err(e) => Err(e),
+        // While the new container is gated, the stopped old one steps aside as `<name>.old`,
+        // off the critical path: once the new one is healthy it takes the canonical name at
+        // once, and the old one is removed while the next tenants are worked on.
+        let old_name = format!("{}{OLD_SUFFIX}", spec.name);
+        let (attempt, stepped_aside) = match attempt {
+            Ok(()) => {
+                let (gated, renamed) = tokio::join!(
+                    self.gate(new_id, spec, run),
+                    self.engine.rename(old_id, &old_name)
+                );
+                let attempt = match gated {
+                    Ok(_) => Ok(()),
+                    Err(g) => Err(format!(
+                        "the new container failed its health gate: {g}{}",
+                        self.failure_context(new_id).await
+                    )),
+                };
+                (attempt, renamed.is_ok())
+            }
+            Err(e) => (Err(e), false),
         };
 
         if let Err(reason) = attempt {
@@ -714,6 +782,11 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             if let Err(e) = self.engine.remove(new_id).await {
                 return Err(Failure::failed(format!(
                     "{reason}; removing the new container failed: {e}; the old one is stopped"
+                )));
+            }
+            if stepped_aside && let Err(e) = self.engine.rename(old_id, &spec.name).await {
+                return Err(Failure::failed(format!(
+                    "{reason}; giving the old container its name back failed: {e}; it is stopped as {old_name}"
                 )));
             }
             // The new config may already be in the shared data dir: put the old one back.
@@ -759,12 +832,20 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             };
         }
 
-        self.step(run, "removing the old container");
-        self.engine.remove(old_id).await.map_err(|e| {
-            Failure::failed(format!(
-                "the new container is healthy as {next_name}, but removing the old one failed: {e}; apply again"
-            ))
-        })?;
+        if stepped_aside {
+            run.retired = Some(Retired {
+                tenant: a.tenant.clone(),
+                id: old_id.to_string(),
+                name: old_name,
+            });
+        } else {
+            self.step(run, "removing the old container");
+            self.engine.remove(old_id).await.map_err(|e| {
+                Failure::failed(format!(
+                    "the new container is healthy as {next_name}, but removing the old one failed: {e}; apply again"
+                ))
+            })?;
+        }
         self.step(run, "renaming the new container");
         self.engine.rename(new_id, &spec.name).await.map_err(|e| {
             Failure::failed(format!(

@@ -187,7 +187,7 @@ async fn create_starts_gates_and_converges() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn recycle_stops_old_before_starting_new_then_renames() {
+async fn recycle_stops_old_before_starting_new_then_renames_and_removes_the_old_last() {
     let (engine, _) = fleet_v1().await;
     let old_id = engine
         .state()
@@ -227,8 +227,10 @@ async fn recycle_stops_old_before_starting_new_then_renames() {
             "stop ut-bravo",
             &format!("write-config {}", c.id),
             "start ut-bravo.next",
-            "remove ut-bravo",
+            // Gated while the old one steps aside; then named, then the old one removed.
+            "rename ut-bravo.old",
             "rename ut-bravo",
+            "remove ut-bravo.old",
         ]
     );
     let rec = &out.audit[0];
@@ -626,7 +628,11 @@ async fn a_changed_config_is_written_after_the_old_stops_and_restored_on_rollbac
             "stop ut-alpha",
             &format!("write-config {new_id}"),
             "start ut-alpha.next",
+            // The old container steps aside while the new one is gated...
+            "rename ut-alpha.old",
+            // ...and gets its name back when the gate fails.
             "remove ut-alpha.next",
+            "rename ut-alpha",
             &format!("write-config {old_id}"),
             "start ut-alpha",
         ]

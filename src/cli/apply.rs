@@ -305,6 +305,11 @@ pub fn summary(r: &ApplyReport) -> String {
     if let Some(why) = &r.halted {
         out.push_str(&format!("Stopped: {why}\n"));
     }
+    for line in &r.leftovers {
+        out.push_str(&format!(
+            "Left over: {line}; the next plan lists it and apply removes it\n"
+        ));
+    }
     let width = r.outcomes.iter().map(|o| o.tenant.len()).max().unwrap_or(0);
     for o in &r.outcomes {
         out.push_str(&format!(

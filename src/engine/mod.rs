@@ -25,6 +25,9 @@ pub const LABEL_SEQ: &str = "mtp.seq";
 pub const LABEL_RECORD: &str = "mtp.record";
 /// Suffix of the container name used for the new container during a recycle.
 pub const NEXT_SUFFIX: &str = ".next";
+/// Suffix of the container a recycle replaced, between its new container's gate and its
+/// removal.
+pub const OLD_SUFFIX: &str = ".old";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

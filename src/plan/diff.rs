@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::*;
-use crate::engine::{HealthState, LiveContainer, LiveState, NEXT_SUFFIX};
+use crate::engine::{HealthState, LiveContainer, LiveState, NEXT_SUFFIX, OLD_SUFFIX};
 use crate::render::{ContainerSpec, FieldClass, config_change_class, field_class, hash_fields};
 
 /// The declared side of a plan.
@@ -269,6 +269,11 @@ fn plan_instance(
             (
                 DriftKind::Leftover,
                 "temporary container of an interrupted recycle".to_string(),
+            )
+        } else if c.name == format!("{}{OLD_SUFFIX}", spec.name) {
+            (
+                DriftKind::Leftover,
+                "container replaced by a recycle, not yet removed".to_string(),
             )
         } else {
             (

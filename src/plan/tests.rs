@@ -106,7 +106,7 @@ fn tenant_choice() -> impl Strategy<Value = TenantChoice> {
 /// missing, some stopped, some with older settings), plus orphans and leftovers.
 fn scenario() -> impl Strategy<Value = (Vec<TenantChoice>, LiveState)> {
     (
-        prop::collection::vec((tenant_choice(), tenant_choice(), 0u8..5), 0..7),
+        prop::collection::vec((tenant_choice(), tenant_choice(), 0u8..7), 0..7),
         0usize..3,
     )
         .prop_map(|(pairs, orphans)| {
@@ -135,6 +135,18 @@ fn scenario() -> impl Strategy<Value = (Vec<TenantChoice>, LiveState)> {
                         next.labels.insert("mtp.role".into(), "next".into());
                         engine.state_mut().containers.push(c);
                         engine.state_mut().containers.push(next);
+                    }
+                    // A recycle killed after the old container stepped aside: with or
+                    // without the new one renamed already.
+                    3 | 4 => {
+                        let mut old = engine.container_for(spec, FLEET);
+                        old.name = format!("{}.old", spec.name);
+                        old.state = RunState::Exited;
+                        engine.state_mut().containers.push(old);
+                        if pairs[i].2 == 3 {
+                            let c = engine.container_for(spec, FLEET);
+                            engine.state_mut().containers.push(c);
+                        }
                     }
                     _ => {
                         let c = engine.container_for(spec, FLEET);
