@@ -10,7 +10,8 @@
 //! Crash safety (SIGKILL at any instant), by construction of each action:
 //! - tenant data lives in the bind-mounted data dir, never in a container, so removing a
 //!   container never loses data;
-//! - a recycle creates `<name>.next` beside the old container (the planner reports a stray
+//! - a recycle creates `<name>.next` beside the old container (ahead of its turn, while the
+//!   tenant before it is worked on, when it can; the planner reports a stray
 //!   `.next` or `.old` as a leftover that apply removes first), stops the old one, starts the
 //!   new one and gates it while renaming the old one `<name>.old`, then renames `.next` to the
 //!   canonical name; the old container is removed while the next tenants are worked on (a
@@ -263,12 +264,16 @@ struct Run<'r> {
     steps: Vec<(String, Instant)>,
     /// The container the tenant ends up with, when the action made a new one.
     created: Option<String>,
-    /// The container a recycle replaced, stopped and renamed `<name>.old`, to be removed.
-    retired: Option<Retired>,
+    /// The recycle's `<name>.next`, created ahead while the tenant before was worked on.
+    prepared: Option<Aside>,
+    /// Containers to remove once the action is over: the one a recycle replaced (stopped and
+    /// renamed `<name>.old`), or a `.next` made ahead and not used.
+    retired: Vec<Aside>,
 }
 
-/// A container replaced by a recycle, left for removal off the rollout's critical path.
-struct Retired {
+/// A container of a tenant that apply makes or removes beside the tenant's own action, off
+/// the rollout's critical path.
+struct Aside {
     tenant: String,
     id: String,
     name: String,
@@ -304,7 +309,9 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             leftovers: Vec::new(),
         };
         // Containers replaced by a recycle: removed while the next tenants are worked on.
-        let mut retired: Vec<Retired> = Vec::new();
+        let mut retired: Vec<Aside> = Vec::new();
+        // The next recycle's `<name>.next`, created while the tenant before it is worked on.
+        let mut prepared: Option<Aside> = None;
         let parallel = self.opts.parallel.max(1);
         // Docker does not keep network names unique: concurrent creates of a missing network
         // would each make one. So the networks are ensured once, up front, one at a time.
@@ -346,22 +353,33 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                     end += 1;
                 }
             }
+            let mut ready = prepared.take();
             let batch = futures_util::stream::iter(&work[i..end])
-                .map(|a| self.tenant(a, &halted))
+                .map(|a| {
+                    let mine = ready.take_if(|p| p.tenant == a.tenant);
+                    self.tenant(a, &halted, mine)
+                })
                 .buffered(parallel)
                 .collect::<Vec<_>>();
-            let (results, failed) =
-                tokio::join!(batch, self.remove_retired(std::mem::take(&mut retired)));
+            let (results, failed, next) = tokio::join!(
+                batch,
+                self.remove_retired(std::mem::take(&mut retired)),
+                self.prepare(work.get(end).copied())
+            );
             report.leftovers.extend(failed);
-            for (outcome, old) in results {
+            retired.extend(ready);
+            prepared = next;
+            for (outcome, asides) in results {
                 report.outcomes.push(outcome);
-                retired.extend(old);
+                retired.extend(asides);
             }
             if halted.load(Ordering::SeqCst) {
                 break;
             }
             i = end;
         }
+        // A `.next` made ahead for a tenant that was not reached is not needed.
+        retired.extend(prepared);
         let failed = self.remove_retired(retired).await;
         report.leftovers.extend(failed);
         let done: std::collections::BTreeSet<String> =
@@ -386,14 +404,52 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         report
     }
 
-    /// Removes containers replaced by recycles; returns a line for each it could not remove.
-    async fn remove_retired(&self, retired: Vec<Retired>) -> Vec<String> {
+    /// Creates the `<name>.next` container of `a` ahead of its turn when `a` is a recycle
+    /// that can start with it (nothing to clear first). Any failure is left for the recycle
+    /// itself to meet and report.
+    async fn prepare(&self, a: Option<&TenantAction>) -> Option<Aside> {
+        let a = a?;
+        let clears_first = a.drift.iter().any(|d| d.remedy == Remedy::RemoveContainer);
+        if a.action != ActionKind::Recycle
+            || a.blocked.is_some()
+            || a.live.is_none()
+            || clears_first
+            || self.cancel.is_cancelled()
+        {
+            return None;
+        }
+        let spec = self.specs.get(&a.tenant)?;
+        if a.desired_hash.as_deref() != Some(spec.hash().as_str()) {
+            return None;
+        }
+        let name = format!("{}{NEXT_SUFFIX}", spec.name);
+        let labels = container_labels(
+            spec,
+            &self.plan.fleet,
+            self.plan.commit.as_deref(),
+            Some("next"),
+        );
+        let id = self
+            .engine
+            .create_container(&name, spec, &labels)
+            .await
+            .ok()?;
+        Some(Aside {
+            tenant: a.tenant.clone(),
+            id,
+            name,
+        })
+    }
+
+    /// Removes containers replaced by recycles (or made ahead and not used); returns a line
+    /// for each it could not remove.
+    async fn remove_retired(&self, retired: Vec<Aside>) -> Vec<String> {
         let removals = retired.into_iter().map(|r| async move {
             match self.engine.remove(&r.id).await {
                 Ok(()) => None,
                 Err(e) => {
                     let line = format!(
-                        "{} ({}): the replaced container of `{}` could not be removed: {e}",
+                        "{} ({}) of `{}` could not be removed: {e}",
                         r.name,
                         short(&r.id),
                         r.tenant
@@ -414,14 +470,16 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         &self,
         a: &TenantAction,
         halted: &AtomicBool,
-    ) -> (TenantOutcome, Option<Retired>) {
+        prepared: Option<Aside>,
+    ) -> (TenantOutcome, Vec<Aside>) {
         let started = Instant::now();
         let mut run = Run {
             tenant: &a.tenant,
             waits: Waits::default(),
             steps: Vec::new(),
             created: None,
-            retired: None,
+            prepared,
+            retired: Vec::new(),
         };
         let result = if halted.load(Ordering::SeqCst) || self.cancel.is_cancelled() {
             None
@@ -459,6 +517,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             steps,
         };
         self.progress.end(&outcome);
+        run.retired.extend(run.prepared);
         (outcome, run.retired)
     }
 
@@ -697,13 +756,21 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .ok_or_else(|| Failure::failed("recycle needs a live container"))?;
         let old_id = old.container_id.as_str();
         let next_name = format!("{}{NEXT_SUFFIX}", spec.name);
-        self.step(run, &format!("creating {next_name}"));
-        let labels = container_labels(spec, fleet, self.plan.commit.as_deref(), Some("next"));
-        let new_id = self
-            .engine
-            .create_container(&next_name, spec, &labels)
-            .await
-            .map_err(|e| Failure::failed(format!("cannot create {next_name}: {e}")))?;
+        let new_id = match run.prepared.take() {
+            Some(ahead) => {
+                self.step(run, &format!("{next_name} created ahead"));
+                ahead.id
+            }
+            None => {
+                self.step(run, &format!("creating {next_name}"));
+                let labels =
+                    container_labels(spec, fleet, self.plan.commit.as_deref(), Some("next"));
+                self.engine
+                    .create_container(&next_name, spec, &labels)
+                    .await
+                    .map_err(|e| Failure::failed(format!("cannot create {next_name}: {e}")))?
+            }
+        };
         let new_id = new_id.as_str();
 
         // The data dir is shared by the old and the new container: a changed openclaw.json
@@ -833,7 +900,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         }
 
         if stepped_aside {
-            run.retired = Some(Retired {
+            run.retired.push(Aside {
                 tenant: a.tenant.clone(),
                 id: old_id.to_string(),
                 name: old_name,

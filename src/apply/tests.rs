@@ -244,6 +244,51 @@ async fn recycle_stops_old_before_starting_new_then_renames_and_removes_the_old_
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_next_recycles_container_is_made_ahead_and_the_old_ones_removed_behind() {
+    let (engine, _) = fleet_v1().await;
+    let mut v2 = V1;
+    for t in &mut v2 {
+        t.2 = "gw:2";
+    }
+    let s2 = specs(&v2);
+    engine.world().calls.clear();
+    let out = apply(&engine, &s2).await;
+    assert!(out.report.succeeded(), "{:?}", out.report);
+    converged(&engine, &s2);
+    // Exactly one container per tenant: nothing made ahead or replaced is left.
+    let names: Vec<String> = engine
+        .state()
+        .containers
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(names, ["ut-alpha", "ut-bravo", "ut-charlie"]);
+    let calls = engine.world().calls.clone();
+    let at = |call: &str| {
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("no `{call}` in {calls:?}"))
+    };
+    // bravo's `.next` exists before alpha is done; alpha's old container goes after.
+    assert!(
+        at("create ut-bravo.next") < at("rename ut-alpha"),
+        "{calls:?}"
+    );
+    assert!(
+        at("remove ut-alpha.old") > at("rename ut-alpha"),
+        "{calls:?}"
+    );
+    let steps = |t: &str| -> Vec<String> {
+        let o = out.report.outcomes.iter().find(|o| o.tenant == t).unwrap();
+        o.steps.iter().map(|(name, _)| name.clone()).collect()
+    };
+    assert_eq!(steps("alpha")[0], "creating ut-alpha.next");
+    assert_eq!(steps("bravo")[0], "ut-bravo.next created ahead");
+    assert_eq!(steps("charlie")[0], "ut-charlie.next created ahead");
+}
+
 async fn rollback_case(b: Behaviour) {
     let (engine, _) = fleet_v1().await;
     let before = engine.state();
