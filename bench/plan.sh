@@ -116,6 +116,12 @@ EOF
     names+=("compose no-op")
   fi
 
+  # Let the creation storm settle (dockerd, shims, the kernel's network setup) before timing.
+  for _ in $(seq 1 "${SETTLE_S:-120}"); do
+    awk '{ exit !($1 < 4) }' /proc/loadavg && break
+    sleep 1
+  done
+  echo "   machine before timing: load average $(cut -d' ' -f1-3 /proc/loadavg), $(docker ps -q | wc -l) containers running" >&2
   args=()
   for k in "${!cmds[@]}"; do args+=(-n "${names[$k]} ($N)" "${cmds[$k]}"); done
   hyperfine --warmup 2 --runs "$RUNS" --export-json "$dir/hyperfine.json" "${args[@]}" >&2

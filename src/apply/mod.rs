@@ -621,6 +621,9 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             }
             ActionKind::Remove => self.remove(a, &live_id()?, run).await,
         };
+        if result.is_ok() {
+            self.record_managed(a).await;
+        }
         if a.action != ActionKind::Noop {
             let (outcome, detail) = match &result {
                 Ok(d) => ("ok", d.clone()),
@@ -634,6 +637,24 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             self.audit(a, a.action.verb(), outcome, container, Some(detail));
         }
         result
+    }
+
+    /// Keeps the engine's record of which tenants mtp made a container for: set after a
+    /// tenant's action succeeded (fleets made before the record existed get it on their next
+    /// action), cleared when the tenant's container was removed on purpose. A failure here
+    /// costs only the drift report of a later removal behind mtp's back, so it is logged.
+    async fn record_managed(&self, a: &TenantAction) {
+        let fleet = &self.plan.fleet;
+        let marked = self.live.managed.contains(&a.tenant);
+        let r = match a.action {
+            ActionKind::Remove => self.engine.unmark_managed(fleet, &a.tenant).await,
+            ActionKind::Noop => Ok(()),
+            _ if marked => Ok(()),
+            _ => self.engine.mark_managed(fleet, &a.tenant).await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(tenant = %a.tenant, "cannot record the tenant as managed: {e}");
+        }
     }
 
     /// Whether the gateway may be checked directly (its port may be reachable from here).

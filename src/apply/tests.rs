@@ -183,7 +183,11 @@ async fn create_starts_gates_and_converges() {
         .map(String::as_str)
         .filter(|c| c.contains("alpha") && !c.starts_with("inspect"))
         .collect();
-    assert_eq!(calls, ["create ut-alpha", "start ut-alpha"]);
+    // Once healthy, the engine records that mtp made it (a later removal by hand is drift).
+    assert_eq!(
+        calls,
+        ["create ut-alpha", "start ut-alpha", "mark-managed alpha"]
+    );
 }
 
 #[tokio::test(start_paused = true)]

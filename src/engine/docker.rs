@@ -88,7 +88,7 @@ impl DockerEngine {
             ListVolumesOptionsBuilder::new()
                 .filters(&HashMap::from([(
                     "label".to_string(),
-                    vec![format!("{LABEL_FLEET}={fleet}"), LABEL_RECORD.to_string()],
+                    vec![format!("{LABEL_FLEET}={fleet}")],
                 )]))
                 .build(),
         ));
@@ -133,16 +133,22 @@ impl DockerEngine {
         }
         containers.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
 
+        let volumes = volumes.volumes.unwrap_or_default();
         let mut records: Vec<PatchRecord> = volumes
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
+            .iter()
+            .filter(|v| v.labels.contains_key(LABEL_RECORD))
             .filter_map(|v| record_from_labels(&v.name, &v.labels))
             .collect();
         records.sort_by(|a, b| a.name.cmp(&b.name));
+        let managed = volumes
+            .iter()
+            .filter(|v| v.labels.contains_key(LABEL_MANAGED))
+            .filter_map(|v| v.labels.get(LABEL_TENANT).cloned())
+            .collect();
         Ok(LiveState {
             containers,
             records,
+            managed,
         })
     }
 
@@ -703,6 +709,32 @@ impl Engine for DockerEngine {
             .await
             .map_err(|e| classify(&self.host, "write patch record", e))?;
         Ok(())
+    }
+
+    async fn mark_managed(&self, fleet: &str, tenant: &str) -> Result<(), EngineError> {
+        let req = bollard::models::VolumeCreateRequest {
+            name: Some(managed_name(fleet, tenant)),
+            labels: Some(
+                label_map(&[
+                    (LABEL_FLEET, fleet),
+                    (LABEL_TENANT, tenant),
+                    (LABEL_MANAGED, "1"),
+                ])
+                .into_iter()
+                .collect(),
+            ),
+            ..Default::default()
+        };
+        // Creating an existing volume returns it: marking twice is harmless.
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&self.host, "record the tenant as managed", e))
+    }
+
+    async fn unmark_managed(&self, fleet: &str, tenant: &str) -> Result<(), EngineError> {
+        self.remove_record(&managed_name(fleet, tenant)).await
     }
 
     async fn remove_record(&self, name: &str) -> Result<(), EngineError> {

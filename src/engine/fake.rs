@@ -164,6 +164,7 @@ impl FakeEngine {
                     }
                     let c = self.container_for(spec, &fleet);
                     self.state_mut().containers.push(c);
+                    self.state_mut().managed.insert(a.tenant.clone());
                 }
                 ActionKind::Patch => {
                     let spec = spec.expect("patch has a spec");
@@ -208,6 +209,7 @@ impl FakeEngine {
                     let id = live_id.expect("remove has a live container");
                     self.state_mut().containers.retain(|c| c.id != id);
                     self.state_mut().records.retain(|r| r.container_id != id);
+                    self.state_mut().managed.remove(&a.tenant);
                 }
                 ActionKind::Noop => {}
             }
@@ -474,6 +476,20 @@ impl Engine for FakeEngine {
         w.state.records.retain(|r| r.name != record.name);
         w.state.records.push(record.clone());
         w.state.records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
+    }
+
+    async fn mark_managed(&self, _fleet: &str, tenant: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("mark-managed", tenant, true)?;
+        w.state.managed.insert(tenant.to_string());
+        Ok(())
+    }
+
+    async fn unmark_managed(&self, _fleet: &str, tenant: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("unmark-managed", tenant, true)?;
+        w.state.managed.remove(tenant);
         Ok(())
     }
 

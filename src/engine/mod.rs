@@ -23,6 +23,8 @@ pub const LABEL_CONTAINER: &str = "mtp.container";
 pub const LABEL_SEQ: &str = "mtp.seq";
 /// Marks a volume as a patch record (see [`PatchRecord`]).
 pub const LABEL_RECORD: &str = "mtp.record";
+/// Marks a volume as the sign that mtp made a tenant's container (see [`managed_name`]).
+pub const LABEL_MANAGED: &str = "mtp.managed";
 /// Suffix of the container name used for the new container during a recycle.
 pub const NEXT_SUFFIX: &str = ".next";
 /// Suffix of the container a recycle replaced, between its new container's gate and its
@@ -151,6 +153,10 @@ pub struct LiveState {
     /// fleet's names (`<fleet>-...`) or publish a host port (for squatter detection).
     pub containers: Vec<LiveContainer>,
     pub records: Vec<PatchRecord>,
+    /// Tenants mtp has made a container for (and not removed since): a tenant listed here
+    /// without a container had it removed behind mtp's back.
+    #[serde(default)]
+    pub managed: BTreeSet<String>,
 }
 
 impl LiveState {
@@ -173,6 +179,7 @@ impl LiveState {
                     .iter()
                     .map(|r| format!("r {} {}", r.name, r.spec_hash)),
             )
+            .chain(self.managed.iter().map(|t| format!("m {t}")))
             .collect();
         parts.sort();
         let digest = Sha256::digest(parts.join("\n").as_bytes());
@@ -365,6 +372,20 @@ pub trait Engine: Sync {
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn remove_record(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
 
+    /// Records that mtp made a container for `tenant` (idempotent), so that its later
+    /// disappearance is seen as drift rather than as a tenant never created.
+    fn mark_managed(
+        &self,
+        fleet: &str,
+        tenant: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Forgets it, when mtp removes the tenant's container on purpose.
+    fn unmark_managed(
+        &self,
+        fleet: &str,
+        tenant: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
     /// Streams a tar archive of `path` inside container `id` into `sink`; returns its size.
     fn download_archive(
         &self,
@@ -384,6 +405,12 @@ pub trait Engine: Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<Marker>, EngineError>> + Send;
+}
+
+/// Name of the volume recording that mtp made a tenant's container: `<fleet>-<tenant>.mtp`.
+/// It holds no data; only its name and labels matter.
+pub fn managed_name(fleet: &str, tenant: &str) -> String {
+    format!("{fleet}-{tenant}.mtp")
 }
 
 /// Name of a patch-record volume: `<container>.patch-<hash12>`.

@@ -293,7 +293,20 @@ fn plan_instance(
     let Some(current) = canonical else {
         if spec.enabled {
             action.action = ActionKind::Create;
-            action.reasons.push("no container yet".into());
+            if live.managed.contains(tenant) {
+                action.drift.push(Drift {
+                    kind: DriftKind::Missing,
+                    container: spec.name.clone(),
+                    container_id: String::new(),
+                    detail: "the container mtp made for this tenant was removed outside mtp".into(),
+                    remedy: Remedy::FixedByAction,
+                });
+                action
+                    .reasons
+                    .push("its container was removed outside mtp; created again, data kept".into());
+            } else {
+                action.reasons.push("no container yet".into());
+            }
             action.changes = desired_fields
                 .iter()
                 .map(|(k, v)| change(k, None, Some(v.clone())))

@@ -321,3 +321,22 @@ fn plan_json_follows_the_checked_in_schema() {
         assert!(errors.is_empty(), "{errors:#?}");
     }
 }
+
+#[test]
+fn a_container_removed_behind_our_back_is_drift_not_a_new_tenant() {
+    let now = specs(&one(0, 0, 0, 0));
+    let mut live = LiveState::default();
+    // Never made: a plain create.
+    let p = plan(&desired(now.clone()), &live, &opts(false));
+    let a = p.action("t0").unwrap();
+    assert_eq!((a.action, a.drift.len()), (ActionKind::Create, 0));
+    assert_eq!(a.reasons, ["no container yet"]);
+    // Made by mtp, then removed by hand: a create that says why.
+    live.managed.insert("t0".into());
+    let p = plan(&desired(now), &live, &opts(false));
+    let a = p.action("t0").unwrap();
+    assert_eq!(a.action, ActionKind::Create);
+    assert_eq!(a.drift[0].kind, DriftKind::Missing);
+    assert_eq!(a.drift[0].remedy, Remedy::FixedByAction);
+    assert!(crate::report::human(&p, false).contains("removed outside mtp"));
+}
