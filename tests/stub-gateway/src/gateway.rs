@@ -49,7 +49,8 @@ pub struct Gateway {
     pub state_dir: PathBuf,
     pub tick_ms: u64,
     pub shutdown: broadcast::Sender<()>,
-    pub patches: Mutex<Vec<Instant>>,
+    /// config.patch's write budget: when the current window opened, writes in it.
+    pub patches: Mutex<(Option<Instant>, u32)>,
     pub conns: AtomicU64,
 }
 
@@ -179,7 +180,7 @@ async fn serve(addr: SocketAddr, token: Option<String>, loaded: Loaded, state: P
         state_dir: state,
         tick_ms: knob_ms("STUB_TICK_MS", 30_000).max(10),
         shutdown,
-        patches: Mutex::new(Vec::new()),
+        patches: Mutex::new((None, 0)),
         conns: AtomicU64::new(0),
     });
     let listener = match tokio::net::TcpListener::bind(addr).await {

@@ -1,6 +1,6 @@
 //! The RPC methods a fleet tool uses, with the gateway's scope rules.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
@@ -181,20 +181,32 @@ fn config_patch(gw: &Gateway, params: &Value) -> Result<Value, Value> {
         ))
     })?;
     {
-        let mut times = gw.patches.lock().unwrap();
-        times.retain(|t| t.elapsed().as_secs() < 60);
-        if times.len() >= 30 {
-            let wait = 60_000 - times[0].elapsed().as_millis() as u64;
+        // As the real gateway's control-plane write budget: 30 per fixed 60 s window opened
+        // by the first write, every attempt counted (stale ones too).
+        let mut window = gw.patches.lock().unwrap();
+        let fresh = window
+            .0
+            .is_none_or(|start| start.elapsed() >= Duration::from_secs(60));
+        if fresh {
+            *window = (Some(Instant::now()), 0);
+        }
+        if window.1 >= 30 {
+            let start = window.0.expect("window open");
+            let wait = Duration::from_secs(60).saturating_sub(start.elapsed());
+            let wait_ms = wait.as_millis() as u64;
             let mut e = error(
                 "UNAVAILABLE",
-                "rate limit exceeded for config.patch; retry later",
-                Some(json!({"code": "RATE_LIMITED"})),
+                &format!(
+                    "rate limit exceeded for config.patch; retry after {}s",
+                    wait_ms.div_ceil(1000)
+                ),
+                Some(json!({"method": "config.patch", "limit": "30 per 60s"})),
             );
             e["retryable"] = json!(true);
-            e["retryAfterMs"] = json!(wait);
+            e["retryAfterMs"] = json!(wait_ms);
             return Err(e);
         }
-        times.push(Instant::now());
+        window.1 += 1;
     }
     let (path, old_source, current) = {
         let live = gw.config.lock().unwrap();

@@ -361,6 +361,79 @@ fn config_patch_compare_and_swap_and_hot_reload() {
     });
 }
 
+/// The shape is the real gateway's (openclaw 2026.9.6, its control-plane write budget: a fixed
+/// 60 s window per client, `UNAVAILABLE`, `retryable`, `retryAfterMs`, details `{method,
+/// limit}`), read from its source. Not run against the real gateway: only loopback callers
+/// get the admin scope, and `gateway call` takes ~3 s a call there, so 31 writes cost minutes.
+#[test]
+fn config_patch_allows_30_writes_a_minute_then_asks_to_retry() {
+    let s = stub();
+    s.wait_ready();
+    rt().block_on(async {
+        let (mut ws, hello) = connect(&s.ws(), json!(["operator.admin"])).await;
+        assert_eq!(hello["ok"], true, "{hello}");
+        for i in 0..31 {
+            let got = req(&mut ws, &format!("g{i}"), "config.get", json!({})).await;
+            let hash = got["payload"]["hash"].as_str().unwrap().to_string();
+            let raw = format!("{{agents:{{defaults:{{model:{{primary:'openai/m{i}'}}}}}}}}");
+            let r = req(
+                &mut ws,
+                &format!("p{i}"),
+                "config.patch",
+                json!({"raw": raw, "baseHash": hash}),
+            )
+            .await;
+            if i < 30 {
+                assert_eq!(r["ok"], true, "write {i}: {r}");
+                continue;
+            }
+            // The 31st write within a minute: refused, retryable, with a wait under a minute.
+            assert_eq!(r["ok"], false, "{r}");
+            assert_eq!(r["error"]["code"], "UNAVAILABLE");
+            assert_eq!(r["error"]["details"]["limit"], "30 per 60s");
+            let msg = r["error"]["message"].as_str().unwrap();
+            assert!(
+                msg.starts_with("rate limit exceeded for config.patch; retry after "),
+                "{msg}"
+            );
+            assert_eq!(r["error"]["retryable"], true);
+            let wait = r["error"]["retryAfterMs"].as_u64().unwrap();
+            assert!(wait > 0 && wait <= 60_000, "{r}");
+        }
+        // Reads are not limited, and the config is the 30th write's.
+        let st = req(&mut ws, "st", "status", json!({})).await;
+        assert_eq!(st["payload"]["model"], "openai/m29", "{st}");
+    });
+}
+
+#[test]
+fn a_client_that_never_sends_connect_is_closed_after_about_15_s() {
+    let s = stub();
+    s.wait_ready();
+    rt().block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(s.ws()).await.unwrap();
+        let challenge = next(&mut ws).await.unwrap();
+        assert_eq!(challenge["event"], "connect.challenge");
+        let t = Instant::now();
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(25), ws.next())
+                .await
+                .expect("closed within 25 s")
+            {
+                Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                _ => break None,
+            }
+        };
+        assert_eq!(code, Some(1008));
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_secs(14) && waited < Duration::from_secs(20),
+            "closed after {waited:?}"
+        );
+    });
+}
+
 #[test]
 fn sigterm_sends_shutdown_closes_1012_and_exits_0() {
     let mut s = stub();
