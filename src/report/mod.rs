@@ -214,15 +214,23 @@ fn write_drift(out: &mut String, d: &Drift, st: &Style) {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
+    // A container that is gone has no id left to show.
+    let id = if d.container_id.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " {}",
+            st.paint(
+                "2",
+                &format!("({})", &d.container_id[..d.container_id.len().min(12)])
+            )
+        )
+    };
     let _ = writeln!(
         out,
-        "      {} {kind}: {} {}: {} -> {remedy}",
+        "      {} {kind}: {}{id}: {} -> {remedy}",
         st.paint("33", "!"),
         d.container,
-        st.paint(
-            "2",
-            &format!("({})", &d.container_id[..d.container_id.len().min(12)])
-        ),
         d.detail
     );
 }
