@@ -254,6 +254,16 @@ fn squatters_and_leftovers() {
         "-p",
         &format!("127.0.0.1:{}:18789", f.tenants[1].port),
         IMAGE_A,
+        // Without a config the gateway exits at once, and a stopped container holds no
+        // port: this one must stay up for the whole test.
+        "node",
+        "dist/index.js",
+        "gateway",
+        "--allow-unconfigured",
+        "--bind",
+        "lan",
+        "--port",
+        "18789",
     ]);
     // Leftover of an interrupted apply: initech's `.next`, with our labels.
     docker_ok(&[
