@@ -71,11 +71,9 @@ impl DockerEngine {
         &self.docker
     }
 
-    /// Reads the fleet's live state in four list calls, whatever the fleet's size: containers
-    /// by label, containers by name prefix (squatters on our names, leftovers), running
-    /// containers publishing ports (squatters on our ports), and patch-record volumes.
     /// Reads the fleet's live state. First, concurrently, the containers labelled with the
-    /// fleet (stopped ones too) and the patch-record volumes. Then, only for the claimed names
+    /// fleet (stopped ones too) and the fleet's volumes (patch records, managed-tenant
+    /// records). Then, only for the claimed names
     /// and host ports the fleet's own containers do not hold, one list call each for foreign
     /// containers standing on them: a converged fleet costs one container list, whatever its
     /// size, and at most three.

@@ -149,8 +149,8 @@ pub struct PatchRecord {
 /// Everything the planner needs to know about the engine, read in a constant number of calls.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiveState {
-    /// Containers labelled with this fleet, and containers that are not but take one of the
-    /// fleet's names (`<fleet>-...`) or publish a host port (for squatter detection).
+    /// Containers labelled with this fleet, and foreign containers that bear one of the
+    /// names or publish one of the host ports the declared fleet claims (squatters).
     pub containers: Vec<LiveContainer>,
     pub records: Vec<PatchRecord>,
     /// Tenants mtp has made a container for (and not removed since): a tenant listed here
