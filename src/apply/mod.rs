@@ -43,7 +43,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::{
-    Engine, LiveState, NEXT_SUFFIX, OLD_SUFFIX, PatchRecord, container_labels, record_name,
+    Engine, EngineError, LiveState, NEXT_SUFFIX, OLD_SUFFIX, PatchRecord, container_labels,
+    record_name,
 };
 use crate::plan::{ActionKind, ChangeClass, Plan, Remedy, TenantAction};
 use crate::render::ContainerSpec;
@@ -115,6 +116,11 @@ pub fn check_saved_plan(
         });
     }
     Ok(())
+}
+
+/// The name of a recycle's new container while it is being brought up.
+fn next_name(spec: &ContainerSpec) -> String {
+    format!("{}{NEXT_SUFFIX}", spec.name)
 }
 
 fn short(s: &str) -> &str {
@@ -192,8 +198,9 @@ pub struct ApplyReport {
     pub interrupted: bool,
     /// Stopped for a reason not tied to a tenant (the lock was lost).
     pub halted: Option<String>,
-    /// Replaced containers (`<name>.old`) whose removal failed; the next plan lists them as
-    /// leftovers and apply removes them first.
+    /// Containers apply meant to remove beside the tenants' actions (a recycle's replaced
+    /// `<name>.old`, a `.next` made ahead and not used) whose removal failed; the next plan
+    /// lists them as leftovers and apply removes them first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<String>,
 }
@@ -422,23 +429,25 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         if a.desired_hash.as_deref() != Some(spec.hash().as_str()) {
             return None;
         }
-        let name = format!("{}{NEXT_SUFFIX}", spec.name);
+        let id = self.create_next(spec).await.ok()?;
+        Some(Aside {
+            tenant: a.tenant.clone(),
+            id,
+            name: next_name(spec),
+        })
+    }
+
+    /// Creates a recycle's new container, `<name>.next`, labelled as such.
+    async fn create_next(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
         let labels = container_labels(
             spec,
             &self.plan.fleet,
             self.plan.commit.as_deref(),
             Some("next"),
         );
-        let id = self
-            .engine
-            .create_container(&name, spec, &labels)
+        self.engine
+            .create_container(&next_name(spec), spec, &labels)
             .await
-            .ok()?;
-        Some(Aside {
-            tenant: a.tenant.clone(),
-            id,
-            name,
-        })
     }
 
     /// Removes containers replaced by recycles (or made ahead and not used); returns a line
@@ -770,13 +779,12 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         spec: &ContainerSpec,
         run: &mut Run<'_>,
     ) -> Result<String, Failure> {
-        let fleet = &self.plan.fleet;
         let old = a
             .live
             .as_ref()
             .ok_or_else(|| Failure::failed("recycle needs a live container"))?;
         let old_id = old.container_id.as_str();
-        let next_name = format!("{}{NEXT_SUFFIX}", spec.name);
+        let next_name = next_name(spec);
         let new_id = match run.prepared.take() {
             Some(ahead) => {
                 self.step(run, &format!("{next_name} created ahead"));
@@ -784,10 +792,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             }
             None => {
                 self.step(run, &format!("creating {next_name}"));
-                let labels =
-                    container_labels(spec, fleet, self.plan.commit.as_deref(), Some("next"));
-                self.engine
-                    .create_container(&next_name, spec, &labels)
+                self.create_next(spec)
                     .await
                     .map_err(|e| Failure::failed(format!("cannot create {next_name}: {e}")))?
             }
