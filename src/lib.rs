@@ -4,8 +4,8 @@
 
 pub mod apply;
 pub mod cli;
-pub mod desired;
 pub mod engine;
+pub mod fleet;
 pub mod manifest;
 pub mod plan;
 pub mod render;

@@ -1,7 +1,6 @@
 //! `mtp plan` reads live state in a constant number of Docker API requests, whatever the
 //! fleet's size. A counting proxy between mtp and the engine sees every request.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -10,9 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::CreateContainerOptionsBuilder;
-use mtp::desired::SecretSource;
-use mtp::manifest::Instance;
-use mtp::secrets::{Identity, SecretStore, SecretValue, SecretsError};
+use mtp::secrets::{Identity, SecretStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -40,18 +37,6 @@ fn empty_image() {
         .status()
         .expect("sh runs");
     assert!(status.success(), "cannot import {EMPTY_IMAGE}");
-}
-
-struct StoreSource {
-    store: SecretStore,
-    identity: Identity,
-}
-
-impl SecretSource for StoreSource {
-    fn secrets_for(&self, inst: &Instance) -> Result<BTreeMap<String, SecretValue>, SecretsError> {
-        self.store
-            .decrypt_owner(&self.identity, &inst.name, &inst.secrets)
-    }
 }
 
 /// Removes the fleet's containers even when the test fails.
@@ -105,7 +90,8 @@ async fn fleet(dir: &Path, name: &str, n: usize) -> PathBuf {
             .unwrap();
     }
     let loaded = mtp::manifest::load(&manifest).unwrap();
-    let specs = mtp::desired::render_all(&loaded, &StoreSource { store, identity }).unwrap();
+    let keyring = mtp::fleet::Keyring::new(identity);
+    let specs = mtp::fleet::render_all(&loaded, &keyring.source(&store)).unwrap();
     let docker = Docker::connect_with_defaults().unwrap();
     let creates = specs.iter().map(|spec| {
         let docker = docker.clone();

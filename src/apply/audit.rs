@@ -7,9 +7,6 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-/// Default audit log file name, beside the manifest.
-pub const DEFAULT_AUDIT_LOG: &str = "mtp-audit.jsonl";
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditRecord {
     /// RFC 3339, UTC.

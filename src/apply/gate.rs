@@ -33,7 +33,7 @@ pub enum GateFailure {
     NotReady { addr: String, reason: String },
     #[error("the gateway on {addr} rejected the tenant's token: {reason}")]
     Token { addr: String, reason: String },
-    #[error("interrupted while waiting for health")]
+    #[error("abandoned at a second signal while waiting for health")]
     Interrupted,
     #[error("{0}")]
     Engine(String),
@@ -158,10 +158,11 @@ pub async fn wait_docker_healthy<E: Engine>(
                 output: st.last_probe_output,
             });
         }
-        if cancel.is_cancelled() {
-            return Err(GateFailure::Interrupted);
+        // A first signal lets the gate finish; only a second one abandons it.
+        tokio::select! {
+            _ = tokio::time::sleep(policy.poll) => {}
+            _ = cancel.aborted() => return Err(GateFailure::Interrupted),
         }
-        tokio::time::sleep(policy.poll).await;
     }
 }
 
@@ -200,28 +201,31 @@ pub async fn reachable_addr(spec: &ContainerSpec, engine_is_local: bool) -> Opti
 
 /// `GET /readyz` on the gateway: `Ok` on HTTP 200.
 pub async fn readyz(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let req = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&buf);
-        let status = text.lines().next().unwrap_or("").to_string();
-        if status.split_whitespace().nth(1) == Some("200") {
-            Ok(())
-        } else {
-            Err(format!("/readyz answered `{status}`"))
-        }
-    };
-    tokio::time::timeout(timeout, fut)
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    // Loopback only: never through a proxy the environment may name.
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_default()
+    });
+    let res = client
+        .get(format!("http://{addr}/readyz"))
+        .timeout(timeout)
+        .send()
         .await
-        .map_err(|_| "/readyz did not answer in time".to_string())?
+        .map_err(|e| {
+            if e.is_timeout() {
+                "/readyz did not answer in time".to_string()
+            } else {
+                e.without_url().to_string()
+            }
+        })?;
+    if res.status() == reqwest::StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!("/readyz answered `{}`", res.status()))
+    }
 }
 
 /// The direct checks, where the gateway is reachable: `/readyz` (retried until the deadline,

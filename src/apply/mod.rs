@@ -24,6 +24,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod cancel;
 pub mod gate;
 pub mod lock;
 pub mod ws_probe;
@@ -33,7 +34,6 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -52,19 +52,7 @@ use crate::render::ContainerSpec;
 use audit::{AuditRecord, AuditSink};
 use gate::{GatePolicy, GatewayProbe};
 
-/// Set by Ctrl-C / SIGTERM: the current tenant finishes (or is rolled back), then apply stops.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use cancel::Cancel;
 
 /// Why a plan cannot be executed.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -143,6 +131,9 @@ pub struct ApplyOptions {
     /// Also check `/readyz` and the gateway's `health` RPC where the port is reachable.
     /// Off: Docker's health status only.
     pub direct_checks: bool,
+    /// Go on past a failed tenant. Tenants carrying the same change as one that failed (the
+    /// same new image, the same forcing fields) are skipped rather than failed one by one.
+    pub keep_going: bool,
 }
 
 /// How one tenant's action ended.
@@ -156,6 +147,18 @@ pub enum Status {
     Failed,
     /// Not attempted: an earlier tenant failed, or apply was interrupted.
     Skipped,
+}
+
+impl Status {
+    /// As the audit log, `/status` and webhooks spell it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Done => "done",
+            Status::RolledBack => "rolled-back",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
 }
 
 /// Time spent waiting on the engine and the gateway rather than working: what a recycle's
@@ -295,6 +298,41 @@ impl Run<'_> {
     }
 }
 
+/// What failed so far in a run: with `keep_going`, the changes of failed tenants (tenants
+/// carrying one of them are skipped); without it, whether the rollout halts.
+#[derive(Default)]
+struct Failures {
+    halted: AtomicBool,
+    changes: std::sync::Mutex<Vec<(String, std::collections::BTreeSet<String>)>>,
+}
+
+impl Failures {
+    fn halted(&self) -> bool {
+        self.halted.load(Ordering::SeqCst)
+    }
+
+    /// The failed tenant whose change `a` carries too, if any.
+    fn same_change(&self, a: &TenantAction) -> Option<String> {
+        let mine = a.change_set();
+        let changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        changes
+            .iter()
+            .find(|(_, c)| !c.is_empty() && c.is_subset(&mine))
+            .map(|(t, _)| t.clone())
+    }
+
+    fn record(&self, a: &TenantAction, keep_going: bool) {
+        if keep_going {
+            self.changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((a.tenant.clone(), a.change_set()));
+        } else {
+            self.halted.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 fn is_parallel_kind(a: &TenantAction) -> bool {
     a.blocked.is_none() && matches!(a.action, ActionKind::Create | ActionKind::Patch)
 }
@@ -308,7 +346,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .iter()
             .filter(|a| a.has_work() || a.blocked.is_some())
             .collect();
-        let halted = AtomicBool::new(false);
+        let failures = Failures::default();
         let mut report = ApplyReport {
             outcomes: Vec::new(),
             interrupted: false,
@@ -344,7 +382,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             0
         };
         while i < work.len() {
-            if self.cancel.is_cancelled() {
+            if self.cancel.is_stopping() {
                 report.interrupted = true;
                 break;
             }
@@ -364,7 +402,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             let batch = futures_util::stream::iter(&work[i..end])
                 .map(|a| {
                     let mine = ready.take_if(|p| p.tenant == a.tenant);
-                    self.tenant(a, &halted, mine)
+                    self.tenant(a, &failures, mine)
                 })
                 .buffered(parallel)
                 .collect::<Vec<_>>();
@@ -380,7 +418,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                 report.outcomes.push(outcome);
                 retired.extend(asides);
             }
-            if halted.load(Ordering::SeqCst) {
+            if failures.halted() {
                 break;
             }
             i = end;
@@ -405,7 +443,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             self.progress.end(&outcome);
             report.outcomes.push(outcome);
         }
-        if self.cancel.is_cancelled() {
+        if self.cancel.is_stopping() {
             report.interrupted = true;
         }
         report
@@ -421,7 +459,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             || a.blocked.is_some()
             || a.live.is_none()
             || clears_first
-            || self.cancel.is_cancelled()
+            || self.cancel.is_stopping()
         {
             return None;
         }
@@ -478,7 +516,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
     async fn tenant(
         &self,
         a: &TenantAction,
-        halted: &AtomicBool,
+        failures: &Failures,
         prepared: Option<Aside>,
     ) -> (TenantOutcome, Vec<Aside>) {
         let started = Instant::now();
@@ -490,8 +528,14 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             prepared,
             retired: Vec::new(),
         };
-        let result = if halted.load(Ordering::SeqCst) || self.cancel.is_cancelled() {
+        let same = failures.same_change(a);
+        let result = if failures.halted() || self.cancel.is_stopping() {
             None
+        } else if let Some(failed) = same {
+            Some(Err(Failure {
+                status: Status::Skipped,
+                detail: format!("not attempted: it carries the change that failed for `{failed}`"),
+            }))
         } else {
             self.progress.begin(&a.tenant, a.action);
             Some(self.tenant_inner(a, &mut run).await)
@@ -510,8 +554,9 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         let (status, detail) = match result {
             None => (Status::Skipped, "not attempted".to_string()),
             Some(Ok(detail)) => (Status::Done, detail),
+            Some(Err(f)) if f.status == Status::Skipped => (f.status, f.detail),
             Some(Err(f)) => {
-                halted.store(true, Ordering::SeqCst);
+                failures.record(a, self.opts.keep_going);
                 (f.status, f.detail)
             }
         };

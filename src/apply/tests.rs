@@ -83,6 +83,7 @@ fn opts(dir: &std::path::Path) -> ApplyOptions {
         delete_data: false,
         actor: "test@host".into(),
         direct_checks: true,
+        keep_going: false,
     }
 }
 
@@ -571,7 +572,7 @@ async fn cancel_stops_before_the_next_tenant() {
     let plan = plan_for(&s, &live, false);
     let dir = tempfile::tempdir().unwrap();
     let cancel = Cancel::default();
-    cancel.cancel();
+    cancel.stop();
     let exec = Executor {
         engine: &engine,
         plan: &plan,

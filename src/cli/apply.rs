@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use miette::{IntoDiagnostic, Result, WrapErr, miette};
 
 use super::common;
-use crate::apply::audit::{AuditLog, DEFAULT_AUDIT_LOG};
-use crate::apply::lock::{self, LockError, LockRequest};
+use crate::apply::audit::AuditLog;
+use crate::apply::cancel::forward_signals;
+use crate::apply::lock::{self, LockError};
 use crate::apply::ws_probe::WsProbe;
-use crate::apply::{
-    ApplyOptions, ApplyReport, Cancel, Executor, Progress, Status, TenantOutcome, check_saved_plan,
-};
+use crate::apply::{ApplyReport, Cancel, Progress, Status, TenantOutcome, check_saved_plan};
+use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
-use crate::engine::{Claims, Engine};
-use crate::manifest::LoadedManifest;
+use crate::fleet::Session;
+use crate::fleet::converge::{self, LockPolicy};
 use crate::plan::{ActionKind, Plan};
 use crate::report;
 
@@ -57,37 +57,13 @@ pub struct Args {
     /// checks mtp otherwise makes where a tenant's port is reachable from here.
     #[arg(long)]
     pub docker_health_only: bool,
+    /// Go on past a failed tenant (it is rolled back as always); tenants carrying the same
+    /// change (the same new image, the same forcing fields) are skipped, not failed one by one.
+    #[arg(long)]
+    pub keep_going: bool,
     /// Write the outcome (per tenant: status, detail, timings) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-}
-
-/// Backups of removed tenants: `fleet.backup_dir` (relative to the manifest's directory), else
-/// `<data_root>/../backups`.
-pub fn backup_dir(loaded: &LoadedManifest) -> PathBuf {
-    match &loaded.manifest.fleet.backup_dir {
-        Some(d) => loaded.dir.join(d),
-        None => loaded
-            .manifest
-            .fleet
-            .data_root
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .join("backups"),
-    }
-}
-
-/// The audit log: `fleet.audit_log` relative to the manifest's directory, else
-/// `mtp-audit.jsonl` beside the manifest.
-pub fn audit_path(loaded: &LoadedManifest) -> PathBuf {
-    loaded.dir.join(
-        loaded
-            .manifest
-            .fleet
-            .audit_log
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_LOG)),
-    )
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
@@ -96,7 +72,13 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
             "--prune and --target shape a new plan; a saved plan is applied as it was made"
         ));
     }
-    let (loaded, desired) = super::plan::prepare(fleet, &args.targets)?;
+    let session = common::open_session(fleet)?;
+    session
+        .check_tenants(&args.targets)
+        .map_err(common::report)?;
+    let desired = session
+        .desired(&common::keyring()?)
+        .map_err(common::report)?;
     let saved: Option<Plan> = match &args.planfile {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -112,14 +94,10 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         }
         None => None,
     };
-    let audit = AuditLog::open(&audit_path(&loaded))
+    let audit_path = session.audit_path(Path::new("."));
+    let audit = AuditLog::open(&audit_path)
         .into_diagnostic()
-        .wrap_err_with(|| {
-            format!(
-                "cannot open the audit log {}",
-                audit_path(&loaded).display()
-            )
-        })?;
+        .wrap_err_with(|| format!("cannot open the audit log {}", audit_path.display()))?;
     let rt = common::runtime()?;
     rt.block_on(async {
         let engine = common::connect().await?;
@@ -130,19 +108,24 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
                 engine.host()
             ));
         }
-        let command = std::env::args().collect::<Vec<_>>().join(" ");
-        let req = LockRequest::new(&desired.fleet, &command, args.lock_ttl, args.lock_timeout);
-        let mut held = lock::acquire(&engine, req).await.map_err(|e| match e {
-            LockError::Held { .. } => miette!(
-                help = "wait with --lock-timeout 10m; if you are sure the holder is gone, `mtp unlock`",
-                "{e}"
-            ),
-            other => miette!("{other}"),
-        })?;
+        let policy = LockPolicy {
+            ttl: args.lock_ttl,
+            wait: args.lock_timeout,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        };
+        let mut held = converge::acquire(&engine, session.fleet(), &policy)
+            .await
+            .map_err(|e| match e {
+                LockError::Held { .. } => miette!(
+                    help = "wait with --lock-timeout 10m; if you are sure the holder is gone, `mtp unlock`",
+                    "{e}"
+                ),
+                other => miette!("{other}"),
+            })?;
         for note in &held.notes {
             eprintln!("lock: {note}");
         }
-        let result = execute(&engine, &loaded, &desired, saved, &args, &audit, &mut held).await;
+        let result = execute(&engine, &session, &desired, saved, &args, &audit, &mut held).await;
         if let Err(e) = held.release(&engine).await {
             eprintln!("warning: could not release the lock: {e}");
         }
@@ -152,7 +135,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
 
 async fn execute(
     engine: &DockerEngine,
-    loaded: &LoadedManifest,
+    session: &Session,
     desired: &crate::plan::Desired,
     saved: Option<Plan>,
     args: &Args,
@@ -160,7 +143,7 @@ async fn execute(
     held: &mut lock::Lock,
 ) -> Result<ExitCode> {
     let live = engine
-        .observe(&desired.fleet, &Claims::of(&loaded.manifest))
+        .observe(&desired.fleet, &session.claims())
         .await
         .map_err(|e| miette!("{e}"))?;
     let plan = match saved {
@@ -175,14 +158,7 @@ async fn execute(
             )?;
             plan
         }
-        None => super::plan::plan_live(
-            loaded,
-            desired,
-            &live,
-            &args.targets,
-            args.prune,
-            engine.host(),
-        ),
+        None => session.plan(desired, &live, &args.targets, args.prune, engine.host()),
     };
     print!("{}", report::human(&plan, report::stdout_color()));
     if !plan.has_changes() {
@@ -214,32 +190,33 @@ async fn execute(
     println!();
 
     let cancel = Cancel::default();
-    let watcher = tokio::spawn(watch_signals(cancel.clone()));
-    let opts = ApplyOptions {
-        parallel: args.parallel,
-        backup_dir: backup_dir(loaded),
-        data_root: loaded.manifest.fleet.data_root.clone(),
-        delete_data: args.delete_data,
-        actor: format!("{}@{}", lock::username(), lock::hostname()),
-        direct_checks: !args.docker_health_only,
-    };
+    let watcher = tokio::spawn(forward_signals(cancel.clone(), |aborted| {
+        if aborted {
+            eprintln!(
+                "\nSecond interrupt: abandoning the current tenant where it stands; the summary says what was left."
+            );
+        } else {
+            eprintln!(
+                "\nInterrupted: finishing or rolling back the current tenant, then stopping (interrupt again to abandon it)."
+            );
+        }
+    }));
     let progress = TermProgress::new(std::io::stderr().is_terminal());
-    let exec = Executor {
+    let run = converge::Run {
         engine,
-        plan: &plan,
-        specs: desired
-            .specs
-            .iter()
-            .map(|s| (s.instance.clone(), s.clone()))
-            .collect(),
-        live: &live,
-        opts: &opts,
         probe: &WsProbe::default(),
+        options: session.apply_options(&converge::Settings {
+            parallel: args.parallel,
+            direct_checks: !args.docker_health_only,
+            delete_data: args.delete_data,
+            keep_going: args.keep_going,
+            actor: format!("{}@{}", lock::username(), lock::hostname()),
+        }),
         audit,
         progress: &progress,
         cancel: cancel.clone(),
     };
-    let report = exec.run(Some(held)).await;
+    let report = run.execute(&plan, desired, &live, Some(held)).await;
     watcher.abort();
     progress.finish();
     print!("{}", summary(&report));
@@ -257,24 +234,6 @@ async fn execute(
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Ctrl-C or SIGTERM: finish (or roll back) the current tenant, then stop.
-async fn watch_signals(cancel: Cancel) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    eprintln!("\nInterrupted: finishing or rolling back the current tenant, then stopping.");
-    cancel.cancel();
 }
 
 fn status_word(s: Status) -> &'static str {

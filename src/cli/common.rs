@@ -1,65 +1,58 @@
-//! Steps several commands share: loading the manifest, reaching secrets and the engine.
+//! Wiring several commands share: opening the fleet session, the keyring and the engine, and
+//! turning library errors into reports.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use miette::{IntoDiagnostic, Result, WrapErr, miette};
 
-use crate::desired::SecretSource;
 use crate::engine::docker::DockerEngine;
-use crate::manifest::{Instance, LoadedManifest};
-use crate::secrets::{Identity, SecretStore, SecretValue, SecretsError};
+use crate::fleet::{Keyring, Session, SessionError};
 
-/// Loads and validates the manifest; any error stops the command before anything is touched.
-/// Findings are printed to stderr as `mtp validate` prints them.
-pub fn load_manifest(path: &Path) -> Result<LoadedManifest> {
-    let dir = manifest_dir(path);
-    let available = super::validate::available_secrets(&dir)?;
-    let validation = crate::manifest::validate_file(path, &available);
-    for finding in &validation.report.findings {
-        eprintln!("{:?}", miette::Report::new(finding.clone()));
+/// Opens the fleet session; any validation error stops the command before anything is
+/// touched. Findings (warnings too) are printed to stderr as `mtp validate` prints them.
+pub fn open_session(path: &Path) -> Result<Session> {
+    match Session::open_dir(path) {
+        Ok(session) => {
+            for finding in &session.warnings.findings {
+                eprintln!("{:?}", miette::Report::new(finding.clone()));
+            }
+            Ok(session)
+        }
+        Err(SessionError::Invalid(report)) => {
+            for finding in &report.findings {
+                eprintln!("{:?}", miette::Report::new(finding.clone()));
+            }
+            Err(miette!(
+                help = "run `mtp validate` for the full report; nothing was touched",
+                "{}",
+                report.summary()
+            ))
+        }
+        Err(e) => Err(report(e)),
     }
-    match validation.into_result() {
-        Ok((loaded, _warnings)) => Ok(loaded),
-        Err(report) => Err(miette!(
-            help = "run `mtp validate` for the full report; nothing was touched",
-            "{}",
-            report.summary()
-        )),
+}
+
+/// A library error as the command line shows it (with the diagnostic's help where it has one).
+pub fn report(e: SessionError) -> miette::Report {
+    match e {
+        SessionError::Secrets(s) => miette::Report::new(s),
+        SessionError::Render(r) => miette::Report::new(r),
+        SessionError::Invalid(r) => miette::Report::new(*r),
+        SessionError::UnknownTenant { .. } => {
+            miette!(help = "`mtp validate` lists the declared tenants", "{e}")
+        }
+        other => miette!("{other}"),
     }
+}
+
+/// The operator's age identity (`MTP_AGE_IDENTITY`, else the default path).
+pub fn keyring() -> Result<Keyring> {
+    Ok(Keyring::from_env()?)
 }
 
 /// The directory of the manifest: `secrets/` is found beside it.
 pub fn manifest_dir(fleet: &Path) -> std::path::PathBuf {
-    fleet
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| ".".into())
-}
-
-/// Decrypts secrets from `secrets/` with the operator's age identity.
-pub struct StoreSecrets {
-    pub(crate) store: SecretStore,
-    pub(crate) identity: std::sync::Arc<Identity>,
-}
-
-impl SecretSource for StoreSecrets {
-    fn secrets_for(
-        &self,
-        inst: &Instance,
-    ) -> std::result::Result<BTreeMap<String, SecretValue>, SecretsError> {
-        self.store
-            .decrypt_owner(&self.identity, &inst.name, &inst.secrets)
-    }
-}
-
-/// The secret store beside the manifest, opened with the identity from `MTP_AGE_IDENTITY`
-/// or the default path.
-pub fn secret_source(loaded: &LoadedManifest) -> Result<StoreSecrets> {
-    let store = SecretStore::open(&loaded.dir)?;
-    let identity = std::sync::Arc::new(Identity::from_env()?);
-    Ok(StoreSecrets { store, identity })
+    crate::fleet::files::parent_dir(fleet)
 }
 
 /// A tokio runtime for the commands that talk to Docker.

@@ -98,8 +98,9 @@ fn install_error_handler() {
 /// a failed print. The long-running `watch` keeps Rust's default (SIGPIPE ignored) so that a
 /// peer closing a socket is an error it handles, not a signal that kills it.
 fn exit_quietly_on_closed_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
     // SAFETY: restoring the default disposition of SIGPIPE, before any thread is started.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
     }
 }

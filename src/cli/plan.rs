@@ -3,12 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use miette::{IntoDiagnostic, Result, WrapErr, bail};
+use miette::{IntoDiagnostic, Result, WrapErr};
 
 use super::common;
-use crate::engine::{Claims, LiveState};
-use crate::manifest::LoadedManifest;
-use crate::plan::{Desired, Plan, PlanOptions};
+use crate::plan::Plan;
 use crate::report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,12 +42,13 @@ pub struct Args {
 /// secrets are decrypted and the specs rendered. `MTP_TIMINGS=1` prints the phases to stderr.
 pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> {
     let t0 = std::time::Instant::now();
-    let loaded = load_targets(fleet, targets)?;
+    let session = common::open_session(fleet)?;
+    session.check_tenants(targets).map_err(common::report)?;
     let t_load = t0.elapsed();
     let rt = common::runtime()?;
     rt.block_on(async {
-        let name = loaded.manifest.fleet.name.clone();
-        let claims = Claims::of(&loaded.manifest);
+        let name = session.fleet().to_string();
+        let claims = session.claims();
         let observe = tokio::spawn(async move {
             let t = std::time::Instant::now();
             let engine = common::connect().await?;
@@ -61,12 +60,13 @@ pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> 
         });
         // Rendering runs on this thread; the observation on the runtime's workers.
         let t = std::time::Instant::now();
-        let secrets = common::secret_source(&loaded)?;
-        let desired = crate::desired::desired(&loaded, &secrets)?;
+        let desired = session
+            .desired(&common::keyring()?)
+            .map_err(common::report)?;
         let t_render = t.elapsed();
         let (engine, live, t_observe) = observe.await.into_diagnostic()??;
         let t = std::time::Instant::now();
-        let plan = plan_live(&loaded, &desired, &live, targets, prune, engine.host());
+        let plan = session.plan(&desired, &live, targets, prune, engine.host());
         if std::env::var_os("MTP_TIMINGS").is_some() {
             eprintln!(
                 "timings: load+validate {t_load:?}, decrypt+render {t_render:?}, connect+observe {t_observe:?} (concurrent), diff {:?}, total {:?}",
@@ -76,45 +76,6 @@ pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> 
         }
         Ok(plan)
     })
-}
-
-/// The validated manifest, with `--target` names checked.
-fn load_targets(fleet: &Path, targets: &[String]) -> Result<LoadedManifest> {
-    let loaded = common::load_manifest(fleet)?;
-    for t in targets {
-        if loaded.manifest.instance(t).is_none() {
-            bail!("--target {t}: no such tenant in {}", loaded.path.display());
-        }
-    }
-    Ok(loaded)
-}
-
-/// The files side of a plan: the validated manifest and the rendered desired state.
-pub fn prepare(fleet: &Path, targets: &[String]) -> Result<(LoadedManifest, Desired)> {
-    let loaded = load_targets(fleet, targets)?;
-    let secrets = common::secret_source(&loaded)?;
-    let desired = crate::desired::desired(&loaded, &secrets)?;
-    Ok((loaded, desired))
-}
-
-/// The plan of `desired` against an observed live state (shared by `plan` and `apply`).
-pub fn plan_live(
-    loaded: &LoadedManifest,
-    desired: &Desired,
-    live: &LiveState,
-    targets: &[String],
-    prune: bool,
-    host: &str,
-) -> Plan {
-    crate::plan::plan(
-        desired,
-        live,
-        &PlanOptions {
-            prune: prune || loaded.manifest.prune(),
-            targets: targets.to_vec(),
-            engine: host.to_string(),
-        },
-    )
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {

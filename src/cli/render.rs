@@ -3,10 +3,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use miette::{IntoDiagnostic, Result, bail};
+use miette::{IntoDiagnostic, Result};
 
 use super::common;
-use crate::desired::SecretSource;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,17 +17,10 @@ pub struct Args {
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
-    let loaded = common::load_manifest(fleet)?;
-    let Some(inst) = loaded.manifest.instance(&args.tenant) else {
-        bail!(
-            help = "`mtp validate` lists the declared tenants",
-            "no tenant `{}` in {}",
-            args.tenant,
-            loaded.path.display()
-        );
-    };
-    let secrets = common::secret_source(&loaded)?.secrets_for(&inst)?;
-    let spec = crate::render::render(&loaded.manifest, &inst, &secrets)?;
+    let session = common::open_session(fleet)?;
+    let spec = session
+        .render(&common::keyring()?, &args.tenant)
+        .map_err(common::report)?;
     if args.json {
         let mut spec_json = serde_json::to_value(&spec).into_diagnostic()?;
         if let Some(o) = spec_json.as_object_mut() {

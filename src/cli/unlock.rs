@@ -18,8 +18,8 @@ pub struct Args {
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
-    let loaded = common::load_manifest(fleet)?;
-    let name = loaded.manifest.fleet.name.clone();
+    let session = common::open_session(fleet)?;
+    let name = session.fleet().to_string();
     let rt = common::runtime()?;
     rt.block_on(async {
         let engine = common::connect().await?;

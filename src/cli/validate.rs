@@ -25,8 +25,14 @@ pub struct Args {
 
 /// Checks the manifest against every rule. Exit 0 when valid (warnings allowed), 1 otherwise.
 pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
-    let available = available_secrets(&super::common::manifest_dir(fleet))?;
-    let validation = manifest::validate_file(fleet, &available);
+    let validation = match crate::fleet::FleetFiles::from_dir(fleet) {
+        Ok(files) => crate::fleet::validate(&files).map_err(super::common::report)?,
+        // An unreadable manifest is reported as validation reports it, with its path.
+        Err(crate::fleet::FilesError::Read { .. }) => {
+            manifest::validate_file(fleet, &AvailableSecrets::new())
+        }
+        Err(e) => return Err(super::common::report(e.into())),
+    };
     let report = &validation.report;
     // Output that cannot be written (a closed pipe, as with `| head`) is dropped, not a panic.
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
@@ -51,15 +57,4 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The secret names of each owner in the store beside the manifest (names only; values stay
-/// encrypted and unread).
-pub(crate) fn available_secrets(dir: &Path) -> miette::Result<AvailableSecrets> {
-    if !dir.is_dir() {
-        // The manifest cannot be read either; validation reports that with its path.
-        return Ok(AvailableSecrets::new());
-    }
-    let store = crate::secrets::SecretStore::open(dir)?;
-    Ok(store.available()?)
 }

@@ -8,7 +8,12 @@ use miette::{Result, miette};
 
 use super::common;
 use crate::apply::Cancel;
-use crate::watch::{Daemon, Source, WatchOptions};
+use crate::apply::cancel::forward_signals;
+use crate::apply::ws_probe::WsProbe;
+use crate::fleet::converge::LockPolicy;
+use crate::watch::git::GitRepo;
+use crate::watch::source::{Follow, SignerPolicy};
+use crate::watch::{Daemon, WatchOptions};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -19,13 +24,28 @@ pub enum LogFormat {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The fleet repository: a URL (https, ssh) or a local path. Cloned into the state
-    /// directory and only ever fast-forwarded. Without it, the directory of `--fleet` is
-    /// watched for changes.
+    /// directory and only ever fast-forwarded. Without it, watch follows the committed HEAD
+    /// of the git repository `--fleet` is in.
     #[arg(long)]
     pub repo: Option<String>,
-    /// The branch to follow.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
+    /// The branch to follow (default: the remote's default branch).
+    #[arg(long, requires = "repo")]
+    pub branch: Option<String>,
+    /// Follow the manifest's directory as it is on disk, uncommitted edits included, instead
+    /// of commits. Not with --repo.
+    #[arg(long, conflicts_with = "repo")]
+    pub working_tree: bool,
+    /// An ssh `allowed_signers` file: every commit must be signed by a key in it (it takes
+    /// precedence over `[watch] allowed_signers`).
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// On first start (no commit in force yet), accept the first commit's own
+    /// `[watch] allowed_signers` list.
+    #[arg(long)]
+    pub trust_first_commit: bool,
+    /// The longest a fetch may take before it is abandoned until the next poll.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub fetch_timeout: Duration,
     /// Where the clone, the commit snapshots and the audit log are kept.
     #[arg(long, env = "MTP_STATE_DIR", default_value = "/var/lib/mtp/watch")]
     pub state_dir: PathBuf,
@@ -48,6 +68,9 @@ pub struct Args {
     /// How long to wait for the fleet's lock when a manual apply holds it.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
     pub lock_timeout: Duration,
+    /// How long the lock stays valid without renewal (see `mtp apply --lock-ttl`).
+    #[arg(long, value_name = "DURATION", env = "MTP_LOCK_TTL", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub lock_ttl: Duration,
     /// Gate on Docker's health status only (see `mtp apply --docker-health-only`).
     #[arg(long)]
     pub docker_health_only: bool,
@@ -70,48 +93,76 @@ fn init_logging(format: LogFormat) {
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
     init_logging(args.log_format);
-    let (source, manifest) = match &args.repo {
-        Some(url) => (
-            Source::Git {
+    let follow = match &args.repo {
+        Some(url) => {
+            if fleet.is_absolute() {
+                return Err(miette!(
+                    "with --repo, --fleet is the manifest's path inside the repository (e.g. fleet.toml)"
+                ));
+            }
+            Follow::Remote {
                 url: url.clone(),
                 branch: args.branch.clone(),
-            },
-            fleet.to_path_buf(),
-        ),
+                manifest: fleet.to_path_buf(),
+            }
+        }
+        None if args.working_tree => Follow::WorkTree {
+            manifest: fleet.to_path_buf(),
+        },
         None => {
             let dir = common::manifest_dir(fleet);
-            let dir = std::fs::canonicalize(&dir)
-                .map_err(|e| miette!("cannot watch {}: {e}", dir.display()))?;
-            let name = fleet
-                .file_name()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "fleet.toml".into());
-            (Source::Dir(dir), name)
+            if !GitRepo::is_repo(&dir) {
+                return Err(miette!(
+                    help = "commit the fleet to a git repository (watch applies commits only), or pass --working-tree to follow the files as they are on disk",
+                    "{} is not in a git repository",
+                    dir.display()
+                ));
+            }
+            Follow::LocalRepo {
+                manifest: fleet.to_path_buf(),
+            }
         }
     };
-    if manifest.is_absolute() && args.repo.is_some() {
-        return Err(miette!(
-            "with --repo, --fleet is the manifest's path inside the repository (e.g. fleet.toml)"
-        ));
-    }
+    let signers = SignerPolicy {
+        file: match &args.allowed_signers {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| miette!("cannot read --allowed-signers {}: {e}", p.display()))?,
+            ),
+            None => None,
+        },
+        trust_first_commit: args.trust_first_commit,
+    };
     let opts = WatchOptions {
-        source,
-        manifest,
+        follow,
         state_dir: args.state_dir.clone(),
         interval: args.interval,
         recheck: args.recheck,
         listen: args.listen.clone(),
         once: args.once,
         parallel: args.parallel.max(1),
-        lock_timeout: args.lock_timeout,
+        lock: LockPolicy {
+            ttl: args.lock_ttl,
+            wait: args.lock_timeout,
+            command: "mtp watch".into(),
+        },
         direct_checks: !args.docker_health_only,
+        signers,
+        fetch_timeout: args.fetch_timeout,
     };
+    let keyring = common::keyring()?;
     let rt = common::runtime()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let cancel = Cancel::default();
-        let signals = tokio::spawn(on_signal(cancel.clone()));
-        let daemon = Daemon::new(opts, cancel)
-            .await
+        let signals = tokio::spawn(forward_signals(cancel.clone(), |aborted| {
+            if aborted {
+                tracing::warn!("second signal: abandoning the tenant in hand where it stands");
+            } else {
+                tracing::info!("signal received: finishing the current tenant, then stopping");
+            }
+        }));
+        let engine = common::connect().await?;
+        let daemon = Daemon::new(opts, engine, WsProbe::default(), keyring, cancel)
             .map_err(|e| miette!("{e}"))?;
         let converged = daemon.run().await.map_err(|e| miette!("{e}"))?;
         signals.abort();
@@ -120,17 +171,8 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         } else {
             ExitCode::from(1)
         })
-    })
-}
-
-/// SIGTERM or Ctrl-C: the tenant being applied finishes or is rolled back, then watch exits.
-async fn on_signal(cancel: Cancel) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("signal received: finishing the current tenant, then stopping");
-    cancel.cancel();
+    });
+    // A fetch stuck on a hung remote runs on a blocking thread: do not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
 }

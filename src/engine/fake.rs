@@ -51,15 +51,16 @@ pub struct World {
 }
 
 /// See the module documentation. Interior mutability lets it implement [`Engine`] (`&self`).
-#[derive(Debug, Default)]
+/// Clones share one world (as two connections to one engine do).
+#[derive(Debug, Clone)]
 pub struct FakeEngine {
-    world: Mutex<World>,
+    world: std::sync::Arc<Mutex<World>>,
+    events: tokio::sync::broadcast::Sender<ContainerEvent>,
 }
 
-impl Clone for FakeEngine {
-    fn clone(&self) -> Self {
-        let w = self.lock();
-        FakeEngine::new(w.state.clone())
+impl Default for FakeEngine {
+    fn default() -> Self {
+        FakeEngine::new(LiveState::default())
     }
 }
 
@@ -67,14 +68,28 @@ use std::collections::BTreeSet;
 
 impl FakeEngine {
     pub fn new(state: LiveState) -> Self {
-        let next_id = state.containers.len() as u64 + 1;
+        let next_id = state.containers.len() as u64;
         FakeEngine {
-            world: Mutex::new(World {
+            world: std::sync::Arc::new(Mutex::new(World {
                 state,
                 next_id,
                 ..Default::default()
-            }),
+            })),
+            events: tokio::sync::broadcast::channel(64).0,
         }
+    }
+
+    /// A copy of the world as it is now that evolves on its own.
+    pub fn fork(&self) -> FakeEngine {
+        FakeEngine::new(self.state())
+    }
+
+    /// Tells event subscribers that `container` had `action` (as Docker's stream would).
+    pub fn emit(&self, action: &str, container: &str) {
+        let _ = self.events.send(ContainerEvent {
+            action: action.to_string(),
+            container: container.to_string(),
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, World> {
@@ -92,26 +107,16 @@ impl FakeEngine {
         self.lock().state.clone()
     }
 
-    pub fn state_mut(&mut self) -> &mut LiveState {
-        &mut self
-            .world
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .state
+    pub fn state_mut(&mut self) -> StateMut<'_> {
+        StateMut(self.lock())
     }
 
     pub fn into_state(self) -> LiveState {
-        self.world
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .state
+        self.state()
     }
 
     fn new_id(&mut self) -> String {
-        self.world
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .new_id()
+        self.lock().new_id()
     }
 
     /// A running container made from `spec`, as apply's create leaves it.
@@ -217,6 +222,22 @@ impl FakeEngine {
     }
 }
 
+/// The live state of a [`FakeEngine`], borrowed for changing.
+pub struct StateMut<'a>(MutexGuard<'a, World>);
+
+impl std::ops::Deref for StateMut<'_> {
+    type Target = LiveState;
+    fn deref(&self) -> &LiveState {
+        &self.0.state
+    }
+}
+
+impl std::ops::DerefMut for StateMut<'_> {
+    fn deref_mut(&mut self) -> &mut LiveState {
+        &mut self.0.state
+    }
+}
+
 impl World {
     fn new_id(&mut self) -> String {
         self.next_id += 1;
@@ -291,6 +312,22 @@ impl Engine for FakeEngine {
         let mut w = self.lock();
         w.call("observe", "", false)?;
         Ok(w.state.clone())
+    }
+
+    fn events(
+        &self,
+        _fleet: &str,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, EngineError>> + Send + 'static
+    {
+        futures_util::stream::unfold(self.events.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => return Some((Ok(ev), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
     }
 
     async fn ensure_network(&self, network: &str, _fleet: &str) -> Result<(), EngineError> {
@@ -391,6 +428,7 @@ impl Engine for FakeEngine {
         let c = w.container(id)?;
         c.state = RunState::Exited;
         c.health = HealthState::None;
+        self.emit("stop", &name);
         Ok(())
     }
 
@@ -412,6 +450,7 @@ impl Engine for FakeEngine {
         w.call("remove", &name, true)?;
         w.state.containers.retain(|c| c.id != id);
         w.markers.retain(|m| m.id != id);
+        self.emit("destroy", &name);
         Ok(())
     }
 

@@ -281,6 +281,15 @@ pub struct ContainerStatus {
     pub labels: BTreeMap<String, String>,
 }
 
+/// An event about one of the fleet's containers that may mean drift.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerEvent {
+    /// Docker's action: `die`, `stop`, `kill`, `destroy`, `oom`, `pause`.
+    pub action: String,
+    /// The container's name.
+    pub container: String,
+}
+
 /// A never-started container used as a named marker (the apply lock).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Marker {
@@ -308,6 +317,13 @@ pub trait Engine: Sync {
         fleet: &str,
         claims: &Claims,
     ) -> impl Future<Output = Result<LiveState, EngineError>> + Send;
+
+    /// Events about the fleet's containers that may mean drift (died, stopped, removed,
+    /// OOM). The stream ends or errs when the connection drops.
+    fn events(
+        &self,
+        fleet: &str,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, EngineError>> + Send + 'static;
 
     /// Creates the fleet's network (labelled `mtp.fleet`) unless it exists.
     fn ensure_network(

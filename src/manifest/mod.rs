@@ -31,8 +31,6 @@ pub const DEFAULT_MANIFEST: &str = "fleet.toml";
 #[derive(Debug, Clone)]
 pub struct LoadedManifest {
     pub path: PathBuf,
-    /// Directory of the manifest: `secrets/` is found beside it.
-    pub dir: PathBuf,
     pub source: String,
     pub manifest: Manifest,
 }
@@ -85,8 +83,7 @@ pub fn load(path: &Path) -> Result<LoadedManifest, ManifestError> {
     load_source(path, source)
 }
 
-/// [`load`] for a manifest already in memory; `path` names it in diagnostics and locates
-/// `secrets/` beside it.
+/// [`load`] for a manifest already in memory; `path` names it in diagnostics.
 pub fn load_source(path: &Path, source: String) -> Result<LoadedManifest, ManifestError> {
     let parsed = parse::parse(&source);
     match parsed.manifest() {
@@ -150,14 +147,8 @@ pub fn load_validated(
 }
 
 fn loaded(path: &Path, source: String, manifest: Manifest) -> LoadedManifest {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
     LoadedManifest {
         path: path.to_path_buf(),
-        dir,
         source,
         manifest,
     }

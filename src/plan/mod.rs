@@ -181,6 +181,42 @@ pub struct TenantAction {
 }
 
 impl TenantAction {
+    /// The change this action makes, comparable across tenants: each changed field that
+    /// forces the recycle (for a patch: each patched field) with its new value, and for
+    /// `openclaw.json` each changed setting with its new value. Secrets and per-tenant values
+    /// (ports, mounts, networks) are left out, so tenants given the same new image, model or
+    /// policy carry equal sets. Empty for actions that change no field (start, stop).
+    pub fn change_set(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let recycle = self.action == ActionKind::Recycle;
+        for c in &self.changes {
+            if c.secret
+                || matches!(
+                    c.field.as_str(),
+                    "ports" | "mounts" | "network" | "networks"
+                )
+                || (recycle && c.class != ChangeClass::Recycle && c.field != "config")
+            {
+                continue;
+            }
+            if c.field == "config" {
+                let parse = |v: &Option<Value>| {
+                    v.as_ref()
+                        .and_then(Value::as_str)
+                        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                        .unwrap_or(Value::Null)
+                };
+                let mut leaves = Vec::new();
+                changed_leaves("", &parse(&c.old), &parse(&c.new), &mut leaves);
+                out.extend(leaves.into_iter().map(|(p, v)| format!("config.{p}={v}")));
+            } else {
+                let new = c.new.as_ref().map(Value::to_string).unwrap_or_default();
+                out.insert(format!("{}={new}", c.field));
+            }
+        }
+        out
+    }
+
     /// Whether apply has anything to do for this tenant.
     pub fn has_work(&self) -> bool {
         self.action != ActionKind::Noop
@@ -188,6 +224,31 @@ impl TenantAction {
                 .drift
                 .iter()
                 .any(|d| d.remedy == Remedy::RemoveContainer)
+    }
+}
+
+/// The settings (dotted paths) whose values differ between two JSON documents, with their new
+/// values (`null` when removed).
+fn changed_leaves(path: &str, old: &Value, new: &Value, out: &mut Vec<(String, String)>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                changed_leaves(
+                    &p,
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (a, b) if a != b => out.push((path.to_string(), b.to_string())),
+        _ => {}
     }
 }
 

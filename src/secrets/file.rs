@@ -45,18 +45,6 @@ impl SecretsFile {
         }
     }
 
-    /// Reads the file; `None` when it does not exist.
-    pub fn load(path: &Path, owner: &str) -> Result<Option<SecretsFile>, SecretsError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => SecretsFile::parse(path, owner, &text).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(SecretsError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
-    }
-
     /// Parses and checks the shape: only `NAME = "<armored age message>"` at the top level.
     pub fn parse(path: &Path, owner: &str, text: &str) -> Result<SecretsFile, SecretsError> {
         let error = |span: Option<std::ops::Range<usize>>, message: String| {

@@ -84,24 +84,6 @@ pub struct Recipients {
 }
 
 impl Recipients {
-    pub fn load(path: &Path) -> Result<Recipients, SecretsError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SecretsError::NoRecipientsFile {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(source) => {
-                return Err(SecretsError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        Self::parse(path, &text)
-    }
-
     pub fn parse(path: &Path, text: &str) -> Result<Recipients, SecretsError> {
         let mut keys: Vec<Recipient> = Vec::new();
         for (i, line) in text.lines().enumerate() {

@@ -73,10 +73,14 @@ pub struct RekeyReport {
     pub files: Vec<PathBuf>,
 }
 
-/// The secrets of one fleet: `<manifest dir>/secrets/`.
+/// The secrets of one fleet: `<manifest dir>/secrets/`, on disk or as read from a git commit.
 #[derive(Debug)]
 pub struct SecretStore {
     dir: PathBuf,
+    /// Set for a store read into memory (a commit's tree, or a directory read once so that
+    /// every decryption and the plan's hash see the same bytes): file name -> text. Such a
+    /// store is read-only.
+    snapshot: Option<std::sync::Arc<BTreeMap<String, String>>>,
     /// Decrypted once per identity: every tenant's fingerprints need it.
     fingerprint_key: Mutex<Option<(PathBuf, FingerprintKey)>>,
 }
@@ -106,8 +110,48 @@ impl SecretStore {
         }
         Ok(SecretStore {
             dir: dir.to_path_buf(),
+            snapshot: None,
             fingerprint_key: Mutex::new(None),
         })
+    }
+
+    /// A read-only store over files already read: `files` maps each file name directly under
+    /// `secrets/` (`recipients.txt`, `acme.toml`) to its text. `dir` names the manifest's
+    /// directory in messages (for a commit: `<commit>:<dir>`).
+    pub fn from_snapshot(dir: &Path, files: BTreeMap<String, String>) -> SecretStore {
+        SecretStore {
+            dir: if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_path_buf()
+            },
+            snapshot: Some(std::sync::Arc::new(files)),
+            fingerprint_key: Mutex::new(None),
+        }
+    }
+
+    /// The text of `secrets/<file>`, from the snapshot or the disk; `None` when absent.
+    fn read_file(&self, file: &str) -> Result<Option<String>, SecretsError> {
+        if let Some(snap) = &self.snapshot {
+            return Ok(snap.get(file).cloned());
+        }
+        let path = self.secrets_dir().join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(SecretsError::Read { path, source }),
+        }
+    }
+
+    /// Refuses writes to a store read from a snapshot.
+    fn writable(&self) -> Result<(), SecretsError> {
+        match self.snapshot {
+            None => Ok(()),
+            Some(_) => Err(SecretsError::Write {
+                path: self.secrets_dir(),
+                source: std::io::Error::other("this copy of secrets/ is read-only (a snapshot)"),
+            }),
+        }
     }
 
     /// `secrets/` (shown relative when the manifest is in the current directory).
@@ -129,26 +173,19 @@ impl SecretStore {
     }
 
     pub fn recipients(&self) -> Result<Recipients, SecretsError> {
-        Recipients::load(&self.recipients_path())
+        let path = self.recipients_path();
+        match self.read_file(RECIPIENTS_FILE)? {
+            Some(text) => Recipients::parse(&path, &text),
+            None => Err(SecretsError::NoRecipientsFile { path }),
+        }
     }
 
     /// Owners that have a secrets file. A `.toml` file not named after a valid owner is an
     /// error rather than silently ignored (`Acme.toml` would otherwise look like a lost file).
     pub fn owners(&self) -> Result<BTreeSet<String>, SecretsError> {
         let dir = self.secrets_dir();
-        let read = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-            Err(source) => return Err(SecretsError::Read { path: dir, source }),
-        };
         let mut owners = BTreeSet::new();
-        for entry in read {
-            let entry = entry.map_err(|source| SecretsError::Read {
-                path: dir.clone(),
-                source,
-            })?;
-            let file_name = entry.file_name();
-            let file_name = file_name.to_string_lossy();
+        for file_name in self.file_names()? {
             let Some(owner) = file_name.strip_suffix(".toml") else {
                 continue;
             };
@@ -157,13 +194,51 @@ impl SecretStore {
             }
             if !is_valid_owner(owner) {
                 return Err(SecretsError::StrayFile {
-                    path: dir.join(&*file_name),
+                    path: dir.join(&file_name),
                     owner: owner.to_string(),
                 });
             }
             owners.insert(owner.to_string());
         }
         Ok(owners)
+    }
+
+    /// Names of the files directly under `secrets/`.
+    fn file_names(&self) -> Result<Vec<String>, SecretsError> {
+        if let Some(snap) = &self.snapshot {
+            return Ok(snap.keys().cloned().collect());
+        }
+        let dir = self.secrets_dir();
+        let read = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(SecretsError::Read { path: dir, source }),
+        };
+        let mut names = Vec::new();
+        for entry in read {
+            let entry = entry.map_err(|source| SecretsError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every file directly under `secrets/` that mtp reads (`recipients.txt`, `<owner>.toml`),
+    /// name -> text: what a snapshot of the store holds.
+    pub fn read_all(&self) -> Result<BTreeMap<String, String>, SecretsError> {
+        let mut out = BTreeMap::new();
+        for name in self.file_names()? {
+            if name.starts_with('.') || !(name.ends_with(".toml") || name == RECIPIENTS_FILE) {
+                continue;
+            }
+            if let Some(text) = self.read_file(&name)? {
+                out.insert(name, text);
+            }
+        }
+        Ok(out)
     }
 
     /// Names of `owner`'s secrets (nothing is decrypted). Empty when it has no file.
@@ -256,6 +331,7 @@ impl SecretStore {
     /// Removes `owner`'s secrets file. `Ok(false)` when there was none.
     pub fn remove_owner(&self, owner: &str) -> Result<bool, SecretsError> {
         check_owner(owner)?;
+        self.writable()?;
         let path = self.file_path(owner);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -374,7 +450,11 @@ impl SecretStore {
 
     fn load(&self, owner: &str) -> Result<Option<SecretsFile>, SecretsError> {
         check_owner(owner)?;
-        SecretsFile::load(&self.file_path(owner), owner)
+        let path = self.file_path(owner);
+        match self.read_file(&format!("{owner}.toml"))? {
+            Some(text) => SecretsFile::parse(&path, owner, &text).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn seal(
@@ -395,6 +475,7 @@ impl SecretStore {
 
     /// Writes `file` atomically (0644: it holds only ciphertext); removes it when empty.
     fn write(&self, file: &SecretsFile) -> Result<(), SecretsError> {
+        self.writable()?;
         let path = file.path();
         let write_err = |source| SecretsError::Write {
             path: path.to_path_buf(),

@@ -1,19 +1,66 @@
 //! What `mtp watch` knows about itself and the fleet, served over HTTP: `/healthz`,
-//! `/status` (JSON) and `/metrics` (Prometheus text).
+//! `/status` (JSON) and `/metrics` (OpenMetrics text, through prometheus-client).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::engine::LiveState;
+
+/// How a sync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The fleet matches the revision in force, which is the newest one.
+    InSync,
+    /// Changes were applied and every tenant converged.
+    Applied,
+    /// The revision in force is converged, but a newer commit was refused (unsigned,
+    /// force-pushed, invalid): the newest commit is not in force.
+    Refused,
+    /// Some tenants wait (backoff after a failure, or the same change failed elsewhere).
+    Waiting,
+    /// A tenant failed (rolled back or not).
+    Failed,
+    /// No revision has loaded yet.
+    InvalidManifest,
+    /// The engine could not be read or the lock taken.
+    Error,
+    /// Stopped by a signal before it finished.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::InSync => "in-sync",
+            Outcome::Applied => "applied",
+            Outcome::Refused => "refused",
+            Outcome::Waiting => "waiting",
+            Outcome::Failed => "failed",
+            Outcome::InvalidManifest => "invalid-manifest",
+            Outcome::Error => "error",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the fleet ended converged to the revision in force.
+    pub fn converged(self) -> bool {
+        matches!(self, Outcome::InSync | Outcome::Applied | Outcome::Refused)
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
@@ -35,17 +82,14 @@ pub struct Status {
     pub pending_drift: Vec<DriftNote>,
     /// Why the newest commit is not in force, when it is not.
     pub last_error: Option<String>,
-    /// Failed tenants and when the next attempt is due.
-    pub backoff: Option<Backoff>,
-    #[serde(skip)]
-    pub counters: Counters,
+    /// Tenants not tried in the last sync, and why.
+    pub waiting: Vec<Waiting>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncRecord {
     pub at: String,
-    /// `in-sync`, `applied`, `failed`, `invalid-manifest`, `refused`, `error`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub reason: String,
     pub duration_ms: u64,
     pub message: String,
@@ -69,20 +113,10 @@ pub struct DriftNote {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Backoff {
-    pub tenants: Vec<String>,
-    pub attempts: u32,
-    pub next_attempt: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Counters {
-    pub syncs: BTreeMap<String, u64>,
-    pub sync_seconds_sum: f64,
-    pub sync_seconds_count: u64,
-    pub last_sync_seconds: f64,
-    pub last_success_unix: Option<f64>,
-    pub apply_failures: u64,
+pub struct Waiting {
+    pub tenant: String,
+    pub action: String,
+    pub reason: String,
 }
 
 impl Status {
@@ -108,66 +142,122 @@ impl Status {
     }
 }
 
-pub type Shared = Arc<Mutex<Status>>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
 
-/// Prometheus text exposition of the counters and the tenants by state.
-pub fn metrics(s: &Status) -> String {
-    let mut out = String::new();
-    let c = &s.counters;
-    let _ = writeln!(
-        out,
-        "# HELP mtp_sync_total Syncs by outcome.\n# TYPE mtp_sync_total counter"
-    );
-    for (outcome, n) in &c.syncs {
-        let _ = writeln!(out, "mtp_sync_total{{outcome=\"{outcome}\"}} {n}");
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// The daemon's metrics.
+pub struct Metrics {
+    registry: Registry,
+    syncs: Family<OutcomeLabel, Counter>,
+    sync_duration: Histogram,
+    tenants: Family<StateLabel, Gauge>,
+    pending_drift: Gauge,
+    last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    apply_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let syncs = Family::<OutcomeLabel, Counter>::default();
+        let sync_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        let tenants = Family::<StateLabel, Gauge>::default();
+        let pending_drift = Gauge::default();
+        let last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let apply_failures = Counter::default();
+        registry.register("mtp_sync", "Syncs by outcome", syncs.clone());
+        registry.register(
+            "mtp_sync_duration_seconds",
+            "Time spent in syncs",
+            sync_duration.clone(),
+        );
+        registry.register("mtp_tenants", "Tenant containers by state", tenants.clone());
+        registry.register(
+            "mtp_pending_drift",
+            "Tenants with a pending action",
+            pending_drift.clone(),
+        );
+        registry.register(
+            "mtp_last_successful_sync_timestamp_seconds",
+            "Unix time of the last converged sync",
+            last_success.clone(),
+        );
+        registry.register(
+            "mtp_apply_failures",
+            "Tenants that failed or were rolled back",
+            apply_failures.clone(),
+        );
+        Metrics {
+            registry,
+            syncs,
+            sync_duration,
+            tenants,
+            pending_drift,
+            last_success,
+            apply_failures,
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP mtp_sync_duration_seconds Time spent in syncs.\n# TYPE mtp_sync_duration_seconds summary"
-    );
-    let _ = writeln!(out, "mtp_sync_duration_seconds_sum {}", c.sync_seconds_sum);
-    let _ = writeln!(
-        out,
-        "mtp_sync_duration_seconds_count {}",
-        c.sync_seconds_count
-    );
-    let _ = writeln!(
-        out,
-        "# HELP mtp_last_sync_duration_seconds Duration of the last sync.\n# TYPE mtp_last_sync_duration_seconds gauge\nmtp_last_sync_duration_seconds {}",
-        c.last_sync_seconds
-    );
-    let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
-    for t in &s.tenants {
-        let key = if t.state == "running" {
-            format!("running-{}", t.health)
-        } else {
-            t.state.clone()
-        };
-        *by_state.entry(key).or_default() += 1;
+}
+
+impl Metrics {
+    /// Counts a finished sync.
+    pub fn sync(&self, outcome: Outcome, seconds: f64) {
+        self.syncs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.word().to_string(),
+            })
+            .inc();
+        self.sync_duration.observe(seconds);
+        if outcome.converged() {
+            self.last_success
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP mtp_tenants Tenant containers by state.\n# TYPE mtp_tenants gauge"
-    );
-    for (state, n) in &by_state {
-        let _ = writeln!(out, "mtp_tenants{{state=\"{state}\"}} {n}");
+
+    pub fn apply_failures(&self, n: u64) {
+        self.apply_failures.inc_by(n);
     }
-    let _ = writeln!(
-        out,
-        "# HELP mtp_pending_drift Tenants with a pending action.\n# TYPE mtp_pending_drift gauge\nmtp_pending_drift {}",
-        s.pending_drift.len()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP mtp_last_successful_sync_timestamp_seconds Unix time of the last converged sync.\n# TYPE mtp_last_successful_sync_timestamp_seconds gauge\nmtp_last_successful_sync_timestamp_seconds {}",
-        c.last_success_unix.unwrap_or(0.0)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP mtp_apply_failures_total Tenants that failed or were rolled back.\n# TYPE mtp_apply_failures_total counter\nmtp_apply_failures_total {}",
-        c.apply_failures
-    );
-    out
+
+    /// Mirrors the status's tenants and drift into gauges.
+    pub fn observe(&self, s: &Status) {
+        self.tenants.clear();
+        for t in &s.tenants {
+            let state = if t.state == "running" {
+                format!("running-{}", t.health)
+            } else {
+                t.state.clone()
+            };
+            self.tenants.get_or_create(&StateLabel { state }).inc();
+        }
+        self.pending_drift.set(s.pending_drift.len() as i64);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The state the endpoint serves.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub status: Arc<Mutex<Status>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 async fn healthz() -> Response {
@@ -179,15 +269,18 @@ async fn healthz() -> Response {
 }
 
 async fn status(State(s): State<Shared>) -> Response {
-    let body = serde_json::to_string_pretty(&*s.lock().unwrap()).unwrap_or_default();
+    let body = serde_json::to_string_pretty(&*s.status()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn metrics_handler(State(s): State<Shared>) -> Response {
+async fn metrics(State(s): State<Shared>) -> Response {
+    let text = s.metrics.encode();
     (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics(&s.lock().unwrap()),
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
     )
         .into_response()
 }
@@ -199,7 +292,7 @@ pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAd
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/status", get(status))
-        .route("/metrics", get(metrics_handler))
+        .route("/metrics", get(metrics))
         .with_state(shared);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -207,4 +300,39 @@ pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAd
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_name_outcomes_and_states() {
+        let m = Metrics::default();
+        m.sync(Outcome::Applied, 0.5);
+        m.sync(Outcome::Failed, 0.1);
+        m.apply_failures(2);
+        let mut s = Status::default();
+        s.tenants.push(TenantStatus {
+            tenant: "a".into(),
+            container: "f-a".into(),
+            state: "running".into(),
+            health: "healthy".into(),
+            spec_hash: None,
+            commit: None,
+        });
+        m.observe(&s);
+        let text = m.encode();
+        for want in [
+            "mtp_sync_total{outcome=\"applied\"} 1",
+            "mtp_sync_total{outcome=\"failed\"} 1",
+            "mtp_sync_duration_seconds_count 2",
+            "mtp_tenants{state=\"running-healthy\"} 1",
+            "mtp_pending_drift 0",
+            "mtp_apply_failures_total 2",
+            "mtp_last_successful_sync_timestamp_seconds ",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+    }
 }

@@ -1,17 +1,13 @@
 //! Webhook notifications: a JSON body POSTed to each configured URL with
 //! `X-Mtp-Signature: sha256=<hex HMAC-SHA256 of the body>` (the key is a secret of the
-//! `_fleet` owner), retried with backoff. Bodies name tenants, commits and outcomes, never a
-//! secret value.
+//! `_fleet` owner), retried with jittered exponential backoff. Bodies name tenants, commits
+//! and outcomes, never a secret value.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use hmac::{Hmac, KeyInit, Mac};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::Sha256;
@@ -52,14 +48,12 @@ pub struct Webhook {
     pub key: Option<SecretString>,
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 #[derive(Clone)]
 pub struct Notifier {
     hooks: Arc<Vec<Webhook>>,
-    client: HttpsClient,
-    /// Attempts per delivery and the first retry delay (doubled each time).
-    pub attempts: u32,
+    client: reqwest::Client,
+    /// Attempts per delivery and the first retry delay (doubled each time, with jitter).
+    pub attempts: usize,
     pub first_delay: Duration,
 }
 
@@ -70,29 +64,16 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn client() -> HttpsClient {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("rustls protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Client::builder(TokioExecutor::new()).build(https)
-}
-
 impl Notifier {
     pub fn new(hooks: Vec<Webhook>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("mtp/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
         Notifier {
             hooks: Arc::new(hooks),
-            client: client(),
+            client,
             attempts: 5,
             first_delay: Duration::from_secs(1),
         }
@@ -104,51 +85,51 @@ impl Notifier {
 
     /// Sends the event to every webhook in the background, each retried with backoff.
     pub fn send(&self, event: &Event) {
-        let body = Bytes::from(serde_json::to_vec(event).expect("events serialize"));
+        let body = bytes::Bytes::from(serde_json::to_vec(event).expect("events serialize"));
         for i in 0..self.hooks.len() {
             let this = self.clone();
             let body = body.clone();
             let kind = event.event;
             tokio::spawn(async move {
                 let hook = &this.hooks[i];
-                let mut delay = this.first_delay;
-                for attempt in 1..=this.attempts {
-                    match this.post(hook, body.clone()).await {
-                        Ok(()) => {
-                            tracing::debug!(url = %hook.url, ?kind, "webhook delivered");
-                            return;
-                        }
-                        Err(e) if attempt < this.attempts => {
-                            tracing::warn!(url = %hook.url, attempt, error = %e, "webhook failed; retrying in {delay:?}");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(300));
-                        }
-                        Err(e) => {
-                            tracing::error!(url = %hook.url, attempts = attempt, error = %e, "webhook not delivered; giving up");
-                        }
+                let policy = ExponentialBuilder::default()
+                    .with_min_delay(this.first_delay)
+                    .with_max_delay(Duration::from_secs(300))
+                    .with_max_times(this.attempts.saturating_sub(1))
+                    .with_jitter();
+                let sent = (|| this.post(hook, body.clone()))
+                    .retry(policy)
+                    .notify(|e, delay| {
+                        tracing::warn!(url = %hook.url, error = %e, "webhook failed; retrying in {delay:?}");
+                    })
+                    .await;
+                match sent {
+                    Ok(()) => tracing::debug!(url = %hook.url, ?kind, "webhook delivered"),
+                    Err(e) => {
+                        tracing::error!(url = %hook.url, error = %e, "webhook not delivered; giving up")
                     }
                 }
             });
         }
     }
 
-    async fn post(&self, hook: &Webhook, body: Bytes) -> Result<(), String> {
-        let mut req = hyper::Request::post(&hook.url)
-            .header("content-type", "application/json")
-            .header("user-agent", concat!("mtp/", env!("CARGO_PKG_VERSION")));
+    async fn post(&self, hook: &Webhook, body: bytes::Bytes) -> Result<(), String> {
+        let mut req = self
+            .client
+            .post(&hook.url)
+            .header("content-type", "application/json");
         if let Some(key) = &hook.key {
             req = req.header(
                 "x-mtp-signature",
                 signature(key.expose_secret().as_bytes(), &body),
             );
         }
-        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let res = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+        let res = req.body(body).send().await.map_err(|e| {
+            // reqwest names the URL; a webhook URL carries no secret (the key signs, it is
+            // not sent).
+            e.without_url().to_string()
+        })?;
         let status = res.status();
-        let _ = res.into_body().collect().await;
         if status.is_success() {
             Ok(())
         } else {

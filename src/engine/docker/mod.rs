@@ -2,11 +2,15 @@
 //! `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, `ssh://`) or the local default socket, with the API
 //! version negotiated.
 
+mod create;
+mod observe;
+
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::Docker;
-use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptionsBuilder};
+
+pub use create::create_body;
+use create::restart_policy;
 
 use super::*;
 
@@ -36,236 +40,12 @@ impl DockerEngine {
         Ok(DockerEngine { docker, host })
     }
 
-    /// Events about the fleet's containers that may mean drift (died, stopped, removed, OOM),
-    /// as their action names. The stream ends or errs when the connection drops.
-    pub fn container_events(
-        &self,
-        fleet: &str,
-    ) -> impl futures_util::Stream<Item = Result<String, EngineError>> + Send + 'static {
-        use futures_util::StreamExt;
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![format!("{LABEL_FLEET}={fleet}")]),
-            (
-                "event".to_string(),
-                ["die", "stop", "kill", "destroy", "oom", "pause"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-        ]);
-        let opts = bollard::query_parameters::EventsOptionsBuilder::new()
-            .filters(&filters)
-            .build();
-        let host = self.host.clone();
-        self.docker.events(Some(opts)).map(move |ev| {
-            ev.map(|m| m.action.unwrap_or_default())
-                .map_err(|e| classify(&host, "events", e))
-        })
-    }
-
     pub fn host(&self) -> &str {
         &self.host
     }
 
     pub fn client(&self) -> &Docker {
         &self.docker
-    }
-
-    /// Reads the fleet's live state. First, concurrently, the containers labelled with the
-    /// fleet (stopped ones too) and the fleet's volumes (patch records, managed-tenant
-    /// records). Then, only for the claimed names
-    /// and host ports the fleet's own containers do not hold, one list call each for foreign
-    /// containers standing on them: a converged fleet costs one container list, whatever its
-    /// size, and at most three.
-    pub async fn observe(&self, fleet: &str, claims: &Claims) -> Result<LiveState, EngineError> {
-        let by_label = self.list(
-            HashMap::from([("label".to_string(), vec![format!("{LABEL_FLEET}={fleet}")])]),
-            true,
-        );
-        let volumes = self.docker.list_volumes(Some(
-            ListVolumesOptionsBuilder::new()
-                .filters(&HashMap::from([(
-                    "label".to_string(),
-                    vec![format!("{LABEL_FLEET}={fleet}")],
-                )]))
-                .build(),
-        ));
-        let (ours, volumes) = tokio::try_join!(by_label, async {
-            volumes
-                .await
-                .map_err(|e| classify(&self.host, "list volumes", e))
-        })?;
-
-        let (names, ports) = unheld_claims(&ours, claims);
-        let by_name = async {
-            if names.is_empty() {
-                return Ok(Vec::new());
-            }
-            // One regular expression: Docker compiles each filter value per container.
-            let pattern = if names.len() <= 64 {
-                let alternatives: Vec<String> = names.iter().map(|n| regex_escape(n)).collect();
-                format!("^/({})$", alternatives.join("|"))
-            } else {
-                format!("^/{}-", regex_escape(fleet))
-            };
-            self.list(HashMap::from([("name".to_string(), vec![pattern])]), true)
-                .await
-        };
-        let by_port = async {
-            if ports.is_empty() {
-                return Ok(Vec::new());
-            }
-            let published = ports.iter().map(u16::to_string).collect();
-            // Running containers only: a stopped one does not hold its port.
-            self.list(HashMap::from([("publish".to_string(), published)]), false)
-                .await
-        };
-        let (by_name, by_port) = tokio::try_join!(by_name, by_port)?;
-
-        let mut seen = std::collections::BTreeSet::new();
-        let mut containers = Vec::new();
-        for c in ours.into_iter().chain(by_name).chain(by_port) {
-            if seen.insert(c.id.clone()) {
-                containers.push(c);
-            }
-        }
-        containers.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-
-        let volumes = volumes.volumes.unwrap_or_default();
-        let mut records: Vec<PatchRecord> = volumes
-            .iter()
-            .filter(|v| v.labels.contains_key(LABEL_RECORD))
-            .filter_map(|v| record_from_labels(&v.name, &v.labels))
-            .collect();
-        records.sort_by(|a, b| a.name.cmp(&b.name));
-        let managed = volumes
-            .iter()
-            .filter(|v| v.labels.contains_key(LABEL_MANAGED))
-            .filter_map(|v| v.labels.get(LABEL_TENANT).cloned())
-            .collect();
-        Ok(LiveState {
-            containers,
-            records,
-            managed,
-        })
-    }
-
-    async fn list(
-        &self,
-        filters: HashMap<String, Vec<String>>,
-        all: bool,
-    ) -> Result<Vec<LiveContainer>, EngineError> {
-        let opts = ListContainersOptionsBuilder::new()
-            .all(all)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| classify(&self.host, "list containers", e))?;
-        Ok(list.into_iter().map(live_container).collect())
-    }
-}
-
-/// The claimed names no container of the fleet bears, and the claimed host ports no running
-/// container of the fleet publishes: where a foreign container could stand in the way.
-fn unheld_claims(ours: &[LiveContainer], claims: &Claims) -> (Vec<String>, Vec<u16>) {
-    let names: std::collections::HashSet<&str> = ours.iter().map(|c| c.name.as_str()).collect();
-    let ports: std::collections::HashSet<u16> = ours
-        .iter()
-        .filter(|c| c.state.is_running())
-        .flat_map(|c| c.ports.iter().map(|p| p.host_port))
-        .collect();
-    (
-        claims
-            .names
-            .iter()
-            .filter(|n| !names.contains(n.as_str()))
-            .cloned()
-            .collect(),
-        claims
-            .ports
-            .iter()
-            .copied()
-            .filter(|p| !ports.contains(p))
-            .collect(),
-    )
-}
-
-/// Escapes the characters of a container name that are special in a Go regular expression.
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        if !ch.is_ascii_alphanumeric() && ch != '-' && ch != '_' {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-fn record_from_labels(name: &str, labels: &HashMap<String, String>) -> Option<PatchRecord> {
-    Some(PatchRecord {
-        name: name.to_string(),
-        tenant: labels.get(LABEL_TENANT)?.clone(),
-        container_id: labels.get(LABEL_CONTAINER)?.clone(),
-        seq: labels.get(LABEL_SEQ)?.parse().ok()?,
-        spec_hash: labels.get(LABEL_SPEC_HASH)?.clone(),
-        fields: decode_fields(labels.get(LABEL_SPEC)?)?,
-    })
-}
-
-fn live_container(c: ContainerSummary) -> LiveContainer {
-    let name = c
-        .names
-        .unwrap_or_default()
-        .into_iter()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches('/')
-        .to_string();
-    let state = match c.state {
-        Some(ContainerSummaryStateEnum::CREATED) => RunState::Created,
-        Some(ContainerSummaryStateEnum::RUNNING) => RunState::Running,
-        Some(ContainerSummaryStateEnum::PAUSED) => RunState::Paused,
-        Some(ContainerSummaryStateEnum::RESTARTING) => RunState::Restarting,
-        Some(ContainerSummaryStateEnum::EXITED) => RunState::Exited,
-        Some(ContainerSummaryStateEnum::REMOVING) => RunState::Removing,
-        Some(ContainerSummaryStateEnum::DEAD) => RunState::Dead,
-        _ => RunState::Unknown,
-    };
-    let health = if state.is_running() {
-        health_from_status(c.status.as_deref().unwrap_or(""))
-    } else {
-        HealthState::None
-    };
-    let mut ports: Vec<LivePort> = c
-        .ports
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| {
-            Some(LivePort {
-                host_ip: p.ip.unwrap_or_default(),
-                host_port: p.public_port?,
-                container_port: p.private_port,
-            })
-        })
-        .collect();
-    ports.sort();
-    ports.dedup_by(|a, b| a.host_port == b.host_port && a.container_port == b.container_port);
-    LiveContainer {
-        id: c.id.unwrap_or_default(),
-        name,
-        image: c.image.unwrap_or_default(),
-        state,
-        health,
-        ports,
-        labels: c
-            .labels
-            .unwrap_or_default()
-            .into_iter()
-            .collect::<BTreeMap<_, _>>(),
     }
 }
 
@@ -308,114 +88,6 @@ pub(crate) fn classify(host: &str, action: &str, e: bollard::errors::Error) -> E
 
 /// Image of the lock marker container: an empty filesystem imported once per engine.
 pub const LOCK_IMAGE: &str = "mtp-lock:1";
-
-fn ms_to_ns(ms: u64) -> i64 {
-    i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
-}
-
-fn restart_policy(p: crate::manifest::RestartPolicy) -> bollard::models::RestartPolicy {
-    use crate::manifest::RestartPolicy as P;
-    use bollard::models::RestartPolicyNameEnum as N;
-    bollard::models::RestartPolicy {
-        name: Some(match p {
-            P::No => N::NO,
-            P::Always => N::ALWAYS,
-            P::UnlessStopped => N::UNLESS_STOPPED,
-            P::OnFailure => N::ON_FAILURE,
-        }),
-        maximum_retry_count: None,
-    }
-}
-
-/// The create request for a tenant's container: everything the spec says, nothing else.
-pub fn create_body(
-    spec: &crate::render::ContainerSpec,
-    labels: &BTreeMap<String, String>,
-) -> bollard::models::ContainerCreateBody {
-    use bollard::models::{
-        ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig,
-        PortBinding,
-    };
-    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for p in &spec.ports {
-        port_bindings
-            .entry(format!("{}/tcp", p.container_port))
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(PortBinding {
-                host_ip: Some(p.host_ip.clone()),
-                host_port: Some(p.host_port.to_string()),
-            });
-    }
-    let binds = spec
-        .mounts
-        .iter()
-        .map(|m| {
-            format!(
-                "{}:{}{}",
-                m.source,
-                m.target,
-                if m.read_only { ":ro" } else { "" }
-            )
-        })
-        .collect();
-    let hc = &spec.healthcheck;
-    ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-        env: Some(
-            spec.env
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.expose()))
-                .collect(),
-        ),
-        labels: Some(labels.clone().into_iter().collect()),
-        user: Some(spec.security.user.clone()),
-        exposed_ports: Some(
-            spec.ports
-                .iter()
-                .map(|p| format!("{}/tcp", p.container_port))
-                .collect(),
-        ),
-        healthcheck: Some(HealthConfig {
-            test: Some(hc.test.clone()),
-            interval: Some(ms_to_ns(hc.interval_ms)),
-            timeout: Some(ms_to_ns(hc.timeout_ms)),
-            retries: Some(i64::from(hc.retries)),
-            start_period: Some(ms_to_ns(hc.start_period_ms)),
-            start_interval: None,
-        }),
-        stop_timeout: Some(i64::try_from(spec.stop_timeout_s).unwrap_or(i64::MAX)),
-        host_config: Some(HostConfig {
-            binds: Some(binds),
-            port_bindings: Some(port_bindings),
-            memory: Some(i64::try_from(spec.limits.memory).unwrap_or(i64::MAX)),
-            // No swap beyond the memory limit; also keeps later updates of `memory` valid.
-            memory_swap: Some(i64::try_from(spec.limits.memory).unwrap_or(i64::MAX)),
-            nano_cpus: Some(spec.limits.nano_cpus),
-            pids_limit: Some(spec.limits.pids_limit),
-            restart_policy: Some(restart_policy(spec.restart)),
-            cap_drop: Some(spec.security.cap_drop.clone()),
-            security_opt: spec
-                .security
-                .no_new_privileges
-                .then(|| vec!["no-new-privileges".to_string()]),
-            init: Some(spec.security.init),
-            network_mode: Some(spec.network.clone()),
-            ..Default::default()
-        }),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                spec.network.clone(),
-                EndpointSettings {
-                    aliases: Some(vec![spec.instance.clone()]),
-                    ..Default::default()
-                },
-            )])),
-        }),
-        ..Default::default()
-    }
-}
 
 impl DockerEngine {
     /// Imports the lock image (an empty filesystem) unless present.
@@ -467,6 +139,38 @@ impl Engine for DockerEngine {
 
     async fn observe(&self, fleet: &str, claims: &Claims) -> Result<LiveState, EngineError> {
         DockerEngine::observe(self, fleet, claims).await
+    }
+
+    fn events(
+        &self,
+        fleet: &str,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, EngineError>> + Send + 'static
+    {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("label".to_string(), vec![format!("{LABEL_FLEET}={fleet}")]),
+            (
+                "event".to_string(),
+                ["die", "stop", "kill", "destroy", "oom", "pause"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        ]);
+        let opts = bollard::query_parameters::EventsOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let host = self.host.clone();
+        self.docker.events(Some(opts)).map(move |ev| {
+            ev.map(|m| ContainerEvent {
+                action: m.action.unwrap_or_default(),
+                container: m
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|a| a.get("name").cloned())
+                    .unwrap_or_default(),
+            })
+            .map_err(|e| classify(&host, "events", e))
+        })
     }
 
     async fn ensure_network(&self, network: &str, fleet: &str) -> Result<(), EngineError> {
@@ -832,54 +536,5 @@ impl Engine for DockerEngine {
                 other => Err(other),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn container(name: &str, state: RunState, port: u16) -> LiveContainer {
-        LiveContainer {
-            id: format!("id-{name}"),
-            name: name.into(),
-            image: "img".into(),
-            state,
-            health: HealthState::None,
-            ports: vec![LivePort {
-                host_ip: "127.0.0.1".into(),
-                host_port: port,
-                container_port: 18789,
-            }],
-            labels: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn only_claims_the_fleet_does_not_hold_are_looked_up() {
-        let claims = Claims {
-            names: ["f-a", "f-b", "f-c"].map(String::from).into(),
-            ports: [1001, 1002, 1003].into(),
-        };
-        let ours = vec![
-            container("f-a", RunState::Running, 1001),
-            // Stopped: keeps its name, frees its port.
-            container("f-b", RunState::Exited, 1002),
-        ];
-        let (names, ports) = unheld_claims(&ours, &claims);
-        assert_eq!(names, vec!["f-c".to_string()]);
-        assert_eq!(ports, vec![1002, 1003]);
-        let all = vec![
-            container("f-a", RunState::Running, 1001),
-            container("f-b", RunState::Running, 1002),
-            container("f-c", RunState::Running, 1003),
-        ];
-        assert_eq!(unheld_claims(&all, &claims), (vec![], vec![]));
-    }
-
-    #[test]
-    fn names_are_escaped_for_docker_regular_expressions() {
-        assert_eq!(regex_escape("prod-acme_1"), "prod-acme_1");
-        assert_eq!(regex_escape("prod.eu-acme"), "prod\\.eu-acme");
     }
 }

@@ -1,0 +1,252 @@
+//! The fleet session every command shares: files (from a directory or a git commit) ->
+//! validated manifest -> keyring -> desired state -> plan against the live engine -> one
+//! executor set-up for apply. No command-line concerns live here: commands and `mtp watch`
+//! only wire these steps and print their results.
+
+pub mod converge;
+pub mod desired;
+pub mod files;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use desired::{SecretSource, render_all};
+pub use files::{FilesError, FleetFiles, Origin};
+
+use crate::engine::{Claims, LiveState};
+use crate::manifest::{AvailableSecrets, LoadedManifest, Validation, ValidationReport};
+use crate::plan::{Desired, Plan, PlanOptions};
+use crate::render::{ContainerSpec, RenderError};
+use crate::secrets::{Identity, SecretStore, SecretValue, SecretsError};
+
+/// Default audit log file name, beside the manifest.
+pub const DEFAULT_AUDIT_LOG: &str = "mtp-audit.jsonl";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The manifest breaks rules; the report lists every problem.
+    #[error("{}", .0.summary())]
+    Invalid(Box<ValidationReport>),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("no tenant `{name}` in {}", manifest.display())]
+    UnknownTenant { name: String, manifest: PathBuf },
+}
+
+/// A fleet whose files loaded and passed every rule of validation.
+#[derive(Debug)]
+pub struct Session {
+    pub files: FleetFiles,
+    pub loaded: LoadedManifest,
+    /// Warnings of validation (a session never holds errors).
+    pub warnings: ValidationReport,
+    store: SecretStore,
+}
+
+/// The secret names each owner has, from the store (names only: nothing is decrypted).
+pub fn available_secrets(store: &SecretStore) -> Result<AvailableSecrets, SecretsError> {
+    store.available()
+}
+
+/// Checks the files against every rule without refusing them: what `mtp validate` reports.
+pub fn validate(files: &FleetFiles) -> Result<Validation, SessionError> {
+    let store = files.store();
+    let available = available_secrets(&store)?;
+    Ok(crate::manifest::validate_source(
+        &files.manifest_path,
+        files.manifest.clone(),
+        &available,
+    ))
+}
+
+impl Session {
+    /// Validates `files`; any error refuses them (nothing is touched on any engine).
+    pub fn open(files: FleetFiles) -> Result<Session, SessionError> {
+        let validation = validate(&files)?;
+        let (loaded, warnings) = validation
+            .into_result()
+            .map_err(|r| SessionError::Invalid(Box::new(r)))?;
+        let store = files.store();
+        Ok(Session {
+            files,
+            loaded,
+            warnings,
+            store,
+        })
+    }
+
+    /// Reads and validates the manifest at `path` and the secrets beside it.
+    pub fn open_dir(manifest: &Path) -> Result<Session, SessionError> {
+        Session::open(FleetFiles::from_dir(manifest)?)
+    }
+
+    pub fn fleet(&self) -> &str {
+        &self.loaded.manifest.fleet.name
+    }
+
+    pub fn store(&self) -> &SecretStore {
+        &self.store
+    }
+
+    /// Refuses names that are not declared instances (`admin` or a tenant).
+    pub fn check_tenants(&self, names: &[String]) -> Result<(), SessionError> {
+        for n in names {
+            if self.loaded.manifest.instance(n).is_none() {
+                return Err(SessionError::UnknownTenant {
+                    name: n.clone(),
+                    manifest: self.files.manifest_path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// What the fleet's containers claim on the engine (names, host ports).
+    pub fn claims(&self) -> Claims {
+        Claims::of(&self.loaded.manifest)
+    }
+
+    /// Renders every instance with its secrets decrypted through `keyring`.
+    pub fn desired(&self, keyring: &Keyring) -> Result<Desired, SessionError> {
+        let source = keyring.source(&self.store);
+        Ok(Desired {
+            fleet: self.fleet().to_string(),
+            specs: render_all(&self.loaded, &source)?,
+            manifest_hash: self.files.hash(),
+            commit: self.files.commit.clone(),
+        })
+    }
+
+    /// One instance rendered with its secrets.
+    pub fn render(&self, keyring: &Keyring, name: &str) -> Result<ContainerSpec, SessionError> {
+        self.check_tenants(&[name.to_string()])?;
+        let inst = self.loaded.manifest.instance(name).expect("checked above");
+        let values = keyring.source(&self.store).secrets_for(&inst)?;
+        Ok(crate::render::render(
+            &self.loaded.manifest,
+            &inst,
+            &values,
+        )?)
+    }
+
+    /// The plan of `desired` against an observed live state; the manifest's `fleet.prune`
+    /// turns pruning on as `--prune` does.
+    pub fn plan(
+        &self,
+        desired: &Desired,
+        live: &LiveState,
+        targets: &[String],
+        prune: bool,
+        engine: &str,
+    ) -> Plan {
+        crate::plan::plan(
+            desired,
+            live,
+            &PlanOptions {
+                prune: prune || self.loaded.manifest.prune(),
+                targets: targets.to_vec(),
+                engine: engine.to_string(),
+            },
+        )
+    }
+
+    /// Where backups of removed tenants go: `fleet.backup_dir` (relative to the manifest's
+    /// directory), else `<data_root>/../backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        let base = self.files.dir().unwrap_or(Path::new("."));
+        match &self.loaded.manifest.fleet.backup_dir {
+            Some(d) => base.join(d),
+            None => self
+                .loaded
+                .manifest
+                .fleet
+                .data_root
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("backups"),
+        }
+    }
+
+    /// The audit log: `fleet.audit_log` (default `mtp-audit.jsonl`) relative to the
+    /// manifest's directory; for files read from a commit, in `fallback_dir` under its own
+    /// file name (a commit has no directory to write into).
+    pub fn audit_path(&self, fallback_dir: &Path) -> PathBuf {
+        let name = self
+            .loaded
+            .manifest
+            .fleet
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_LOG));
+        match self.files.dir() {
+            Some(dir) => dir.join(name),
+            None => fallback_dir.join(name.file_name().unwrap_or(name.as_os_str())),
+        }
+    }
+}
+
+/// The identity secrets are decrypted with, shared by every decryption of a session.
+#[derive(Clone)]
+pub struct Keyring {
+    identity: Arc<Identity>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keyring({:?})", self.identity.path())
+    }
+}
+
+impl Keyring {
+    /// The identity in `MTP_AGE_IDENTITY`, else the default path.
+    pub fn from_env() -> Result<Keyring, SecretsError> {
+        Ok(Keyring::new(Identity::from_env()?))
+    }
+
+    pub fn new(identity: Identity) -> Keyring {
+        Keyring {
+            identity: Arc::new(identity),
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Decrypts from `store` with this keyring's identity.
+    pub fn source<'a>(&'a self, store: &'a SecretStore) -> impl SecretSource + 'a {
+        Decrypting {
+            store,
+            identity: &self.identity,
+        }
+    }
+
+    /// One owner's secrets (`_fleet` for fleet-wide ones such as webhook keys).
+    pub fn decrypt(
+        &self,
+        store: &SecretStore,
+        owner: &str,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, SecretValue>, SecretsError> {
+        store.decrypt_owner(&self.identity, owner, names)
+    }
+}
+
+struct Decrypting<'a> {
+    store: &'a SecretStore,
+    identity: &'a Identity,
+}
+
+impl SecretSource for Decrypting<'_> {
+    fn secrets_for(
+        &self,
+        inst: &crate::manifest::Instance,
+    ) -> Result<std::collections::BTreeMap<String, SecretValue>, SecretsError> {
+        self.store
+            .decrypt_owner(self.identity, &inst.name, &inst.secrets)
+    }
+}
