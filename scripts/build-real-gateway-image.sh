@@ -3,7 +3,14 @@
 # the npm registry) FROM scratch, for the contract tests that hold the stub gateway to the
 # real one. Prints the tag. Cached: a second run finds the image and returns at once.
 #
-#   scripts/build-real-gateway-image.sh        # -> mtp-openclaw-real:2026.9.6
+#   scripts/build-real-gateway-image.sh        # -> mtp-openclaw-real:2026.9.6-<script hash>
+#
+# The Codex plugin is bundled as upstream's image bundles it: an `openai/*` model makes the
+# gateway look for the `codex` plugin at start, and one it cannot find it installs from npm at
+# run time (with no npm in the image, start fails: `gateway.maintenance_required`). The
+# gateway finds a bundled plugin in `<package>/dist/extensions/<id>`; its dependencies
+# resolve from the app's node_modules. `@openclaw/codex` is pinned to the newest release not
+# newer than the gateway (2026.9.6 has none on npm; a bundled plugin has no version check).
 #
 # No registry image can be pulled here, so the image is assembled from files: the node binary
 # with the shared libraries `ldd` names, the npm install tree (module resolution needs the
@@ -12,8 +19,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPENCLAW_VERSION=2026.9.6
+CODEX_VERSION=2026.9.5
 NODE_VERSION=24.21.0
-TAG="mtp-openclaw-real:$OPENCLAW_VERSION"
+TAG="mtp-openclaw-real:$OPENCLAW_VERSION-$(sha256sum "$0" | cut -c1-8)"
 WORK="$PWD/target/real-gateway"
 
 docker info >/dev/null 2>&1 || { echo "build-real-gateway-image.sh: no Docker engine answers" >&2; exit 1; }
@@ -38,6 +46,10 @@ if [ ! -f "$WORK/app/node_modules/openclaw/dist/index.js" ]; then
     PATH="$(dirname "$NODE"):$PATH" npm install -s "openclaw@$OPENCLAW_VERSION" >&2)
 fi
 
+if [ ! -f "$WORK/app/node_modules/@openclaw/codex/openclaw.plugin.json" ]; then
+  (cd "$WORK/app" && PATH="$(dirname "$NODE"):$PATH" npm install -s "@openclaw/codex@$CODEX_VERSION" >&2)
+fi
+
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 root="$ctx/rootfs"
@@ -52,6 +64,8 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nnode:x:1000:1000:node:/home/node:/s
 printf 'root:x:0:\nnode:x:1000:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"
 cp -a "$WORK/app/node_modules" "$root/app/node_modules"
+rm -rf "$root/app/node_modules/openclaw/dist/extensions/codex"
+cp -a "$WORK/app/node_modules/@openclaw/codex" "$root/app/node_modules/openclaw/dist/extensions/codex"
 cat > "$ctx/Dockerfile" <<'EOF'
 FROM scratch
 COPY rootfs/ /

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cli;
 pub mod engine;
 pub mod fleet;
+pub mod gateway;
 pub mod manifest;
 pub mod plan;
 pub mod render;

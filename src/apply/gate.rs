@@ -35,6 +35,10 @@ pub enum GateFailure {
     Token { addr: String, reason: String },
     #[error("abandoned at a second signal while waiting for health")]
     Interrupted,
+    #[error(
+        "the previous gateway's owner lease on the state directory did not expire within {waited_s}s"
+    )]
+    Lease { waited_s: u64 },
     #[error("{0}")]
     Engine(String),
 }
@@ -229,9 +233,11 @@ pub async fn readyz(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
 }
 
 /// The direct checks, where the gateway is reachable: `/readyz` (retried until the deadline,
-/// since Docker's probe and ours race), then the token-authenticated `health` RPC.
+/// since Docker's probe and ours race), then the `health` RPC with `token` (skipped when the
+/// token the container runs with is not known).
 pub async fn direct_checks<P: GatewayProbe>(
     spec: &ContainerSpec,
+    token: Option<&str>,
     engine_is_local: bool,
     probe: &P,
     deadline: Duration,
@@ -252,11 +258,9 @@ pub async fn direct_checks<P: GatewayProbe>(
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    let token = spec
-        .env
-        .get(crate::manifest::GATEWAY_TOKEN)
-        .map(|v| v.expose())
-        .unwrap_or("");
+    let Some(token) = token else {
+        return Ok(Some(ProbeReport::default()));
+    };
     loop {
         match probe.health(addr, token).await {
             Ok(report) => return Ok(Some(report)),

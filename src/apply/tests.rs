@@ -71,6 +71,7 @@ fn plan_for(specs: &[ContainerSpec], live: &LiveState, prune: bool) -> Plan {
             prune,
             targets: vec![],
             engine: "fake".into(),
+            refresh: false,
         },
     )
 }
@@ -176,7 +177,7 @@ async fn create_starts_gates_and_converges() {
     let (engine, s) = fleet_v1().await;
     converged(&engine, &s);
     let w = engine.world();
-    assert!(w.networks.contains("ut-net"));
+    assert!(w.networks.contains("ut-alpha-net"));
     assert_eq!(w.configs.len(), 3);
     let calls: Vec<&str> = w
         .calls
@@ -187,7 +188,12 @@ async fn create_starts_gates_and_converges() {
     // Once healthy, the engine records that mtp made it (a later removal by hand is drift).
     assert_eq!(
         calls,
-        ["create ut-alpha", "start ut-alpha", "mark-managed alpha"]
+        [
+            "network ut-alpha-net",
+            "create ut-alpha",
+            "start ut-alpha",
+            "mark-managed alpha"
+        ]
     );
 }
 
@@ -227,14 +233,16 @@ async fn recycle_stops_old_before_starting_new_then_renames_and_removes_the_old_
     assert_eq!(
         calls,
         [
-            "network ut-net",
+            "network ut-bravo-net",
             "create ut-bravo.next",
             "stop ut-bravo",
             &format!("write-config {}", c.id),
             "start ut-bravo.next",
-            // Gated while the old one steps aside; then named, then the old one removed.
+            // Gated while the old one steps aside; then named, then the old one stopped (it
+            // is already) and removed.
             "rename ut-bravo.old",
             "rename ut-bravo",
+            "stop ut-bravo.old",
             "remove ut-bravo.old",
         ]
     );
@@ -441,6 +449,7 @@ async fn blocked_tenant_fails_in_place_and_stops_the_rollout() {
                 container_port: 80,
             }],
             labels: BTreeMap::new(),
+            networks: vec![],
         });
     let s = specs(&V1);
     let out = apply(&engine, &s).await;
@@ -673,14 +682,16 @@ async fn a_changed_config_is_written_after_the_old_stops_and_restored_on_rollbac
     assert_eq!(
         calls,
         [
-            "network ut-net",
+            "network ut-alpha-net",
             "create ut-alpha.next",
             "stop ut-alpha",
             &format!("write-config {new_id}"),
             "start ut-alpha.next",
             // The old container steps aside while the new one is gated...
             "rename ut-alpha.old",
-            // ...and gets its name back when the gate fails.
+            // ...and gets its name back when the gate fails (the new one stopped, then
+            // removed, so its gateway releases the state dir's lease).
+            "stop ut-alpha.next",
             "remove ut-alpha.next",
             "rename ut-alpha",
             &format!("write-config {old_id}"),
@@ -691,5 +702,195 @@ async fn a_changed_config_is_written_after_the_old_stops_and_restored_on_rollbac
         w.configs[&old_id].contains("a/m1"),
         "{}",
         w.configs[&old_id]
+    );
+}
+
+fn container_of(engine: &FakeEngine, name: &str) -> Option<crate::engine::LiveContainer> {
+    engine
+        .state()
+        .containers
+        .into_iter()
+        .find(|c| c.name == name)
+}
+
+/// A recycle killed between the two renames: the old container stands aside, stopped, and
+/// the new one runs healthy with the desired spec. Apply finishes it.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_recycle_with_a_healthy_new_container_is_finished() {
+    let (mut engine, _) = fleet_v1().await;
+    let mut v2 = V1;
+    v2[0].2 = "gw:2";
+    let s2 = specs(&v2);
+    let old = container_of(&engine, "ut-alpha").unwrap();
+    {
+        let mut st = engine.state_mut();
+        let c = st.containers.iter_mut().find(|c| c.id == old.id).unwrap();
+        c.name = "ut-alpha.old".into();
+        c.state = RunState::Exited;
+    }
+    let mut next = FakeEngine::default().container_for(&s2[0], FLEET);
+    next.id = "e".repeat(64);
+    next.name = "ut-alpha.next".into();
+    next.labels.insert("mtp.role".into(), "next".into());
+    engine.state_mut().containers.push(next.clone());
+    let plan = plan_for(&s2, &engine.state(), false);
+    let a = plan.action("alpha").unwrap();
+    assert!(
+        matches!(&a.resume, Some(crate::plan::Resume::Promote { next: n }) if n.container_id == next.id),
+        "{a:#?}"
+    );
+    let out = apply(&engine, &s2).await;
+    assert!(out.report.succeeded(), "{:#?}", out.report);
+    let now = container_of(&engine, "ut-alpha").unwrap();
+    assert_eq!(now.id, next.id, "the healthy new container was promoted");
+    assert!(container_of(&engine, "ut-alpha.old").is_none());
+    converged(&engine, &s2);
+}
+
+/// The same kill, but the new container is not healthy yet: apply undoes the recycle (the
+/// new one stopped and removed, the old one named again) and recycles afresh.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_recycle_without_a_healthy_new_container_is_undone_and_redone() {
+    let (mut engine, _) = fleet_v1().await;
+    let mut v2 = V1;
+    v2[0].2 = "gw:2";
+    let s2 = specs(&v2);
+    let old = container_of(&engine, "ut-alpha").unwrap();
+    {
+        let mut st = engine.state_mut();
+        let c = st.containers.iter_mut().find(|c| c.id == old.id).unwrap();
+        c.name = "ut-alpha.old".into();
+        c.state = RunState::Exited;
+    }
+    let mut next = FakeEngine::default().container_for(&s2[0], FLEET);
+    next.id = "e".repeat(64);
+    next.name = "ut-alpha.next".into();
+    next.health = crate::engine::HealthState::Starting;
+    next.labels.insert("mtp.role".into(), "next".into());
+    engine.state_mut().containers.push(next);
+    let plan = plan_for(&s2, &engine.state(), false);
+    let a = plan.action("alpha").unwrap();
+    assert_eq!(a.resume, Some(crate::plan::Resume::Restore), "{a:#?}");
+    assert_eq!(a.action, ActionKind::Recycle);
+    engine.world().calls.clear();
+    let out = apply(&engine, &s2).await;
+    assert!(out.report.succeeded(), "{:#?}", out.report);
+    let calls = engine.world().calls.clone();
+    let pos = |c: &str| calls.iter().position(|x| x == c).unwrap_or(usize::MAX);
+    assert!(
+        pos("stop ut-alpha.next") < pos("remove ut-alpha.next"),
+        "the unhealthy new container is stopped before removal: {calls:?}"
+    );
+    assert!(
+        pos("remove ut-alpha.next") < pos("rename ut-alpha"),
+        "{calls:?}"
+    );
+    converged(&engine, &s2);
+    assert_eq!(
+        engine
+            .state()
+            .containers
+            .iter()
+            .filter(|c| c.tenant() == Some("alpha"))
+            .count(),
+        1
+    );
+}
+
+/// `docker update` and a hand edit of openclaw.json behind mtp's back: invisible to the
+/// labels, seen by a refreshed observation and fixed by a patch.
+#[tokio::test(start_paused = true)]
+async fn changes_behind_mtps_back_are_seen_with_refresh_and_patched() {
+    let (engine, s) = fleet_v1().await;
+    let alpha = container_of(&engine, "ut-alpha").unwrap();
+    let bravo = container_of(&engine, "ut-bravo").unwrap();
+    {
+        let mut w = engine.world();
+        w.settings.insert(
+            alpha.id.clone(),
+            crate::engine::Refreshed {
+                memory: Some(512 * 1024 * 1024),
+                restart: Some("no".into()),
+                networks: alpha.networks.clone(),
+                ..Default::default()
+            },
+        );
+        let cfg = w.configs[&bravo.id].replace("a/m1", "a/hand-edited");
+        w.configs.insert(bravo.id.clone(), cfg);
+    }
+    // The labels alone see nothing.
+    assert!(!plan_for(&s, &engine.state(), false).has_changes());
+    let mut live = engine.state();
+    crate::engine::refresh(&engine, FLEET, &mut live, 2).await;
+    let plan = plan_for(&s, &live, false);
+    let a = plan.action("alpha").unwrap();
+    assert_eq!(a.action, ActionKind::Patch, "{a:#?}");
+    assert!(
+        a.drift
+            .iter()
+            .any(|d| d.kind == crate::plan::DriftKind::Modified
+                && d.detail.contains("limits.memory")
+                && d.detail.contains("restart")),
+        "{:#?}",
+        a.drift
+    );
+    let b = plan.action("bravo").unwrap();
+    assert_eq!(b.action, ActionKind::Patch, "{b:#?}");
+    assert!(
+        b.drift
+            .iter()
+            .any(|d| d.detail.contains("openclaw.json edited"))
+    );
+    assert!(
+        b.config_diff
+            .as_deref()
+            .unwrap_or("")
+            .contains("hand-edited")
+    );
+}
+
+/// With keep-going, a tenant that fails is rolled back and the others go on; a tenant
+/// carrying the same failed change is skipped rather than failed again.
+#[tokio::test(start_paused = true)]
+async fn keep_going_passes_a_failed_tenant_and_skips_its_change_elsewhere() {
+    let (engine, _) = fleet_v1().await;
+    engine
+        .world()
+        .behaviours
+        .insert("gw:bad".into(), Behaviour::ExitAtOnce);
+    let mut v2 = V1;
+    v2[0].2 = "gw:bad"; // alpha fails
+    v2[1].3 = "2g"; // bravo: an unrelated patch
+    v2[2].2 = "gw:bad"; // charlie carries alpha's failed change
+    let s2 = specs(&v2);
+    let dir = tempfile::tempdir().unwrap();
+    let live = engine.state();
+    let plan = plan_for(&s2, &live, false);
+    let mut o = opts(dir.path());
+    o.keep_going = true;
+    let exec = Executor {
+        engine: &engine,
+        plan: &plan,
+        specs: s2.iter().map(|s| (s.instance.clone(), s.clone())).collect(),
+        live: &live,
+        opts: &o,
+        probe: &NoProbe,
+        audit: &MemoryAudit::default(),
+        progress: &Quiet,
+        cancel: Cancel::default(),
+    };
+    let r = exec.run(None).await;
+    assert_eq!(status_of(&r, "alpha"), Status::RolledBack);
+    assert_eq!(status_of(&r, "bravo"), Status::Done);
+    assert_eq!(status_of(&r, "charlie"), Status::Skipped);
+    let detail = &r
+        .outcomes
+        .iter()
+        .find(|o| o.tenant == "charlie")
+        .unwrap()
+        .detail;
+    assert!(
+        detail.contains("change that failed for `alpha`"),
+        "{detail}"
     );
 }

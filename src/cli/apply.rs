@@ -14,16 +14,34 @@ use crate::apply::audit::AuditLog;
 use crate::apply::cancel::forward_signals;
 use crate::apply::lock::{self, LockError};
 use crate::apply::ws_probe::WsProbe;
-use crate::apply::{ApplyReport, Cancel, Progress, Status, TenantOutcome, check_saved_plan};
+use crate::apply::{
+    ApplyReport, Cancel, Progress, Status, TenantOutcome, check_rederived, check_saved_plan,
+    parse_saved_plan,
+};
 use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
-use crate::fleet::Session;
 use crate::fleet::converge::{self, LockPolicy};
+use crate::fleet::{PlanRequest, Session};
 use crate::plan::{ActionKind, Plan};
 use crate::report;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The plan, progress and a summary, for people.
+    Human,
+    /// `{"plan": ..., "report": ...}` on stdout once done (schemas/plan.schema.json for the
+    /// plan); the plan and progress for people go to stderr.
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
     /// A plan saved by `mtp plan --out FILE`. It is refused if the manifest, its secrets or the
     /// live state changed since it was made. Without it, a plan is made now.
     pub planfile: Option<PathBuf>,
@@ -57,6 +75,14 @@ pub struct Args {
     /// checks mtp otherwise makes where a tenant's port is reachable from here.
     #[arg(long)]
     pub docker_health_only: bool,
+    /// Also inspect each container and read its openclaw.json (see `mtp plan --refresh`).
+    /// Not with PLANFILE (the plan says whether it refreshed).
+    #[arg(long)]
+    pub refresh: bool,
+    /// Skip the preflight (each changed tenant's openclaw.json checked by the gateway of its
+    /// own image before any container is touched).
+    #[arg(long)]
+    pub no_preflight: bool,
     /// Go on past a failed tenant (it is rolled back as always); tenants carrying the same
     /// change (the same new image, the same forcing fields) are skipped, not failed one by one.
     #[arg(long)]
@@ -67,9 +93,9 @@ pub struct Args {
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
-    if args.planfile.is_some() && (args.prune || !args.targets.is_empty()) {
+    if args.planfile.is_some() && (args.prune || args.refresh || !args.targets.is_empty()) {
         return Err(miette!(
-            "--prune and --target shape a new plan; a saved plan is applied as it was made"
+            "--prune, --refresh and --target shape a new plan; a saved plan is applied as it was made"
         ));
     }
     let session = common::open_session(fleet)?;
@@ -84,13 +110,13 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
             let text = std::fs::read_to_string(path)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot read the plan {}", path.display()))?;
-            Some(
-                serde_json::from_str(&text)
-                    .into_diagnostic()
-                    .wrap_err_with(|| {
-                        format!("{} is not a plan saved by `mtp plan --out`", path.display())
-                    })?,
-            )
+            Some(parse_saved_plan(&text).map_err(|e| {
+                miette!(
+                    help = "run `mtp plan --out FILE` again and review it",
+                    "refusing {}: {e}",
+                    path.display()
+                )
+            })?)
         }
         None => None,
     };
@@ -142,26 +168,79 @@ async fn execute(
     audit: &AuditLog,
     held: &mut lock::Lock,
 ) -> Result<ExitCode> {
-    let live = engine
+    let mut live = engine
         .observe(&desired.fleet, &session.claims())
         .await
         .map_err(|e| miette!("{e}"))?;
-    let plan = match saved {
-        Some(plan) => {
-            check_saved_plan(&plan, &desired.fleet, &desired.manifest_hash, &live).map_err(
-                |e| {
-                    miette!(
-                        help = "run `mtp plan --out FILE` again and review it",
-                        "refusing the saved plan: {e}"
-                    )
-                },
-            )?;
-            plan
-        }
-        None => session.plan(desired, &live, &args.targets, args.prune, engine.host()),
+    let refused = |e: crate::apply::PlanRefused| {
+        miette!(
+            help = "run `mtp plan --out FILE` again and review it",
+            "refusing the saved plan: {e}"
+        )
     };
-    print!("{}", report::human(&plan, report::stdout_color()));
+    let (req, preflight) = match &saved {
+        Some(s) => (
+            PlanRequest {
+                targets: s.targets.clone(),
+                prune: s.prune,
+                refresh: s.refreshed,
+            },
+            !s.preflight.is_empty(),
+        ),
+        None => (
+            PlanRequest {
+                targets: args.targets.clone(),
+                prune: args.prune,
+                refresh: args.refresh,
+            },
+            !args.no_preflight,
+        ),
+    };
+    if let Some(s) = &saved {
+        check_saved_plan(s, &desired.fleet, &desired.manifest_hash, &live).map_err(refused)?;
+        session.check_tenants(&s.targets).map_err(common::report)?;
+    }
+    if req.refresh {
+        crate::engine::refresh(
+            engine,
+            &desired.fleet,
+            &mut live,
+            super::plan::REFRESH_CONCURRENCY,
+        )
+        .await;
+    }
+    let plan = {
+        let mut plan = session.plan(desired, &live, &req, engine.host());
+        if preflight {
+            crate::gateway::preflight::check(
+                engine,
+                &mut plan,
+                &desired.by_tenant(),
+                &mut Default::default(),
+            )
+            .await;
+        }
+        // What runs is always the plan derived now; a saved one only has to equal it.
+        if let Some(s) = &saved {
+            check_rederived(s, &plan).map_err(refused)?;
+        }
+        plan
+    };
+    let json = args.json || args.format == Format::Json;
+    let shown = report::human(&plan, report::stdout_color() && !json);
+    if json {
+        eprint!("{shown}");
+    } else {
+        print!("{shown}");
+    }
     if !plan.has_changes() {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "report": null }))
+                    .into_diagnostic()?
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if !args.auto_approve {
@@ -219,8 +298,17 @@ async fn execute(
     let report = run.execute(&plan, desired, &live, Some(held)).await;
     watcher.abort();
     progress.finish();
-    print!("{}", summary(&report));
-    println!("Audit log: {}", audit.path().display());
+    if json {
+        eprint!("{}", summary(&report));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "report": report }))
+                .into_diagnostic()?
+        );
+    } else {
+        print!("{}", summary(&report));
+        println!("Audit log: {}", audit.path().display());
+    }
     if let Some(path) = &args.report {
         let text = serde_json::to_string_pretty(&report).into_diagnostic()?;
         std::fs::write(path, text + "\n")

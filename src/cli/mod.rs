@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "mtp",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MTP_COMMIT"), ")"),
     about = "Run a fleet of OpenClaw gateway containers the GitOps way"
 )]
 pub struct Cli {
@@ -53,6 +53,11 @@ pub enum Command {
     /// Add or remove a tenant in fleet.toml, keeping its comments and layout.
     #[command(subcommand)]
     Tenant(tenant::Command),
+    /// Print a shell completion script (`mtp completions bash > /etc/bash_completion.d/mtp`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs the command line and maps the outcome to an exit code (0 ok, 1 error; commands with
@@ -73,6 +78,11 @@ pub fn main() -> ExitCode {
         Command::Watch(args) => watch::run(&cli.fleet, args),
         Command::Secrets(cmd) => secrets::run(&cli.fleet, cmd),
         Command::Tenant(cmd) => tenant::run(&cli.fleet, cmd),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "mtp", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

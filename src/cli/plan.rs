@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, Result, WrapErr};
 
 use super::common;
+use crate::fleet::PlanRequest;
 use crate::plan::Plan;
+
+/// Containers inspected at once by `--refresh`.
+pub const REFRESH_CONCURRENCY: usize = 8;
 use crate::report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,7 +23,7 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print the plan as JSON (see schemas/plan.schema.json). Same as `--format json`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
@@ -36,26 +40,41 @@ pub struct Args {
     /// Remove containers of tenants no longer declared (after a backup).
     #[arg(long)]
     pub prune: bool,
+    /// Also inspect each container (resources, restart policy, networks) and read its
+    /// openclaw.json, to find changes made behind mtp's back that the labels do not show.
+    /// One inspect and one file read per container.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Skip the preflight: each changed tenant's openclaw.json checked by the gateway of its
+    /// own image, in a throwaway container (a few seconds per image).
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 /// Builds a plan from the manifest and the live engine. The engine is read while the
 /// secrets are decrypted and the specs rendered. `MTP_TIMINGS=1` prints the phases to stderr.
-pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> {
+pub fn make_plan(fleet: &Path, req: &PlanRequest, preflight: bool) -> Result<Plan> {
     let t0 = std::time::Instant::now();
     let session = common::open_session(fleet)?;
-    session.check_tenants(targets).map_err(common::report)?;
+    session
+        .check_tenants(&req.targets)
+        .map_err(common::report)?;
     let t_load = t0.elapsed();
     let rt = common::runtime()?;
     rt.block_on(async {
         let name = session.fleet().to_string();
         let claims = session.claims();
+        let refresh = req.refresh;
         let observe = tokio::spawn(async move {
             let t = std::time::Instant::now();
             let engine = common::connect().await?;
-            let live = engine
+            let mut live = engine
                 .observe(&name, &claims)
                 .await
                 .map_err(|e| miette::miette!("{e}"))?;
+            if refresh {
+                crate::engine::refresh(&engine, &name, &mut live, REFRESH_CONCURRENCY).await;
+            }
             Ok::<_, miette::Report>((engine, live, t.elapsed()))
         });
         // Rendering runs on this thread; the observation on the runtime's workers.
@@ -66,10 +85,21 @@ pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> 
         let t_render = t.elapsed();
         let (engine, live, t_observe) = observe.await.into_diagnostic()??;
         let t = std::time::Instant::now();
-        let plan = session.plan(&desired, &live, targets, prune, engine.host());
+        let mut plan = session.plan(&desired, &live, req, engine.host());
+        let t_diff = t.elapsed();
+        let t = std::time::Instant::now();
+        if preflight {
+            crate::gateway::preflight::check(
+                &engine,
+                &mut plan,
+                &desired.by_tenant(),
+                &mut Default::default(),
+            )
+            .await;
+        }
         if std::env::var_os("MTP_TIMINGS").is_some() {
             eprintln!(
-                "timings: load+validate {t_load:?}, decrypt+render {t_render:?}, connect+observe {t_observe:?} (concurrent), diff {:?}, total {:?}",
+                "timings: load+validate {t_load:?}, decrypt+render {t_render:?}, connect+observe {t_observe:?} (concurrent), diff {t_diff:?}, preflight {:?}, total {:?}",
                 t.elapsed(),
                 t0.elapsed()
             );
@@ -79,7 +109,12 @@ pub fn make_plan(fleet: &Path, targets: &[String], prune: bool) -> Result<Plan> 
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
-    let plan = make_plan(fleet, &args.targets, args.prune)?;
+    let req = PlanRequest {
+        targets: args.targets.clone(),
+        prune: args.prune,
+        refresh: args.refresh,
+    };
+    let plan = make_plan(fleet, &req, !args.no_preflight)?;
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Human => print!("{}", report::human(&plan, report::stdout_color())),
@@ -107,7 +142,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(
-        if args.detailed_exitcode && plan.has_changes() {
+        if args.detailed_exitcode && !plan.is_converged() {
             2
         } else {
             0

@@ -7,12 +7,22 @@ use miette::{IntoDiagnostic, Result};
 
 use super::common;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    /// One JSON object `{spec, spec_hash, openclaw_json}`.
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Tenant name (or `admin`).
     pub tenant: String,
-    /// Print one JSON object `{spec, spec_hash, openclaw_json}` instead of text.
-    #[arg(long)]
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
 }
 
@@ -21,7 +31,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
     let spec = session
         .render(&common::keyring()?, &args.tenant)
         .map_err(common::report)?;
-    if args.json {
+    if args.json || args.format == Format::Json {
         let mut spec_json = serde_json::to_value(&spec).into_diagnostic()?;
         if let Some(o) = spec_json.as_object_mut() {
             o.remove("config");

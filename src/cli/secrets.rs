@@ -13,6 +13,12 @@ use crate::secrets::{
     FINGERPRINT_KEY, FLEET_OWNER, Identity, SecretStore, SecretsError, atomic_write, generate_token,
 };
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Human,
+    Json,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Create your age identity (if there is none) and list its public key in
@@ -35,6 +41,12 @@ pub enum Command {
     List {
         /// Only this owner's secrets.
         owner: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: ListFormat,
+        /// Same as `--format json`.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
     },
     /// Remove one secret.
     Rm {
@@ -78,7 +90,15 @@ pub fn run(fleet: &Path, cmd: Command) -> miette::Result<ExitCode> {
             println!("{}", value.expose_secret());
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { owner } => list(&store, owner.as_deref()),
+        Command::List {
+            owner,
+            format,
+            json,
+        } => list(
+            &store,
+            owner.as_deref(),
+            if json { ListFormat::Json } else { format },
+        ),
         Command::Rm { owner, name, force } => {
             check_fingerprint_key_change(&store, &owner, &name, force, "removing")?;
             store.remove(&owner, &name)?;
@@ -216,11 +236,7 @@ fn after_write(
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(store: &SecretStore, only: Option<&str>) -> miette::Result<ExitCode> {
-    let owners: Vec<String> = match only {
-        Some(o) => vec![o.to_string()],
-        None => store.owners()?.into_iter().collect(),
-    };
+fn list(store: &SecretStore, only: Option<&str>, format: ListFormat) -> miette::Result<ExitCode> {
     let identity = match Identity::from_env() {
         Ok(id) => Some(id),
         Err(SecretsError::NoIdentity { path }) => {
@@ -232,47 +248,43 @@ fn list(store: &SecretStore, only: Option<&str>) -> miette::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let key = match &identity {
-        Some(id) => match store.fingerprint_key(id) {
-            Ok(k) => Some(k),
-            Err(e @ SecretsError::NoFingerprintKey { .. }) => {
-                eprintln!(
-                    "note: {e}; `mtp secrets gen {FLEET_OWNER} {FINGERPRINT_KEY}` creates it"
-                );
-                None
-            }
-            Err(e) => return Err(e.into()),
-        },
-        None => None,
-    };
-    let current = store.recipients().ok().map(|r| r.hash());
-    // Printed only once everything decrypted, so an error does not follow half a list.
+    if let Some(id) = &identity
+        && let Err(e @ SecretsError::NoFingerprintKey { .. }) = store.fingerprint_key(id)
+    {
+        eprintln!("note: {e}; `mtp secrets gen {FLEET_OWNER} {FINGERPRINT_KEY}` creates it");
+    }
+    let listing = store.listing(identity.as_ref(), only)?;
+    if format == ListFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&listing).into_diagnostic()?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = String::new();
-    if owners.is_empty() {
+    if listing.is_empty() {
         out.push_str(&format!(
             "no secrets under {}/\n",
             store.secrets_dir().display()
         ));
     }
-    for owner in owners {
-        let entries = store.entries(&owner)?;
-        let path = store.file_path(&owner);
-        if entries.is_empty() {
+    for o in listing {
+        if o.secrets.is_empty() {
             out.push_str(&format!(
-                "{owner}: no secrets ({} does not exist)\n",
-                path.display()
+                "{}: no secrets ({} does not exist)\n",
+                o.owner,
+                o.file.display()
             ));
             continue;
         }
-        out.push_str(&format!("{owner} ({})\n", path.display()));
-        let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
-        for entry in entries {
-            let mut line = format!("  {:width$}", entry.name);
-            if let (Some(id), Some(key)) = (&identity, &key) {
-                let value = store.get(id, &owner, &entry.name)?;
-                line.push_str(&format!("  {}", key.fingerprint(value.expose_secret())));
+        out.push_str(&format!("{} ({})\n", o.owner, o.file.display()));
+        let width = o.secrets.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        for e in o.secrets {
+            let mut line = format!("  {:width$}", e.name);
+            if let Some(fp) = &e.fingerprint {
+                line.push_str(&format!("  {fp}"));
             }
-            if current.is_some() && entry.recipients != current {
+            if e.stale {
                 line.push_str("  (encrypted to an older recipients.txt: run `mtp secrets rekey`)");
             }
             out.push_str(line.trim_end());

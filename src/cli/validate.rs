@@ -14,6 +14,8 @@ pub enum Format {
     Short,
     /// The report as JSON (schemas/validate.schema.json).
     Json,
+    /// GitHub Actions annotations (`::error file=...,line=...::`), shown on the line in a PR.
+    Github,
 }
 
 #[derive(Debug, clap::Args)]
@@ -21,6 +23,9 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 /// Checks the manifest against every rule. Exit 0 when valid (warnings allowed), 1 otherwise.
@@ -36,7 +41,8 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
     let report = &validation.report;
     // Output that cannot be written (a closed pipe, as with `| head`) is dropped, not a panic.
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    match args.format {
+    let format = if args.json { Format::Json } else { args.format };
+    match format {
         Format::Human => {
             for finding in &report.findings {
                 let _ = writeln!(err, "{:?}", miette::Report::new(finding.clone()));
@@ -50,6 +56,10 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
         Format::Json => {
             let json = serde_json::to_string_pretty(&report.to_json()).into_diagnostic()?;
             let _ = writeln!(out, "{json}");
+        }
+        Format::Github => {
+            let _ = write!(out, "{}", report.render_github());
+            let _ = writeln!(out, "{}", report.summary());
         }
     }
     Ok(if report.has_errors() {

@@ -1,12 +1,10 @@
-//! An in-memory engine for unit and property tests: a [`LiveState`] that the effects of a plan
-//! can be applied to, as apply would leave the real engine ([`FakeEngine::apply`], for the
-//! planner's tests), and an [`Engine`] implementation with scripted container behaviours,
-//! injected failures and a call log (for the executor's tests).
+//! An in-memory engine for unit and property tests: an [`Engine`] implementation over a
+//! [`LiveState`], with scripted container behaviours, injected failures, an event stream and
+//! a call log, that the real executor runs against.
 
 use std::sync::{Mutex, MutexGuard};
 
 use super::*;
-use crate::plan::{ActionKind, Plan, Remedy};
 use crate::render::ContainerSpec;
 
 /// How a container made from a given image behaves once started.
@@ -33,6 +31,18 @@ pub struct World {
     pub networks: BTreeSet<String>,
     /// The last `openclaw.json` written into each container, by id.
     pub configs: BTreeMap<String, String>,
+    /// The last secrets file written into each container, by id.
+    pub secrets: BTreeMap<String, String>,
+    /// Running settings changed behind mtp's back (`docker update`), by container id.
+    pub settings: BTreeMap<String, Refreshed>,
+    /// Scripted answers of one-off containers, by image (none: exit 0, nothing printed).
+    pub oneoff_answers: BTreeMap<String, ExecOutput>,
+    /// One-off containers run, in order.
+    pub oneoffs: Vec<OneOff>,
+    /// Scripted answers of `exec`: the first whose key the command line contains wins.
+    /// Without one, `gateway call config.get` answers as a gateway that applied the last
+    /// config written, and any other command fails.
+    pub exec_answers: Vec<(String, ExecOutput)>,
     /// Restart count per container id.
     restarts: BTreeMap<String, i64>,
     /// Exit code per container id.
@@ -141,83 +151,7 @@ impl FakeEngine {
                 })
                 .collect(),
             labels: container_labels(spec, fleet, None, None),
-        }
-    }
-
-    /// Applies the effects of every unblocked action of `plan`, as a successful apply would.
-    pub fn apply(&mut self, plan: &Plan, specs: &[ContainerSpec]) {
-        let fleet = plan.fleet.clone();
-        for a in &plan.actions {
-            if a.blocked.is_some() {
-                continue;
-            }
-            for d in &a.drift {
-                if d.remedy == Remedy::RemoveContainer {
-                    self.state_mut()
-                        .containers
-                        .retain(|c| c.id != d.container_id);
-                }
-            }
-            let spec = specs.iter().find(|s| s.instance == a.tenant);
-            let live_id = a.live.as_ref().map(|l| l.container_id.clone());
-            match a.action {
-                ActionKind::Create | ActionKind::Recycle => {
-                    let spec = spec.expect("create/recycle has a spec");
-                    if let Some(id) = live_id {
-                        self.state_mut().containers.retain(|c| c.id != id);
-                        self.state_mut().records.retain(|r| r.container_id != id);
-                    }
-                    let c = self.container_for(spec, &fleet);
-                    self.state_mut().containers.push(c);
-                    self.state_mut().managed.insert(a.tenant.clone());
-                }
-                ActionKind::Patch => {
-                    let spec = spec.expect("patch has a spec");
-                    let id = live_id.expect("patch has a live container");
-                    let seq = self
-                        .state_mut()
-                        .records
-                        .iter()
-                        .filter(|r| r.container_id == id)
-                        .map(|r| r.seq)
-                        .max()
-                        .unwrap_or(0)
-                        + 1;
-                    let fields = spec.fields();
-                    self.state_mut().records.push(PatchRecord {
-                        name: format!("{}.patch-{seq}", spec.name),
-                        tenant: spec.instance.clone(),
-                        container_id: id,
-                        seq,
-                        spec_hash: crate::render::hash_fields(&fields),
-                        fields,
-                    });
-                }
-                ActionKind::Start | ActionKind::Stop => {
-                    let id = live_id.expect("start/stop has a live container");
-                    for c in self
-                        .state_mut()
-                        .containers
-                        .iter_mut()
-                        .filter(|c| c.id == id)
-                    {
-                        if a.action == ActionKind::Start {
-                            c.state = RunState::Running;
-                            c.health = HealthState::Healthy;
-                        } else {
-                            c.state = RunState::Exited;
-                            c.health = HealthState::None;
-                        }
-                    }
-                }
-                ActionKind::Remove => {
-                    let id = live_id.expect("remove has a live container");
-                    self.state_mut().containers.retain(|c| c.id != id);
-                    self.state_mut().records.retain(|r| r.container_id != id);
-                    self.state_mut().managed.remove(&a.tenant);
-                }
-                ActionKind::Noop => {}
-            }
+            networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
         }
     }
 }
@@ -334,6 +268,7 @@ impl Engine for FakeEngine {
         let mut w = self.lock();
         w.call("network", network, true)?;
         w.networks.insert(network.to_string());
+        w.state.networks.insert(network.to_string());
         Ok(())
     }
 
@@ -365,16 +300,130 @@ impl Engine for FakeEngine {
                 })
                 .collect(),
             labels: labels.clone(),
+            networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
         });
         Ok(id)
     }
 
-    async fn write_config(&self, id: &str, config: &str) -> Result<(), EngineError> {
+    async fn write_files(&self, id: &str, files: &Files<'_>) -> Result<(), EngineError> {
         let mut w = self.lock();
         w.call("write-config", id, true)?;
         w.container(id)?;
-        w.configs.insert(id.to_string(), config.to_string());
+        if let Some(c) = files.config {
+            w.configs.insert(id.to_string(), c.to_string());
+        }
+        if let Some(s) = files.secrets {
+            w.secrets.insert(id.to_string(), s.to_string());
+        }
         Ok(())
+    }
+
+    async fn connect_network(
+        &self,
+        id: &str,
+        network: &str,
+        _aliases: &[String],
+    ) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("connect", network, true)?;
+        if !w.networks.contains(network) {
+            return Err(EngineError::NotFound {
+                action: "connect".into(),
+                message: format!("network {network} not found"),
+            });
+        }
+        let c = w.container(id)?;
+        if !c.networks.iter().any(|n| n == network) {
+            c.networks.push(network.to_string());
+            c.networks.sort();
+        }
+        Ok(())
+    }
+
+    async fn disconnect_network(&self, id: &str, network: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("disconnect", network, true)?;
+        w.container(id)?.networks.retain(|n| n != network);
+        Ok(())
+    }
+
+    async fn remove_network(&self, network: &str) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("remove-network", network, true)?;
+        w.networks.remove(network);
+        w.state.networks.remove(network);
+        Ok(())
+    }
+
+    async fn inspect_settings(&self, id: &str) -> Result<Refreshed, EngineError> {
+        let mut w = self.lock();
+        w.call("inspect", id, false)?;
+        if let Some(r) = w.settings.get(id) {
+            return Ok(r.clone());
+        }
+        // As created: the recorded spec is what runs.
+        let c = w.container(id)?.clone();
+        let f = c.recorded_fields().unwrap_or_default();
+        Ok(Refreshed {
+            memory: f.get("limits.memory").and_then(|v| v.as_u64()),
+            nano_cpus: f.get("limits.nano_cpus").and_then(|v| v.as_i64()),
+            pids_limit: f.get("limits.pids_limit").and_then(|v| v.as_i64()),
+            restart: f
+                .get("restart")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            networks: c.networks.clone(),
+            config: None,
+        })
+    }
+
+    async fn run_oneoff(&self, job: &OneOff) -> Result<ExecOutput, EngineError> {
+        let mut w = self.lock();
+        w.call("oneoff", &job.image, false)?;
+        w.oneoffs.push(job.clone());
+        Ok(w.oneoff_answers
+            .get(&job.image)
+            .cloned()
+            .unwrap_or(ExecOutput {
+                exit_code: Some(0),
+                ..Default::default()
+            }))
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<ExecOutput, EngineError> {
+        let mut w = self.lock();
+        let line = cmd.join(" ");
+        w.call("exec", &line, false)?;
+        w.container(id)?;
+        if let Some((_, out)) = w
+            .exec_answers
+            .iter()
+            .find(|(k, _)| line.contains(k.as_str()))
+        {
+            return Ok(out.clone());
+        }
+        if line.contains("config.get") {
+            let raw = w.configs.get(id).cloned().unwrap_or_default();
+            let body = serde_json::json!({
+                "valid": true, "raw": raw,
+                "configRevisionHash": "rev", "appliedConfigHash": "rev",
+            });
+            return Ok(ExecOutput {
+                exit_code: Some(0),
+                stdout: body.to_string(),
+                stderr: String::new(),
+            });
+        }
+        Ok(ExecOutput {
+            exit_code: Some(127),
+            stdout: String::new(),
+            stderr: format!("{line}: not found"),
+        })
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {
@@ -476,7 +525,10 @@ impl Engine for FakeEngine {
     ) -> Result<(), EngineError> {
         let mut w = self.lock();
         let name = w.container(id)?.name.clone();
-        w.call("update", &name, true)
+        w.call("update", &name, true)?;
+        // What runs is the spec's again.
+        w.settings.remove(id);
+        Ok(())
     }
 
     async fn status(&self, id: &str) -> Result<ContainerStatus, EngineError> {
@@ -545,16 +597,39 @@ impl Engine for FakeEngine {
         path: &str,
         sink: &mut (dyn std::io::Write + Send),
     ) -> Result<u64, EngineError> {
-        let config = {
+        let (config, secrets) = {
             let mut w = self.lock();
             w.call("download", id, false)?;
             w.container(id)?;
-            w.configs.get(id).cloned().unwrap_or_default()
+            (
+                w.configs.get(id).cloned().unwrap_or_default(),
+                w.secrets.get(id).cloned(),
+            )
         };
+        let io = |e: std::io::Error| EngineError::Other(e.to_string());
+        // One file asked for: the archive holds just it.
+        let single = match path.rsplit('/').next() {
+            Some("openclaw.json") => Some(("openclaw.json", Some(config.clone()))),
+            Some("secrets.json") => Some(("secrets.json", secrets)),
+            _ => None,
+        };
+        if let Some((name, text)) = single {
+            let text = text.ok_or_else(|| EngineError::NotFound {
+                action: "download".into(),
+                message: format!("no such file: {path}"),
+            })?;
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o600);
+            h.set_size(text.len() as u64);
+            b.append_data(&mut h, name, text.as_bytes()).map_err(io)?;
+            let bytes = b.into_inner().map_err(io)?;
+            sink.write_all(&bytes).map_err(io)?;
+            return Ok(bytes.len() as u64);
+        }
         let dir = path.trim_start_matches('/').trim_end_matches('/');
         let name = dir.rsplit('/').next().unwrap_or(dir).to_string();
         let mut b = tar::Builder::new(Vec::new());
-        let io = |e: std::io::Error| EngineError::Other(e.to_string());
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o700);

@@ -104,6 +104,9 @@ pub struct LiveContainer {
     pub health: HealthState,
     pub ports: Vec<LivePort>,
     pub labels: BTreeMap<String, String>,
+    /// Names of the networks it is connected to.
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 impl LiveContainer {
@@ -157,6 +160,28 @@ pub struct LiveState {
     /// without a container had it removed behind mtp's back.
     #[serde(default)]
     pub managed: BTreeSet<String>,
+    /// Networks labelled with this fleet.
+    #[serde(default)]
+    pub networks: BTreeSet<String>,
+    /// What an inspect of each container found beyond the list call (`plan --refresh`), by
+    /// container id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refreshed: BTreeMap<String, Refreshed>,
+}
+
+/// A container's settings as the engine runs them, and its `openclaw.json` as it is on disk:
+/// what the list call cannot show, read by `plan --refresh` to catch changes made behind
+/// mtp's back (`docker update`, a hand edit of the config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Refreshed {
+    pub memory: Option<u64>,
+    pub nano_cpus: Option<i64>,
+    pub pids_limit: Option<i64>,
+    /// Docker's restart policy name.
+    pub restart: Option<String>,
+    pub networks: Vec<String>,
+    /// `openclaw.json` in the state directory (`None`: could not be read).
+    pub config: Option<String>,
 }
 
 impl LiveState {
@@ -290,6 +315,42 @@ pub struct ContainerEvent {
     pub container: String,
 }
 
+/// What mtp writes into a container's mounts, in one archive upload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Files<'a> {
+    /// `openclaw.json`, into the state directory.
+    pub config: Option<&'a str>,
+    /// The private secrets file (`/run/mtp/secrets.json`): secret values, written with one
+    /// link, uid 1000, mode 0600.
+    pub secrets: Option<&'a str>,
+    /// The gateway runs and watches its config: the config goes in as a staging file first
+    /// and then a hard link, so the watcher never reads half a file. Otherwise (before the
+    /// container starts) it is written directly.
+    pub live: bool,
+}
+
+/// What a command run inside a container printed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExecOutput {
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A throwaway container that runs one command and is removed: no network, no mounts, the
+/// gateway's uid, every capability dropped (the preflight's config validation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneOff {
+    pub name: String,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Files written under their absolute paths before it starts.
+    pub files: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub timeout: std::time::Duration,
+}
+
 /// A never-started container used as a named marker (the apply lock).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Marker {
@@ -341,13 +402,51 @@ pub trait Engine: Sync {
         labels: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<String, EngineError>> + Send;
 
-    /// Writes `openclaw.json` (and the state directory's ownership, uid/gid 1000) into the
-    /// container's state directory, which is the tenant's bind-mounted data dir.
-    fn write_config(
+    /// Writes `files` into the container's mounts (the tenant's data dir and secrets dir,
+    /// both given to the gateway's uid/gid 1000, mode 0700).
+    fn write_files(
         &self,
         id: &str,
-        config: &str,
+        files: &Files<'_>,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Connects a container to a network under `aliases`.
+    fn connect_network(
+        &self,
+        id: &str,
+        network: &str,
+        aliases: &[String],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Disconnects a container from a network (not connected: not an error).
+    fn disconnect_network(
+        &self,
+        id: &str,
+        network: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Removes a network (gone already: not an error).
+    fn remove_network(&self, network: &str)
+    -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// A container's running settings (resources, restart policy, networks), by inspect.
+    fn inspect_settings(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Refreshed, EngineError>> + Send;
+
+    /// Runs `job` in a throwaway container (created, given its files, started, waited for,
+    /// removed whatever happens) and returns what it printed.
+    fn run_oneoff(
+        &self,
+        job: &OneOff,
+    ) -> impl Future<Output = Result<ExecOutput, EngineError>> + Send;
+
+    /// Runs a command in a running container and waits for it, at most `timeout`.
+    fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<ExecOutput, EngineError>> + Send;
 
     fn start(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn stop(
@@ -431,10 +530,7 @@ pub fn managed_name(fleet: &str, tenant: &str) -> String {
 
 /// Name of a patch-record volume: `<container>.patch-<hash12>`.
 pub fn record_name(container_name: &str, spec_hash: &str) -> String {
-    format!(
-        "{container_name}.patch-{}",
-        &spec_hash[..spec_hash.len().min(12)]
-    )
+    format!("{container_name}.patch-{}", crate::plan::short(spec_hash))
 }
 
 /// Labels of a patch-record volume, as `observe` reads them back.
@@ -451,29 +547,92 @@ pub fn record_labels(fleet: &str, record: &PatchRecord) -> BTreeMap<String, Stri
     ])
 }
 
-/// Name the new config is first written under inside the state directory; `openclaw.json` is
-/// then a hard link to it (see [`config_archive`]).
+/// Name the new config is first written under inside the state directory when the gateway
+/// runs; `openclaw.json` is then a hard link to it (see [`files_archive`]).
 pub const CONFIG_STAGING_NAME: &str = ".openclaw.json.mtp-new";
 
-/// The tar uploaded to `/` of a container to install its config:
+/// Inspects the fleet's own containers (at most `concurrency` at a time) and reads their
+/// `openclaw.json`, recording what it found in `live.refreshed`. One inspect and one archive
+/// read per container: what `plan --refresh` costs beyond the list calls.
+pub async fn refresh<E: Engine>(engine: &E, fleet: &str, live: &mut LiveState, concurrency: usize) {
+    use futures_util::StreamExt;
+    let ids: Vec<String> = live
+        .containers
+        .iter()
+        .filter(|c| c.fleet() == Some(fleet) && c.tenant().is_some())
+        .map(|c| c.id.clone())
+        .collect();
+    let found: Vec<(String, Refreshed)> = futures_util::stream::iter(ids)
+        .map(|id| async move {
+            let mut r = engine.inspect_settings(&id).await.ok()?;
+            let path = format!("{}/openclaw.json", crate::manifest::STATE_DIR);
+            r.config = read_file(engine, &id, &path)
+                .await
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            Some((id, r))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    live.refreshed = found.into_iter().collect();
+}
+
+/// Reads one regular file of a container (stopped or running) through the archive API;
+/// `None` when it does not exist.
+pub async fn read_file<E: Engine>(
+    engine: &E,
+    id: &str,
+    path: &str,
+) -> Result<Option<Vec<u8>>, EngineError> {
+    let mut tar_bytes = Vec::new();
+    match engine.download_archive(id, path, &mut tar_bytes).await {
+        Ok(_) => {}
+        Err(EngineError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut archive = tar::Archive::new(tar_bytes.as_slice());
+    let entries = archive
+        .entries()
+        .map_err(|e| EngineError::Other(format!("reading {path}: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| EngineError::Other(format!("reading {path}: {e}")))?;
+        if entry.header().entry_type().is_file() {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut out)
+                .map_err(|e| EngineError::Other(format!("reading {path}: {e}")))?;
+            return Ok(Some(out));
+        }
+    }
+    Ok(None)
+}
+
+/// The tar uploaded to `/` of a container to install its files:
 /// - the state directory itself, owned by the gateway's uid/gid with mode 0700, so a freshly
 ///   created bind-mount source (made root-owned by Docker) becomes writable by the gateway;
 ///   Docker's own `copyUIDGID` cannot be used: it resolves the container's user in the
 ///   *engine host's* passwd database and fails for a numeric `1000:1000`;
-/// - the complete new file under a staging name, then `openclaw.json` as a hard link to it.
-///   Docker extracts entries in order and replaces an existing file by unlink + create, so
-///   writing `openclaw.json` directly could let the gateway's file watcher read it empty or
-///   half written; linking a fully written file means a reader sees the old content, briefly
-///   no file, or the new content, never a torn one. (A rename is not possible through the
-///   archive API.)
-pub fn config_archive(
-    config: &str,
+/// - `openclaw.json`: written directly before the gateway starts; for a running gateway the
+///   complete new file goes in under a staging name, then `openclaw.json` as a hard link to
+///   it. Docker extracts entries in order and replaces an existing file by unlink + create,
+///   so writing `openclaw.json` directly under a running gateway could let its file watcher
+///   read it empty or half written; linking a fully written file means a reader sees the old
+///   content, briefly no file, or the new content, never a torn one. (A rename is not
+///   possible through the archive API.)
+/// - the secrets directory (0700) and file (0600), both the gateway's: the gateway refuses a
+///   secrets file that is not a regular file with one link, owned by its own uid.
+pub fn files_archive(
+    files: &Files<'_>,
     state_dir: &str,
+    secrets_dir: &str,
     uid: u64,
     gid: u64,
     mtime: u64,
 ) -> std::io::Result<Vec<u8>> {
-    let dir = state_dir.trim_start_matches('/').trim_end_matches('/');
+    let trim = |d: &str| d.trim_start_matches('/').trim_end_matches('/').to_string();
+    let (dir, sdir) = (trim(state_dir), trim(secrets_dir));
     let mut b = tar::Builder::new(Vec::new());
     let head = |kind: tar::EntryType, mode: u32, size: u64| {
         let mut h = tar::Header::new_ustar();
@@ -485,23 +644,54 @@ pub fn config_archive(
         h.set_size(size);
         h
     };
-    let staging = format!("{dir}/{CONFIG_STAGING_NAME}");
-    let entries: [(tar::Header, String, &[u8]); 2] = [
-        (
-            head(tar::EntryType::Directory, 0o700, 0),
+    let put = |b: &mut tar::Builder<Vec<u8>>, kind, mode, path: String, data: &[u8]| {
+        let mut h = head(kind, mode, data.len() as u64);
+        b.append_data(&mut h, path, data)
+    };
+    if let Some(config) = files.config {
+        put(
+            &mut b,
+            tar::EntryType::Directory,
+            0o700,
             format!("{dir}/"),
             &[],
-        ),
-        (
-            head(tar::EntryType::Regular, 0o600, config.len() as u64),
-            staging.clone(),
-            config.as_bytes(),
-        ),
-    ];
-    for (mut h, path, data) in entries {
-        b.append_data(&mut h, path, data)?;
+        )?;
+        if files.live {
+            let staging = format!("{dir}/{CONFIG_STAGING_NAME}");
+            put(
+                &mut b,
+                tar::EntryType::Regular,
+                0o600,
+                staging.clone(),
+                config.as_bytes(),
+            )?;
+            let mut link = head(tar::EntryType::Link, 0o600, 0);
+            b.append_link(&mut link, format!("{dir}/openclaw.json"), &staging)?;
+        } else {
+            put(
+                &mut b,
+                tar::EntryType::Regular,
+                0o600,
+                format!("{dir}/openclaw.json"),
+                config.as_bytes(),
+            )?;
+        }
     }
-    let mut link = head(tar::EntryType::Link, 0o600, 0);
-    b.append_link(&mut link, format!("{dir}/openclaw.json"), &staging)?;
+    if let Some(secrets) = files.secrets {
+        put(
+            &mut b,
+            tar::EntryType::Directory,
+            0o700,
+            format!("{sdir}/"),
+            &[],
+        )?;
+        put(
+            &mut b,
+            tar::EntryType::Regular,
+            0o600,
+            format!("{sdir}/secrets.json"),
+            secrets.as_bytes(),
+        )?;
+    }
     b.into_inner()
 }

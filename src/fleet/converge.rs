@@ -90,11 +90,7 @@ impl<E: Engine, P: GatewayProbe> Run<'_, E, P> {
         let exec = Executor {
             engine: self.engine,
             plan,
-            specs: desired
-                .specs
-                .iter()
-                .map(|s| (s.instance.clone(), s.clone()))
-                .collect(),
+            specs: desired.by_tenant(),
             live,
             opts: &self.options,
             probe: self.probe,

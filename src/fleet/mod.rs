@@ -139,17 +139,17 @@ impl Session {
         &self,
         desired: &Desired,
         live: &LiveState,
-        targets: &[String],
-        prune: bool,
+        req: &PlanRequest,
         engine: &str,
     ) -> Plan {
         crate::plan::plan(
             desired,
             live,
             &PlanOptions {
-                prune: prune || self.loaded.manifest.prune(),
-                targets: targets.to_vec(),
+                prune: req.prune || self.loaded.manifest.prune(),
+                targets: req.targets.clone(),
                 engine: engine.to_string(),
+                refresh: req.refresh,
             },
         )
     }
@@ -187,6 +187,17 @@ impl Session {
             None => fallback_dir.join(name.file_name().unwrap_or(name.as_os_str())),
         }
     }
+}
+
+/// What a plan is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    /// Only these tenants (empty: all).
+    pub targets: Vec<String>,
+    /// Remove the containers of tenants no longer declared (after a backup).
+    pub prune: bool,
+    /// The live state was refreshed by inspecting each container.
+    pub refresh: bool,
 }
 
 /// The identity secrets are decrypted with, shared by every decryption of a session.

@@ -283,6 +283,37 @@ impl ValidationReport {
         out
     }
 
+    /// GitHub Actions workflow commands (`--format github`): each problem becomes an
+    /// annotation on its file and line in the pull request.
+    pub fn render_github(&self) -> String {
+        // Workflow-command values escape `%`, CR and LF (and `,` `:` in properties).
+        let esc = |s: &str| {
+            s.replace('%', "%25")
+                .replace('\r', "%0D")
+                .replace('\n', "%0A")
+        };
+        let prop = |s: &str| esc(s).replace(',', "%2C").replace(':', "%3A");
+        let mut out = String::new();
+        for f in &self.findings {
+            let level = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let mut props = vec![format!("file={}", prop(&self.display_name()))];
+            if let Some((l, c)) = self.position(f) {
+                props.push(format!("line={l}"));
+                props.push(format!("col={c}"));
+            }
+            props.push(format!("title={}", prop(f.code)));
+            let mut msg = f.message.clone();
+            if let Some(help) = &f.help {
+                msg.push_str(&format!(" (help: {help})"));
+            }
+            out.push_str(&format!("::{level} {}::{}\n", props.join(","), esc(&msg)));
+        }
+        out
+    }
+
     /// The machine form of the report (`--format json`).
     pub fn to_json(&self) -> ReportJson {
         let file = self.display_name();

@@ -116,7 +116,7 @@ pub struct Manifest {
     /// Settings every tenant (and the admin instance) gets unless it overrides them.
     #[serde(default)]
     pub defaults: Settings,
-    /// The admin instance: the one container that may mount the Docker socket, read-only.
+    /// The admin instance: the operator's own gateway, on every tenant's network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSettings>,
     /// One table per customer. The key is the tenant name: a DNS label (lowercase letters,
@@ -219,8 +219,10 @@ pub struct AdminSettings {
     /// Start the admin container (false stops it, keeping its data). Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Mount the Docker socket into the admin container, read-only. Default true.
-    #[serde(default = "yes")]
+    /// Mount the Docker socket into the admin container. Default false: the socket gives
+    /// whoever holds it (the admin gateway and its agent) full control of the engine, root on
+    /// the host, whatever the mount's `:ro` says.
+    #[serde(default)]
     pub docker_socket: bool,
 }
 }
@@ -279,7 +281,8 @@ pub struct HealthSettings {
     /// that fetches `http://127.0.0.1:18789/readyz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    /// Time between checks. Default `"10s"`.
+    /// Time between checks. Default `"5s"`: a gateway that is ready is seen within one
+    /// interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
     /// Time one check may take. Default `"5s"`.
@@ -288,11 +291,12 @@ pub struct HealthSettings {
     /// Consecutive failures before Docker reports unhealthy. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
-    /// Grace period after start during which failures do not count. Default `"60s"`.
+    /// Grace period after start during which failures do not count. Default `"120s"`: the
+    /// real gateway needs 20-60 s on a busy 2-core host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_period: Option<Duration>,
     /// How long apply waits for a new container to become healthy before rolling back.
-    /// The real gateway needs 20-50 s. Default `"120s"`; keep it above start_period + interval.
+    /// Default `"180s"`; keep it above start_period + retries x interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_timeout: Option<Duration>,
 }

@@ -37,6 +37,14 @@ pub const DEFAULT_HEALTH_COMMAND: &[&str] = &[
     "fetch('http://127.0.0.1:18789/readyz').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))",
 ];
 pub const DEFAULT_MEMORY: ByteSize = ByteSize(2 * ByteSize::GIB);
+/// Health timings that fit the real gateway, which needs 20-60 s to become ready on a busy
+/// 2-core host (longer while several start at once): failures during the start period do
+/// not count, and the first passing probe (at most one interval after start) ends the wait,
+/// so a quick container is not held for the whole period.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_START_PERIOD: Duration = Duration::from_secs(120);
+/// Above start period + retries x interval, so Docker's verdict comes before the gate's.
+pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Below this the gateway (about 950 MiB resident when idle) gets OOM-killed.
 pub const MIN_MEMORY: ByteSize = ByteSize(ByteSize::GIB);
 pub const DEFAULT_BASE_PORT: u16 = 18801;
@@ -127,11 +135,41 @@ impl Manifest {
         self.instances().into_iter().find(|i| i.name == name)
     }
 
-    pub fn network_name(&self) -> String {
+    /// The admin's own network: `fleet.network`, else `<fleet>-net`.
+    pub fn admin_network(&self) -> String {
         self.fleet
             .network
             .clone()
             .unwrap_or_else(|| format!("{}-net", self.fleet.name))
+    }
+
+    /// A tenant's own network, `<fleet>-<tenant>-net`: only the tenant and the admin are on it.
+    pub fn tenant_network(&self, tenant: &str) -> String {
+        format!("{}-{tenant}-net", self.fleet.name)
+    }
+
+    /// The networks an instance joins: a tenant its own (as `<tenant>`); the admin its own and
+    /// every tenant's (as `admin`), so it reaches `ws://<tenant>:18789` while no tenant
+    /// reaches another.
+    pub fn networks_of(&self, inst: &Instance) -> Vec<crate::render::NetworkAttachment> {
+        use crate::render::NetworkAttachment;
+        match inst.kind {
+            InstanceKind::Tenant => vec![NetworkAttachment {
+                name: self.tenant_network(&inst.name),
+                aliases: vec![inst.name.clone()],
+            }],
+            InstanceKind::Admin => {
+                let mut v = vec![NetworkAttachment {
+                    name: self.admin_network(),
+                    aliases: vec![ADMIN.to_string()],
+                }];
+                v.extend(self.tenants.keys().map(|t| NetworkAttachment {
+                    name: self.tenant_network(t),
+                    aliases: vec![ADMIN.to_string()],
+                }));
+                v
+            }
+        }
     }
 
     pub fn bind_address(&self) -> IpAddr {
@@ -143,6 +181,12 @@ impl Manifest {
     /// The host directory holding an instance's state.
     pub fn data_dir(&self, instance: &str) -> PathBuf {
         self.fleet.data_root.join(instance)
+    }
+
+    /// The host directory holding an instance's private secrets file, mounted into its
+    /// container only (`.secrets` cannot be an instance name).
+    pub fn secrets_dir(&self, instance: &str) -> PathBuf {
+        self.fleet.data_root.join(".secrets").join(instance)
     }
 
     /// Container name of an instance: `<fleet>-<instance>`.
@@ -211,11 +255,11 @@ impl Manifest {
                         .map(|s| s.to_string())
                         .collect()
                 ),
-                interval: pick_h!(interval, Duration::from_secs(10)),
+                interval: pick_h!(interval, DEFAULT_HEALTH_INTERVAL),
                 timeout: pick_h!(timeout, Duration::from_secs(5)),
                 retries: pick_h!(retries, 3),
-                start_period: pick_h!(start_period, Duration::from_secs(60)),
-                gate_timeout: pick_h!(gate_timeout, Duration::from_secs(120)),
+                start_period: pick_h!(start_period, DEFAULT_START_PERIOD),
+                gate_timeout: pick_h!(gate_timeout, DEFAULT_GATE_TIMEOUT),
             },
             model: pick!(model),
             fallbacks: pick!(fallbacks).unwrap_or_default(),

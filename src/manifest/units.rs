@@ -91,7 +91,7 @@ impl JsonSchema for ByteSize {
 pub struct Duration(pub std::time::Duration);
 
 impl Duration {
-    pub fn from_secs(s: u64) -> Self {
+    pub const fn from_secs(s: u64) -> Self {
         Duration(std::time::Duration::from_secs(s))
     }
 

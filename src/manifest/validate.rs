@@ -811,6 +811,41 @@ impl Checker<'_> {
                 )),
             );
         }
+        if inst.kind == InstanceKind::Admin && inst.docker_socket {
+            self.issue(
+                inst,
+                Severity::Warning,
+                "docker-socket-root",
+                &["docker_socket"],
+                |t| format!("docker_socket in {t} gives the admin gateway, and the agent running in it, full control of the Docker engine: root on the host, and every tenant's container"),
+                "root on the host",
+                Some(
+                    "a read-only Docker socket does not restrict the API; leave docker_socket off                      unless the admin's agent is trusted with the host"
+                        .into(),
+                ),
+            );
+        }
+        let env_secrets: Vec<&str> = inst
+            .secrets
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !crate::render::is_file_secret(s))
+            .collect();
+        if !env_secrets.is_empty() && !self.was_dropped(inst, &["secrets"]) {
+            let list = env_secrets.join(", ");
+            self.issue(
+                inst,
+                Severity::Warning,
+                "secret-in-environment",
+                &["secrets"],
+                |t| format!("{list} in {t} can only reach the gateway as environment variables (it reads them from no config setting), which `docker inspect` shows"),
+                "delivered as environment variables",
+                Some(
+                    "the gateway token, the Telegram bot token and the Anthropic, OpenAI and                      OpenRouter keys go through a private file instead"
+                        .into(),
+                ),
+            );
+        }
         if !inst.fallbacks.is_empty() && inst.model.is_none() && !self.was_dropped(inst, &["model"])
         {
             self.issue(

@@ -18,6 +18,16 @@ pub struct Desired {
     pub commit: Option<String>,
 }
 
+impl Desired {
+    /// The specs by instance name.
+    pub fn by_tenant(&self) -> BTreeMap<String, ContainerSpec> {
+        self.specs
+            .iter()
+            .map(|s| (s.instance.clone(), s.clone()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
     /// Remove containers of tenants no longer declared (after a backup).
@@ -26,6 +36,8 @@ pub struct PlanOptions {
     pub targets: Vec<String>,
     /// Docker host, recorded in the plan.
     pub engine: String,
+    /// The live state includes what an inspect of each container found (`--refresh`).
+    pub refresh: bool,
 }
 
 /// A live container's effective spec: the newest patch record for it, else its labels.
@@ -175,6 +187,8 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
         summary,
         actions,
         drift: fleet_drift,
+        preflight: Vec::new(),
+        refreshed: opts.refresh,
     }
 }
 
@@ -191,6 +205,7 @@ fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
         drift: Vec::new(),
         blocked: None,
         backup_required: false,
+        resume: None,
     }
 }
 
@@ -261,16 +276,46 @@ fn plan_instance(
     }
 
     let canonical = mine.iter().copied().find(|c| c.name == spec.name);
+    let old_name = format!("{}{OLD_SUFFIX}", spec.name);
+    // No canonical container but the one a recycle set aside: the recycle was interrupted,
+    // and the old container is where the tenant stands.
+    let set_aside = match canonical {
+        Some(_) => None,
+        None => mine.iter().copied().find(|c| c.name == old_name),
+    };
     for c in mine {
-        if Some(c.id.as_str()) == canonical.map(|k| k.id.as_str()) {
+        let is = |k: Option<&LiveContainer>| Some(c.id.as_str()) == k.map(|k| k.id.as_str());
+        if is(canonical) || is(set_aside) {
             continue;
         }
-        let (kind, detail) = if c.name.ends_with(NEXT_SUFFIX) || c.role() == "next" {
+        let is_next = c.name.ends_with(NEXT_SUFFIX) || c.role() == "next";
+        if is_next
+            && let Some(old) = set_aside
+            && !old.state.is_running()
+            && c.state.is_running()
+            && c.health == HealthState::Healthy
+            && effective(c, live).hash.as_deref() == Some(desired_hash.as_str())
+        {
+            action.drift.push(Drift {
+                kind: DriftKind::Interrupted,
+                container: c.name.clone(),
+                container_id: c.id.clone(),
+                detail:
+                    "the new container of an interrupted recycle, healthy with the desired spec"
+                        .into(),
+                remedy: Remedy::Promote,
+            });
+            action.resume = Some(Resume::Promote {
+                next: live_ref(c, &effective(c, live)),
+            });
+            continue;
+        }
+        let (kind, detail) = if is_next {
             (
                 DriftKind::Leftover,
                 "temporary container of an interrupted recycle".to_string(),
             )
-        } else if c.name == format!("{}{OLD_SUFFIX}", spec.name) {
+        } else if c.name == old_name {
             (
                 DriftKind::Leftover,
                 "container replaced by a recycle, not yet removed".to_string(),
@@ -289,8 +334,34 @@ fn plan_instance(
             remedy: Remedy::RemoveContainer,
         });
     }
+    if let Some(old) = set_aside {
+        action.drift.push(Drift {
+            kind: DriftKind::Interrupted,
+            container: old.name.clone(),
+            container_id: old.id.clone(),
+            detail: "a recycle was interrupted: the old container stands aside and the tenant has no container of its name".into(),
+            remedy: Remedy::FixedByAction,
+        });
+        if let Some(Resume::Promote { .. }) = &action.resume {
+            action.action = ActionKind::Recycle;
+            action.live = Some(live_ref(old, &effective(old, live)));
+            action.reasons.push(
+                "finishing an interrupted recycle: the healthy new container takes the tenant's name"
+                    .into(),
+            );
+            action.changes = match effective(old, live).fields {
+                Some(f) => diff_fields(&f, &desired_fields),
+                None => Vec::new(),
+            };
+            return action;
+        }
+        action.resume = Some(Resume::Restore);
+        action.reasons.push(
+            "undoing an interrupted recycle: the old container gets its name back first".into(),
+        );
+    }
 
-    let Some(current) = canonical else {
+    let Some(current) = canonical.or(set_aside) else {
         if spec.enabled {
             action.action = ActionKind::Create;
             if live.managed.contains(tenant) {
@@ -321,8 +392,38 @@ fn plan_instance(
     action.live = Some(live_ref(current, &eff));
     let running = current.state.is_running();
 
+    // With `--refresh`: what the container really runs, where it differs from the record.
+    let observed = live
+        .refreshed
+        .get(&current.id)
+        .zip(eff.fields.as_ref())
+        .map(|(r, f)| overlay(f, r));
+    if let (Some(obs), Some(rec)) = (&observed, &eff.fields)
+        && obs != rec
+    {
+        let what: Vec<String> = diff_fields(rec, obs)
+            .iter()
+            .map(|c| match c.field.as_str() {
+                "config" => "openclaw.json edited".to_string(),
+                f => format!(
+                    "{f}: {} -> {}",
+                    c.old.as_ref().map(Value::to_string).unwrap_or_default(),
+                    c.new.as_ref().map(Value::to_string).unwrap_or_default()
+                ),
+            })
+            .collect();
+        action.drift.push(Drift {
+            kind: DriftKind::Modified,
+            container: current.name.clone(),
+            container_id: current.id.clone(),
+            detail: format!("changed outside mtp: {}", what.join("; ")),
+            remedy: Remedy::FixedByAction,
+        });
+    }
+    let old_fields = observed.as_ref().or(eff.fields.as_ref());
+
     let mut forced_by = Vec::new();
-    let changes = match &eff.fields {
+    let changes = match old_fields {
         Some(old) => diff_fields(old, &desired_fields),
         None => {
             forced_by.push("(no recorded spec)".to_string());
@@ -364,7 +465,7 @@ fn plan_instance(
             forced_by.push(c.field.clone());
         }
     }
-    action.config_diff = config_diff(eff.fields.as_ref(), &desired_fields);
+    action.config_diff = config_diff(old_fields, &desired_fields);
     let changed = !changes.is_empty() || !forced_by.is_empty();
     action.changes = changes;
 
@@ -403,9 +504,10 @@ fn plan_instance(
                 .reasons
                 .push("stopped with a changed spec: recreated with the new one".into());
         } else {
+            let labels: Vec<String> = forced_by.iter().map(|f| field_label(f)).collect();
             action
                 .reasons
-                .push(format!("forced by {}", forced_by.join(", ")));
+                .push(format!("forced by {}", labels.join(", ")));
         }
         action.forced_by = forced_by;
     } else if changed {
@@ -415,6 +517,7 @@ fn plan_instance(
             .iter()
             .map(|c| match c.class {
                 ChangeClass::DockerUpdate => "Docker update",
+                ChangeClass::Network => "network connect",
                 ChangeClass::HotReload => "config hot reload",
                 ChangeClass::MtpOnly => "mtp settings",
                 ChangeClass::Recycle => "recycle",
@@ -437,10 +540,6 @@ fn plan_instance(
     action
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
 fn is_secret(v: Option<&Value>) -> bool {
     matches!(v, Some(Value::Object(m)) if m.contains_key("secret"))
 }
@@ -455,6 +554,43 @@ fn change(field: &str, old: Option<Value>, new: Option<Value>) -> FieldChange {
     }
 }
 
+/// The recorded fields with what an inspect found in their place.
+fn overlay(recorded: &Fields, r: &crate::engine::Refreshed) -> Fields {
+    let mut f = recorded.clone();
+    let mut set = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            f.insert(k.to_string(), v);
+        }
+    };
+    set("limits.memory", r.memory.map(Value::from));
+    set("limits.nano_cpus", r.nano_cpus.map(Value::from));
+    set("limits.pids_limit", r.pids_limit.map(Value::from));
+    set("restart", r.restart.clone().map(Value::from));
+    set("config", r.config.clone().map(Value::from));
+    let recorded_nets = recorded
+        .get("networks")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // In the recorded order; networks joined behind mtp's back after them.
+    let on = |v: &Value, n: &str| v["name"] == n;
+    let mut nets: Vec<Value> = recorded_nets
+        .iter()
+        .filter(|v| r.networks.iter().any(|n| on(v, n)))
+        .cloned()
+        .collect();
+    for n in &r.networks {
+        if !recorded_nets.iter().any(|v| on(v, n)) {
+            nets.push(serde_json::json!({ "name": n, "aliases": [] }));
+        }
+    }
+    // Containers made before mtp recorded networks have nothing to compare.
+    if recorded.contains_key("networks") {
+        f.insert("networks".into(), Value::Array(nets));
+    }
+    f
+}
+
 /// Field-by-field differences with how each is applied.
 pub(crate) fn diff_fields(old: &Fields, new: &Fields) -> Vec<FieldChange> {
     let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
@@ -466,6 +602,7 @@ pub(crate) fn diff_fields(old: &Fields, new: &Fields) -> Vec<FieldChange> {
         }
         let class = match field_class(k) {
             FieldClass::DockerUpdate => ChangeClass::DockerUpdate,
+            FieldClass::Network => ChangeClass::Network,
             FieldClass::MtpOnly => ChangeClass::MtpOnly,
             FieldClass::Recycle => ChangeClass::Recycle,
             FieldClass::HotReload => match (o.and_then(Value::as_str), n.and_then(Value::as_str)) {

@@ -71,6 +71,8 @@ impl ActionKind {
 pub enum ChangeClass {
     /// Docker's update API, on the running container.
     DockerUpdate,
+    /// Networks connected or disconnected on the running container.
+    Network,
     /// `openclaw.json` rewritten; the gateway hot-reloads it.
     HotReload,
     /// Only mtp uses it (stop timeout, health gate); nothing changes on the container.
@@ -125,6 +127,10 @@ pub enum DriftKind {
     Leftover,
     /// A second container claims the same tenant.
     Duplicate,
+    /// A recycle was interrupted: the old container stands aside as `<name>.old` and the
+    /// tenant has no canonical container. Apply finishes it (a healthy new container is
+    /// promoted) or undoes it (the old one gets its name back).
+    Interrupted,
     /// The tenant's container reports unhealthy.
     Unhealthy,
 }
@@ -136,8 +142,12 @@ pub enum DriftKind {
 pub enum Remedy {
     /// The tenant's action fixes it.
     FixedByAction,
-    /// Apply removes the container before the tenant's action (it holds no tenant data).
+    /// Apply stops (with the tenant's stop timeout) and removes the container before the
+    /// tenant's action (it holds no tenant data).
     RemoveContainer,
+    /// The healthy new container of an interrupted recycle: apply gives it the tenant's
+    /// name, which finishes the recycle.
+    Promote,
     /// Apply removes it only with pruning, after backing up the tenant's data.
     RemoveWithPrune,
     /// Not ours: apply will not touch it; the tenant's action is blocked until an operator
@@ -154,6 +164,17 @@ pub struct LiveRef {
     pub name: String,
     pub spec_hash: Option<String>,
     pub running: bool,
+}
+
+/// How apply picks up a recycle that was interrupted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resume {
+    /// The new container is healthy and has the desired spec: it takes the tenant's name
+    /// and the old one (stopped, as `<name>.old`) is removed.
+    Promote { next: LiveRef },
+    /// The old container gets its name back first; then the action runs from it.
+    Restore,
 }
 
 /// Everything apply does for one tenant.
@@ -178,6 +199,9 @@ pub struct TenantAction {
     pub blocked: Option<String>,
     /// The tenant's data must be backed up first (remove).
     pub backup_required: bool,
+    /// Set when a recycle was interrupted: how apply finishes or undoes it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
 }
 
 impl TenantAction {
@@ -220,6 +244,7 @@ impl TenantAction {
     /// Whether apply has anything to do for this tenant.
     pub fn has_work(&self) -> bool {
         self.action != ActionKind::Noop
+            || self.resume.is_some()
             || self
                 .drift
                 .iter()
@@ -288,11 +313,31 @@ pub struct Plan {
     pub actions: Vec<TenantAction>,
     /// Drift not tied to a declared tenant (orphans are listed as remove actions or here).
     pub drift: Vec<Drift>,
+    /// Whether each container was inspected too (`--refresh`), beyond the labels the list
+    /// call shows.
+    #[serde(default)]
+    pub refreshed: bool,
+    /// What the preflight checked, per image (empty when it did not run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preflight: Vec<crate::gateway::preflight::ImageCheck>,
 }
 
 impl Plan {
+    /// Whether apply has anything to do.
     pub fn has_changes(&self) -> bool {
         self.actions.iter().any(TenantAction::has_work)
+    }
+
+    /// Whether the engine shows something that differs from the manifest, whether or not
+    /// apply acts on it (an orphan kept without pruning, a squatter, an unhealthy container).
+    pub fn has_drift(&self) -> bool {
+        !self.drift.is_empty() || self.actions.iter().any(|a| !a.drift.is_empty())
+    }
+
+    /// Nothing to do, nothing blocked and nothing that differs: what `--detailed-exitcode`
+    /// reports as 0.
+    pub fn is_converged(&self) -> bool {
+        !self.has_changes() && !self.has_drift() && self.actions.iter().all(|a| a.blocked.is_none())
     }
 
     pub fn action(&self, tenant: &str) -> Option<&TenantAction> {
@@ -319,6 +364,33 @@ pub(crate) fn summarize(actions: &[TenantAction], drift: &[Drift]) -> Summary {
     }
     s.drift += drift.len();
     s
+}
+
+/// A field's name as fleet.toml calls it (`cpus`, not `limits.nano_cpus`).
+pub fn field_label(field: &str) -> String {
+    match field {
+        "limits.memory" => "memory".into(),
+        "limits.nano_cpus" => "cpus".into(),
+        "limits.pids_limit" => "pids_limit".into(),
+        "stop_timeout_s" => "stop_timeout".into(),
+        "gate_timeout_s" => "health.gate_timeout".into(),
+        "healthcheck" => "health".into(),
+        "config" => "openclaw.json".into(),
+        f => match (f.strip_prefix("env."), f.strip_prefix("secrets.")) {
+            (Some(k), _) => format!("env {k}"),
+            (_, Some(k)) => format!("secret {k}"),
+            _ => f.to_string(),
+        },
+    }
+}
+
+/// The first 12 characters of an id or hash, for people (whatever the text holds: a plan
+/// file is user input).
+pub fn short(s: &str) -> &str {
+    match s.char_indices().nth(12) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
 
 /// Fields compared by the planner, by path.

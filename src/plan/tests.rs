@@ -180,19 +180,50 @@ fn opts(prune: bool) -> PlanOptions {
         prune,
         targets: vec![],
         engine: "fake".into(),
+        refresh: false,
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
+    /// The real executor over the in-memory engine (a paused clock runs its gates and
+    /// waits at once).
     #[test]
     fn applying_the_plan_then_planning_again_is_empty((tenants, live) in scenario(), prune in any::<bool>()) {
         let specs = specs(&tenants);
         let d = desired(specs.clone());
         let first = plan(&d, &live, &opts(prune));
-        let mut engine = FakeEngine::new(live);
-        engine.apply(&first, &specs);
+        let engine = FakeEngine::new(live.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts_apply = crate::apply::ApplyOptions {
+            parallel: 1,
+            backup_dir: dir.path().join("backups"),
+            data_root: dir.path().join("data"),
+            delete_data: false,
+            actor: "prop@test".into(),
+            direct_checks: false,
+            keep_going: false,
+        };
+        let audit = crate::apply::audit::MemoryAudit::default();
+        let exec = crate::apply::Executor {
+            engine: &engine,
+            plan: &first,
+            specs: specs.iter().map(|s| (s.instance.clone(), s.clone())).collect(),
+            live: &live,
+            opts: &opts_apply,
+            probe: &crate::apply::gate::NoProbe,
+            audit: &audit,
+            progress: &crate::apply::Quiet,
+            cancel: crate::apply::Cancel::default(),
+        };
+        let report = rt.block_on(exec.run(None));
+        prop_assert!(report.succeeded(), "apply failed: {report:#?}");
         let second = plan(&d, &engine.state(), &opts(prune));
         let leftover: Vec<_> = second.actions.iter().filter(|a| a.has_work()).collect();
         prop_assert!(leftover.is_empty(), "still to do after apply: {leftover:#?}");
@@ -267,9 +298,14 @@ fn rotated_secret_recycles_and_shows_only_that_it_changed() {
     let p = plan_between(&one(0, 0, 0, 0), &one(0, 0, 0, 1));
     let a = p.action("t0").unwrap();
     assert_eq!(a.action, ActionKind::Recycle);
-    assert!(a.forced_by.contains(&"env.TELEGRAM_BOT_TOKEN".to_string()));
+    assert!(
+        a.forced_by
+            .contains(&"secrets.TELEGRAM_BOT_TOKEN".to_string())
+    );
     assert!(a.changes.iter().all(|c| c.secret));
-    assert!(crate::report::human(&p, false).contains("env.TELEGRAM_BOT_TOKEN: (secret changed)"));
+    assert!(
+        crate::report::human(&p, false).contains("secret TELEGRAM_BOT_TOKEN: (secret changed)")
+    );
 }
 
 #[test]

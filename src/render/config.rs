@@ -1,15 +1,38 @@
-//! The tenant's `openclaw.json`. Secrets appear only as `${VAR}` references that the gateway
-//! substitutes from its environment, so the file itself holds no secret.
+//! The tenant's `openclaw.json`. Credentials appear only as `file` SecretRefs into the
+//! container's private secrets file (`/run/mtp/secrets.json`), so the config holds no secret
+//! and the container's environment neither.
 
 use serde_json::{Map, Value, json};
 
-use super::FieldClass;
-use crate::manifest::{DmPolicy, GATEWAY_PORT, GATEWAY_TOKEN, GroupPolicy, Instance, SandboxMode};
+use super::{FieldClass, SECRET_REFS, SECRETS_FILE, SECRETS_PROVIDER};
+use crate::manifest::{DmPolicy, GATEWAY_PORT, GroupPolicy, Instance, SandboxMode};
 
 const TELEGRAM_TOKEN: &str = "TELEGRAM_BOT_TOKEN";
 
+/// A `file` SecretRef to one value of the secrets file (a JSON pointer to its key).
+fn secret_ref(name: &str) -> Value {
+    json!({ "source": "file", "provider": SECRETS_PROVIDER, "id": format!("/{name}") })
+}
+
+/// Sets `value` at a dotted path, creating the objects on the way.
+fn set_path(root: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().expect("a path has a last part");
+    let mut at = root;
+    for p in parts {
+        at = at
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .expect("config paths nest objects");
+    }
+    at.insert(last.to_string(), value);
+}
+
 /// Renders `openclaw.json` as pretty JSON (valid JSON5), keys sorted, ending in a newline.
-pub fn render_config(inst: &Instance) -> String {
+/// `secrets` names the values of the private secrets file; each is referred to where the
+/// gateway reads it ([`SECRET_REFS`]).
+pub fn render_config(inst: &Instance, secrets: &[&str]) -> String {
     let mut root = Map::new();
     root.insert(
         "gateway".into(),
@@ -17,9 +40,17 @@ pub fn render_config(inst: &Instance) -> String {
             "mode": "local",
             "bind": "lan",
             "port": GATEWAY_PORT,
-            "auth": { "mode": "token", "token": format!("${{{GATEWAY_TOKEN}}}") },
+            "auth": { "mode": "token" },
         }),
     );
+    if !secrets.is_empty() {
+        root.insert(
+            "secrets".into(),
+            json!({ "providers": { SECRETS_PROVIDER: {
+                "source": "file", "path": SECRETS_FILE, "mode": "json",
+            }}}),
+        );
+    }
 
     let mut defaults = Map::new();
     if let Some(primary) = &inst.model {
@@ -48,9 +79,6 @@ pub fn render_config(inst: &Instance) -> String {
         let t = &inst.telegram;
         let mut tg = Map::new();
         tg.insert("enabled".into(), Value::Bool(enabled));
-        if has_token {
-            tg.insert("botToken".into(), json!(format!("${{{TELEGRAM_TOKEN}}}")));
-        }
         tg.insert(
             "dmPolicy".into(),
             json!(match t.dm_policy {
@@ -70,6 +98,12 @@ pub fn render_config(inst: &Instance) -> String {
         );
         tg.insert("groupAllowFrom".into(), json!(t.group_allow_from));
         root.insert("channels".into(), json!({ "telegram": tg }));
+    }
+    for (name, path) in SECRET_REFS {
+        let telegram_off = *name == TELEGRAM_TOKEN && !root.contains_key("channels");
+        if secrets.contains(name) && !telegram_off {
+            set_path(&mut root, path, secret_ref(name));
+        }
     }
 
     let mut text = serde_json::to_string_pretty(&Value::Object(root)).expect("JSON serializes");

@@ -28,6 +28,29 @@ pub const LABEL_SPEC: &str = "mtp.spec";
 /// Path of the config file inside the container.
 pub const CONFIG_PATH: &str = "/home/node/.openclaw/openclaw.json";
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Directory of the tenant's private secrets file inside its container (a bind mount of
+/// `<data_root>/.secrets/<tenant>`, mounted into that container only).
+pub const SECRETS_DIR: &str = "/run/mtp";
+/// The secrets file the gateway reads its credentials from (`file` SecretRefs, JSON mode).
+pub const SECRETS_FILE: &str = "/run/mtp/secrets.json";
+/// The SecretRef provider name mtp's config uses for that file.
+pub const SECRETS_PROVIDER: &str = "mtp";
+
+/// The secrets the gateway can read through a `file` SecretRef, with the config setting that
+/// refers to each. Any other secret a tenant lists can only travel as an environment
+/// variable (the gateway reads it from nowhere else), and `docker inspect` shows it.
+pub const SECRET_REFS: &[(&str, &str)] = &[
+    ("OPENCLAW_GATEWAY_TOKEN", "gateway.auth.token"),
+    ("TELEGRAM_BOT_TOKEN", "channels.telegram.botToken"),
+    ("ANTHROPIC_API_KEY", "models.providers.anthropic.apiKey"),
+    ("OPENAI_API_KEY", "models.providers.openai.apiKey"),
+    ("OPENROUTER_API_KEY", "models.providers.openrouter.apiKey"),
+];
+
+/// Whether a secret is delivered in the private file (else as an environment variable).
+pub fn is_file_secret(name: &str) -> bool {
+    SECRET_REFS.iter().any(|(n, _)| *n == name)
+}
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic, PartialEq)]
 pub enum RenderError {
@@ -76,6 +99,13 @@ pub struct PortBinding {
     pub container_port: u16,
 }
 
+/// A network the container joins, with the names it answers to there.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NetworkAttachment {
+    pub name: String,
+    pub aliases: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Mount {
     pub source: String,
@@ -121,9 +151,17 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, EnvValue>,
     pub ports: Vec<PortBinding>,
     pub mounts: Vec<Mount>,
-    pub network: String,
+    /// The container's own hostname: the same for every container of the instance, so a
+    /// gateway started after one that was killed reclaims its state directory's owner lease.
+    pub hostname: String,
+    /// Networks joined: a tenant's own network (tenants cannot reach each other); the admin's
+    /// plus every tenant's.
+    pub networks: Vec<NetworkAttachment>,
     /// The host directory mounted as the gateway's state directory.
     pub data_dir: String,
+    /// The private secrets file, `/run/mtp/secrets.json` (uid 1000, 0600): the secrets the
+    /// config refers to by SecretRef. Never in the environment, never in `docker inspect`.
+    pub secrets_file: BTreeMap<String, SecretValue>,
     pub limits: Limits,
     pub restart: RestartPolicy,
     pub stop_timeout_s: u64,
@@ -141,6 +179,8 @@ pub struct ContainerSpec {
 pub enum FieldClass {
     /// Docker's update API changes it on the running container.
     DockerUpdate,
+    /// Docker connects or disconnects networks of the running container.
+    Network,
     /// Rewriting `openclaw.json`; the gateway hot-reloads it.
     HotReload,
     /// Used only by mtp itself (stop timeout, health gate); nothing to do on the container.
@@ -164,7 +204,14 @@ impl ContainerSpec {
         }
         put("ports", serde_json::json!(self.ports));
         put("mounts", serde_json::json!(self.mounts));
-        put("network", Value::from(self.network.clone()));
+        put("hostname", Value::from(self.hostname.clone()));
+        put("networks", serde_json::json!(self.networks));
+        for (k, v) in &self.secrets_file {
+            put(
+                &format!("secrets.{k}"),
+                serde_json::json!({ "secret": v.fingerprint() }),
+            );
+        }
         put("limits.memory", Value::from(self.limits.memory));
         put("limits.nano_cpus", Value::from(self.limits.nano_cpus));
         put("limits.pids_limit", Value::from(self.limits.pids_limit));
@@ -200,6 +247,7 @@ pub fn field_class(path: &str) -> FieldClass {
         }
         "stop_timeout_s" | "gate_timeout_s" => FieldClass::MtpOnly,
         "config" => FieldClass::HotReload,
+        "networks" => FieldClass::Network,
         _ => FieldClass::Recycle,
     }
 }
@@ -222,13 +270,20 @@ pub fn render(
         .iter()
         .map(|(k, v)| (k.clone(), EnvValue::Plain(v.clone())))
         .collect();
+    // As upstream's cells pin them: the gateway finds its state, config, workspace and cache
+    // where the mounts are, whatever the image's defaults.
     for (k, v) in [
-        ("OPENCLAW_STATE_DIR", STATE_DIR.to_string()),
-        ("OPENCLAW_CONFIG_PATH", CONFIG_PATH.to_string()),
-        ("OPENCLAW_DISABLE_BONJOUR", "1".to_string()),
+        ("HOME", "/home/node"),
+        ("OPENCLAW_HOME", "/home/node"),
+        ("OPENCLAW_STATE_DIR", STATE_DIR),
+        ("OPENCLAW_CONFIG_PATH", CONFIG_PATH),
+        ("OPENCLAW_WORKSPACE_DIR", "/home/node/.openclaw/workspace"),
+        ("XDG_CACHE_HOME", "/home/node/.openclaw/cache"),
+        ("OPENCLAW_DISABLE_BONJOUR", "1"),
     ] {
-        env.insert(k.to_string(), EnvValue::Plain(v));
+        env.insert(k.to_string(), EnvValue::Plain(v.to_string()));
     }
+    let mut secrets_file = BTreeMap::new();
     for name in &inst.secrets {
         let value = secrets
             .get(name)
@@ -236,15 +291,29 @@ pub fn render(
                 instance: inst.name.clone(),
                 secret: name.clone(),
             })?;
-        env.insert(name.clone(), EnvValue::Secret(value.clone()));
+        if is_file_secret(name) {
+            secrets_file.insert(name.clone(), value.clone());
+        } else {
+            env.insert(name.clone(), EnvValue::Secret(value.clone()));
+        }
     }
 
     let data_dir = manifest.data_dir(&inst.name).to_string_lossy().into_owned();
-    let mut mounts = vec![Mount {
-        source: data_dir.clone(),
-        target: STATE_DIR.to_string(),
-        read_only: false,
-    }];
+    let mut mounts = vec![
+        Mount {
+            source: data_dir.clone(),
+            target: STATE_DIR.to_string(),
+            read_only: false,
+        },
+        Mount {
+            source: manifest
+                .secrets_dir(&inst.name)
+                .to_string_lossy()
+                .into_owned(),
+            target: SECRETS_DIR.to_string(),
+            read_only: false,
+        },
+    ];
     if inst.kind == InstanceKind::Admin && inst.docker_socket {
         mounts.push(Mount {
             source: DOCKER_SOCKET.to_string(),
@@ -256,8 +325,16 @@ pub fn render(
     let mut test = vec!["CMD".to_string()];
     test.extend(inst.health.command.iter().cloned());
 
+    let name = manifest.container_name(&inst.name);
+    let hostname = if name.len() <= 63 {
+        name.clone()
+    } else {
+        inst.name.clone()
+    };
+    let secret_refs: Vec<&str> = secrets_file.keys().map(String::as_str).collect();
+    let config = render_config(inst, &secret_refs);
     Ok(ContainerSpec {
-        name: manifest.container_name(&inst.name),
+        name,
         instance: inst.name.clone(),
         kind: inst.kind,
         enabled: inst.enabled,
@@ -270,8 +347,10 @@ pub fn render(
             container_port: GATEWAY_PORT,
         }],
         mounts,
-        network: manifest.network_name(),
+        hostname,
+        networks: manifest.networks_of(inst),
         data_dir,
+        secrets_file,
         limits: Limits {
             memory: inst.memory.bytes(),
             nano_cpus: (inst.cpus * 1e9).round() as i64,
@@ -293,8 +372,28 @@ pub fn render(
             init: true,
         },
         gate_timeout_s: inst.health.gate_timeout.std().as_secs(),
-        config: render_config(inst),
+        config,
     })
+}
+
+impl ContainerSpec {
+    /// The gateway token the container runs with (for the direct health checks).
+    pub fn gateway_token(&self) -> Option<&str> {
+        self.secrets_file
+            .get(crate::manifest::GATEWAY_TOKEN)
+            .map(SecretValue::expose)
+    }
+
+    /// The private secrets file's content: a JSON object, name -> value. Holds secret values:
+    /// only ever written into the container, never printed.
+    pub fn secrets_json(&self) -> String {
+        let map: serde_json::Map<String, Value> = self
+            .secrets_file
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.expose())))
+            .collect();
+        serde_json::to_string(&map).expect("strings serialize")
+    }
 }
 
 /// The spec as people read it: JSON with secrets as fingerprints (what `mtp render` prints).

@@ -85,9 +85,21 @@ pub fn human(plan: &Plan, color: bool) -> String {
                 } else {
                     ""
                 };
-                format!(", manifest at commit {}{dirty}", &c[..c.len().min(12)])
+                format!(", manifest at commit {}{dirty}", crate::plan::short(c))
             })
             .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        st.paint(
+            "2",
+            if plan.refreshed {
+                "Compared: each container's labels, resources, restart policy, networks and openclaw.json (--refresh)."
+            } else {
+                "Compared: the labels and patch records the list calls show; --refresh also inspects each container."
+            }
+        )
     );
     let width = plan
         .actions
@@ -118,10 +130,31 @@ pub fn human(plan: &Plan, color: bool) -> String {
             write_drift(&mut out, d, &st);
         }
     }
-    if !plan.has_changes() {
+    for c in &plan.preflight {
+        let _ = writeln!(out, "\n{}", preflight_line(c));
+    }
+    if plan.is_converged() {
         let _ = writeln!(out, "\nNo changes. The fleet matches the manifest.");
+    } else if !plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "\nNothing for apply to do, but the engine differs from the manifest (see the drift above)."
+        );
     }
     out
+}
+
+/// What the preflight did with one image.
+pub fn preflight_line(c: &crate::gateway::preflight::ImageCheck) -> String {
+    let what = match &c.error {
+        Some(e) => format!("could not check its configs ({e}); its tenants are not blocked"),
+        None => format!("checked {} config(s) of {} tenant(s)", c.configs, c.tenants),
+    };
+    format!(
+        "Preflight: {} {what} in {:.1}s.",
+        c.image,
+        c.elapsed_ms as f64 / 1000.0
+    )
 }
 
 fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
@@ -146,7 +179,7 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
                 let _ = writeln!(
                     out,
                     "      {}: {}",
-                    c.field,
+                    field_label(&c.field),
                     show_value(&c.field, c.new.as_ref())
                 );
             }
@@ -170,7 +203,12 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
         } else {
             st.paint("2", class_word(c.class))
         };
-        let _ = writeln!(out, "      {}: {}  ({mark})", c.field, show_change(c));
+        let _ = writeln!(
+            out,
+            "      {}: {}  ({mark})",
+            field_label(&c.field),
+            show_change(c)
+        );
     }
     if let Some(diff) = &a.config_diff {
         let class = a
@@ -196,6 +234,7 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
 fn class_word(c: ChangeClass) -> &'static str {
     match c {
         ChangeClass::DockerUpdate => "Docker update",
+        ChangeClass::Network => "network connect",
         ChangeClass::HotReload => "hot reload",
         ChangeClass::MtpOnly => "mtp only",
         ChangeClass::Recycle => "forces recycle",
@@ -205,7 +244,8 @@ fn class_word(c: ChangeClass) -> &'static str {
 fn write_drift(out: &mut String, d: &Drift, st: &Style) {
     let remedy = match d.remedy {
         Remedy::FixedByAction => "fixed by this action",
-        Remedy::RemoveContainer => "apply removes it (holds no tenant data)",
+        Remedy::RemoveContainer => "apply stops and removes it (holds no tenant data)",
+        Remedy::Promote => "apply gives it the tenant's name",
         Remedy::RemoveWithPrune => "removed only with --prune, after a backup",
         Remedy::Blocks => "apply will not touch it; resolve by hand",
         Remedy::ReportOnly => "reported only",
@@ -220,10 +260,7 @@ fn write_drift(out: &mut String, d: &Drift, st: &Style) {
     } else {
         format!(
             " {}",
-            st.paint(
-                "2",
-                &format!("({})", &d.container_id[..d.container_id.len().min(12)])
-            )
+            st.paint("2", &format!("({})", crate::plan::short(&d.container_id)))
         )
     };
     let _ = writeln!(
@@ -250,6 +287,8 @@ fn show_change(c: &FieldChange) -> String {
     )
 }
 
+pub use crate::plan::field_label;
+
 /// A field value for people: sizes and CPUs in their units, ports as Docker writes them.
 pub fn show_value(field: &str, v: Option<&Value>) -> String {
     let Some(v) = v else {
@@ -267,8 +306,14 @@ pub fn show_value(field: &str, v: Option<&Value>) -> String {
             .unwrap_or_else(|| n.to_string()),
         ("limits.nano_cpus", Value::Number(n)) => n
             .as_f64()
-            .map(|c| format!("{} cpus", c / 1e9))
+            .map(|c| format!("{}", c / 1e9))
             .unwrap_or_else(|| n.to_string()),
+        ("stop_timeout_s" | "gate_timeout_s", Value::Number(n)) => format!("{n}s"),
+        ("networks", Value::Array(nets)) => nets
+            .iter()
+            .filter_map(|n| n["name"].as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         ("ports", Value::Array(ports)) => ports
             .iter()
             .map(|p| {

@@ -17,8 +17,8 @@ pub use fs::atomic_write;
 pub use identity::{IDENTITY_ENV, Identity};
 pub use recipients::{Recipient, Recipients, recipients_hash};
 pub use store::{
-    EntryInfo, RECIPIENTS_FILE, RekeyReport, SECRETS_DIR, SecretStore, generate_token,
-    is_dns_label, is_valid_name, is_valid_owner,
+    EntryInfo, ListedSecret, OwnerListing, RECIPIENTS_FILE, RekeyReport, SECRETS_DIR, SecretStore,
+    generate_token, is_dns_label, is_valid_name, is_valid_owner,
 };
 pub use value::{FINGERPRINT_KEY, FLEET_OWNER, FingerprintKey, SecretValue};
 

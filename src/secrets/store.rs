@@ -59,6 +59,24 @@ pub struct EntryInfo {
     pub recipients: Option<String>,
 }
 
+/// One owner's secrets as `mtp secrets list` shows them: names and keyed fingerprints, never
+/// values.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OwnerListing {
+    pub owner: String,
+    pub file: PathBuf,
+    pub secrets: Vec<ListedSecret>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ListedSecret {
+    pub name: String,
+    /// The keyed fingerprint (`fp:...`), when an identity could decrypt it.
+    pub fingerprint: Option<String>,
+    /// Encrypted to an older `recipients.txt`: `mtp secrets rekey` re-encrypts it.
+    pub stale: bool,
+}
+
 /// What [`SecretStore::rekey`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RekeyReport {
@@ -405,6 +423,53 @@ impl SecretStore {
                 Ok((entry.name.clone(), SecretValue::new(value, &key)))
             })
             .collect()
+    }
+
+    /// The secrets of `only` (else of every owner) with their fingerprints when `identity`
+    /// (and the fleet's fingerprint key) can decrypt them. Every value is decrypted before
+    /// anything is returned, so an error never follows half a list.
+    pub fn listing(
+        &self,
+        identity: Option<&Identity>,
+        only: Option<&str>,
+    ) -> Result<Vec<OwnerListing>, SecretsError> {
+        let owners: Vec<String> = match only {
+            Some(o) => vec![o.to_string()],
+            None => self.owners()?.into_iter().collect(),
+        };
+        let key = match identity {
+            Some(id) => match self.fingerprint_key(id) {
+                Ok(k) => Some((id, k)),
+                Err(SecretsError::NoFingerprintKey { .. }) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let current = self.recipients().ok().map(|r| r.hash());
+        let mut out = Vec::new();
+        for owner in owners {
+            let mut secrets = Vec::new();
+            for entry in self.entries(&owner)? {
+                let fingerprint = match &key {
+                    Some((id, k)) => {
+                        let v = self.get(id, &owner, &entry.name)?;
+                        Some(k.fingerprint(v.expose_secret()))
+                    }
+                    None => None,
+                };
+                secrets.push(ListedSecret {
+                    stale: current.is_some() && entry.recipients != current,
+                    name: entry.name,
+                    fingerprint,
+                });
+            }
+            out.push(OwnerListing {
+                file: self.file_path(&owner),
+                owner,
+                secrets,
+            });
+        }
+        Ok(out)
     }
 
     /// Re-encrypts to the current recipients every value not already encrypted to them;

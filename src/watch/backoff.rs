@@ -163,6 +163,7 @@ mod tests {
             drift: vec![],
             blocked: None,
             backup_required: false,
+            resume: None,
         }
     }
 

@@ -112,6 +112,8 @@ pub struct Daemon<E: Engine, P: GatewayProbe> {
     /// The problem already reported, so a refused commit is announced once, not every tick.
     announced: Option<String>,
     backoff: Backoffs,
+    /// Configs the gateway of their image checked already.
+    preflight: crate::gateway::preflight::Cache,
     /// The manifest hash of the last revision the fleet was converged to.
     converged: Option<String>,
     cancel: Cancel,
@@ -176,6 +178,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
             good: None,
             announced: None,
             backoff: Backoffs::default(),
+            preflight: Default::default(),
             converged: None,
             cancel,
         })
@@ -307,7 +310,9 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
     /// applied. Returns whether the fleet ended converged to the newest revision.
     pub async fn sync(&mut self, trigger: Trigger) -> bool {
         let started = Instant::now();
-        let (outcome, message) = self.sync_inner().await;
+        // The periodic re-check also inspects each container: what the event stream and the
+        // labels cannot show (`docker update`, a hand-edited openclaw.json).
+        let (outcome, message) = self.sync_inner(trigger == Trigger::Recheck).await;
         let secs = started.elapsed().as_secs_f64();
         self.shared.metrics.sync(outcome, secs);
         let mut st = self.shared.status();
@@ -331,7 +336,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         matches!(outcome, Outcome::InSync | Outcome::Applied)
     }
 
-    async fn sync_inner(&mut self) -> (Outcome, String) {
+    async fn sync_inner(&mut self, refresh: bool) -> (Outcome, String) {
         // 1. The newest revision, if it may be applied.
         let mut refused = false;
         match self.candidate().await {
@@ -390,7 +395,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         let desired = good.desired.clone();
 
         // 2. Plan against the live engine (no lock needed to find out there is nothing to do).
-        let (plan, live) = match self.plan(&session, &desired).await {
+        let (plan, live) = match self.plan(&session, &desired, refresh).await {
             Ok(p) => p,
             Err(e) => return (Outcome::Error, e),
         };
@@ -436,36 +441,50 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         }
 
         // 4. Apply, under the engine-held lock, what is not held back.
-        let report = match self.apply(&session, &desired).await {
+        let report = match self.apply(&session, &desired, refresh).await {
             Ok(r) => r,
             Err(e) => return (Outcome::Error, e),
         };
         self.conclude(&fleet, commit, &session, report).await
     }
 
-    /// Observes the engine and plans the revision in force.
+    /// Observes the engine (with `refresh`, inspecting each container too, a few at a time)
+    /// and plans the revision in force.
     async fn plan(
         &self,
         session: &Session,
         desired: &Desired,
+        refresh: bool,
     ) -> Result<(Plan, LiveState), String> {
-        let live = self
+        let mut live = self
             .engine
             .observe(session.fleet(), &session.claims())
             .await
             .map_err(|e| format!("cannot observe the engine: {e}"))?;
-        let plan = session.plan(desired, &live, &[], false, self.engine.host());
+        if refresh {
+            crate::engine::refresh(&self.engine, session.fleet(), &mut live, 4).await;
+        }
+        let req = crate::fleet::PlanRequest {
+            refresh,
+            ..Default::default()
+        };
+        let plan = session.plan(desired, &live, &req, self.engine.host());
         Ok((plan, live))
     }
 
     /// Takes the lock, plans again under it, leaves out the tenants that must wait, and
     /// executes the rest, going on past a failed tenant.
-    async fn apply(&mut self, session: &Session, desired: &Desired) -> Result<Applied, String> {
+    async fn apply(
+        &mut self,
+        session: &Session,
+        desired: &Desired,
+        refresh: bool,
+    ) -> Result<Applied, String> {
         let mut held = converge::acquire(&self.engine, &desired.fleet, &self.opts.lock)
             .await
             .map_err(|e| e.to_string())?;
         let result = async {
-            let (mut plan, live) = self.plan(session, desired).await?;
+            let (mut plan, live) = self.plan(session, desired, refresh).await?;
             let commit = desired.commit.clone();
             let now = chrono::Utc::now();
             let mut waiting = Vec::new();
@@ -486,6 +505,21 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
                 }
             });
             plan.summary = crate::plan::summarize(&plan.actions, &plan.drift);
+            crate::gateway::preflight::check(
+                &self.engine,
+                &mut plan,
+                &desired.by_tenant(),
+                &mut self.preflight,
+            )
+            .await;
+            for a in plan.actions.iter().filter(|a| a.blocked.is_some()) {
+                waiting.push(Waiting {
+                    tenant: a.tenant.clone(),
+                    action: a.action.verb().to_string(),
+                    reason: a.blocked.clone().unwrap_or_default(),
+                });
+            }
+            plan.actions.retain(|a| a.blocked.is_none());
             self.shared.status().waiting = waiting.clone();
             let report = if plan.has_changes() {
                 let audit_path = session.audit_path(&self.opts.state_dir);

@@ -20,7 +20,9 @@ pub(super) fn restart_policy(p: crate::manifest::RestartPolicy) -> bollard::mode
     }
 }
 
-/// The create request for a tenant's container: everything the spec says, nothing else.
+/// The create request for a tenant's container: everything the spec says, nothing else. It
+/// joins the spec's first network; the others are connected before it starts (engines before
+/// API 1.44 take one network at create).
 pub fn create_body(
     spec: &crate::render::ContainerSpec,
     labels: &BTreeMap<String, String>,
@@ -53,8 +55,10 @@ pub fn create_body(
         })
         .collect();
     let hc = &spec.healthcheck;
+    let first = spec.networks.first();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
+        hostname: Some(spec.hostname.clone()),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         env: Some(
             spec.env
@@ -94,14 +98,18 @@ pub fn create_body(
                 .no_new_privileges
                 .then(|| vec!["no-new-privileges".to_string()]),
             init: Some(spec.security.init),
-            network_mode: Some(spec.network.clone()),
+            network_mode: Some(
+                first
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| "none".to_string()),
+            ),
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
+        networking_config: first.map(|n| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
-                spec.network.clone(),
+                n.name.clone(),
                 EndpointSettings {
-                    aliases: Some(vec![spec.instance.clone()]),
+                    aliases: Some(n.aliases.clone()),
                     ..Default::default()
                 },
             )])),

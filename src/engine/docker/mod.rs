@@ -49,6 +49,39 @@ impl DockerEngine {
     }
 }
 
+/// The files of a one-off container, owned by the gateway's uid (directories made on the way).
+fn oneoff_archive(files: &[(String, String)]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, text) in files {
+        let rel = path.trim_start_matches('/');
+        let mut at = std::path::Path::new(rel).parent();
+        let mut chain = Vec::new();
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty()) {
+            chain.push(d.to_path_buf());
+            at = d.parent();
+        }
+        for d in chain.into_iter().rev() {
+            if dirs.insert(d.clone()) {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_uid(u64::from(crate::manifest::GATEWAY_UID));
+                h.set_gid(u64::from(crate::manifest::GATEWAY_GID));
+                h.set_size(0);
+                b.append_data(&mut h, format!("{}/", d.display()), &[][..])?;
+            }
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(u64::from(crate::manifest::GATEWAY_UID));
+        h.set_gid(u64::from(crate::manifest::GATEWAY_GID));
+        h.set_size(text.len() as u64);
+        b.append_data(&mut h, rel, text.as_bytes())?;
+    }
+    b.into_inner()
+}
+
 /// Turns a bollard error into one an operator can act on.
 pub(crate) fn classify(host: &str, action: &str, e: bollard::errors::Error) -> EngineError {
     use bollard::errors::Error as E;
@@ -227,29 +260,265 @@ impl Engine for DockerEngine {
             .create_container(Some(opts), create_body(spec, labels))
             .await
             .map_err(|e| classify(&self.host, &format!("create container {name}"), e))?;
+        for n in spec.networks.iter().skip(1) {
+            if let Err(e) = self.connect_network(&resp.id, &n.name, &n.aliases).await {
+                let _ = self.remove(&resp.id).await;
+                return Err(e);
+            }
+        }
         Ok(resp.id)
     }
 
-    async fn write_config(&self, id: &str, config: &str) -> Result<(), EngineError> {
+    async fn write_files(&self, id: &str, files: &Files<'_>) -> Result<(), EngineError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let tar = config_archive(
-            config,
+        let tar = files_archive(
+            files,
             crate::manifest::STATE_DIR,
+            crate::render::SECRETS_DIR,
             u64::from(crate::manifest::GATEWAY_UID),
             u64::from(crate::manifest::GATEWAY_GID),
             now,
         )
-        .map_err(|e| EngineError::Other(format!("building the config archive: {e}")))?;
+        .map_err(|e| EngineError::Other(format!("building the files archive: {e}")))?;
         let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
             .path("/")
             .build();
         self.docker
             .upload_to_container(id, Some(opts), bollard::body_full(tar.into()))
             .await
-            .map_err(|e| classify(&self.host, "write openclaw.json", e))
+            .map_err(|e| classify(&self.host, "write openclaw.json and secrets", e))
+    }
+
+    async fn connect_network(
+        &self,
+        id: &str,
+        network: &str,
+        aliases: &[String],
+    ) -> Result<(), EngineError> {
+        let req = bollard::models::NetworkConnectRequest {
+            container: id.to_string(),
+            endpoint_config: Some(bollard::models::EndpointSettings {
+                aliases: Some(aliases.to_vec()),
+                ..Default::default()
+            }),
+        };
+        match self.docker.connect_network(network, req).await {
+            Ok(()) => Ok(()),
+            Err(e) => match classify(&self.host, &format!("connect to network {network}"), e) {
+                // Already connected.
+                EngineError::Api { message, .. } | EngineError::Conflict { message, .. }
+                    if message.contains("already exists") =>
+                {
+                    Ok(())
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn disconnect_network(&self, id: &str, network: &str) -> Result<(), EngineError> {
+        let req = bollard::models::NetworkDisconnectRequest {
+            container: id.to_string(),
+            force: Some(true),
+        };
+        match self.docker.disconnect_network(network, req).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                match classify(&self.host, &format!("disconnect from network {network}"), e) {
+                    EngineError::NotFound { .. } => Ok(()),
+                    EngineError::Api { message, .. } if message.contains("is not connected") => {
+                        Ok(())
+                    }
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
+    async fn remove_network(&self, network: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(network).await {
+            Ok(()) => Ok(()),
+            Err(e) => match classify(&self.host, &format!("remove network {network}"), e) {
+                EngineError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn inspect_settings(&self, id: &str) -> Result<Refreshed, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| classify(&self.host, "inspect container", e))?;
+        let hc = c.host_config.unwrap_or_default();
+        let mut networks: Vec<String> = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().collect())
+            .unwrap_or_default();
+        networks.sort();
+        Ok(Refreshed {
+            memory: hc.memory.and_then(|m| u64::try_from(m).ok()),
+            nano_cpus: hc.nano_cpus,
+            pids_limit: hc.pids_limit,
+            restart: hc
+                .restart_policy
+                .and_then(|r| r.name)
+                .map(|n| n.to_string()),
+            networks,
+            config: None,
+        })
+    }
+
+    async fn run_oneoff(&self, job: &OneOff) -> Result<ExecOutput, EngineError> {
+        use bollard::models::{ContainerCreateBody, HostConfig};
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(&job.name)
+            .build();
+        let body = ContainerCreateBody {
+            image: Some(job.image.clone()),
+            cmd: Some(job.cmd.clone()),
+            env: Some(job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(job.labels.clone().into_iter().collect()),
+            user: Some(format!(
+                "{}:{}",
+                crate::manifest::GATEWAY_UID,
+                crate::manifest::GATEWAY_GID
+            )),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                memory: Some(2 * 1024 * 1024 * 1024),
+                pids_limit: Some(256),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| classify(&self.host, &format!("create {}", job.name), e))?
+            .id;
+        let run = async {
+            let tar = oneoff_archive(&job.files)
+                .map_err(|e| EngineError::Other(format!("building the archive: {e}")))?;
+            let up = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                .path("/")
+                .build();
+            self.docker
+                .upload_to_container(&id, Some(up), bollard::body_full(tar.into()))
+                .await
+                .map_err(|e| classify(&self.host, "upload files", e))?;
+            self.start(&id).await?;
+            let mut wait = self
+                .docker
+                .wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
+            let code = match wait.next().await {
+                Some(Ok(r)) => Some(r.status_code),
+                // A nonzero exit comes back as an error carrying the code.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Some(code)
+                }
+                Some(Err(e)) => return Err(classify(&self.host, "wait", e)),
+                None => None,
+            };
+            let opts = bollard::query_parameters::LogsOptionsBuilder::new()
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut logs = self.docker.logs(&id, Some(opts));
+            let mut out = ExecOutput {
+                exit_code: code,
+                ..Default::default()
+            };
+            while let Some(item) = logs.next().await {
+                match item.map_err(|e| classify(&self.host, "logs", e))? {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        out.stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    other => out
+                        .stdout
+                        .push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                }
+            }
+            Ok(out)
+        };
+        let result = tokio::time::timeout(job.timeout, run).await;
+        let _ = self.remove(&id).await;
+        result.map_err(|_| {
+            EngineError::Other(format!(
+                "{} did not finish within {}s",
+                job.name,
+                job.timeout.as_secs()
+            ))
+        })?
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, EngineError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let run = async {
+            let exec = self
+                .docker
+                .create_exec(
+                    id,
+                    CreateExecOptions {
+                        cmd: Some(cmd.to_vec()),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| classify(&self.host, "exec", e))?;
+            let mut out = ExecOutput::default();
+            if let StartExecResults::Attached { mut output, .. } = self
+                .docker
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(|e| classify(&self.host, "exec", e))?
+            {
+                while let Some(item) = output.next().await {
+                    match item.map_err(|e| classify(&self.host, "exec output", e))? {
+                        bollard::container::LogOutput::StdErr { message } => {
+                            out.stderr.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        other => out
+                            .stdout
+                            .push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                    }
+                }
+            }
+            out.exit_code = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(|e| classify(&self.host, "exec", e))?
+                .exit_code;
+            Ok(out)
+        };
+        tokio::time::timeout(timeout, run).await.map_err(|_| {
+            EngineError::Other(format!(
+                "`{}` did not finish within {}s",
+                cmd.join(" "),
+                timeout.as_secs()
+            ))
+        })?
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {

@@ -10,8 +10,8 @@ use crate::engine::*;
 
 impl DockerEngine {
     /// Reads the fleet's live state. First, concurrently, the containers labelled with the
-    /// fleet (stopped ones too) and the fleet's volumes (patch records, managed-tenant
-    /// records). Then, only for the claimed names
+    /// fleet (stopped ones too), the fleet's volumes (patch records, managed-tenant
+    /// records) and the fleet's networks. Then, only for the claimed names
     /// and host ports the fleet's own containers do not hold, one list call each for foreign
     /// containers standing on them: a converged fleet costs one container list, whatever its
     /// size, and at most three.
@@ -28,11 +28,27 @@ impl DockerEngine {
                 )]))
                 .build(),
         ));
-        let (ours, volumes) = tokio::try_join!(by_label, async {
-            volumes
-                .await
-                .map_err(|e| classify(&self.host, "list volumes", e))
-        })?;
+        let networks = self.docker.list_networks(Some(
+            bollard::query_parameters::ListNetworksOptionsBuilder::new()
+                .filters(&HashMap::from([(
+                    "label".to_string(),
+                    vec![format!("{LABEL_FLEET}={fleet}")],
+                )]))
+                .build(),
+        ));
+        let (ours, volumes, networks) = tokio::try_join!(
+            by_label,
+            async {
+                volumes
+                    .await
+                    .map_err(|e| classify(&self.host, "list volumes", e))
+            },
+            async {
+                networks
+                    .await
+                    .map_err(|e| classify(&self.host, "list networks", e))
+            }
+        )?;
 
         let (names, ports) = unheld_claims(&ours, claims);
         let by_name = async {
@@ -85,6 +101,8 @@ impl DockerEngine {
             containers,
             records,
             managed,
+            networks: networks.into_iter().filter_map(|n| n.name).collect(),
+            refreshed: BTreeMap::new(),
         })
     }
 
@@ -192,7 +210,14 @@ fn live_container(c: ContainerSummary) -> LiveContainer {
         .collect();
     ports.sort();
     ports.dedup_by(|a, b| a.host_port == b.host_port && a.container_port == b.container_port);
+    let mut networks: Vec<String> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .map(|n| n.into_keys().collect())
+        .unwrap_or_default();
+    networks.sort();
     LiveContainer {
+        networks,
         id: c.id.unwrap_or_default(),
         name,
         image: c.image.unwrap_or_default(),
@@ -224,6 +249,7 @@ mod tests {
                 container_port: 18789,
             }],
             labels: BTreeMap::new(),
+            networks: Vec::new(),
         }
     }
 
