@@ -13,9 +13,11 @@ if ! docker info >/dev/null 2>&1; then
   exit 1
 fi
 
-# Build the stub gateway image once, up front (tests would otherwise race to build it).
+# Build the stub gateway and Docker proxy images once, up front (tests would otherwise race
+# to build them).
 MTP_STUB_IMAGE=$(scripts/build-stub-image.sh)
-export MTP_STUB_IMAGE
-echo "stub gateway image: $MTP_STUB_IMAGE" >&2
+MTP_PROXY_IMAGE=$(scripts/build-docker-proxy-image.sh)
+export MTP_STUB_IMAGE MTP_PROXY_IMAGE
+echo "stub gateway image: $MTP_STUB_IMAGE, docker proxy image: $MTP_PROXY_IMAGE" >&2
 
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -23,14 +23,19 @@ fn create_starts_healthy_containers_with_config_and_hardening() {
         f.inspect(&c.id, fmt),
         "1000:1000 [\"ALL\"] [\"no-new-privileges\"] true 512 unless-stopped 2"
     );
+    // Its own network, under its own name; and the same hostname for every container of it.
     let aliases = f.inspect(
         &c.id,
         &format!(
-            "{{{{json (index .NetworkSettings.Networks \"{}-net\").Aliases}}}}",
+            "{{{{json (index .NetworkSettings.Networks \"{}-acme-net\").Aliases}}}}",
             f.name
         ),
     );
     assert!(aliases.contains("\"acme\""), "{aliases}");
+    assert_eq!(
+        f.inspect(&c.id, "{{.Config.Hostname}}"),
+        format!("{}-acme", f.name)
+    );
     // openclaw.json is in the bind-mounted data dir, owned by the gateway's uid/gid.
     use std::os::unix::fs::MetadataExt;
     let dir = f.data_dir("acme");
@@ -85,7 +90,13 @@ fn patch_model_rewrites_the_config_in_place() {
     f.tenant_mut("acme").extra = "model = \"openai/m2\"\n".into();
     f.write();
     let o = f.apply_ok();
-    assert!(stdout(&o).contains("patched in place"), "{}", text(&o));
+    // Confirmed by the gateway itself: `gateway call config.get` in the container reports
+    // the revision on disk as the one it applied.
+    assert!(
+        stdout(&o).contains("patched in place: config reload confirmed (the gateway applied it)"),
+        "{}",
+        text(&o)
+    );
     let after = f.container("acme");
     assert_eq!(
         after.id, before.id,
@@ -199,6 +210,18 @@ fn prune_backs_up_then_removes_and_keeps_the_data_dir() {
     assert!(
         f.data_dir("globex").join("sessions.json").exists(),
         "data dir kept"
+    );
+    let nets = docker_ok(&[
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("name={}-globex-net", f.name),
+    ]);
+    assert!(
+        nets.is_empty(),
+        "the removed tenant's network went with it: {nets}"
     );
     let audit = std::fs::read_to_string(f.audit_log()).unwrap();
     assert!(audit.contains("\"action\":\"backup\""), "{audit}");

@@ -78,3 +78,52 @@ fn crash_after_start_is_rolled_back() {
 fn exit_at_once_is_rolled_back() {
     rollback_case("rb-exit", "env = { STUB_EXIT_AT_ONCE = \"1\" }");
 }
+
+/// A recycle that rotates the gateway token and whose new container fails: the old container
+/// comes back with its own secrets file and is gated (WebSocket `health` included) with the
+/// token it runs with, the old one; the tenant is rolled back, not failed.
+#[test]
+fn a_failed_token_rotation_rolls_back_gated_with_the_old_token() {
+    let mut f = TestFleet::new("rb-rotate");
+    f.declare(vec![Tenant::new("alpha")]);
+    f.apply_ok();
+    let before = f.container("alpha");
+    let old_token = f.secret_values()[0].clone();
+    f.mtp_ok(&[
+        "secrets",
+        "gen",
+        "--force",
+        "alpha",
+        "OPENCLAW_GATEWAY_TOKEN",
+    ]);
+    f.tenant_mut("alpha").extra = "env = { STUB_EXIT_AT_ONCE = \"1\" }\n".into();
+    f.write();
+    let o = f.apply(&[]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        out.contains("Apply stopped: 0 done, 1 rolled back, 0 failed, 0 skipped."),
+        "{out}"
+    );
+    assert!(
+        out.contains("the old container runs again and is healthy"),
+        "{out}"
+    );
+    let after = f.container("alpha");
+    assert_eq!(after.id, before.id);
+    assert!(after.healthy(), "{after:?}");
+    let file = std::fs::read_to_string(f.data_root().join(".secrets/alpha/secrets.json")).unwrap();
+    assert!(
+        file.contains(&old_token),
+        "the old secrets file was put back"
+    );
+    let audit = std::fs::read_to_string(f.audit_log()).unwrap();
+    assert!(
+        audit
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"outcome\":\"rolled-back\""),
+        "{audit}"
+    );
+}

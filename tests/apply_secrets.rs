@@ -1,55 +1,51 @@
-//! A tenant's secrets reach its container's environment and nothing else: not mtp's output,
-//! not the audit log, not the container's labels.
+//! A tenant's secrets reach its container's private secrets file (uid 1000, 0600, one link,
+//! mounted into that container only) and nothing else: not the container's environment or
+//! anything `docker inspect` shows, not mtp's output, not the audit log, not the labels.
 
 mod apply_support;
 
-use std::io::Write;
-use std::process::Stdio;
-
 use apply_support::*;
 
-fn set_secret(f: &TestFleet, owner: &str, name: &str, value: &str) {
-    let mut child = f
-        .cmd(&["secrets", "set", "--force", owner, name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+/// The private secrets file of a tenant on the host, checked for its owner, mode and links.
+fn secrets_file(f: &TestFleet, tenant: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let path = f
+        .data_root()
+        .join(".secrets")
+        .join(tenant)
+        .join("secrets.json");
+    let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(meta.uid(), 1000, "owned by the gateway's uid");
+    assert_eq!(meta.mode() & 0o777, 0o600, "private to it");
+    assert_eq!(
+        meta.nlink(),
+        1,
+        "one link: the gateway refuses a hard-linked secrets file"
+    );
+    std::fs::read_to_string(&path).unwrap()
 }
 
 #[test]
-fn secrets_reach_the_container_env_and_nowhere_else() {
+fn secrets_reach_the_containers_private_file_and_nowhere_else() {
     let mut f = TestFleet::new("se-leak");
     let acme = Tenant::new("acme").with("secrets = [\"TELEGRAM_BOT_TOKEN\"]");
     f.declare(vec![acme]);
     let token = "gwtok-7f3a9c1e5b2d4e6f8a0b";
     let bot = "123456:AAbotTOKENvalue-9x8y7z";
-    set_secret(&f, "acme", "OPENCLAW_GATEWAY_TOKEN", token);
-    set_secret(&f, "acme", "TELEGRAM_BOT_TOKEN", bot);
+    f.set_secret("acme", "OPENCLAW_GATEWAY_TOKEN", token);
+    f.set_secret("acme", "TELEGRAM_BOT_TOKEN", bot);
 
     let mut outputs = Vec::new();
     let o = f.apply_ok();
     outputs.push(text(&o));
     let id = f.container("acme").id;
-    let env = f.inspect(&id, "{{json .Config.Env}}");
-    assert!(
-        env.contains(&format!("OPENCLAW_GATEWAY_TOKEN={token}")),
-        "{env}"
-    );
-    assert!(env.contains(&format!("TELEGRAM_BOT_TOKEN={bot}")), "{env}");
+    let file = secrets_file(&f, "acme");
+    assert!(file.contains(token) && file.contains(bot), "{file}");
+    // Nothing `docker inspect` shows holds a secret: not the environment, not the labels.
+    outputs.push(f.inspect(&id, "{{json .}}"));
 
     // Rotate one (a recycle), then plan in every format.
-    set_secret(
-        &f,
+    f.set_secret(
         "acme",
         "TELEGRAM_BOT_TOKEN",
         "987654:rotatedBOTtoken-q1w2e3",
@@ -69,10 +65,11 @@ fn secrets_reach_the_container_env_and_nowhere_else() {
     let id = f.container("acme").id;
     outputs.push(f.inspect(&id, "{{json .Config.Labels}}"));
     outputs.push(std::fs::read_to_string(f.data_dir("acme").join("openclaw.json")).unwrap());
-    let env = f.inspect(&id, "{{json .Config.Env}}");
+    outputs.push(f.inspect(&id, "{{json .}}"));
+    let file = secrets_file(&f, "acme");
     assert!(
-        env.contains("TELEGRAM_BOT_TOKEN=987654:rotatedBOTtoken-q1w2e3"),
-        "{env}"
+        file.contains("987654:rotatedBOTtoken-q1w2e3") && !file.contains(bot),
+        "the rotated value replaced the old one"
     );
 
     for (i, out) in outputs.iter().enumerate() {
@@ -87,8 +84,8 @@ fn secrets_reach_the_container_env_and_nowhere_else() {
         }
     }
     assert!(
-        outputs[5].contains("(secret changed)") || outputs[1].contains("(secret changed)"),
+        outputs.iter().any(|o| o.contains("(secret changed)")),
         "{}",
-        outputs[1]
+        outputs[2]
     );
 }

@@ -396,7 +396,9 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             secrets: Some(&secrets),
             live: false,
         };
-        if let Err(e) = self.engine.write_files(id, &files).await {
+        if runs_gateway(spec)
+            && let Err(e) = self.engine.write_files(id, &files).await
+        {
             return Err(undo(format!("cannot write openclaw.json and secrets: {e}")).await);
         }
         self.step(run, "starting");
@@ -518,6 +520,9 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
                 live: false,
             };
             let write = async {
+                if !runs_gateway(spec) {
+                    return Ok(());
+                }
                 self.engine
                     .write_files(new_id, &files)
                     .await
@@ -858,7 +863,14 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
                         ));
                     }
                     Ok(v) => {
-                        let ours = v["raw"].as_str().map(str::trim) == Some(spec.config.trim());
+                        // `raw` is redacted away (null) for a config with file SecretRefs:
+                        // the file itself says whether the revision on disk is mtp's.
+                        let path = format!("{}/openclaw.json", crate::manifest::STATE_DIR);
+                        let ours = read_file(self.engine, id, &path)
+                            .await
+                            .ok()
+                            .flatten()
+                            .is_some_and(|b| b == spec.config.as_bytes());
                         let applied = !v["configRevisionHash"].is_null()
                             && v["configRevisionHash"] == v["appliedConfigHash"];
                         if ours && applied {
@@ -980,6 +992,12 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         }
         Ok(detail)
     }
+}
+
+/// Whether the container runs a gateway (with a config and secrets to write); the admin's
+/// Docker proxy does not.
+fn runs_gateway(spec: &ContainerSpec) -> bool {
+    spec.kind != crate::manifest::InstanceKind::Proxy
 }
 
 /// The gateway's own command line inside its container (`node dist/index.js <args>`), taken

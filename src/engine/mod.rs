@@ -17,6 +17,9 @@ use crate::render::{LABEL_FLEET, LABEL_SPEC, LABEL_SPEC_HASH, LABEL_TENANT};
 /// Label naming a container's role: absent or `canonical` for the tenant's container,
 /// `next` for the new container of a recycle in progress.
 pub const LABEL_ROLE: &str = "mtp.role";
+/// Label of containers that are not a gateway: `proxy` for the admin's Docker proxy.
+pub const LABEL_KIND: &str = "mtp.kind";
+pub const KIND_PROXY: &str = "proxy";
 /// On a patch record: the container the record is about.
 pub const LABEL_CONTAINER: &str = "mtp.container";
 /// On a patch record: a sequence number so the newest record wins.
@@ -260,6 +263,9 @@ pub fn container_labels(
     }
     if let Some(role) = role {
         labels.insert(LABEL_ROLE.to_string(), role.to_string());
+    }
+    if spec.kind == crate::manifest::InstanceKind::Proxy {
+        labels.insert(LABEL_KIND.to_string(), KIND_PROXY.to_string());
     }
     labels
 }

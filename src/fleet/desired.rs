@@ -22,14 +22,22 @@ pub fn render_all(
     secrets: &dyn SecretSource,
 ) -> Result<Vec<ContainerSpec>, SessionError> {
     let instances = loaded.manifest.instances();
+    // The admin's read-only Docker proxy comes first: the admin talks to the engine through it.
+    let proxy = render::render_proxy(&loaded.manifest);
     let one = |inst: &Instance| -> Result<ContainerSpec, SessionError> {
         let values = secrets.secrets_for(inst)?;
         Ok(render::render(&loaded.manifest, inst, &values)?)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Below a few dozen instances a thread costs more than it saves.
+    let with_proxy = |specs: Result<Vec<ContainerSpec>, SessionError>| {
+        specs.map(|mut v| {
+            v.splice(0..0, proxy.clone());
+            v
+        })
+    };
     if threads < 2 || instances.len() < 32 {
-        return instances.iter().map(one).collect();
+        return with_proxy(instances.iter().map(one).collect());
     }
     let chunk = instances.len().div_ceil(threads);
     let parts: Vec<Vec<Result<ContainerSpec, SessionError>>> = std::thread::scope(|s| {
@@ -42,5 +50,5 @@ pub fn render_all(
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    parts.into_iter().flatten().collect()
+    with_proxy(parts.into_iter().flatten().collect())
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::units::{ByteSize, Duration};
+use super::units::{ByteSize, DockerSocket, Duration};
 
 /// Defines a table type holding its own fields plus every overridable setting, written once
 /// here (serde's `flatten` would silently accept unknown keys and lose error positions).
@@ -219,11 +219,17 @@ pub struct AdminSettings {
     /// Start the admin container (false stops it, keeping its data). Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Mount the Docker socket into the admin container. Default false: the socket gives
-    /// whoever holds it (the admin gateway and its agent) full control of the engine, root on
-    /// the host, whatever the mount's `:ro` says.
+    /// Docker access for the admin gateway. `false` (the default): none. `true`: the engine's
+    /// socket, which gives whoever holds it (the admin gateway and its agent) full control of
+    /// the engine, root on the host, whatever a mount's `:ro` says. `"read-only"`: through
+    /// mtp's proxy container (`<fleet>-admin-proxy`), which passes only read endpoints and
+    /// strips containers' environment from inspects.
     #[serde(default)]
-    pub docker_socket: bool,
+    pub docker_socket: DockerSocket,
+    /// Image of the read-only Docker proxy (`docker_socket = "read-only"`), built by
+    /// `scripts/build-docker-proxy-image.sh`. Default `mtp-docker-proxy:dev`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_proxy_image: Option<String>,
 }
 }
 

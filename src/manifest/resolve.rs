@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::model::*;
-use super::units::{ByteSize, Duration};
+use super::units::{ByteSize, DockerSocket, Duration};
 
 /// Port the gateway listens on inside its container.
 pub const GATEWAY_PORT: u16 = 18789;
@@ -15,6 +15,10 @@ pub const GATEWAY_PORT: u16 = 18789;
 pub const GATEWAY_TOKEN: &str = "OPENCLAW_GATEWAY_TOKEN";
 /// Name of the admin instance; reserved for tenants.
 pub const ADMIN: &str = "admin";
+/// Name of the admin's read-only Docker proxy; reserved for tenants.
+pub const ADMIN_PROXY: &str = "admin-proxy";
+/// Where the admin reaches its read-only Docker proxy (`DOCKER_HOST`).
+pub const PROXY_HOST: &str = "tcp://docker-proxy:2375";
 /// Where the gateway keeps its state inside the container.
 pub const STATE_DIR: &str = "/home/node/.openclaw";
 /// uid:gid the gateway runs as in the upstream image (user `node`).
@@ -55,6 +59,9 @@ pub const DEFAULT_BASE_PORT: u16 = 18801;
 pub enum InstanceKind {
     Admin,
     Tenant,
+    /// The admin's read-only Docker proxy (`docker_socket = "read-only"`): no gateway, no
+    /// data.
+    Proxy,
 }
 
 /// A tenant (or the admin instance) with every setting resolved: what rendering works from.
@@ -64,7 +71,7 @@ pub struct Instance {
     pub kind: InstanceKind,
     pub port: u16,
     pub enabled: bool,
-    pub docker_socket: bool,
+    pub docker_socket: DockerSocket,
     pub image: String,
     pub command: Vec<String>,
     pub memory: ByteSize,
@@ -123,7 +130,7 @@ impl Manifest {
                 InstanceKind::Tenant,
                 t.port,
                 t.enabled,
-                false,
+                DockerSocket::Off,
                 &t.settings(),
             ));
         }
@@ -143,6 +150,11 @@ impl Manifest {
             .unwrap_or_else(|| format!("{}-net", self.fleet.name))
     }
 
+    /// The network only the admin and its read-only Docker proxy share.
+    pub fn proxy_network(&self) -> String {
+        format!("{}-{ADMIN_PROXY}-net", self.fleet.name)
+    }
+
     /// A tenant's own network, `<fleet>-<tenant>-net`: only the tenant and the admin are on it.
     pub fn tenant_network(&self, tenant: &str) -> String {
         format!("{}-{tenant}-net", self.fleet.name)
@@ -158,11 +170,21 @@ impl Manifest {
                 name: self.tenant_network(&inst.name),
                 aliases: vec![inst.name.clone()],
             }],
+            InstanceKind::Proxy => vec![NetworkAttachment {
+                name: self.proxy_network(),
+                aliases: vec!["docker-proxy".to_string()],
+            }],
             InstanceKind::Admin => {
                 let mut v = vec![NetworkAttachment {
                     name: self.admin_network(),
                     aliases: vec![ADMIN.to_string()],
                 }];
+                if inst.docker_socket == DockerSocket::ReadOnly {
+                    v.push(NetworkAttachment {
+                        name: self.proxy_network(),
+                        aliases: vec![ADMIN.to_string()],
+                    });
+                }
                 v.extend(self.tenants.keys().map(|t| NetworkAttachment {
                     name: self.tenant_network(t),
                     aliases: vec![ADMIN.to_string()],
@@ -204,7 +226,7 @@ impl Manifest {
         kind: InstanceKind,
         port: u16,
         enabled: bool,
-        docker_socket: bool,
+        docker_socket: DockerSocket,
         over: &Settings,
     ) -> Instance {
         let d = &self.defaults;

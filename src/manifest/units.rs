@@ -86,6 +86,69 @@ impl JsonSchema for ByteSize {
     }
 }
 
+/// `[admin] docker_socket`: no Docker access (`false`, the default), the engine's own socket
+/// (`true`: full control, root on the host), or `"read-only"`: the admin talks to the engine
+/// through mtp's read-only proxy, which passes only read endpoints and never a container's
+/// environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DockerSocket {
+    #[default]
+    Off,
+    Full,
+    ReadOnly,
+}
+
+impl Serialize for DockerSocket {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DockerSocket::Off => s.serialize_bool(false),
+            DockerSocket::Full => s.serialize_bool(true),
+            DockerSocket::ReadOnly => s.serialize_str("read-only"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DockerSocket {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DockerSocket;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or \"read-only\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<DockerSocket, E> {
+                Ok(if b {
+                    DockerSocket::Full
+                } else {
+                    DockerSocket::Off
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DockerSocket, E> {
+                match s {
+                    "read-only" => Ok(DockerSocket::ReadOnly),
+                    other => Err(E::custom(format!(
+                        "`{other}` is not a docker_socket mode: use true, false or \"read-only\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for DockerSocket {
+    fn schema_name() -> Cow<'static, str> {
+        "DockerSocket".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "false: no Docker access; true: the engine's socket (root on the host); \"read-only\": through mtp's read-only proxy.",
+            "oneOf": [{ "type": "boolean" }, { "const": "read-only" }]
+        })
+    }
+}
+
 /// A duration written as humantime takes it: `"30s"`, `"2m"`, `"1h 30m"`, `"500ms"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub std::time::Duration);

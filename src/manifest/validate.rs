@@ -20,6 +20,7 @@ pub type AvailableSecrets = BTreeMap<String, BTreeSet<String>>;
 /// Tenant names that would be confusing or collide with mtp's own names.
 pub const RESERVED_TENANT_NAMES: &[&str] = &[
     "admin",
+    "admin-proxy",
     "mtp",
     "fleet",
     "default",
@@ -312,7 +313,8 @@ fn p(segments: &[&str]) -> Vec<String> {
 /// Where an instance's own settings are written: `["admin"]` or `["tenants", name]`.
 fn base_of(inst: &Instance) -> Vec<String> {
     match inst.kind {
-        InstanceKind::Admin => p(&[ADMIN]),
+        // The proxy has no table of its own: it is configured in [admin].
+        InstanceKind::Admin | InstanceKind::Proxy => p(&[ADMIN]),
         InstanceKind::Tenant => p(&["tenants", &inst.name]),
     }
 }
@@ -811,7 +813,7 @@ impl Checker<'_> {
                 )),
             );
         }
-        if inst.kind == InstanceKind::Admin && inst.docker_socket {
+        if inst.kind == InstanceKind::Admin && inst.docker_socket == super::DockerSocket::Full {
             self.issue(
                 inst,
                 Severity::Warning,
@@ -820,7 +822,7 @@ impl Checker<'_> {
                 |t| format!("docker_socket in {t} gives the admin gateway, and the agent running in it, full control of the Docker engine: root on the host, and every tenant's container"),
                 "root on the host",
                 Some(
-                    "a read-only Docker socket does not restrict the API; leave docker_socket off                      unless the admin's agent is trusted with the host"
+                    "a `:ro` mount does not restrict the Docker API; `docker_socket = \"read-only\"` gives the admin a proxy that passes only reads and hides containers' environment"
                         .into(),
                 ),
             );
@@ -829,7 +831,7 @@ impl Checker<'_> {
             .secrets
             .iter()
             .map(String::as_str)
-            .filter(|s| !crate::render::is_file_secret(s))
+            .filter(|s| crate::secrets::is_valid_name(s) && !crate::render::is_file_secret(s))
             .collect();
         if !env_secrets.is_empty() && !self.was_dropped(inst, &["secrets"]) {
             let list = env_secrets.join(", ");
@@ -841,7 +843,7 @@ impl Checker<'_> {
                 |t| format!("{list} in {t} can only reach the gateway as environment variables (it reads them from no config setting), which `docker inspect` shows"),
                 "delivered as environment variables",
                 Some(
-                    "the gateway token, the Telegram bot token and the Anthropic, OpenAI and                      OpenRouter keys go through a private file instead"
+                    "the gateway token, the Telegram bot token and the Anthropic, OpenAI and OpenRouter keys go through a private file instead"
                         .into(),
                 ),
             );

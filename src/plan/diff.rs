@@ -113,6 +113,27 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
         }
     }
     for (tenant, containers) in orphans {
+        // The admin's Docker proxy holds no data: once not wanted, it is simply removed.
+        if containers.iter().all(|c| {
+            c.labels.get(crate::engine::LABEL_KIND).map(String::as_str)
+                == Some(crate::engine::KIND_PROXY)
+        }) {
+            actions.push(TenantAction {
+                reasons: vec!["the admin's Docker proxy is no longer wanted".into()],
+                drift: containers
+                    .iter()
+                    .map(|c| Drift {
+                        kind: DriftKind::Leftover,
+                        container: c.name.clone(),
+                        container_id: c.id.clone(),
+                        detail: "the admin's read-only Docker proxy".into(),
+                        remedy: Remedy::RemoveContainer,
+                    })
+                    .collect(),
+                ..blank_action(tenant, ActionKind::Noop)
+            });
+            continue;
+        }
         let canonical = containers
             .iter()
             .find(|c| c.name == format!("{fleet}-{tenant}"))

@@ -10,8 +10,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::manifest::{
-    GATEWAY_GID, GATEWAY_PORT, GATEWAY_UID, Instance, InstanceKind, Manifest, RestartPolicy,
-    STATE_DIR,
+    ADMIN_PROXY, DockerSocket, GATEWAY_GID, GATEWAY_PORT, GATEWAY_UID, Instance, InstanceKind,
+    Manifest, RestartPolicy, STATE_DIR,
 };
 use crate::secrets::SecretValue;
 
@@ -314,12 +314,21 @@ pub fn render(
             read_only: false,
         },
     ];
-    if inst.kind == InstanceKind::Admin && inst.docker_socket {
-        mounts.push(Mount {
-            source: DOCKER_SOCKET.to_string(),
-            target: DOCKER_SOCKET.to_string(),
-            read_only: true,
-        });
+    if inst.kind == InstanceKind::Admin {
+        match inst.docker_socket {
+            DockerSocket::Full => mounts.push(Mount {
+                source: DOCKER_SOCKET.to_string(),
+                target: DOCKER_SOCKET.to_string(),
+                read_only: true,
+            }),
+            DockerSocket::ReadOnly => {
+                env.insert(
+                    "DOCKER_HOST".into(),
+                    EnvValue::Plain(crate::manifest::PROXY_HOST.into()),
+                );
+            }
+            DockerSocket::Off => {}
+        }
     }
 
     let mut test = vec!["CMD".to_string()];
@@ -373,6 +382,74 @@ pub fn render(
         },
         gate_timeout_s: inst.health.gate_timeout.std().as_secs(),
         config,
+    })
+}
+
+/// Default image of the read-only Docker proxy (`scripts/build-docker-proxy-image.sh`).
+pub const DEFAULT_PROXY_IMAGE: &str = "mtp-docker-proxy:dev";
+
+/// The admin's read-only Docker proxy, when `[admin] docker_socket = "read-only"`: it alone
+/// mounts the engine's socket and answers the admin (on a network only the two share) with
+/// read endpoints, never a container's environment. It runs no gateway and holds no data.
+pub fn render_proxy(manifest: &Manifest) -> Option<ContainerSpec> {
+    let admin = manifest.admin.as_ref()?;
+    if admin.docker_socket != DockerSocket::ReadOnly {
+        return None;
+    }
+    let name = manifest.container_name(ADMIN_PROXY);
+    Some(ContainerSpec {
+        hostname: name.clone(),
+        name,
+        instance: ADMIN_PROXY.to_string(),
+        kind: InstanceKind::Proxy,
+        enabled: admin.enabled,
+        image: admin
+            .docker_proxy_image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROXY_IMAGE.to_string()),
+        command: vec!["--listen".into(), "0.0.0.0:2375".into()],
+        env: BTreeMap::new(),
+        ports: Vec::new(),
+        mounts: vec![Mount {
+            source: DOCKER_SOCKET.to_string(),
+            target: DOCKER_SOCKET.to_string(),
+            read_only: false,
+        }],
+        networks: vec![NetworkAttachment {
+            name: manifest.proxy_network(),
+            aliases: vec!["docker-proxy".to_string()],
+        }],
+        data_dir: String::new(),
+        secrets_file: BTreeMap::new(),
+        limits: Limits {
+            memory: 128 * 1024 * 1024,
+            nano_cpus: 500_000_000,
+            pids_limit: 64,
+        },
+        restart: RestartPolicy::UnlessStopped,
+        stop_timeout_s: 5,
+        healthcheck: Healthcheck {
+            test: vec![
+                "CMD".into(),
+                "/mtp-docker-proxy".into(),
+                "--health".into(),
+                "--listen".into(),
+                "0.0.0.0:2375".into(),
+            ],
+            interval_ms: 5_000,
+            timeout_ms: 3_000,
+            retries: 3,
+            start_period_ms: 5_000,
+        },
+        // Root to open the engine's socket (root:docker 0660); every capability dropped.
+        security: Security {
+            user: "0:0".into(),
+            cap_drop: vec!["ALL".to_string()],
+            no_new_privileges: true,
+            init: false,
+        },
+        gate_timeout_s: 60,
+        config: String::new(),
     })
 }
 

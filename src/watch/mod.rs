@@ -378,6 +378,16 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
                 self.report_problem(&p);
             }
         }
+        // Just (re)started and the newest commit is refused: the commit in force stays in
+        // force, and its drift is still healed.
+        if self.good.is_none() && refused {
+            let follower = self.follower.clone();
+            if let Ok(Some(c)) = blocking(move || follower.in_force()).await
+                && let Ok(ready) = self.prepare(c).await
+            {
+                self.good = Some(ready);
+            }
+        }
         let Some(good) = &self.good else {
             return (
                 Outcome::InvalidManifest,

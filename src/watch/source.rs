@@ -170,6 +170,21 @@ impl Follower {
         })
     }
 
+    /// The commit recorded as in force (`refs/mtp/applied`), as a revision: what a restarted
+    /// daemon keeps converging to while newer commits are refused. Blocks.
+    pub fn in_force(&self) -> Option<Candidate> {
+        let Inner::Git(g) = &self.inner else {
+            return None;
+        };
+        let repo = lock(g);
+        let oid = repo.applied()?;
+        let files = repo.files(oid).ok()?;
+        Some(Candidate {
+            files,
+            commit: Some(oid),
+        })
+    }
+
     /// Records `oid` as the commit in force (`refs/mtp/applied`).
     pub fn record_applied(&self, oid: Oid) -> Result<(), GitError> {
         match &self.inner {

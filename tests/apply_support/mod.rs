@@ -19,7 +19,7 @@ pub const IMAGE_B: &str = "mtp-stub-gateway:dev-b";
 #[path = "../gateway_support/mod.rs"]
 mod gateway_support;
 
-pub use gateway_support::{free_port, require_engine};
+pub use gateway_support::{free_port, proxy_image, real_image, require_engine};
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -75,6 +75,11 @@ pub struct TestFleet {
     pub image: String,
     pub defaults_extra: String,
     pub tenants: Vec<Tenant>,
+    /// Declare an `[admin]` instance too (on its own port, with its own token); `extra` is
+    /// appended to its table.
+    pub admin: bool,
+    pub admin_port: u16,
+    pub admin_extra: String,
 }
 
 impl TestFleet {
@@ -90,6 +95,9 @@ impl TestFleet {
             image: IMAGE_A.into(),
             defaults_extra: String::new(),
             tenants: Vec::new(),
+            admin: false,
+            admin_port: free_port(),
+            admin_extra: String::new(),
         };
         f.write();
         f.mtp_ok(&["secrets", "init"]);
@@ -124,6 +132,12 @@ impl TestFleet {
             self.image,
             self.defaults_extra
         );
+        if self.admin {
+            s.push_str(&format!(
+                "[admin]\nport = {}\n{}\n",
+                self.admin_port, self.admin_extra
+            ));
+        }
         for t in &self.tenants {
             s.push_str(&format!(
                 "[tenants.{}]\nport = {}\n{}\n",
@@ -135,6 +149,12 @@ impl TestFleet {
 
     /// Declares tenants (with a generated gateway token each) and writes the manifest.
     pub fn declare(&mut self, tenants: Vec<Tenant>) {
+        if self.admin {
+            let has = self.mtp(&["secrets", "get", "admin", "OPENCLAW_GATEWAY_TOKEN"]);
+            if !has.status.success() {
+                self.mtp_ok(&["secrets", "gen", "admin", "OPENCLAW_GATEWAY_TOKEN"]);
+            }
+        }
         for t in &tenants {
             if !self.tenants.iter().any(|x| x.name == t.name) {
                 self.mtp_ok(&["secrets", "gen", &t.name, "OPENCLAW_GATEWAY_TOKEN"]);
@@ -144,15 +164,40 @@ impl TestFleet {
         self.write();
     }
 
-    /// The plaintext of every secret of the fleet (to grep outputs for).
+    /// The plaintext of every gateway token of the fleet (to grep outputs for).
     pub fn secret_values(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for t in &self.tenants {
-            let o = self.mtp_ok(&["secrets", "get", &t.name, "OPENCLAW_GATEWAY_TOKEN"]);
+        let owners = self
+            .tenants
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(self.admin.then_some("admin"));
+        for owner in owners {
+            let o = self.mtp_ok(&["secrets", "get", owner, "OPENCLAW_GATEWAY_TOKEN"]);
             v.push(stdout(&o).trim().to_string());
         }
         v.retain(|s| !s.is_empty());
         v
+    }
+
+    /// Stores a secret value (through stdin, as an operator would).
+    pub fn set_secret(&self, owner: &str, name: &str, value: &str) {
+        use std::io::Write;
+        let mut child = self
+            .cmd(&["secrets", "set", "--force", owner, name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
     }
 
     pub fn tenant_mut(&mut self, name: &str) -> &mut Tenant {
@@ -320,6 +365,13 @@ impl Drop for TestFleet {
             .filter(|l| !l.is_empty())
         {
             docker(&["volume", "rm", "-f", v]);
+        }
+        let nets = docker(&["network", "ls", "-q", "--filter", &label]);
+        for n in String::from_utf8_lossy(&nets.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            docker(&["network", "rm", n]);
         }
         docker(&["network", "rm", &format!("{}-net", self.name)]);
     }

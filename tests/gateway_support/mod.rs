@@ -63,6 +63,12 @@ pub fn stub_image() -> &'static str {
     TAG.get_or_init(|| build_image("scripts/build-stub-image.sh", "MTP_STUB_IMAGE"))
 }
 
+/// The admin's read-only Docker proxy image (`MTP_PROXY_IMAGE` when the test script built it).
+pub fn proxy_image() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| build_image("scripts/build-docker-proxy-image.sh", "MTP_PROXY_IMAGE"))
+}
+
 /// The real gateway's image (slow to build the first time: npm install and a 0.7 GB image).
 pub fn real_image() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();

@@ -1,6 +1,15 @@
 //! The client side: the healthcheck (`node -e "fetch(...)"`, `probe`) and
 //! `gateway call <method>` (a loopback WebSocket client with the gateway token, which gets
 //! full scopes, as `docker exec <ctr> node dist/index.js gateway call ...` does upstream).
+//!
+//! `gateway call` finds its token as the real CLI does (checked against a real gateway of
+//! 2026.9.6): `--token`; else the config's `gateway.auth.token` — a string, `${VAR}`, or a
+//! SecretRef it resolves itself from the secrets file, so no token needs to be in the
+//! environment — which wins over `OPENCLAW_GATEWAY_TOKEN`; that is the fallback when the
+//! config has none. A SecretRef that does not resolve fails the call with
+//! `gateway_credentials_required`, whatever the environment holds. `--url` takes no implicit
+//! credential. The port: `--port`, `OPENCLAW_GATEWAY_PORT`, the config's `gateway.port`,
+//! 18789.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -9,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{flag, port_from};
+use crate::{config, flag, gateway, port_from, port_with_config, secrets};
 
 /// GET `url` (plain http); the status code.
 fn http_get(url: &str) -> Result<u16, String> {
@@ -70,6 +79,58 @@ pub fn eval_script(script: &str) -> i32 {
     exit_for(&url)
 }
 
+/// `http <METHOD> <URL>`: one request, the status code and the body on stdout.
+pub fn http(args: &[&str]) -> i32 {
+    let (Some(method), Some(url)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: http <METHOD> <http://host:port/path>");
+        return 2;
+    };
+    let Some(rest) = url.strip_prefix("http://") else {
+        eprintln!("not an http URL: {url}");
+        return 2;
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let run = || -> Result<(u16, String), String> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no address")?;
+        let timeout = Duration::from_secs(5);
+        let mut s =
+            std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout)).ok();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or("no HTTP answer")?;
+        // A chunked body is printed as it came: tests only look for words in it.
+        Ok((code, body.to_string()))
+    };
+    match run() {
+        Ok((code, body)) => {
+            println!("{code}\n{body}");
+            i32::from(!(200..300).contains(&code))
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
 /// `probe [--path /readyz] [--port N]`.
 pub fn probe(args: &[&str]) -> i32 {
     let path = flag(args, "--path").unwrap_or("/readyz");
@@ -89,17 +150,43 @@ pub fn call(args: &[&str]) -> i32 {
             return 1;
         }
     };
-    let url = format!("ws://127.0.0.1:{}/", port_from(args));
+    let env = |n: &str| std::env::var(n).ok();
+    let cfg = config::load(&gateway::config_path(), &env)
+        .map(|l| l.resolved)
+        .unwrap_or(Value::Null);
+    let explicit_url = flag(args, "--url");
+    let url = match explicit_url {
+        Some(u) => u.to_string(),
+        None => format!("ws://127.0.0.1:{}/", port_with_config(args, &cfg)),
+    };
+    let token = match (flag(args, "--token"), explicit_url) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(_)) => String::new(),
+        (None, None) => match config_token(&cfg) {
+            Ok(Some(t)) => t,
+            Ok(None) => std::env::var("OPENCLAW_GATEWAY_TOKEN").unwrap_or_default(),
+            Err(path) => {
+                let e = json!({"ok": false, "error": {"type": "gateway_credentials_required", "message": format!(
+                    "{path} is configured as a secret reference but is unavailable in this command path.\nFix: set OPENCLAW_GATEWAY_TOKEN/OPENCLAW_GATEWAY_PASSWORD, pass explicit --token/--password,\nor run a gateway command path that resolves secret references before credential selection."
+                )}});
+                println!("{}", serde_json::to_string_pretty(&e).unwrap());
+                return 1;
+            }
+        },
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let result = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), call_once(&url, method, params))
-            .await
-            .unwrap_or_else(|_| {
-                Err(json!({"code": "UNAVAILABLE", "message": "gateway call timed out"}))
-            })
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            call_once(&url, &token, method, params),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(json!({"code": "UNAVAILABLE", "message": "gateway call timed out"}))
+        })
     });
     match result {
         Ok(payload) => {
@@ -123,12 +210,27 @@ pub fn call(args: &[&str]) -> i32 {
     }
 }
 
-async fn call_once(url: &str, method: &str, params: Value) -> Result<Value, Value> {
+/// The config's `gateway.auth.token`: `Ok(None)` when it has none, `Err(path)` when it is a
+/// SecretRef that does not resolve here.
+fn config_token(cfg: &Value) -> Result<Option<String>, &'static str> {
+    match config::get(cfg, "gateway.auth.token") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(v) if config::as_secret_ref(v).is_some() => {
+            let env = |n: &str| std::env::var(n).ok();
+            let res = secrets::resolve(cfg, &env);
+            config::get_str(&res.runtime, "gateway.auth.token")
+                .map(|t| Some(t.to_string()))
+                .ok_or("gateway.auth.token")
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn call_once(url: &str, token: &str, method: &str, params: Value) -> Result<Value, Value> {
     let fail = |m: String| json!({"code": "UNAVAILABLE", "message": m});
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(|e| fail(format!("gateway not reachable at {url}: {e}")))?;
-    let token = std::env::var("OPENCLAW_GATEWAY_TOKEN").unwrap_or_default();
     let connect = json!({"type": "req", "id": "connect", "method": "connect", "params": {
         "minProtocol": 4, "maxProtocol": 4,
         "client": {"id": "cli", "version": crate::VERSION, "platform": "linux", "mode": "cli"},

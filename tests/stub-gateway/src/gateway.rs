@@ -1,5 +1,11 @@
 //! The gateway process: start checks, HTTP probes, the WebSocket protocol, config hot reload,
 //! state under the state dir, signals and fault knobs.
+//!
+//! At start, in the real's order: the config is read and validated (issues: exit 78, the
+//! real's `Invalid config at <path>:` lines; warnings: `[config] warnings: ...`), the plugins
+//! it needs are checked (`codex`: exit 78), then `gateway.mode`, bind and auth; the state-dir
+//! owner lease is taken (exit 1 when another owner holds it); the SecretRefs are resolved (an
+//! unresolved gateway token: exit 1, lease released); then the HTTP server listens.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -16,8 +22,10 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::config::{self, Loaded};
-use crate::{flag, log, methods, now_ms, port_from};
+use crate::config::{self, Issue, LoadError, Loaded};
+use crate::lease::Lease;
+use crate::secrets::{self, Resolution};
+use crate::{flag, iso_now, log, methods, now_ms, plugins, port_with_config};
 
 const STARTING: u8 = 0;
 const STARTED: u8 = 1;
@@ -41,7 +49,6 @@ const CLIENT_MODES: &[&str] = &[
 ];
 
 pub struct Gateway {
-    pub token: Option<String>,
     pub boot: Instant,
     pub boot_id: String,
     pub phase: AtomicU8,
@@ -52,13 +59,20 @@ pub struct Gateway {
     /// config.patch's write budget: when the current window opened, writes in it.
     pub patches: Mutex<(Option<Instant>, u32)>,
     pub conns: AtomicU64,
+    /// The state-dir owner lease, released on a clean shutdown.
+    pub lease: Option<Lease>,
 }
 
 /// The config in force and what hot reload has done.
 pub struct Live {
     pub loaded: Loaded,
-    /// The last file the gateway read (applied or not).
-    pub applied_hash: String,
+    /// Its SecretRefs resolved (`runtime`), and the owners whose secrets did not resolve.
+    pub secrets: Resolution,
+    /// The token WebSocket clients must present.
+    pub token: Option<String>,
+    /// The revision hash of the source config the gateway has accepted: held back while a
+    /// restart is pending, as the real one holds it until it has restarted.
+    pub applied_rev: String,
     pub reload_count: u64,
     pub last_reload_at: Option<u64>,
     pub last_error: Option<String>,
@@ -89,9 +103,73 @@ pub fn state_dir() -> PathBuf {
     PathBuf::from(home).join(".openclaw")
 }
 
+/// The config file: `OPENCLAW_CONFIG_PATH`, else `openclaw.json` in the state dir.
+pub fn config_path() -> PathBuf {
+    env_var("OPENCLAW_CONFIG_PATH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir().join("openclaw.json"))
+}
+
 fn fail(msg: &str) -> i32 {
     log("gateway", msg);
     1
+}
+
+/// `Gateway failed to start: <why>` as the real prints it (stderr, after its timestamp).
+fn start_failed(why: &str) {
+    eprintln!("{} Gateway failed to start: {why}", iso_now());
+}
+
+/// An invalid config at start: the real's lines, exit 78 (EXIT_CONFIG_ERROR).
+fn invalid_config(path: &std::path::Path, issues: &[Issue]) -> i32 {
+    let lines: Vec<String> = issues.iter().map(Issue::line).collect();
+    start_failed(&format!(
+        "Invalid config at {}:\n{}\nRun \"openclaw doctor --fix\" to repair, then retry.\nIf startup is still blocked, inspect the adjacent .bak backup before restoring it manually.",
+        path.display(),
+        lines.join("\n")
+    ));
+    eprintln!(
+        "{} Run \"openclaw doctor --fix\" to repair the config, then retry.",
+        iso_now()
+    );
+    78
+}
+
+/// A config that needs the `codex` plugin, which the package does not bundle: the real
+/// gateway runs `npm view @openclaw/codex@<version>` before it starts and, with no npm to
+/// spawn, stops with these lines (stderr, no timestamps) and exit 78.
+fn codex_missing() -> i32 {
+    let guidance = "Stop the service with openclaw gateway stop (or its service owner), then run openclaw doctor --fix, then start it again with openclaw gateway start.";
+    let error = "Command failed during launch or output capture (ENOENT)";
+    eprintln!("{error}");
+    eprintln!("[gateway] requires state migration. {guidance}");
+    eprintln!(
+        "Gateway failed to start: {error} | gateway.maintenance_required | ENOENT. {guidance}"
+    );
+    78
+}
+
+/// `[config] warnings: <path>: <message>; ...` (stderr), as the real logs them at load.
+fn log_warnings(warnings: &[Issue]) {
+    if !warnings.is_empty() {
+        let lines: Vec<String> = warnings.iter().map(Issue::line).collect();
+        eprintln!("[config] warnings: {}", lines.join("; "));
+    }
+}
+
+/// The token clients must present: `gateway.auth.token` (a string, `${VAR}`, or a resolved
+/// SecretRef) wins over `OPENCLAW_GATEWAY_TOKEN`, which is the fallback when the config has
+/// none (as the real: "Active gateway.auth.token SecretRefs stay authoritative over
+/// OPENCLAW_GATEWAY_TOKEN", docs/gateway/secrets/runtime-model.md).
+pub fn effective_token(resolved: &Value, res: &Resolution) -> Option<String> {
+    match config::get(resolved, "gateway.auth.token") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Object(_)) => config::get_str(&res.runtime, "gateway.auth.token")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        _ => env_var("OPENCLAW_GATEWAY_TOKEN").filter(|t| !t.is_empty()),
+    }
 }
 
 /// `gateway [--bind ...] [--port N] [--allow-unconfigured]`.
@@ -101,22 +179,27 @@ pub fn run(args: &[&str]) -> i32 {
     }
     let allow_unconfigured = args.contains(&"--allow-unconfigured");
     let state = state_dir();
-    let config_path = env_var("OPENCLAW_CONFIG_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| state.join("openclaw.json"));
+    let config_path = config_path();
     let loaded = match config::load(&config_path, &env_var) {
         Ok(l) => l,
+        Err(LoadError::Invalid { issues, .. }) => return invalid_config(&config_path, &issues),
         Err(e) => return fail(&format!("Invalid config: {e}")),
     };
+    if let Some((name, at)) = loaded.missing_env.first() {
+        return fail(&format!(
+            "Invalid config: Missing env var \"{name}\" referenced at config path: {at}"
+        ));
+    }
     if !loaded.exists && !allow_unconfigured {
         return fail(&format!(
             "Missing config at {}. Run `openclaw setup` or pass --allow-unconfigured.",
             config_path.display()
         ));
     }
-    let issues = config::check(&loaded.resolved);
-    if !issues.is_empty() {
-        return fail(&format!("Invalid config:\n- {}", issues.join("\n- ")));
+    log_warnings(&loaded.warnings);
+    // The real's start-time plugin convergence runs before the gateway proper starts.
+    if plugins::needs_codex(&loaded.resolved) && !plugins::codex_bundled() {
+        return codex_missing();
     }
     if !allow_unconfigured && config::get_str(&loaded.resolved, "gateway.mode") != Some("local") {
         return fail(
@@ -135,43 +218,83 @@ pub fn run(args: &[&str]) -> i32 {
             Err(_) => return fail(&format!("invalid --bind value: {other}")),
         },
     };
-    let token = env_var("OPENCLAW_GATEWAY_TOKEN")
-        .filter(|t| !t.is_empty())
-        .or_else(|| config::get_str(&loaded.resolved, "gateway.auth.token").map(str::to_string));
-    if !ip.is_loopback() && token.is_none() {
+    let configured_token = match config::get(&loaded.resolved, "gateway.auth.token") {
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(v) => config::as_secret_ref(v).is_some(),
+        None => false,
+    } || env_var("OPENCLAW_GATEWAY_TOKEN").is_some_and(|t| !t.is_empty());
+    if !ip.is_loopback() && !configured_token {
         return fail(&format!(
             "Refusing to bind gateway to {bind} without auth. Set gateway.auth.token (or OPENCLAW_GATEWAY_TOKEN)."
         ));
     }
-    let addr = SocketAddr::new(ip, port_from(args));
+    let port = port_with_config(args, &loaded.resolved);
+    let ttl = knob_ms("STUB_LEASE_TTL_MS", 300_000).max(1);
+    let lease = match Lease::acquire(&state, port, ttl) {
+        Ok(l) => l,
+        Err(e) => {
+            start_failed(&format!(
+                "{e}. Run openclaw gateway status --deep for diagnostics."
+            ));
+            return 1;
+        }
+    };
+    let res = secrets::resolve(&loaded.resolved, &env_var);
+    secrets::log_resolution(&res, &loaded.resolved);
+    if let Some(f) = res.required_failure() {
+        lease.release();
+        let why = if f.retryable {
+            "Startup failed: required secrets are unavailable.".to_string()
+        } else {
+            format!(
+                "Startup failed: required secrets are unavailable. {}",
+                f.detail
+            )
+        };
+        start_failed(&format!(
+            "{why}. Run openclaw gateway status --deep for diagnostics."
+        ));
+        return 1;
+    }
+    lease.start_heartbeat();
+    let addr = SocketAddr::new(ip, port);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(serve(addr, token, loaded, state))
+    rt.block_on(serve(addr, loaded, res, state, lease))
 }
 
-async fn serve(addr: SocketAddr, token: Option<String>, loaded: Loaded, state: PathBuf) -> i32 {
+async fn serve(
+    addr: SocketAddr,
+    loaded: Loaded,
+    res: Resolution,
+    state: PathBuf,
+    lease: Lease,
+) -> i32 {
     let delay = knob_ms("STUB_START_DELAY_MS", 0);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     if let Err(e) = write_state(&state) {
+        lease.release();
         return fail(&format!(
             "cannot write state under {}: {e}",
             state.display()
         ));
     }
     let (shutdown, _) = broadcast::channel(4);
+    let token = effective_token(&loaded.resolved, &res);
     let gw = Arc::new(Gateway {
-        token,
         boot: Instant::now(),
         boot_id: uuid::Uuid::new_v4().to_string(),
         phase: AtomicU8::new(STARTING),
         config: Mutex::new(Live {
-            applied_hash: loaded.hash.clone(),
+            applied_rev: config::revision_hash(&loaded.source),
             loaded,
+            secrets: res,
+            token,
             reload_count: 0,
             last_reload_at: None,
             last_error: None,
@@ -182,10 +305,16 @@ async fn serve(addr: SocketAddr, token: Option<String>, loaded: Loaded, state: P
         shutdown,
         patches: Mutex::new((None, 0)),
         conns: AtomicU64::new(0),
+        lease: Some(lease),
     });
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
-        Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
+        Err(e) => {
+            if let Some(l) = &gw.lease {
+                l.release();
+            }
+            return fail(&format!("cannot listen on {addr}: {e}"));
+        }
     };
     log(
         "gateway",
@@ -226,9 +355,16 @@ async fn lifecycle(gw: Arc<Gateway>) {
         .phase
         .compare_exchange(STARTING, STARTED, Ordering::SeqCst, Ordering::SeqCst);
     log("gateway", "ready");
+    if let Some(f) = methods::telegram_failure(&gw.config.lock().unwrap()) {
+        log(
+            "telegram",
+            &format!("channel startup failed: {}", methods::unavailable(f)),
+        );
+    }
     if let Some(s) = env_var("STUB_CRASH_AFTER_S").and_then(|v| v.parse::<f64>().ok()) {
         tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await;
         log("gateway", "fatal: STUB_CRASH_AFTER_S elapsed; crashing");
+        // No clean shutdown: the owner lease stays behind, as after a crash of the real one.
         std::process::exit(1);
     }
 }
@@ -256,6 +392,9 @@ async fn signals(gw: Arc<Gateway>) -> i32 {
         let deadline = Instant::now() + Duration::from_secs(2);
         while gw.conns.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(l) = &gw.lease {
+            l.release();
         }
         log("shutdown", "completed cleanly");
         return 0;
@@ -318,11 +457,24 @@ fn watch_config(gw: Arc<Gateway>) {
     });
 }
 
-/// Re-reads the config file and applies it if it changed and is valid.
+/// Re-reads the config file and applies it if it changed and is valid. Its SecretRefs are
+/// resolved again (the secrets file itself is not watched): a gateway credential that no
+/// longer resolves fails the reload and the last good snapshot stays in force; another owner
+/// that fails is degraded and the rest applies.
 pub fn reload(gw: &Gateway) {
     let mut live = gw.config.lock().unwrap();
     let path = live.loaded.path.clone();
     let new = match config::load(&path, &env_var) {
+        Ok(l) if !l.missing_env.is_empty() => {
+            let (name, at) = &l.missing_env[0];
+            Err(format!(
+                "Missing env var \"{name}\" referenced at config path: {at}"
+            ))
+        }
+        Ok(l) => Ok(l),
+        Err(e) => Err(e.to_string()),
+    };
+    let new = match new {
         Ok(l) => l,
         Err(e) => {
             log(
@@ -336,35 +488,59 @@ pub fn reload(gw: &Gateway) {
     if new.hash == live.loaded.hash {
         return;
     }
-    let issues = config::check(&new.resolved);
-    if !issues.is_empty() {
-        let e = issues.join("; ");
+    let changed = config::changed_paths(&live.loaded.source, &new.source);
+    if !changed.is_empty() {
         log(
             "reload",
-            &format!("config reload skipped (invalid config): {e}"),
+            &format!(
+                "config change detected; evaluating reload ({})",
+                changed.join(", ")
+            ),
         );
+    }
+    log_warnings(&new.warnings);
+    let res = secrets::resolve(&new.resolved, &env_var);
+    secrets::log_resolution(&res, &new.resolved);
+    if let Some(f) = res.required_failure() {
+        log(
+            "secrets",
+            "[SECRETS_RELOADER_DEGRADED] Secret resolution failed; runtime remains on the last-known-good snapshot.",
+        );
+        let e = format!("config reload failed: {}", f.detail);
+        log("reload", &e);
         live.last_error = Some(e);
         return;
     }
-    let changed = config::changed_paths(&live.loaded.source, &new.source);
-    let areas: std::collections::BTreeSet<&str> = changed
+    let mode = |v: &Value| config::get_str(v, "gateway.auth.mode").map(str::to_string);
+    let auth_mode_changed = mode(&live.loaded.resolved) != mode(&new.resolved);
+    let restart: Vec<&String> = changed
         .iter()
-        .map(|p| p.split('.').next().unwrap_or(""))
+        .filter(|p| config::needs_restart(p, auth_mode_changed))
         .collect();
-    let areas = areas.into_iter().collect::<Vec<_>>().join(", ");
-    if changed
-        .iter()
-        .any(|p| p == "gateway" || p.starts_with("gateway."))
-    {
+    if !restart.is_empty() {
         live.restart_pending = true;
         log(
             "reload",
-            &format!("config change requires gateway restart ({areas})"),
+            &format!(
+                "config change requires gateway restart ({}) — restart the process to apply it (the stub gateway does not restart itself; appliedConfigHash stays at the running config)",
+                restart
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         );
-    } else {
-        log("reload", &format!("config hot reload applied ({areas})"));
+    } else if !changed.is_empty() {
+        log(
+            "reload",
+            &format!("config hot reload applied ({})", changed.join(", ")),
+        );
     }
-    live.applied_hash = new.hash.clone();
+    if !live.restart_pending {
+        live.applied_rev = config::revision_hash(&new.source);
+    }
+    live.token = effective_token(&new.resolved, &res);
+    live.secrets = res;
     live.loaded = new;
     live.reload_count += 1;
     live.last_reload_at = Some(now_ms());
@@ -413,14 +589,18 @@ async fn ready(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let phase = gw.phase.load(Ordering::SeqCst);
-    let is_ready = phase == STARTED;
+    // A channel whose credentials did not resolve keeps the gateway not ready.
+    let failing: Vec<&str> = match phase {
+        STARTED if methods::telegram_failure(&gw.config.lock().unwrap()).is_some() => {
+            vec!["telegram"]
+        }
+        STARTED => vec![],
+        DRAINING => vec!["draining"],
+        _ => vec!["startup-sidecars"],
+    };
+    let is_ready = failing.is_empty();
     let mut body = json!({"ready": is_ready});
     if peer.ip().is_loopback() {
-        let failing: Vec<&str> = match phase {
-            STARTED => vec![],
-            DRAINING => vec!["draining"],
-            _ => vec!["startup-sidecars"],
-        };
         body["failing"] = json!(failing);
         body["uptimeMs"] = json!(gw.boot.elapsed().as_millis() as u64);
         body["eventLoop"] = methods::event_loop();
@@ -635,7 +815,8 @@ fn check_connect(
         .get("auth")
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str);
-    match (given, &gw.token) {
+    let token = gw.config.lock().unwrap().token.clone();
+    match (given, &token) {
         (None, _) => {
             return Err((
                 error(

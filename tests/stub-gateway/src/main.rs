@@ -1,24 +1,51 @@
 //! A stand-in for the OpenClaw gateway (release 2026.9.6) for mtp's tests: the HTTP probes,
-//! WebSocket protocol 4, `openclaw.json` with `${VAR}` substitution and hot reload, state
-//! under its state dir, SIGTERM handling, and knobs to provoke faults. See
+//! WebSocket protocol 4, `openclaw.json` with `${VAR}` substitution, SecretRefs (`env`, and
+//! `file` into a private JSON file) and hot reload, the config validator, the state-dir owner
+//! lease, the Codex plugin check at start, SIGTERM handling, and knobs to provoke faults. See
 //! `../shared/openclaw-gateway.md`; `tests/gateway_e2e.rs` holds it to the real gateway.
 //!
 //! Installed as `/usr/local/bin/node` in its image, it answers the gateway's own command
 //! lines:
 //!   node dist/index.js gateway [--bind lan|loopback|<ip>] [--port N] [--allow-unconfigured]
-//!   node dist/index.js gateway call <method> [--params JSON] [--json]
+//!   node dist/index.js gateway call <method> [--params JSON] [--json] [--token T] [--port N]
+//!                                   [--url ws://...]
+//!   node dist/index.js config validate [--json]
+//!   node <dir>/mtp-preflight.mjs <config.json>...   (mtp's preflight: one JSON line a file)
 //!   node -e "<script with a http:// URL>"      (the healthcheck: GET, exit 0 on 2xx)
 //!   openclaw-stub probe [--path /readyz] [--port N]
+//!   openclaw-stub http <METHOD> <http://URL>   (prints the status line's code and the body;
+//!                                                exit 0 on 2xx: tests' client in a container)
+//!
+//! What it mirrors of the real gateway beyond the protocol (details in the modules):
+//! - `config`: the validator's rules and messages (issues refuse a file, exit 78 at start;
+//!   a `dmPolicy` that drops every DM only warns), `config.get`'s redaction (`raw: null` when
+//!   redacting would change more than secrets, as with a `file` SecretRef), `hash` /
+//!   `configRevisionHash` / `appliedConfigHash`.
+//! - `secrets`: SecretRef resolution at start and on each config reload, with the real's
+//!   checks on the secrets file (regular file, no symlink, one link, no group/other
+//!   read/write bits, owned by the effective uid); an unresolved `gateway.auth.token` stops
+//!   the start (exit 1), an unresolved Telegram token leaves /readyz `failing: ["telegram"]`.
+//! - `lease`: `<state>/state/gateway-owner-lease.json`, taken at start, heartbeated, deleted
+//!   on a clean SIGTERM, left by SIGKILL and crashes; another live or unexpired owner stops
+//!   the start (exit 1).
+//! - `plugins`: a config with an `openai/*` model needs `dist/extensions/codex` (relative to
+//!   the working directory) to hold `openclaw.plugin.json` with `"id": "codex"`; without it
+//!   start fails as the real's does without npm (exit 78, `gateway.maintenance_required`).
 //!
 //! Fault knobs (env): STUB_START_DELAY_MS (before the HTTP server listens), STUB_STARTUP_MS
 //! (the `starting` window, default 1000), STUB_NEVER_READY=1, STUB_CRASH_AFTER_S=N (exit 1 N
 //! seconds after becoming ready; fractions allowed), STUB_EXIT_AT_ONCE=1, STUB_IGNORE_SIGTERM=1,
-//! STUB_TICK_MS (the tick interval, default 30000).
+//! STUB_TICK_MS (the tick interval, default 30000), STUB_LEASE_TTL_MS (the owner lease's TTL,
+//! default 300000 as the real's; it is renewed every TTL/10).
 
 mod client;
 mod config;
 mod gateway;
+mod lease;
 mod methods;
+mod plugins;
+mod secrets;
+mod validate;
 
 pub const VERSION: &str = "2026.9.6";
 pub const DEFAULT_PORT: u16 = 18789;
@@ -37,6 +64,13 @@ fn run(args: &[String]) -> i32 {
     if rest.first() == Some(&"-e") {
         return client::eval_script(rest.get(1).copied().unwrap_or(""));
     }
+    // mtp's preflight script, uploaded into a throwaway container: the stub's own rules.
+    if rest
+        .first()
+        .is_some_and(|a| a.ends_with("mtp-preflight.mjs"))
+    {
+        return validate::preflight(&rest[1..]);
+    }
     // `node dist/index.js ...` and `node openclaw.mjs ...` name the script first.
     if rest
         .first()
@@ -46,8 +80,10 @@ fn run(args: &[String]) -> i32 {
     }
     match rest.first().copied() {
         Some("probe") => client::probe(&rest[1..]),
+        Some("http") => client::http(&rest[1..]),
         Some("gateway") if rest.get(1) == Some(&"call") => client::call(&rest[2..]),
         Some("gateway") => gateway::run(&rest[1..]),
+        Some("config") if rest.get(1) == Some(&"validate") => validate::config_validate(&rest[2..]),
         Some(other) => {
             eprintln!("error: unknown command '{other}'");
             1
@@ -76,6 +112,21 @@ pub fn port_from(args: &[&str]) -> u16 {
         .map(str::to_string)
         .or_else(|| std::env::var("OPENCLAW_GATEWAY_PORT").ok())
         .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_PORT)
+}
+
+/// The port of a gateway with this config: `--port`, `OPENCLAW_GATEWAY_PORT`, the config's
+/// `gateway.port`, 18789.
+pub fn port_with_config(args: &[&str], cfg: &serde_json::Value) -> u16 {
+    flag(args, "--port")
+        .map(str::to_string)
+        .or_else(|| std::env::var("OPENCLAW_GATEWAY_PORT").ok())
+        .and_then(|p| p.parse().ok())
+        .or_else(|| {
+            config::get(cfg, "gateway.port")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+        })
         .unwrap_or(DEFAULT_PORT)
 }
 

@@ -4,9 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::config;
-use crate::gateway::{Gateway, error, reload};
+use crate::config::{self, Issue, LoadError};
+use crate::gateway::{Gateway, Live, error, reload};
 use crate::now_ms;
+use crate::secrets::OwnerFailure;
 
 pub const METHODS: &[&str] = &[
     "health",
@@ -70,7 +71,7 @@ pub fn event_loop() -> Value {
 }
 
 pub fn hello(gw: &Gateway, conn_id: &str, role: &str, scopes: &[String]) -> Value {
-    let applied = gw.config.lock().unwrap().applied_hash.clone();
+    let applied = gw.config.lock().unwrap().applied_rev.clone();
     json!({
         "type": "hello-ok",
         "protocol": 4,
@@ -88,19 +89,43 @@ fn sessions_dir(gw: &Gateway) -> std::path::PathBuf {
     gw.state_dir.join("sessions")
 }
 
-fn telegram_accounts(cfg: &Value) -> Option<Vec<Value>> {
-    let tg = config::get(cfg, "channels.telegram")?;
+/// The Telegram channel's failure to resolve its credentials, if it is enabled and failed.
+pub fn telegram_failure(live: &Live) -> Option<&OwnerFailure> {
+    let tg = config::get(&live.loaded.resolved, "channels.telegram")?;
+    if tg.get("enabled") == Some(&Value::Bool(false)) {
+        return None;
+    }
+    live.secrets.failed("account", "telegram:default")
+}
+
+/// How the gateway words an owner it could not give its secrets.
+pub fn unavailable(f: &OwnerFailure) -> String {
+    format!(
+        "Secret owner {} is configured but unavailable ({}).",
+        f.owner(),
+        f.reason
+    )
+}
+
+fn telegram_accounts(live: &Live) -> Option<Vec<Value>> {
+    let tg = config::get(&live.loaded.resolved, "channels.telegram")?;
     let enabled = tg.get("enabled").and_then(Value::as_bool).unwrap_or(true);
-    let configured = tg
-        .get("botToken")
-        .and_then(Value::as_str)
-        .is_some_and(|t| !t.is_empty())
-        || std::env::var("TELEGRAM_BOT_TOKEN").is_ok_and(|t| !t.is_empty());
+    let failure = telegram_failure(live);
+    let configured = match tg.get("botToken") {
+        Some(Value::String(t)) => !t.is_empty(),
+        Some(v) => config::as_secret_ref(v).is_some(),
+        None => false,
+    } || std::env::var("TELEGRAM_BOT_TOKEN").is_ok_and(|t| !t.is_empty());
+    let running = enabled && configured && failure.is_none();
     // No network here: a configured poller is "running" but never connects.
+    let last_error = match failure {
+        Some(f) => json!(unavailable(f)),
+        None if running => json!("network unreachable (stub gateway)"),
+        None => Value::Null,
+    };
     Some(vec![json!({
         "accountId": "default", "enabled": enabled, "configured": configured,
-        "running": enabled && configured, "connected": false,
-        "lastError": if enabled && configured { json!("network unreachable (stub gateway)") } else { Value::Null },
+        "running": running, "connected": false, "lastError": last_error,
     })])
 }
 
@@ -108,7 +133,7 @@ pub fn health(gw: &Gateway) -> Value {
     let started = Instant::now();
     let live = gw.config.lock().unwrap();
     let mut channels = Map::new();
-    if let Some(accounts) = telegram_accounts(&live.loaded.resolved) {
+    if let Some(accounts) = telegram_accounts(&live) {
         let a = &accounts[0];
         channels.insert(
             "telegram".into(),
@@ -128,7 +153,7 @@ pub fn health(gw: &Gateway) -> Value {
             "lastReloadAt": live.last_reload_at,
             "lastError": live.last_error,
             "restartPending": live.restart_pending,
-            "appliedConfigHash": live.applied_hash,
+            "appliedConfigHash": live.applied_rev,
         },
         "channels": channels,
         "channelOrder": channels.keys().collect::<Vec<_>>(),
@@ -151,23 +176,61 @@ fn status(gw: &Gateway) -> Value {
     })
 }
 
+/// `config.get`: the file on disk now (not the config in force), redacted; with `hash` (of
+/// its bytes), `configRevisionHash` (of its parsed source; null when it is invalid) and
+/// `appliedConfigHash` (the same kind of hash of the config the gateway has accepted), as
+/// `createConfigGetResponse` (dist/config-get-response-*.mjs) answers.
 fn config_get(gw: &Gateway) -> Value {
-    let live = gw.config.lock().unwrap();
-    let l = &live.loaded;
-    let secrets = config::secret_values(&l.source, &l.resolved);
-    json!({
-        "path": l.path,
-        "exists": l.exists,
-        "raw": config::redact_text(&l.raw, &secrets),
-        "parsed": config::redact(&l.source),
-        "resolved": config::redact(&l.resolved),
-        "config": config::redact(&l.resolved),
-        "valid": config::check(&l.resolved).is_empty(),
-        "hash": l.hash,
-        "issues": config::check(&l.resolved),
-        "warnings": [],
-        "appliedConfigHash": live.applied_hash,
-    })
+    let (path, applied) = {
+        let live = gw.config.lock().unwrap();
+        (live.loaded.path.clone(), live.applied_rev.clone())
+    };
+    let env = |n: &str| std::env::var(n).ok();
+    match config::load(&path, &env) {
+        Ok(l) => {
+            let config = config::redact(&l.resolved);
+            json!({
+                "path": l.path,
+                "exists": l.exists,
+                "raw": if l.exists { json!(config::redact_raw(&l.raw, &l.source, &l.resolved)) } else { Value::Null },
+                "parsed": config::redact(&l.source),
+                "sourceConfig": config,
+                "resolved": config,
+                "valid": true,
+                "runtimeConfig": config,
+                "config": config,
+                "hash": l.hash,
+                "issues": [],
+                "warnings": l.warnings.iter().map(Issue::to_json).collect::<Vec<_>>(),
+                "legacyIssues": [],
+                "configRevisionHash": config::revision_hash(&l.source),
+                "appliedConfigHash": applied,
+            })
+        }
+        Err(e) => {
+            let (raw, issues) = match e {
+                LoadError::Invalid { raw, issues } => (raw, issues),
+                LoadError::Io(m) => (String::new(), vec![Issue::new("", m)]),
+            };
+            json!({
+                "path": path,
+                "exists": true,
+                "raw": null,
+                "parsed": null,
+                "sourceConfig": {},
+                "resolved": {},
+                "valid": false,
+                "runtimeConfig": {},
+                "config": {},
+                "hash": config::hash(&raw),
+                "issues": issues.iter().map(Issue::to_json).collect::<Vec<_>>(),
+                "warnings": [],
+                "legacyIssues": [],
+                "configRevisionHash": null,
+                "appliedConfigHash": applied,
+            })
+        }
+    }
 }
 
 fn config_patch(gw: &Gateway, params: &Value) -> Result<Value, Value> {
@@ -228,8 +291,9 @@ fn config_patch(gw: &Gateway, params: &Value) -> Result<Value, Value> {
     config::merge_patch(&mut new_source, &patch);
     let resolved = config::substitute(&new_source, "", &|n| std::env::var(n).ok())
         .map_err(|e| invalid(&format!("invalid config: {e}")))?;
-    let issues = config::check(&resolved);
-    if !issues.is_empty() {
+    let report = config::validate(&resolved);
+    if !report.errors.is_empty() {
+        let issues: Vec<Value> = report.errors.iter().map(Issue::to_json).collect();
         return Err(error(
             "INVALID_REQUEST",
             "invalid config",
@@ -237,16 +301,20 @@ fn config_patch(gw: &Gateway, params: &Value) -> Result<Value, Value> {
         ));
     }
     let changed = config::changed_paths(&old_source, &new_source);
+    let mode = |v: &Value| config::get_str(v, "gateway.auth.mode").map(str::to_string);
+    let auth_mode_changed = mode(&old_source) != mode(&new_source);
     let requires_restart = changed
         .iter()
-        .any(|p| p == "gateway" || p.starts_with("gateway."));
-    config::write_atomic(&path, &serde_json::to_string_pretty(&new_source).unwrap())
+        .any(|p| config::needs_restart(p, auth_mode_changed));
+    let text = serde_json::to_string_pretty(&new_source).unwrap();
+    config::write_atomic(&path, &text)
         .map_err(|e| error("UNAVAILABLE", &format!("cannot write config: {e}"), None))?;
     // Apply now rather than waiting for the watcher (which will find nothing new).
     reload(gw);
     Ok(json!({
         "ok": true,
         "path": path,
+        "hash": config::hash(&text),
         "config": config::redact(&new_source),
         "changedPaths": changed,
         "restart": {"scheduled": false},
@@ -380,7 +448,7 @@ fn channels_status(gw: &Gateway) -> Value {
     let live = gw.config.lock().unwrap();
     let mut accounts = Map::new();
     let mut order = Vec::new();
-    if let Some(a) = telegram_accounts(&live.loaded.resolved) {
+    if let Some(a) = telegram_accounts(&live) {
         accounts.insert("telegram".into(), json!(a));
         order.push("telegram");
     }
