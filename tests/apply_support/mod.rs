@@ -19,6 +19,7 @@ pub const IMAGE_B: &str = "mtp-stub-gateway:dev-b";
 #[path = "../gateway_support/mod.rs"]
 mod gateway_support;
 
+#[allow(unused_imports)]
 pub use gateway_support::{free_port, proxy_image, real_image, require_engine};
 
 fn docker(args: &[&str]) -> Output {
