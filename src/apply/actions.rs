@@ -138,6 +138,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
                     .map_err(|e| Failure::failed(format!("cannot stop: {e}")))
             }
             ActionKind::Remove => self.remove(a, &live_id()?, run).await,
+            ActionKind::Move => self.move_in(a, needs_spec()?, run).await,
         };
         let result = match (result, note) {
             (Ok(d), Some(n)) if a.action != ActionKind::Noop => Ok(format!("{n}; {d}")),

@@ -35,6 +35,7 @@ pub mod backup;
 pub mod cancel;
 pub mod gate;
 pub mod lock;
+mod moves;
 pub mod saved;
 pub mod ws_probe;
 
@@ -201,6 +202,8 @@ pub struct Executor<'a, E: Engine, P: GatewayProbe> {
     pub audit: &'a dyn AuditSink,
     pub progress: &'a dyn Progress,
     pub cancel: Cancel,
+    /// For moves: the engines of the hosts tenants leave, by host name.
+    pub sources: BTreeMap<String, &'a E>,
 }
 
 /// A tenant's failure: rolled back, or not.

@@ -3,7 +3,6 @@
 //! the re-derived plan when, and only when, it equals the saved one, so container ids, names
 //! and paths always come from the engine itself.
 
-use crate::engine::LiveState;
 use crate::plan::{Plan, short};
 
 /// Why a plan cannot be executed.
@@ -95,7 +94,7 @@ pub fn check_saved_plan(
     plan: &Plan,
     fleet: &str,
     manifest_hash: &str,
-    live: &LiveState,
+    live_fingerprint: &str,
 ) -> Result<(), PlanRefused> {
     if plan.format != crate::plan::PLAN_FORMAT {
         return Err(PlanRefused::Format {
@@ -115,11 +114,10 @@ pub fn check_saved_plan(
             now: short(manifest_hash).into(),
         });
     }
-    let now = live.fingerprint();
-    if plan.live_fingerprint != now {
+    if plan.live_fingerprint != live_fingerprint {
         return Err(PlanRefused::LiveMoved {
             plan: short(&plan.live_fingerprint).into(),
-            now: short(&now).into(),
+            now: short(live_fingerprint).into(),
         });
     }
     Ok(())

@@ -21,7 +21,7 @@ use crate::apply::{
 use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
 use crate::fleet::converge::{self, LockPolicy};
-use crate::fleet::{PlanRequest, Session};
+use crate::fleet::{Hosts, PlanRequest, Session};
 use crate::plan::{ActionKind, Plan};
 use crate::report;
 
@@ -75,6 +75,10 @@ pub struct Args {
     /// checks mtp otherwise makes where a tenant's port is reachable from here.
     #[arg(long)]
     pub docker_health_only: bool,
+    /// Apply only to this host (repeatable); the others are not contacted. Needed to apply
+    /// while a host is unreachable. Not with PLANFILE.
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
     /// Also inspect each container and read its openclaw.json (see `mtp plan --refresh`).
     /// Not with PLANFILE (the plan says whether it refreshed).
     #[arg(long)]
@@ -93,9 +97,11 @@ pub struct Args {
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
-    if args.planfile.is_some() && (args.prune || args.refresh || !args.targets.is_empty()) {
+    if args.planfile.is_some()
+        && (args.prune || args.refresh || !args.targets.is_empty() || !args.hosts.is_empty())
+    {
         return Err(miette!(
-            "--prune, --refresh and --target shape a new plan; a saved plan is applied as it was made"
+            "--prune, --refresh, --target and --host shape a new plan; a saved plan is applied as it was made"
         ));
     }
     let session = common::open_session(fleet)?;
@@ -126,12 +132,27 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         .wrap_err_with(|| format!("cannot open the audit log {}", audit_path.display()))?;
     let rt = common::runtime()?;
     rt.block_on(async {
-        let engine = common::connect().await?;
-        if args.delete_data && !engine.is_local() {
+        let only = saved.as_ref().map(|_| Vec::new()).unwrap_or_else(|| args.hosts.clone());
+        let hosts = common::connect_hosts(&session, &only).await?;
+        // A host that does not answer: its tenants could not be planned. Apply runs only when
+        // limited to hosts that answer (`--host`).
+        if let Some((host, why)) = hosts.unreachable().first() {
+            return Err(miette!(
+                help = "bring it back, or limit the run to the others with --host NAME",
+                "{}", common::on_host(host, why)
+            ));
+        }
+        if args.delete_data
+            && let Some(h) = hosts
+                .hosts
+                .iter()
+                .find(|h| h.engine.as_ref().is_ok_and(|e| !e.is_local()))
+        {
             return Err(miette!(
                 help = "delete it on the server, or run mtp there",
-                "--delete-data needs an engine on this machine; the engine is {}",
-                engine.host()
+                "--delete-data needs the engines on this machine; host `{}` is {}",
+                h.name,
+                h.endpoint
             ));
         }
         let policy = LockPolicy {
@@ -139,39 +160,44 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
             wait: args.lock_timeout,
             command: std::env::args().collect::<Vec<_>>().join(" "),
         };
-        let mut held = converge::acquire(&engine, session.fleet(), &policy)
+        let mut held = converge::acquire_all(&hosts, session.fleet(), &policy)
             .await
-            .map_err(|e| match e {
-                LockError::Held { .. } => miette!(
-                    help = "wait with --lock-timeout 10m; if you are sure the holder is gone, `mtp unlock`",
-                    "{e}"
-                ),
-                other => miette!("{other}"),
+            .map_err(|(host, e)| {
+                let on = if hosts.hosts.len() > 1 {
+                    format!(" (host `{host}`)")
+                } else {
+                    String::new()
+                };
+                match e {
+                    LockError::Held { .. } => miette!(
+                        help = "wait with --lock-timeout 10m; if you are sure the holder is gone, `mtp unlock`",
+                        "{e}{on}"
+                    ),
+                    other => miette!("{other}{on}"),
+                }
             })?;
-        for note in &held.notes {
-            eprintln!("lock: {note}");
+        for l in &held {
+            for note in &l.lock.notes {
+                eprintln!("lock ({}): {note}", l.host);
+            }
         }
-        let result = execute(&engine, &session, &desired, saved, &args, &audit, &mut held).await;
-        if let Err(e) = held.release(&engine).await {
-            eprintln!("warning: could not release the lock: {e}");
+        let result = execute(&hosts, &session, &desired, saved, &args, &audit, &mut held).await;
+        for w in converge::release_all(&hosts, held).await {
+            eprintln!("warning: {w}");
         }
         result
     })
 }
 
 async fn execute(
-    engine: &DockerEngine,
+    hosts: &Hosts<DockerEngine>,
     session: &Session,
     desired: &crate::plan::Desired,
     saved: Option<Plan>,
     args: &Args,
     audit: &AuditLog,
-    held: &mut lock::Lock,
+    held: &mut [converge::HostLock],
 ) -> Result<ExitCode> {
-    let mut live = engine
-        .observe(&desired.fleet, &session.claims())
-        .await
-        .map_err(|e| miette!("{e}"))?;
     let refused = |e: crate::apply::PlanRefused| {
         miette!(
             help = "run `mtp plan --out FILE` again and review it",
@@ -196,24 +222,29 @@ async fn execute(
             !args.no_preflight,
         ),
     };
-    if let Some(s) = &saved {
-        check_saved_plan(s, &desired.fleet, &desired.manifest_hash, &live).map_err(refused)?;
-        session.check_tenants(&s.targets).map_err(common::report)?;
-    }
-    if req.refresh {
-        crate::engine::refresh(
-            engine,
+    let observed = hosts
+        .observe(
             &desired.fleet,
-            &mut live,
+            &session.all_claims(),
+            req.refresh,
             super::plan::REFRESH_CONCURRENCY,
         )
         .await;
-    }
     let plan = {
-        let mut plan = session.plan(desired, &live, &req, engine.host());
+        let mut plan = session.plan_hosts(desired, hosts, &observed, &req);
+        if let Some(s) = &saved {
+            check_saved_plan(
+                s,
+                &desired.fleet,
+                &desired.manifest_hash,
+                &plan.live_fingerprint,
+            )
+            .map_err(refused)?;
+            session.check_tenants(&s.targets).map_err(common::report)?;
+        }
         if preflight {
             crate::gateway::preflight::check(
-                engine,
+                hosts,
                 &mut plan,
                 &desired.by_tenant(),
                 &mut Default::default(),
@@ -252,8 +283,7 @@ async fn execute(
         }
         print!(
             "\nApply these changes to fleet `{}` on {}? Only `yes` is accepted: ",
-            plan.fleet,
-            engine.host()
+            plan.fleet, plan.engine
         );
         std::io::stdout().flush().ok();
         let mut answer = String::new();
@@ -282,7 +312,8 @@ async fn execute(
     }));
     let progress = TermProgress::new(std::io::stderr().is_terminal());
     let run = converge::Run {
-        engine,
+        hosts,
+        data_roots: session.data_roots(),
         probe: &WsProbe::default(),
         options: session.apply_options(&converge::Settings {
             parallel: args.parallel,
@@ -295,7 +326,7 @@ async fn execute(
         progress: &progress,
         cancel: cancel.clone(),
     };
-    let report = run.execute(&plan, desired, &live, Some(held)).await;
+    let report = run.execute(&plan, desired, &observed, held).await;
     watcher.abort();
     progress.finish();
     if json {

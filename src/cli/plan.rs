@@ -40,6 +40,9 @@ pub struct Args {
     /// Remove containers of tenants no longer declared (after a backup).
     #[arg(long)]
     pub prune: bool,
+    /// Plan only this host (repeatable); the others are not contacted.
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
     /// Also inspect each container (resources, restart policy, networks) and read its
     /// openclaw.json, to find changes made behind mtp's back that the labels do not show.
     /// One inspect and one file read per container.
@@ -51,9 +54,14 @@ pub struct Args {
     pub no_preflight: bool,
 }
 
-/// Builds a plan from the manifest and the live engine. The engine is read while the
+/// Builds a plan from the manifest and the live engines. The engines are read while the
 /// secrets are decrypted and the specs rendered. `MTP_TIMINGS=1` prints the phases to stderr.
-pub fn make_plan(fleet: &Path, req: &PlanRequest, preflight: bool) -> Result<Plan> {
+pub fn make_plan(
+    fleet: &Path,
+    req: &PlanRequest,
+    preflight: bool,
+    only_hosts: &[String],
+) -> Result<Plan> {
     let t0 = std::time::Instant::now();
     let session = common::open_session(fleet)?;
     session
@@ -63,19 +71,15 @@ pub fn make_plan(fleet: &Path, req: &PlanRequest, preflight: bool) -> Result<Pla
     let rt = common::runtime()?;
     rt.block_on(async {
         let name = session.fleet().to_string();
-        let claims = session.claims();
+        let claims = session.all_claims();
         let refresh = req.refresh;
+        let hosts = common::connect_hosts(&session, only_hosts).await?;
         let observe = tokio::spawn(async move {
             let t = std::time::Instant::now();
-            let engine = common::connect().await?;
-            let mut live = engine
-                .observe(&name, &claims)
-                .await
-                .map_err(|e| miette::miette!("{e}"))?;
-            if refresh {
-                crate::engine::refresh(&engine, &name, &mut live, REFRESH_CONCURRENCY).await;
-            }
-            Ok::<_, miette::Report>((engine, live, t.elapsed()))
+            let observed = hosts
+                .observe(&name, &claims, refresh, REFRESH_CONCURRENCY)
+                .await;
+            (hosts, observed, t.elapsed())
         });
         // Rendering runs on this thread; the observation on the runtime's workers.
         let t = std::time::Instant::now();
@@ -83,14 +87,22 @@ pub fn make_plan(fleet: &Path, req: &PlanRequest, preflight: bool) -> Result<Pla
             .desired(&common::keyring()?)
             .map_err(common::report)?;
         let t_render = t.elapsed();
-        let (engine, live, t_observe) = observe.await.into_diagnostic()??;
+        let (hosts, observed, t_observe) = observe.await.into_diagnostic()?;
+        if let [(host, why)] = hosts.unreachable().as_slice()
+            && hosts.hosts.len() == 1
+        {
+            return Err(miette::miette!(
+                help = "check DOCKER_HOST and that the engine runs (`docker info`)",
+                "{}", common::on_host(host, why)
+            ));
+        }
         let t = std::time::Instant::now();
-        let mut plan = session.plan(&desired, &live, req, engine.host());
+        let mut plan = session.plan_hosts(&desired, &hosts, &observed, req);
         let t_diff = t.elapsed();
         let t = std::time::Instant::now();
         if preflight {
             crate::gateway::preflight::check(
-                &engine,
+                &hosts,
                 &mut plan,
                 &desired.by_tenant(),
                 &mut Default::default(),
@@ -114,7 +126,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         prune: args.prune,
         refresh: args.refresh,
     };
-    let plan = make_plan(fleet, &req, !args.no_preflight)?;
+    let plan = make_plan(fleet, &req, !args.no_preflight, &args.hosts)?;
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Human => print!("{}", report::human(&plan, report::stdout_color())),

@@ -15,6 +15,9 @@ pub struct Args {
     /// Remove the lock without asking.
     #[arg(long)]
     pub yes: bool,
+    /// Only the lock on this host (repeatable; default: every host of the fleet).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
 }
 
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
@@ -22,39 +25,53 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
     let name = session.fleet().to_string();
     let rt = common::runtime()?;
     rt.block_on(async {
-        let engine = common::connect().await?;
-        let Some(h) = lock::holder(&engine, &name)
-            .await
-            .map_err(|e| miette!("{e}"))?
-        else {
-            println!("Fleet `{name}` is not locked.");
-            return Ok(ExitCode::SUCCESS);
-        };
-        let now = chrono::Utc::now();
-        println!("Fleet `{name}` is locked by {}.", h.describe(now));
-        if let Some(why) = h.stale_reason(now, &lock::hostname()) {
-            println!("The lock is stale: {why}; the next apply would break it anyway.");
-        }
-        if !args.yes {
-            if !std::io::stdin().is_terminal() {
-                return Err(miette!(
-                    help = "pass --yes to remove it without a prompt",
-                    "refusing to remove the lock without confirmation: stdin is not a terminal"
-                ));
+        let hosts = common::connect_hosts(&session, &args.hosts).await?;
+        let many = hosts.hosts.len() > 1;
+        let mut code = ExitCode::SUCCESS;
+        for h in &hosts.hosts {
+            let on = if many { format!(" on host `{}`", h.name) } else { String::new() };
+            let engine = match &h.engine {
+                Ok(e) => e,
+                Err(why) => {
+                    eprintln!("host `{}` is unreachable: {why}", h.name);
+                    code = ExitCode::from(1);
+                    continue;
+                }
+            };
+            let Some(holder) = lock::holder(engine, &name)
+                .await
+                .map_err(|e| miette!("{e}"))?
+            else {
+                println!("Fleet `{name}` is not locked{on}.");
+                continue;
+            };
+            let now = chrono::Utc::now();
+            println!("Fleet `{name}` is locked{on} by {}.", holder.describe(now));
+            if let Some(why) = holder.stale_reason(now, &lock::hostname()) {
+                println!("The lock is stale: {why}; the next apply would break it anyway.");
             }
-            print!(
-                "Removing it lets another apply run while the holder may still be working. Remove it? Only `yes` is accepted: "
-            );
-            std::io::stdout().flush().ok();
-            let mut answer = String::new();
-            std::io::stdin().lock().read_line(&mut answer).into_diagnostic()?;
-            if answer.trim() != "yes" {
-                println!("Lock kept.");
-                return Ok(ExitCode::from(1));
+            if !args.yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(miette!(
+                        help = "pass --yes to remove it without a prompt",
+                        "refusing to remove the lock without confirmation: stdin is not a terminal"
+                    ));
+                }
+                print!(
+                    "Removing it lets another apply run while the holder may still be working. Remove it? Only `yes` is accepted: "
+                );
+                std::io::stdout().flush().ok();
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer).into_diagnostic()?;
+                if answer.trim() != "yes" {
+                    println!("Lock kept.");
+                    code = ExitCode::from(1);
+                    continue;
+                }
             }
+            engine.remove(&holder.id).await.map_err(|e| miette!("{e}"))?;
+            println!("Lock removed{on}.");
         }
-        engine.remove(&h.id).await.map_err(|e| miette!("{e}"))?;
-        println!("Lock removed.");
-        Ok(ExitCode::SUCCESS)
+        Ok(code)
     })
 }

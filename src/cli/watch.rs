@@ -10,6 +10,7 @@ use super::common;
 use crate::apply::Cancel;
 use crate::apply::cancel::forward_signals;
 use crate::apply::ws_probe::WsProbe;
+use crate::engine::docker::DockerEngine;
 use crate::fleet::converge::LockPolicy;
 use crate::watch::git::GitRepo;
 use crate::watch::source::{Follow, SignerPolicy};
@@ -161,8 +162,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
                 tracing::info!("signal received: finishing the current tenant, then stopping");
             }
         }));
-        let engine = common::connect().await?;
-        let daemon = Daemon::new(opts, engine, WsProbe::default(), keyring, cancel)
+        let daemon = Daemon::new(opts, Docker, WsProbe::default(), keyring, cancel)
             .map_err(|e| miette!("{e}"))?;
         let converged = daemon.run().await.map_err(|e| miette!("{e}"))?;
         signals.abort();
@@ -175,4 +175,24 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
     // A fetch stuck on a hung remote runs on a blocking thread: do not wait for it.
     rt.shutdown_timeout(Duration::from_millis(500));
     result
+}
+
+/// Watch reaches Docker engines; a host down when watch starts is kept and retried on each
+/// sync (its tenants are left alone meanwhile).
+struct Docker;
+
+impl crate::watch::Connector<DockerEngine> for Docker {
+    async fn connect(
+        &self,
+        name: &str,
+        endpoint: &crate::engine::docker::Endpoint,
+    ) -> Result<DockerEngine, String> {
+        match DockerEngine::connect_to(endpoint).await {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                tracing::warn!(host = name, error = %e, "host unreachable; retried on each sync");
+                DockerEngine::lazy(endpoint).map_err(|e| e.to_string())
+            }
+        }
+    }
 }

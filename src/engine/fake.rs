@@ -33,6 +33,9 @@ pub struct World {
     pub configs: BTreeMap<String, String>,
     /// The last secrets file written into each container, by id.
     pub secrets: BTreeMap<String, String>,
+    /// Data archives uploaded into each container (its state directory's contents), by id;
+    /// downloads of the state directory return it.
+    pub data: BTreeMap<String, Vec<u8>>,
     /// Running settings changed behind mtp's back (`docker update`), by container id.
     pub settings: BTreeMap<String, Refreshed>,
     /// Scripted answers of one-off containers, by image (none: exit 0, nothing printed).
@@ -318,6 +321,25 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn upload_archive(
+        &self,
+        id: &str,
+        _path: &str,
+        body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        use futures_util::StreamExt;
+        let chunks: Vec<std::io::Result<bytes::Bytes>> = body.collect().await;
+        let mut bytes = Vec::new();
+        for c in chunks {
+            bytes.extend_from_slice(&c.map_err(|e| EngineError::Other(e.to_string()))?);
+        }
+        let mut w = self.lock();
+        w.call("upload", id, true)?;
+        w.container(id)?;
+        w.data.insert(id.to_string(), bytes);
+        Ok(())
+    }
+
     async fn connect_network(
         &self,
         id: &str,
@@ -597,15 +619,21 @@ impl Engine for FakeEngine {
         path: &str,
         sink: &mut (dyn std::io::Write + Send),
     ) -> Result<u64, EngineError> {
-        let (config, secrets) = {
+        let (config, secrets, data) = {
             let mut w = self.lock();
             w.call("download", id, false)?;
             w.container(id)?;
             (
                 w.configs.get(id).cloned().unwrap_or_default(),
                 w.secrets.get(id).cloned(),
+                w.data.get(id).cloned(),
             )
         };
+        if let Some(data) = data.filter(|_| path.trim_end_matches('/').ends_with(".openclaw")) {
+            sink.write_all(&data)
+                .map_err(|e| EngineError::Other(e.to_string()))?;
+            return Ok(data.len() as u64);
+        }
         let io = |e: std::io::Error| EngineError::Other(e.to_string());
         // One file asked for: the archive holds just it.
         let single = match path.rsplit('/').next() {

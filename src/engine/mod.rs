@@ -166,6 +166,9 @@ pub struct LiveState {
     /// Networks labelled with this fleet.
     #[serde(default)]
     pub networks: BTreeSet<String>,
+    /// The engine's total memory (`docker info`), for the host's capacity line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_memory: Option<u64>,
     /// What an inspect of each container found beyond the list call (`plan --refresh`), by
     /// container id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -505,6 +508,15 @@ pub trait Engine: Sync {
         &self,
         fleet: &str,
         tenant: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Extracts a tar archive, streamed from `body`, into `path` of container `id` (stopped
+    /// or created: through its mounts onto the host).
+    fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Streams a tar archive of `path` inside container `id` into `sink`; returns its size.

@@ -6,16 +6,17 @@
 pub mod converge;
 pub mod desired;
 pub mod files;
+pub mod hosts;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use desired::{SecretSource, render_all};
 pub use files::{FilesError, FleetFiles, Origin};
+pub use hosts::{Host, Hosts, Observed};
 
-use crate::engine::{Claims, LiveState};
 use crate::manifest::{AvailableSecrets, LoadedManifest, Validation, ValidationReport};
-use crate::plan::{Desired, Plan, PlanOptions};
+use crate::plan::Desired;
 use crate::render::{ContainerSpec, RenderError};
 use crate::secrets::{Identity, SecretStore, SecretValue, SecretsError};
 
@@ -105,11 +106,6 @@ impl Session {
         Ok(())
     }
 
-    /// What the fleet's containers claim on the engine (names, host ports).
-    pub fn claims(&self) -> Claims {
-        Claims::of(&self.loaded.manifest)
-    }
-
     /// Renders every instance with its secrets decrypted through `keyring`.
     pub fn desired(&self, keyring: &Keyring) -> Result<Desired, SessionError> {
         let source = keyring.source(&self.store);
@@ -131,27 +127,6 @@ impl Session {
             &inst,
             &values,
         )?)
-    }
-
-    /// The plan of `desired` against an observed live state; the manifest's `fleet.prune`
-    /// turns pruning on as `--prune` does.
-    pub fn plan(
-        &self,
-        desired: &Desired,
-        live: &LiveState,
-        req: &PlanRequest,
-        engine: &str,
-    ) -> Plan {
-        crate::plan::plan(
-            desired,
-            live,
-            &PlanOptions {
-                prune: req.prune || self.loaded.manifest.prune(),
-                targets: req.targets.clone(),
-                engine: engine.to_string(),
-                refresh: req.refresh,
-            },
-        )
     }
 
     /// Where backups of removed tenants go: `fleet.backup_dir` (relative to the manifest's

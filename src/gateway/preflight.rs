@@ -72,23 +72,29 @@ fn needs_check(plan: &Plan) -> Vec<&str> {
         .collect()
 }
 
-/// Checks the configs of the tenants `plan` changes, blocks those the gateway rejects, and
-/// returns what each image cost.
+/// Checks the configs of the tenants `plan` changes, each on the host it goes to, blocks
+/// those the gateway rejects, and returns what each image cost.
 pub async fn check<E: Engine>(
-    engine: &E,
+    hosts: &crate::fleet::Hosts<E>,
     plan: &mut Plan,
     specs: &BTreeMap<String, ContainerSpec>,
     cache: &mut Cache,
 ) -> Vec<ImageCheck> {
-    let mut by_image: BTreeMap<&str, Vec<&ContainerSpec>> = BTreeMap::new();
+    let mut by_image: BTreeMap<(&str, &str), Vec<&ContainerSpec>> = BTreeMap::new();
     for t in needs_check(plan) {
         if let Some(s) = specs.get(t).filter(|s| s.enabled && !s.config.is_empty()) {
-            by_image.entry(s.image.as_str()).or_default().push(s);
+            by_image
+                .entry((s.host.as_str(), s.image.as_str()))
+                .or_default()
+                .push(s);
         }
     }
     let mut checks = Vec::new();
     let mut verdicts: BTreeMap<String, Verdict> = BTreeMap::new();
-    for (image, tenants) in by_image {
+    for ((host, image), tenants) in by_image {
+        let Some(engine) = hosts.get(host) else {
+            continue;
+        };
         let started = std::time::Instant::now();
         // Identical configs (tenants on the same settings) are checked once.
         let mut configs: Vec<(String, &str)> = Vec::new();

@@ -51,6 +51,11 @@ macro_rules! settings_table {
             /// Container healthcheck and the health gate apply waits on.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub health: Option<HealthSettings>,
+            /// The host (a name under `[hosts]`) the instance runs on. Without `[hosts]` every
+            /// instance runs on the one engine `DOCKER_HOST` names.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+            pub host: Option<String>,
             /// Primary model, `provider/model`, e.g. `"anthropic/claude-sonnet-4-5"`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schemars(regex(pattern = r"^[^/\s]+/\S+$"))]
@@ -93,6 +98,7 @@ macro_rules! settings_table {
                     restart: self.restart.clone(),
                     stop_timeout: self.stop_timeout.clone(),
                     health: self.health.clone(),
+                    host: self.host.clone(),
                     model: self.model.clone(),
                     fallbacks: self.fallbacks.clone(),
                     telegram: self.telegram.clone(),
@@ -128,10 +134,59 @@ pub struct Manifest {
         "maxLength": 63
     }))]
     pub tenants: BTreeMap<String, TenantSettings>,
+    /// The Docker hosts the fleet runs on, by name; each instance names its `host`. Without
+    /// it, the fleet runs on the one engine `DOCKER_HOST` (or the local socket) names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = {
+        "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        "maxLength": 63
+    }))]
+    pub hosts: BTreeMap<String, HostSettings>,
     /// `mtp watch`, the server-side mode: poll and drift intervals, status endpoint, webhooks,
     /// allowed commit signers. Flags of `mtp watch` override these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchSettings>,
+}
+
+/// `[hosts.<name>]`: one Docker engine of the fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    /// How to reach its engine: `unix:///var/run/docker.sock`, `tcp://host:2376` (with `tls`),
+    /// or `ssh://user@host[:port]` (the remote runs `docker system dial-stdio`).
+    #[schemars(regex(pattern = r"^(unix|tcp|ssh)://"))]
+    pub endpoint: String,
+    /// TLS client certificates for a `tcp://` endpoint (paths relative to the manifest's
+    /// directory, or absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+    /// The private key for an `ssh://` endpoint (default: ssh's own configuration and agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
+    /// Memory the host offers tenants, e.g. `"64g"`. Default: the engine's own total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// How far the declared memory limits of its instances may exceed that memory, as a
+    /// ratio. Default 1.0: not at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.1, max = 10.0))]
+    pub overcommit: Option<f64>,
+    /// Where tenant data lives on this host (default `fleet.data_root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub data_root: Option<PathBuf>,
+    /// The address ports are published on on this host (default `fleet.bind_address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<IpAddr>,
+}
+
+/// `tls = { ca = "...", cert = "...", key = "..." }` of a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[watch]`.

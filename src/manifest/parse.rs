@@ -17,7 +17,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::diagnostics::Finding;
 use super::schema::{self, Keys};
 use super::spans::SpanIndex;
-use super::{AdminSettings, FleetSettings, Manifest, Settings, TenantSettings, WatchSettings};
+use super::{
+    AdminSettings, FleetSettings, HostSettings, Manifest, Settings, TenantSettings, WatchSettings,
+};
 
 /// What could be read from a manifest's text, possibly partially, with what was wrong.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +33,8 @@ pub(crate) struct Parsed {
     pub defaults: Settings,
     pub admin: Option<AdminSettings>,
     pub watch: Option<WatchSettings>,
+    /// `[hosts.<name>]` tables that read; a host whose table does not is left out.
+    pub hosts: BTreeMap<String, HostSettings>,
     /// Tenants that deserialized (possibly without their bad keys); a tenant missing its port
     /// is left out.
     pub tenants: BTreeMap<String, TenantSettings>,
@@ -50,6 +54,7 @@ impl Parsed {
             defaults: self.defaults.clone(),
             admin: self.admin.clone(),
             tenants: self.tenants.clone(),
+            hosts: self.hosts.clone(),
             watch: self.watch.clone(),
         })
     }
@@ -98,14 +103,21 @@ pub(crate) fn parse(text: &str) -> Parsed {
     if let Some(v) = root.remove("watch") {
         parsed.watch = ctx.section(v, path(&["watch"]));
     }
-    if let Some(v) = root.remove("tenants") {
+    for (table, noun) in [("tenants", "tenant"), ("hosts", "host")] {
+        let Some(v) = root.remove(table) else {
+            continue;
+        };
         let span = v.span();
         match v.into_inner() {
-            DeValue::Table(tenants) => {
-                for (name, t) in tenants {
+            DeValue::Table(entries) => {
+                for (name, t) in entries {
                     let name = name.into_inner().into_owned();
-                    if let Some(t) = ctx.section(t, path(&["tenants", &name])) {
-                        parsed.tenants.insert(name, t);
+                    if table == "tenants" {
+                        if let Some(t) = ctx.section(t, path(&[table, &name])) {
+                            parsed.tenants.insert(name, t);
+                        }
+                    } else if let Some(h) = ctx.section(t, path(&[table, &name])) {
+                        parsed.hosts.insert(name, h);
                     }
                 }
             }
@@ -113,12 +125,14 @@ pub(crate) fn parse(text: &str) -> Parsed {
                 Finding::error(
                     "wrong-type",
                     format!(
-                        "`tenants` must be a table of tenant tables, found {}",
+                        "`{table}` must be a table of {noun} tables, found {}",
                         a_type(&other)
                     ),
                 )
-                .label(ctx.spans.key(&["tenants"]).unwrap_or(span), "not a table")
-                .help("declare each tenant as its own table: [tenants.acme]"),
+                .label(ctx.spans.key(&[table]).unwrap_or(span), "not a table")
+                .help(format!(
+                    "declare each {noun} as its own table: [{table}.acme]"
+                )),
             ),
         }
     }

@@ -15,6 +15,8 @@ pub const GATEWAY_PORT: u16 = 18789;
 pub const GATEWAY_TOKEN: &str = "OPENCLAW_GATEWAY_TOKEN";
 /// Name of the admin instance; reserved for tenants.
 pub const ADMIN: &str = "admin";
+/// The host of a fleet without `[hosts]`: the engine `DOCKER_HOST` names.
+pub const DEFAULT_HOST: &str = "default";
 /// Name of the admin's read-only Docker proxy; reserved for tenants.
 pub const ADMIN_PROXY: &str = "admin-proxy";
 /// Where the admin reaches its read-only Docker proxy (`DOCKER_HOST`).
@@ -69,6 +71,8 @@ pub enum InstanceKind {
 pub struct Instance {
     pub name: String,
     pub kind: InstanceKind,
+    /// The host it runs on ([`DEFAULT_HOST`] without `[hosts]`).
+    pub host: String,
     pub port: u16,
     pub enabled: bool,
     pub docker_socket: DockerSocket,
@@ -185,30 +189,56 @@ impl Manifest {
                         aliases: vec![ADMIN.to_string()],
                     });
                 }
-                v.extend(self.tenants.keys().map(|t| NetworkAttachment {
-                    name: self.tenant_network(t),
-                    aliases: vec![ADMIN.to_string()],
-                }));
+                // Networks are an engine's own: the admin reaches the tenants on its host.
+                v.extend(
+                    self.instances()
+                        .into_iter()
+                        .filter(|t| t.kind == InstanceKind::Tenant && t.host == inst.host)
+                        .map(|t| NetworkAttachment {
+                            name: self.tenant_network(&t.name),
+                            aliases: vec![ADMIN.to_string()],
+                        }),
+                );
                 v
             }
         }
     }
 
-    pub fn bind_address(&self) -> IpAddr {
-        self.fleet
-            .bind_address
+    /// The address ports are published on on `host`.
+    pub fn bind_address(&self, host: &str) -> IpAddr {
+        self.hosts
+            .get(host)
+            .and_then(|h| h.bind_address)
+            .or(self.fleet.bind_address)
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
+    /// Where tenant data lives on `host`: its `data_root`, else `fleet.data_root`.
+    pub fn data_root(&self, host: &str) -> &std::path::Path {
+        self.hosts
+            .get(host)
+            .and_then(|h| h.data_root.as_deref())
+            .unwrap_or(&self.fleet.data_root)
+    }
+
     /// The host directory holding an instance's state.
-    pub fn data_dir(&self, instance: &str) -> PathBuf {
-        self.fleet.data_root.join(instance)
+    pub fn data_dir(&self, inst: &Instance) -> PathBuf {
+        self.data_root(&inst.host).join(&inst.name)
     }
 
     /// The host directory holding an instance's private secrets file, mounted into its
     /// container only (`.secrets` cannot be an instance name).
-    pub fn secrets_dir(&self, instance: &str) -> PathBuf {
-        self.fleet.data_root.join(".secrets").join(instance)
+    pub fn secrets_dir(&self, inst: &Instance) -> PathBuf {
+        self.data_root(&inst.host).join(".secrets").join(&inst.name)
+    }
+
+    /// The hosts instances run on: the declared ones, else the one default host.
+    pub fn host_names(&self) -> Vec<String> {
+        if self.hosts.is_empty() {
+            vec![DEFAULT_HOST.to_string()]
+        } else {
+            self.hosts.keys().cloned().collect()
+        }
     }
 
     /// Container name of an instance: `<fleet>-<instance>`.
@@ -258,6 +288,13 @@ impl Manifest {
         Instance {
             name: name.to_string(),
             kind,
+            host: pick!(host).unwrap_or_else(|| {
+                // One host declared: it is everyone's. Otherwise validation asks for one.
+                match self.hosts.keys().collect::<Vec<_>>().as_slice() {
+                    [only] => (*only).clone(),
+                    _ => DEFAULT_HOST.to_string(),
+                }
+            }),
             port,
             enabled,
             docker_socket,

@@ -38,6 +38,11 @@ pub struct PlanOptions {
     pub engine: String,
     /// The live state includes what an inspect of each container found (`--refresh`).
     pub refresh: bool,
+    /// The host this engine is (tenants' actions are tagged with it).
+    pub host: String,
+    /// Tenants declared on other hosts, with their host: a container of one of them here is
+    /// departing (a move), not an orphan.
+    pub elsewhere: BTreeMap<String, String>,
 }
 
 /// A live container's effective spec: the newest patch record for it, else its labels.
@@ -95,12 +100,16 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
         actions.push(plan_instance(spec, mine, &foreign, live));
     }
 
-    // Containers of tenants that are no longer declared.
+    // Containers of tenants that are no longer declared (here).
     let mut fleet_drift = Vec::new();
     let mut orphans: BTreeMap<&str, Vec<&LiveContainer>> = BTreeMap::new();
+    let mut departing: BTreeMap<&str, Vec<&LiveContainer>> = BTreeMap::new();
     for c in &ours {
         match c.tenant() {
             Some(t) if declared.contains(t) => {}
+            Some(t) if in_scope(t) && opts.elsewhere.contains_key(t) => {
+                departing.entry(t).or_default().push(c)
+            }
             Some(t) if in_scope(t) => orphans.entry(t).or_default().push(c),
             Some(_) => {}
             None => fleet_drift.push(Drift {
@@ -195,6 +204,30 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
         }
     }
 
+    for (tenant, containers) in departing {
+        let to = &opts.elsewhere[tenant];
+        let canonical = containers
+            .iter()
+            .find(|c| c.name == format!("{fleet}-{tenant}"))
+            .or_else(|| containers.first());
+        let mut action = blank_action(tenant, ActionKind::Noop);
+        action.reasons.push(format!("declared on host `{to}`"));
+        for c in &containers {
+            action.drift.push(Drift {
+                kind: DriftKind::Departing,
+                container: c.name.clone(),
+                container_id: c.id.clone(),
+                detail: format!("the tenant is declared on host `{to}`"),
+                remedy: Remedy::FixedByAction,
+            });
+        }
+        action.live = canonical.map(|c| live_ref(c, &effective(c, live)));
+        actions.push(action);
+    }
+
+    for a in actions.iter_mut() {
+        a.host = opts.host.clone();
+    }
     let summary = summarize(&actions, &fleet_drift);
     Plan {
         format: PLAN_FORMAT,
@@ -210,6 +243,7 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
         drift: fleet_drift,
         preflight: Vec::new(),
         refreshed: opts.refresh,
+        hosts: Vec::new(),
     }
 }
 
@@ -217,6 +251,8 @@ fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
     TenantAction {
         tenant: tenant.to_string(),
         action,
+        host: crate::manifest::DEFAULT_HOST.to_string(),
+        from_host: None,
         reasons: Vec::new(),
         changes: Vec::new(),
         forced_by: Vec::new(),
@@ -227,6 +263,7 @@ fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
         blocked: None,
         backup_required: false,
         resume: None,
+        live_next: None,
     }
 }
 
@@ -331,10 +368,13 @@ fn plan_instance(
             });
             continue;
         }
+        if is_next && canonical.is_none() && set_aside.is_none() {
+            action.live_next = Some(super::hosts::NextRef::of(c, effective(c, live).hash));
+        }
         let (kind, detail) = if is_next {
             (
                 DriftKind::Leftover,
-                "temporary container of an interrupted recycle".to_string(),
+                "temporary container of an interrupted recycle or move".to_string(),
             )
         } else if c.name == old_name {
             (

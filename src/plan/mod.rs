@@ -2,6 +2,7 @@
 //! printed by `mtp plan`, saved by `--out`, and executed by `mtp apply`.
 
 mod diff;
+pub mod hosts;
 
 use std::collections::BTreeMap;
 
@@ -10,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use diff::{Desired, PlanOptions, plan};
+pub use hosts::{HostLive, plan_hosts};
 
 /// Version of the plan format; bumped on any incompatible change to field names or meaning.
-pub const PLAN_FORMAT: u32 = 1;
+pub const PLAN_FORMAT: u32 = 2;
 
 /// What apply does to one tenant.
 #[derive(
@@ -32,6 +34,10 @@ pub enum ActionKind {
     Stop,
     /// Remove the container of a tenant no longer declared, after backing up its data.
     Remove,
+    /// The tenant's host changed: stopped on the old host, its data copied to the new one
+    /// through the two engines, created and gated there, removed from the old host once
+    /// healthy.
+    Move,
     /// Nothing to do.
     Noop,
 }
@@ -46,6 +52,7 @@ impl ActionKind {
             ActionKind::Start => ">",
             ActionKind::Stop => ".",
             ActionKind::Remove => "-",
+            ActionKind::Move => ">>",
             ActionKind::Noop => "=",
         }
     }
@@ -58,6 +65,7 @@ impl ActionKind {
             ActionKind::Start => "start",
             ActionKind::Stop => "stop",
             ActionKind::Remove => "remove",
+            ActionKind::Move => "move",
             ActionKind::Noop => "no-op",
         }
     }
@@ -133,6 +141,8 @@ pub enum DriftKind {
     Interrupted,
     /// The tenant's container reports unhealthy.
     Unhealthy,
+    /// A container of a tenant that is declared on another host.
+    Departing,
 }
 
 #[derive(
@@ -182,6 +192,12 @@ pub enum Resume {
 pub struct TenantAction {
     pub tenant: String,
     pub action: ActionKind,
+    /// The host it runs on (for a move: the host it goes to).
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// For a move: the host it leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_host: Option<String>,
     /// Why, in words.
     pub reasons: Vec<String>,
     /// Fields that differ, live -> desired.
@@ -202,6 +218,11 @@ pub struct TenantAction {
     /// Set when a recycle was interrupted: how apply finishes or undoes it first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// A `.next` seen where the tenant has no container, for the fleet planner (a move
+    /// killed after its new container became healthy is finished). Never in a plan file.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub live_next: Option<hosts::NextRef>,
 }
 
 impl TenantAction {
@@ -277,6 +298,10 @@ fn changed_leaves(path: &str, old: &Value, new: &Value, out: &mut Vec<(String, S
     }
 }
 
+fn default_host() -> String {
+    crate::manifest::DEFAULT_HOST.to_string()
+}
+
 /// Counts of actions, for the summary line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
@@ -286,9 +311,43 @@ pub struct Summary {
     pub start: usize,
     pub stop: usize,
     pub remove: usize,
+    #[serde(default)]
+    pub r#move: usize,
     pub noop: usize,
     pub drift: usize,
     pub blocked: usize,
+}
+
+/// One host of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HostPlan {
+    pub name: String,
+    /// Its engine's address.
+    pub endpoint: String,
+    /// Why it could not be observed, when it could not: its tenants are left alone.
+    pub unreachable: Option<String>,
+    /// Fingerprint of what was seen on it.
+    pub live_fingerprint: String,
+    pub capacity: Option<Capacity>,
+}
+
+/// Declared memory limits of a host's enabled instances against what it offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Capacity {
+    /// Sum of the memory limits of the instances the manifest places on it.
+    pub declared: u64,
+    /// Memory it offers: the host's `memory` in the manifest, else the engine's total.
+    pub available: u64,
+    /// How far declared may exceed available (`overcommit`).
+    pub ratio: f64,
+    /// Where `available` comes from: `manifest` or `engine`.
+    pub source: String,
+}
+
+impl Capacity {
+    pub fn over(&self) -> bool {
+        self.declared as f64 > self.available as f64 * self.ratio
+    }
 }
 
 /// The whole changeset.
@@ -313,6 +372,9 @@ pub struct Plan {
     pub actions: Vec<TenantAction>,
     /// Drift not tied to a declared tenant (orphans are listed as remove actions or here).
     pub drift: Vec<Drift>,
+    /// Each host the plan covers: its engine, whether it answered, its capacity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostPlan>,
     /// Whether each container was inspected too (`--refresh`), beyond the labels the list
     /// call shows.
     #[serde(default)]
@@ -355,6 +417,7 @@ pub(crate) fn summarize(actions: &[TenantAction], drift: &[Drift]) -> Summary {
             ActionKind::Start => s.start += 1,
             ActionKind::Stop => s.stop += 1,
             ActionKind::Remove => s.remove += 1,
+            ActionKind::Move => s.r#move += 1,
             ActionKind::Noop => s.noop += 1,
         }
         s.drift += a.drift.len();

@@ -181,6 +181,8 @@ fn opts(prune: bool) -> PlanOptions {
         targets: vec![],
         engine: "fake".into(),
         refresh: false,
+        host: crate::manifest::DEFAULT_HOST.into(),
+        elsewhere: Default::default(),
     }
 }
 
@@ -221,6 +223,7 @@ proptest! {
             audit: &audit,
             progress: &crate::apply::Quiet,
             cancel: crate::apply::Cancel::default(),
+            sources: Default::default(),
         };
         let report = rt.block_on(exec.run(None));
         prop_assert!(report.succeeded(), "apply failed: {report:#?}");

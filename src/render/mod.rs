@@ -144,6 +144,9 @@ pub struct ContainerSpec {
     pub name: String,
     pub instance: String,
     pub kind: InstanceKind,
+    /// The host (engine) it runs on. Not part of the container's fields: a tenant whose host
+    /// changes moves to another engine.
+    pub host: String,
     /// Whether the container should be running.
     pub enabled: bool,
     pub image: String,
@@ -298,7 +301,7 @@ pub fn render(
         }
     }
 
-    let data_dir = manifest.data_dir(&inst.name).to_string_lossy().into_owned();
+    let data_dir = manifest.data_dir(inst).to_string_lossy().into_owned();
     let mut mounts = vec![
         Mount {
             source: data_dir.clone(),
@@ -306,10 +309,7 @@ pub fn render(
             read_only: false,
         },
         Mount {
-            source: manifest
-                .secrets_dir(&inst.name)
-                .to_string_lossy()
-                .into_owned(),
+            source: manifest.secrets_dir(inst).to_string_lossy().into_owned(),
             target: SECRETS_DIR.to_string(),
             read_only: false,
         },
@@ -346,12 +346,13 @@ pub fn render(
         name,
         instance: inst.name.clone(),
         kind: inst.kind,
+        host: inst.host.clone(),
         enabled: inst.enabled,
         image: inst.image.clone(),
         command: inst.command.clone(),
         env,
         ports: vec![PortBinding {
-            host_ip: manifest.bind_address().to_string(),
+            host_ip: manifest.bind_address(&inst.host).to_string(),
             host_port: inst.port,
             container_port: GATEWAY_PORT,
         }],
@@ -402,6 +403,10 @@ pub fn render_proxy(manifest: &Manifest) -> Option<ContainerSpec> {
         name,
         instance: ADMIN_PROXY.to_string(),
         kind: InstanceKind::Proxy,
+        host: manifest
+            .instance(crate::manifest::ADMIN)
+            .map(|a| a.host)
+            .unwrap_or_else(|| crate::manifest::DEFAULT_HOST.to_string()),
         enabled: admin.enabled,
         image: admin
             .docker_proxy_image

@@ -34,7 +34,7 @@ impl Style {
         let code = match kind {
             ActionKind::Create | ActionKind::Start => "32",
             ActionKind::Patch => "33",
-            ActionKind::Recycle => "35",
+            ActionKind::Recycle | ActionKind::Move => "35",
             ActionKind::Stop | ActionKind::Remove => "31",
             ActionKind::Noop => "2",
         };
@@ -50,6 +50,9 @@ pub fn summary_line(plan: &Plan) -> String {
         s.create, s.patch, s.recycle, s.remove
     );
     let mut extra = Vec::new();
+    if s.r#move > 0 {
+        extra.push(format!("{} to move", s.r#move));
+    }
     if s.start > 0 {
         extra.push(format!("{} to start", s.start));
     }
@@ -107,22 +110,42 @@ pub fn human(plan: &Plan, color: bool) -> String {
         .map(|a| a.tenant.len())
         .max()
         .unwrap_or(0);
-    let mut unchanged = Vec::new();
-    for a in &plan.actions {
-        if !a.has_work() && a.drift.is_empty() && a.blocked.is_none() {
-            unchanged.push(a.tenant.as_str());
-            continue;
+    // A fleet on several hosts reads host by host, each with its capacity.
+    let grouped = plan.hosts.len() > 1
+        || plan
+            .hosts
+            .iter()
+            .any(|h| h.name != crate::manifest::DEFAULT_HOST);
+    let groups: Vec<Option<&crate::plan::HostPlan>> = if grouped {
+        plan.hosts.iter().map(Some).collect()
+    } else {
+        vec![None]
+    };
+    for group in groups {
+        if let Some(h) = group {
+            let _ = writeln!(out, "\n{}", st.paint("1", &host_line(h)));
         }
-        out.push('\n');
-        write_action(&mut out, a, width, &st);
-    }
-    if !unchanged.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n{} {}",
-            st.action(ActionKind::Noop, "= unchanged:"),
-            unchanged.join(", ")
-        );
+        let mut unchanged = Vec::new();
+        for a in plan
+            .actions
+            .iter()
+            .filter(|a| group.is_none_or(|h| a.host == h.name))
+        {
+            if !a.has_work() && a.drift.is_empty() && a.blocked.is_none() {
+                unchanged.push(a.tenant.as_str());
+                continue;
+            }
+            out.push('\n');
+            write_action(&mut out, a, width, &st);
+        }
+        if !unchanged.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{} {}",
+                st.action(ActionKind::Noop, "= unchanged:"),
+                unchanged.join(", ")
+            );
+        }
     }
     if !plan.drift.is_empty() {
         let _ = writeln!(out, "\nFleet drift:");
@@ -142,6 +165,32 @@ pub fn human(plan: &Plan, color: bool) -> String {
         );
     }
     out
+}
+
+/// A host's heading: its engine, whether it answered, its capacity.
+pub fn host_line(h: &crate::plan::HostPlan) -> String {
+    let mut line = format!("Host `{}` ({})", h.name, h.endpoint);
+    if let Some(why) = &h.unreachable {
+        line.push_str(&format!(
+            ": UNREACHABLE ({why}); its tenants are left alone"
+        ));
+        return line;
+    }
+    if let Some(c) = &h.capacity {
+        line.push_str(&format!(
+            ": memory {} declared of {} ({}){}{}",
+            ByteSize(c.declared),
+            ByteSize(c.available),
+            c.source,
+            if c.ratio != 1.0 {
+                format!(", overcommit {}", c.ratio)
+            } else {
+                String::new()
+            },
+            if c.over() { ": OVER CAPACITY" } else { "" }
+        ));
+    }
+    line
 }
 
 /// What the preflight did with one image.
@@ -172,7 +221,7 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
     for d in &a.drift {
         write_drift(out, d, st);
     }
-    if a.action == ActionKind::Create {
+    if matches!(a.action, ActionKind::Create | ActionKind::Move) {
         let pick = |f: &str| a.changes.iter().find(|c| c.field == f);
         for f in ["image", "ports", "limits.memory", "limits.nano_cpus"] {
             if let Some(c) = pick(f) {

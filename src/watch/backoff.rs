@@ -164,6 +164,9 @@ mod tests {
             blocked: None,
             backup_required: false,
             resume: None,
+            live_next: None,
+            host: "default".into(),
+            from_host: None,
         }
     }
 

@@ -18,7 +18,7 @@ pub mod webhook;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,12 +35,21 @@ use crate::apply::lock;
 use crate::apply::{ApplyReport, Cancel, Progress, Status as TenantStatus, TenantOutcome};
 use crate::engine::{Engine, LiveState};
 use crate::fleet::converge::{self, LockPolicy};
-use crate::fleet::{Keyring, Session, SessionError};
+use crate::fleet::{Hosts, Keyring, Observed, Session, SessionError};
 use crate::plan::{ActionKind, Desired, Plan};
 use backoff::Backoffs;
 use source::{Candidate, Follow, Follower, Refusal, SignerPolicy};
 use status::{DriftNote, Outcome, Shared, SyncRecord, Waiting};
 use webhook::{Event, EventKind, Notifier, TenantNote, Webhook};
+
+/// How watch reaches the hosts a revision names (a commit can add or move one).
+pub trait Connector<E>: Sync {
+    fn connect(
+        &self,
+        name: &str,
+        endpoint: &crate::engine::docker::Endpoint,
+    ) -> impl Future<Output = Result<E, String>> + Send;
+}
 
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
@@ -99,9 +108,12 @@ impl Ready {
     }
 }
 
-pub struct Daemon<E: Engine, P: GatewayProbe> {
+pub struct Daemon<E: Engine, P: GatewayProbe, C: Connector<E>> {
     opts: WatchOptions,
-    engine: E,
+    connector: C,
+    /// The engines of the revision in force's hosts, with the endpoint each was reached at.
+    hosts: Hosts<E>,
+    endpoints: BTreeMap<String, crate::engine::docker::Endpoint>,
     probe: P,
     keyring: Keyring,
     follower: Follower,
@@ -145,10 +157,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| format!("internal error: {e}"))
 }
 
-impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
+impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemon<E, P, C> {
     pub fn new(
         opts: WatchOptions,
-        engine: E,
+        connector: C,
         probe: P,
         keyring: Keyring,
         cancel: Cancel,
@@ -170,7 +182,9 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         }
         Ok(Daemon {
             opts,
-            engine,
+            connector,
+            hosts: Hosts { hosts: Vec::new() },
+            endpoints: BTreeMap::new(),
             probe,
             keyring,
             follower,
@@ -260,6 +274,34 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
             desired: Arc::new(desired),
             notifier: Notifier::new(hooks),
         })
+    }
+
+    /// Takes `ready` as the revision in force, reaching the hosts it names (engines reached
+    /// before at the same endpoint are kept).
+    async fn adopt(&mut self, ready: Ready) {
+        let mut hosts = Vec::new();
+        let mut endpoints = BTreeMap::new();
+        let old = std::mem::take(&mut self.hosts.hosts);
+        let mut old: BTreeMap<String, crate::fleet::Host<E>> =
+            old.into_iter().map(|h| (h.name.clone(), h)).collect();
+        for (name, ep) in ready.session.endpoints() {
+            let kept = old
+                .remove(&name)
+                .filter(|h| h.engine.is_ok() && self.endpoints.get(&name) == Some(&ep));
+            let host = match kept {
+                Some(h) => h,
+                None => crate::fleet::Host {
+                    name: name.clone(),
+                    endpoint: ep.url.clone().unwrap_or_else(|| "DOCKER_HOST".into()),
+                    engine: self.connector.connect(&name, &ep).await,
+                },
+            };
+            endpoints.insert(name, ep);
+            hosts.push(host);
+        }
+        self.hosts = Hosts { hosts };
+        self.endpoints = endpoints;
+        self.good = Some(ready);
     }
 
     fn notifier(&self) -> Option<Notifier> {
@@ -355,7 +397,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
                     let commit = c.commit.map(|o| o.to_string());
                     match self.prepare(c).await {
                         Ok(ready) => {
-                            self.good = Some(ready);
+                            self.adopt(ready).await;
                             self.announced = None;
                             self.shared.status().last_error = None;
                         }
@@ -385,7 +427,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
             if let Ok(Some(c)) = blocking(move || follower.in_force()).await
                 && let Ok(ready) = self.prepare(c).await
             {
-                self.good = Some(ready);
+                self.adopt(ready).await;
             }
         }
         let Some(good) = &self.good else {
@@ -405,11 +447,11 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         let desired = good.desired.clone();
 
         // 2. Plan against the live engine (no lock needed to find out there is nothing to do).
-        let (plan, live) = match self.plan(&session, &desired, refresh).await {
+        let (plan, observed) = match self.plan(&session, &desired, refresh).await {
             Ok(p) => p,
             Err(e) => return (Outcome::Error, e),
         };
-        self.record_plan(&fleet, &live, &plan);
+        self.record_plan(&fleet, &merged(&observed), &plan);
         let work: BTreeSet<&str> = plan
             .actions
             .iter()
@@ -458,28 +500,33 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         self.conclude(&fleet, commit, &session, report).await
     }
 
-    /// Observes the engine (with `refresh`, inspecting each container too, a few at a time)
-    /// and plans the revision in force.
+    /// Observes every host (with `refresh`, inspecting each container too, a few at a
+    /// time) and plans the revision in force. A host that does not answer has its tenants
+    /// left alone; the others are planned.
     async fn plan(
         &self,
         session: &Session,
         desired: &Desired,
         refresh: bool,
-    ) -> Result<(Plan, LiveState), String> {
-        let mut live = self
-            .engine
-            .observe(session.fleet(), &session.claims())
-            .await
-            .map_err(|e| format!("cannot observe the engine: {e}"))?;
-        if refresh {
-            crate::engine::refresh(&self.engine, session.fleet(), &mut live, 4).await;
+    ) -> Result<(Plan, Observed), String> {
+        let observed = self
+            .hosts
+            .observe(session.fleet(), &session.all_claims(), refresh, 4)
+            .await;
+        if observed.live.values().all(|r| r.is_err()) {
+            let why: Vec<String> = observed
+                .live
+                .iter()
+                .filter_map(|(h, r)| r.as_ref().err().map(|e| format!("{h}: {e}")))
+                .collect();
+            return Err(format!("cannot observe the engine: {}", why.join("; ")));
         }
         let req = crate::fleet::PlanRequest {
             refresh,
             ..Default::default()
         };
-        let plan = session.plan(desired, &live, &req, self.engine.host());
-        Ok((plan, live))
+        let plan = session.plan_hosts(desired, &self.hosts, &observed, &req);
+        Ok((plan, observed))
     }
 
     /// Takes the lock, plans again under it, leaves out the tenants that must wait, and
@@ -490,11 +537,11 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         desired: &Desired,
         refresh: bool,
     ) -> Result<Applied, String> {
-        let mut held = converge::acquire(&self.engine, &desired.fleet, &self.opts.lock)
+        let mut held = converge::acquire_all(&self.hosts, &desired.fleet, &self.opts.lock)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|(host, e)| format!("host `{host}`: {e}"))?;
         let result = async {
-            let (mut plan, live) = self.plan(session, desired, refresh).await?;
+            let (mut plan, observed) = self.plan(session, desired, refresh).await?;
             let commit = desired.commit.clone();
             let now = chrono::Utc::now();
             let mut waiting = Vec::new();
@@ -516,7 +563,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
             });
             plan.summary = crate::plan::summarize(&plan.actions, &plan.drift);
             crate::gateway::preflight::check(
-                &self.engine,
+                &self.hosts,
                 &mut plan,
                 &desired.by_tenant(),
                 &mut self.preflight,
@@ -537,7 +584,8 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
                     format!("cannot open the audit log {}: {e}", audit_path.display())
                 })?;
                 let run = converge::Run {
-                    engine: &self.engine,
+                    hosts: &self.hosts,
+                    data_roots: session.data_roots(),
                     probe: &self.probe,
                     options: session.apply_options(&converge::Settings {
                         parallel: self.opts.parallel,
@@ -550,7 +598,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
                     progress: &LogProgress,
                     cancel: self.cancel.clone(),
                 };
-                Some(run.execute(&plan, desired, &live, Some(&mut held)).await)
+                Some(run.execute(&plan, desired, &observed, &mut held).await)
             } else {
                 None
             };
@@ -561,8 +609,8 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
             })
         }
         .await;
-        if let Err(e) = held.release(&self.engine).await {
-            tracing::warn!(error = %e, "could not release the lock");
+        for w in converge::release_all(&self.hosts, held).await {
+            tracing::warn!("{w}");
         }
         result
     }
@@ -611,9 +659,11 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
             }
         }
         self.shared.metrics.apply_failures(failed.len() as u64);
-        if let Ok(after) = self.engine.observe(fleet, &session.claims()).await {
-            self.shared.status().set_live(fleet, &after);
-        }
+        let after = self
+            .hosts
+            .observe(fleet, &session.all_claims(), false, 4)
+            .await;
+        self.shared.status().set_live(fleet, &merged(&after));
         let notes: Vec<TenantNote> = report
             .outcomes
             .iter()
@@ -713,11 +763,15 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         let (tx, mut rx) = mpsc::channel::<Trigger>(16);
         let mut watchers = Vec::new();
         if let Some(fleet) = self.good.as_ref().map(|g| g.desired.fleet.clone()) {
-            watchers.push(tokio::spawn(docker_events(
-                self.engine.clone(),
-                fleet,
-                tx.clone(),
-            )));
+            for h in &self.hosts.hosts {
+                if let Ok(engine) = &h.engine {
+                    watchers.push(tokio::spawn(docker_events(
+                        engine.clone(),
+                        fleet.clone(),
+                        tx.clone(),
+                    )));
+                }
+            }
         }
         let _dir_watcher = match &self.opts.follow {
             Follow::WorkTree { manifest } => Some(watch_dir(
@@ -753,6 +807,15 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe> Daemon<E, P> {
         tracing::info!("stopped");
         Ok(true)
     }
+}
+
+/// Every host's containers as one live state, for `/status`.
+fn merged(observed: &Observed) -> LiveState {
+    let mut all = LiveState::default();
+    for live in observed.live.values().flatten() {
+        all.containers.extend(live.containers.iter().cloned());
+    }
+    all
 }
 
 /// What one apply of watch did.

@@ -1,6 +1,7 @@
 //! The reconcile loop on the in-memory engine: a real git repository on disk (commits, the
 //! applied ref), real age encryption, the fake engine for Docker.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +12,22 @@ use crate::apply::gate::NoProbe;
 use crate::engine::fake::{Behaviour, FakeEngine};
 use crate::engine::{Claims, RunState};
 use crate::secrets::{Identity, SecretStore, generate_token};
+
+/// The fake engines of the fleet's hosts, by host name.
+struct Hosts(BTreeMap<String, FakeEngine>);
+
+impl Connector<FakeEngine> for Hosts {
+    async fn connect(
+        &self,
+        name: &str,
+        _endpoint: &crate::engine::docker::Endpoint,
+    ) -> Result<FakeEngine, String> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no engine for host `{name}`"))
+    }
+}
 
 struct Repo {
     dir: tempfile::TempDir,
@@ -89,7 +106,7 @@ impl Repo {
             .unwrap()
     }
 
-    fn daemon(&self, engine: &FakeEngine) -> Daemon<FakeEngine, NoProbe> {
+    fn daemon(&self, engine: &FakeEngine) -> Daemon<FakeEngine, NoProbe, Hosts> {
         let opts = WatchOptions {
             follow: Follow::LocalRepo {
                 manifest: self.dir.path().join("fleet.toml"),
@@ -110,7 +127,11 @@ impl Repo {
             fetch_timeout: Duration::from_secs(5),
         };
         let keyring = Keyring::new(Identity::load(&self.identity).unwrap());
-        Daemon::new(opts, engine.clone(), NoProbe, keyring, Cancel::default()).unwrap()
+        let hosts = Hosts(BTreeMap::from([(
+            crate::manifest::DEFAULT_HOST.to_string(),
+            engine.clone(),
+        )]));
+        Daemon::new(opts, hosts, NoProbe, keyring, Cancel::default()).unwrap()
     }
 }
 

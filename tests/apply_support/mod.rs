@@ -81,6 +81,8 @@ pub struct TestFleet {
     pub admin: bool,
     pub admin_port: u16,
     pub admin_extra: String,
+    /// On the real gateway's image (see [`TestFleet::real`]).
+    pub real: bool,
 }
 
 impl TestFleet {
@@ -99,6 +101,7 @@ impl TestFleet {
             admin: false,
             admin_port: free_port(),
             admin_extra: String::new(),
+            real: false,
         };
         f.write();
         f.mtp_ok(&["secrets", "init"]);
@@ -121,13 +124,30 @@ impl TestFleet {
         self.path().join("audit.jsonl")
     }
 
+    /// A fleet on the real gateway's image, with mtp's default health timings (made for its
+    /// 20-60 s start) and room for its ~1 GB: for the CI's real-gateway step.
+    pub fn real(prefix: &str) -> Self {
+        let mut f = TestFleet::new(prefix);
+        f.real = true;
+        f.image = real_image().to_string();
+        f.write();
+        f
+    }
+
     /// Writes fleet.toml from the current declaration.
     pub fn write(&self) {
+        let stub = if self.real {
+            "memory = \"2g\"\ncpus = 1.0\nstop_timeout = \"30s\"\nmodel = \"anthropic/claude-sonnet-4-5\"\n"
+                .to_string()
+        } else {
+            "memory = \"1g\"\ncpus = 0.5\nstop_timeout = \"2s\"\nmodel = \"anthropic/m1\"\n\
+             env = { STUB_STARTUP_MS = \"200\" }\n\
+             health = { interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }\n"
+                .to_string()
+        };
         let mut s = format!(
             "[fleet]\nname = \"{}\"\ndata_root = \"{}\"\naudit_log = \"audit.jsonl\"\nbackup_dir = \"backups\"\n\n\
-             [defaults]\nimage = \"{}\"\nmemory = \"1g\"\ncpus = 0.5\n\
-             stop_timeout = \"2s\"\nmodel = \"anthropic/m1\"\nenv = {{ STUB_STARTUP_MS = \"200\" }}\n\
-             health = {{ interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }}\n{}\n",
+             [defaults]\nimage = \"{}\"\n{stub}{}\n",
             self.name,
             self.data_root().display(),
             self.image,

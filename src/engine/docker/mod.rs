@@ -21,21 +21,90 @@ pub struct DockerEngine {
     host: String,
 }
 
+/// How long any one request may take: above the longest stop timeout a tenant may ask for
+/// (the gateway's drain can reach 315 s), so a slow stop is not cut off by the client.
+const REQUEST_TIMEOUT_S: u64 = 900;
+/// How long an engine may take to answer at all before it counts as unreachable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How to reach one engine: an endpoint and its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `unix:///path`, `tcp://host:port` or `ssh://user@host[:port]`; `None`: as the docker
+    /// CLI would (`DOCKER_HOST`, else the local socket).
+    pub url: Option<String>,
+    /// For `tcp://`: `(ca, cert, key)` PEM files.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
+    /// For `ssh://`: the private key (else ssh's own configuration and agent).
+    pub ssh_key: Option<std::path::PathBuf>,
+}
+
 impl DockerEngine {
     /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket) and negotiates
     /// the API version. Fails with a clear error when nothing answers.
     pub async fn connect() -> Result<Self, EngineError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
+        Self::connect_to(&Endpoint {
+            url: None,
+            tls: None,
+            ssh_key: None,
+        })
+        .await
+    }
+
+    /// A client for `endpoint` that has not talked to it yet (API version 1.41): requests
+    /// fail while the engine is away and work once it is back.
+    pub fn lazy(endpoint: &Endpoint) -> Result<Self, EngineError> {
+        Self::make_client(endpoint).map(|(docker, host)| DockerEngine { docker, host })
+    }
+
+    fn make_client(endpoint: &Endpoint) -> Result<(Docker, String), EngineError> {
+        use bollard::API_DEFAULT_VERSION as V;
+        let host = endpoint
+            .url
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        let docker = Docker::connect_with_defaults().map_err(|e| EngineError::Unreachable {
+        let t = REQUEST_TIMEOUT_S;
+        let docker = match (&endpoint.url, host.split("://").next()) {
+            (None, _) => Docker::connect_with_defaults()
+                .map(|d| d.with_timeout(std::time::Duration::from_secs(t))),
+            (Some(_), Some("unix")) => Docker::connect_with_unix(&host, t, V),
+            (Some(_), Some("tcp")) => match &endpoint.tls {
+                Some((ca, cert, key)) => Docker::connect_with_ssl(&host, key, cert, ca, t, V),
+                None => Docker::connect_with_http(&host, t, V),
+            },
+            (Some(_), Some("ssh")) => Docker::connect_with_ssh(
+                &host,
+                t,
+                V,
+                endpoint
+                    .ssh_key
+                    .as_ref()
+                    .map(|k| k.to_string_lossy().into_owned()),
+            ),
+            _ => {
+                return Err(EngineError::Other(format!(
+                    "`{host}` is not a Docker endpoint (unix://, tcp:// or ssh://)"
+                )));
+            }
+        }
+        .map_err(|e| EngineError::Unreachable {
             host: host.clone(),
             reason: e.to_string(),
         })?;
-        let docker = docker
-            .negotiate_version()
+        Ok((docker, host))
+    }
+
+    /// Connects to `endpoint` and negotiates the API version, within a bound: an engine that
+    /// does not answer is unreachable, not a hang.
+    pub async fn connect_to(endpoint: &Endpoint) -> Result<Self, EngineError> {
+        let (docker, host) = Self::make_client(endpoint)?;
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
+            .map_err(|_| EngineError::Unreachable {
+                host: host.clone(),
+                reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            })?
             .map_err(|e| classify(&host, "version negotiation", e))?;
         Ok(DockerEngine { docker, host })
     }
@@ -290,6 +359,21 @@ impl Engine for DockerEngine {
             .upload_to_container(id, Some(opts), bollard::body_full(tar.into()))
             .await
             .map_err(|e| classify(&self.host, "write openclaw.json and secrets", e))
+    }
+
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        self.docker
+            .upload_to_container(id, Some(opts), bollard::body_try_stream(body))
+            .await
+            .map_err(|e| classify(&self.host, "upload data archive", e))
     }
 
     async fn connect_network(

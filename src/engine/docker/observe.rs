@@ -36,7 +36,8 @@ impl DockerEngine {
                 )]))
                 .build(),
         ));
-        let (ours, volumes, networks) = tokio::try_join!(
+        let info = async { Ok(self.docker.info().await.ok()) };
+        let (ours, volumes, networks, info) = tokio::try_join!(
             by_label,
             async {
                 volumes
@@ -47,7 +48,8 @@ impl DockerEngine {
                 networks
                     .await
                     .map_err(|e| classify(&self.host, "list networks", e))
-            }
+            },
+            info
         )?;
 
         let (names, ports) = unheld_claims(&ours, claims);
@@ -103,6 +105,9 @@ impl DockerEngine {
             managed,
             networks: networks.into_iter().filter_map(|n| n.name).collect(),
             refreshed: BTreeMap::new(),
+            engine_memory: info
+                .and_then(|i| i.mem_total)
+                .and_then(|m| u64::try_from(m).ok()),
         })
     }
 

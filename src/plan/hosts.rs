@@ -1,0 +1,431 @@
+//! The plan of a fleet over several hosts: each host's engine planned on its own (one
+//! observation each), then the tenants whose host changed joined into moves, unreachable
+//! hosts reported with their tenants left alone, and each host's capacity checked.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::engine::{HealthState, LiveState, NEXT_SUFFIX};
+use crate::render::ContainerSpec;
+
+/// What one host's engine showed, or why it could not be read.
+pub struct HostLive<'a> {
+    pub name: String,
+    pub endpoint: String,
+    pub live: Result<&'a LiveState, String>,
+    /// The memory the manifest says the host offers, and how far it may be overcommitted.
+    pub memory: Option<u64>,
+    pub overcommit: f64,
+}
+
+/// Plans `desired` over `hosts`. `base` holds the options every host shares.
+pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> Plan {
+    let home: BTreeMap<String, String> = desired
+        .specs
+        .iter()
+        .map(|s| (s.instance.clone(), s.host.clone()))
+        .collect();
+    let mut actions = Vec::new();
+    let mut drift = Vec::new();
+    let mut host_plans = Vec::new();
+    let mut refreshed = base.refresh;
+    let mut unreachable = Vec::new();
+    for h in hosts {
+        let specs: Vec<ContainerSpec> = desired
+            .specs
+            .iter()
+            .filter(|s| s.host == h.name)
+            .cloned()
+            .collect();
+        let live = match &h.live {
+            Ok(l) => *l,
+            Err(why) => {
+                unreachable.push((h.name.clone(), why.clone()));
+                for s in specs
+                    .iter()
+                    .filter(|s| base.targets.is_empty() || base.targets.contains(&s.instance))
+                {
+                    let mut a = blank(&s.instance, &h.name);
+                    a.desired_hash = Some(s.hash());
+                    a.blocked = Some(format!(
+                        "host `{}` is unreachable ({why}); its tenants are left alone",
+                        h.name
+                    ));
+                    actions.push(a);
+                }
+                host_plans.push(HostPlan {
+                    name: h.name.clone(),
+                    endpoint: h.endpoint.clone(),
+                    unreachable: Some(why.clone()),
+                    live_fingerprint: String::new(),
+                    capacity: None,
+                });
+                continue;
+            }
+        };
+        let opts = PlanOptions {
+            engine: h.endpoint.clone(),
+            host: h.name.clone(),
+            elsewhere: home
+                .iter()
+                .filter(|(_, host)| **host != h.name)
+                .map(|(t, host)| (t.clone(), host.clone()))
+                .collect(),
+            ..base.clone()
+        };
+        let sub = super::plan(
+            &Desired {
+                specs: specs.clone(),
+                ..desired.clone()
+            },
+            live,
+            &opts,
+        );
+        refreshed |= sub.refreshed;
+        let declared: u64 = specs
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.limits.memory)
+            .sum();
+        let capacity = h
+            .memory
+            .map(|m| (m, "manifest"))
+            .or(live.engine_memory.map(|m| (m, "engine")))
+            .map(|(available, source)| Capacity {
+                declared,
+                available,
+                ratio: h.overcommit,
+                source: source.to_string(),
+            });
+        host_plans.push(HostPlan {
+            name: h.name.clone(),
+            endpoint: h.endpoint.clone(),
+            unreachable: None,
+            live_fingerprint: sub.live_fingerprint.clone(),
+            capacity,
+        });
+        actions.extend(sub.actions);
+        drift.extend(sub.drift);
+    }
+
+    join_moves(&mut actions);
+    for a in actions.iter_mut() {
+        a.live_next = None;
+    }
+    // While a host cannot be seen, a tenant created elsewhere may still run there: two
+    // gateways would poll one bot token. Creates wait until every host answers.
+    if let Some((host, _)) = unreachable.first() {
+        for a in actions.iter_mut().filter(|a| {
+            a.blocked.is_none() && matches!(a.action, ActionKind::Create | ActionKind::Move)
+        }) {
+            a.blocked = Some(format!(
+                "host `{host}` is unreachable, and the tenant may still run there; it is created only once every host answers"
+            ));
+        }
+    }
+    // A placement over a host's capacity: what would add to it is blocked, with the figures.
+    for hp in &host_plans {
+        let Some(cap) = hp.capacity.as_ref().filter(|c| c.over()) else {
+            continue;
+        };
+        for a in actions.iter_mut().filter(|a| {
+            a.host == hp.name
+                && a.blocked.is_none()
+                && matches!(
+                    a.action,
+                    ActionKind::Create | ActionKind::Move | ActionKind::Start
+                )
+        }) {
+            a.blocked = Some(format!(
+                "host `{}` would be over its capacity: its instances declare {} of memory, above {} x {} ({} memory)",
+                hp.name,
+                crate::manifest::ByteSize(cap.declared),
+                crate::manifest::ByteSize(cap.available),
+                cap.ratio,
+                cap.source
+            ));
+        }
+    }
+    // The plan's order: by host, then as each host's planner put it (admin first, removals
+    // last); moves after everything else.
+    let order = |a: &TenantAction| (a.action == ActionKind::Move) as u8;
+    actions.sort_by(|a, b| order(a).cmp(&order(b)).then(a.host.cmp(&b.host)));
+
+    let mut fp = Sha256::new();
+    for hp in &host_plans {
+        fp.update(hp.name.as_bytes());
+        fp.update(b"\0");
+        fp.update(hp.live_fingerprint.as_bytes());
+        fp.update(b"\n");
+    }
+    let summary = summarize(&actions, &drift);
+    Plan {
+        format: PLAN_FORMAT,
+        fleet: desired.fleet.clone(),
+        manifest_hash: desired.manifest_hash.clone(),
+        commit: desired.commit.clone(),
+        live_fingerprint: hex::encode(&fp.finalize()[..16]),
+        engine: match host_plans.as_slice() {
+            [only] => only.endpoint.clone(),
+            many => format!("{} hosts", many.len()),
+        },
+        targets: base.targets.clone(),
+        prune: base.prune,
+        summary,
+        actions,
+        drift,
+        preflight: Vec::new(),
+        refreshed,
+        hosts: host_plans,
+    }
+}
+
+fn blank(tenant: &str, host: &str) -> TenantAction {
+    TenantAction {
+        tenant: tenant.to_string(),
+        action: ActionKind::Noop,
+        host: host.to_string(),
+        from_host: None,
+        reasons: Vec::new(),
+        changes: Vec::new(),
+        forced_by: Vec::new(),
+        config_diff: None,
+        desired_hash: None,
+        live: None,
+        drift: Vec::new(),
+        blocked: None,
+        backup_required: false,
+        resume: None,
+        live_next: None,
+    }
+}
+
+/// A tenant planned as a create on its new host and departing from its old one becomes one
+/// move; one already running on its new host leaves a stopped old container to remove.
+fn join_moves(actions: &mut Vec<TenantAction>) {
+    let departing: Vec<usize> = (0..actions.len())
+        .filter(|&i| {
+            actions[i]
+                .drift
+                .iter()
+                .any(|d| d.kind == DriftKind::Departing)
+        })
+        .collect();
+    let mut drop = Vec::new();
+    for i in departing {
+        let tenant = actions[i].tenant.clone();
+        let Some(j) = actions.iter().position(|a| {
+            a.tenant == tenant && !a.drift.iter().any(|d| d.kind == DriftKind::Departing)
+        }) else {
+            continue;
+        };
+        let from = actions[i].host.clone();
+        let old = actions[i].live.clone();
+        let departed = actions[i].drift.clone();
+        let new_host = actions[j].host.clone();
+        if actions[j].action == ActionKind::Create {
+            let to = actions[j].host.clone();
+            let a = &mut actions[j];
+            a.action = ActionKind::Move;
+            a.from_host = Some(from.clone());
+            a.live = old.clone();
+            a.reasons = vec![format!(
+                "moves from host `{from}` to `{to}`: stopped there, its data copied through the two engines, created and gated here, removed there once healthy"
+            )];
+            // A move killed after the new container became healthy: it is finished.
+            let promote = a
+                .drift
+                .iter()
+                .position(|d| d.kind == DriftKind::Leftover && d.container.ends_with(NEXT_SUFFIX));
+            if let (Some(k), Some(old)) = (promote, &old)
+                && !old.running
+                && let Some(next) = a.live_next.take()
+                && next.spec_hash.as_deref() == a.desired_hash.as_deref()
+                && next.running
+                && next.healthy
+            {
+                a.drift[k].remedy = Remedy::Promote;
+                a.drift[k].kind = DriftKind::Interrupted;
+                a.resume = Some(Resume::Promote {
+                    next: LiveRef {
+                        container_id: next.container_id,
+                        name: next.name,
+                        spec_hash: next.spec_hash,
+                        running: true,
+                    },
+                });
+            }
+            a.drift.extend(departed);
+            drop.push(i);
+        } else {
+            // Already on its new host: the old container (stopped, its data kept on the old
+            // host's disk) is removed.
+            for d in actions[i].drift.iter_mut() {
+                d.kind = DriftKind::Leftover;
+                d.remedy = Remedy::RemoveContainer;
+                d.detail = format!(
+                    "the tenant runs on host `{new_host}` now; this container on `{from}` is left from its move"
+                );
+            }
+        }
+    }
+    drop.sort_unstable();
+    for i in drop.into_iter().rev() {
+        actions.remove(i);
+    }
+}
+
+/// A `.next` container seen by the planner, for a move's promotion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextRef {
+    pub container_id: String,
+    pub name: String,
+    pub spec_hash: Option<String>,
+    pub running: bool,
+    pub healthy: bool,
+}
+
+impl NextRef {
+    pub(crate) fn of(c: &crate::engine::LiveContainer, hash: Option<String>) -> Self {
+        NextRef {
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            spec_hash: hash,
+            running: c.state.is_running(),
+            healthy: c.health == HealthState::Healthy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+    use crate::manifest::Manifest;
+    use crate::secrets::{FingerprintKey, SecretValue};
+
+    fn manifest(tenants: &[(&str, &str)], b_memory: &str) -> Manifest {
+        let mut s = format!(
+            "[fleet]\nname = \"h\"\ndata_root = \"/srv/h\"\n\n[defaults]\nimage = \"gw:1\"\nmemory = \"1g\"\n\n\
+             [hosts.a]\nendpoint = \"unix:///a.sock\"\n\n[hosts.b]\nendpoint = \"unix:///b.sock\"\nmemory = \"{b_memory}\"\n\n"
+        );
+        for (i, (t, host)) in tenants.iter().enumerate() {
+            s.push_str(&format!(
+                "[tenants.{t}]\nport = {}\nhost = \"{host}\"\n\n",
+                20000 + i
+            ));
+        }
+        toml::from_str(&s).unwrap()
+    }
+
+    fn desired(m: &Manifest) -> Desired {
+        let key = FingerprintKey::new(SecretString::from("k".to_string()));
+        let specs = m
+            .instances()
+            .iter()
+            .map(|inst| {
+                let secrets: BTreeMap<String, SecretValue> = inst
+                    .secrets
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.clone(),
+                            SecretValue::new(SecretString::from("t".to_string()), &key),
+                        )
+                    })
+                    .collect();
+                crate::render::render(m, inst, &secrets).unwrap()
+            })
+            .collect();
+        Desired {
+            fleet: "h".into(),
+            specs,
+            manifest_hash: "m".into(),
+            commit: None,
+        }
+    }
+
+    fn plan_of(d: &Desired, a: Result<&LiveState, String>, b: Result<&LiveState, String>) -> Plan {
+        let host = |name: &str, live, memory| HostLive {
+            name: name.into(),
+            endpoint: format!("unix:///{name}.sock"),
+            live,
+            memory,
+            overcommit: 1.0,
+        };
+        plan_hosts(
+            d,
+            &[host("a", a, None), host("b", b, Some(2 << 30))],
+            &PlanOptions::default(),
+        )
+    }
+
+    #[test]
+    fn a_tenant_whose_host_changed_is_one_move() {
+        let before = desired(&manifest(&[("t", "a"), ("u", "a")], "2g"));
+        let mut on_a = FakeEngine::default();
+        for s in &before.specs {
+            let c = on_a.container_for(s, "h");
+            on_a.state_mut().containers.push(c);
+        }
+        let after = desired(&manifest(&[("t", "b"), ("u", "a")], "2g"));
+        let plan = plan_of(&after, Ok(&on_a.state()), Ok(&LiveState::default()));
+        let t = plan.action("t").unwrap();
+        assert_eq!(t.action, ActionKind::Move, "{t:#?}");
+        assert_eq!((t.host.as_str(), t.from_host.as_deref()), ("b", Some("a")));
+        assert!(t.live.is_some());
+        assert_eq!(plan.actions.iter().filter(|a| a.tenant == "t").count(), 1);
+        assert_eq!(plan.action("u").unwrap().action, ActionKind::Noop);
+        assert_eq!(plan.summary.r#move, 1);
+        assert_eq!(plan.hosts.len(), 2);
+    }
+
+    #[test]
+    fn an_unreachable_host_leaves_its_tenants_alone_and_holds_creates_elsewhere() {
+        let d = desired(&manifest(&[("t", "a"), ("u", "b")], "2g"));
+        let plan = plan_of(
+            &d,
+            Err("connection refused".into()),
+            Ok(&LiveState::default()),
+        );
+        let t = plan.action("t").unwrap();
+        assert!(
+            t.blocked.as_deref().unwrap().contains("unreachable"),
+            "{t:#?}"
+        );
+        let u = plan.action("u").unwrap();
+        assert_eq!(u.action, ActionKind::Create);
+        assert!(
+            u.blocked
+                .as_deref()
+                .unwrap()
+                .contains("may still run there"),
+            "{u:#?}"
+        );
+        assert_eq!(
+            plan.hosts[0].unreachable.as_deref(),
+            Some("connection refused")
+        );
+    }
+
+    #[test]
+    fn a_placement_over_a_hosts_capacity_is_blocked_with_the_figures() {
+        // Three tenants of 1g on a host offering 2g.
+        let d = desired(&manifest(&[("t", "b"), ("u", "b"), ("v", "b")], "2g"));
+        let plan = plan_of(&d, Ok(&LiveState::default()), Ok(&LiveState::default()));
+        let cap = plan.hosts[1].capacity.clone().unwrap();
+        assert_eq!((cap.declared, cap.available), (3 << 30, 2 << 30));
+        assert!(cap.over());
+        for t in ["t", "u", "v"] {
+            let a = plan.action(t).unwrap();
+            let why = a.blocked.as_deref().unwrap_or_default();
+            assert!(why.contains("3g") && why.contains("2g"), "{why}");
+        }
+    }
+}

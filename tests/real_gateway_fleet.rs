@@ -1,0 +1,258 @@
+//! The real gateway is the judge: what mtp renders, `openclaw@2026.9.6` runs. These tests
+//! start real gateways (the image `scripts/build-real-gateway-image.sh` builds, 20-60 s to
+//! start each), so they are ignored by default and run in CI's real-gateway step:
+//!
+//!   cargo nextest run --run-ignored only -E 'test(real_gateway)'
+//!
+//! Each is independent; nextest runs them side by side.
+
+mod apply_support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use apply_support::*;
+
+/// `fleet.example.toml`, its secrets and its demo identity, copied into `f` with a unique
+/// fleet name, free ports, a private data root and the real gateway's image; nothing else
+/// edited.
+fn example_fleet(f: &TestFleet) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(root.join("fleet.example.toml")).unwrap();
+    text = text
+        .replace("name = \"example\"", &format!("name = \"{}\"", f.name))
+        .replace(
+            "data_root = \"/var/lib/mtp/example\"",
+            &format!("data_root = \"{}\"", f.data_root().display()),
+        )
+        .replace(
+            "network = \"example-net\"",
+            &format!("network = \"{}-net\"", f.name),
+        )
+        .replace(
+            "image = \"mtp-stub-gateway:dev\"",
+            &format!("image = \"{}\"", real_image()),
+        );
+    for port in ["18789", "18801", "18802", "18803"] {
+        text = text.replace(
+            &format!("port = {port}\n"),
+            &format!("port = {}\n", free_port()),
+        );
+    }
+    std::fs::write(f.path().join("fleet.toml"), text).unwrap();
+    let secrets = f.path().join("secrets");
+    let _ = std::fs::remove_dir_all(&secrets);
+    std::fs::create_dir_all(&secrets).unwrap();
+    for e in std::fs::read_dir(root.join("secrets")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), secrets.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(
+        root.join("demo-identity.txt"),
+        f.path().join("identity.txt"),
+    )
+    .unwrap();
+}
+
+/// When the kill loop kills apply: a name and a test over the fleet's containers.
+type KillPoint = fn(&[Ctr]) -> bool;
+
+fn healthy_report(f: &TestFleet) -> Vec<String> {
+    f.containers()
+        .iter()
+        .map(|c| format!("{} {} {}", c.name, c.state, c.status))
+        .collect()
+}
+
+#[test]
+#[ignore = "starts real gateways; CI's real-gateway step runs it"]
+fn real_gateway_example_fleet_converges() {
+    let f = TestFleet::real("rg-example");
+    example_fleet(&f);
+    let t = Instant::now();
+    // Every gate check: Docker health, /readyz, and the WebSocket `health` call with each
+    // instance's token (proves the token from the secrets file is the one it accepts).
+    let o = f.apply(&["--parallel", "3"]);
+    eprintln!("{}", text(&o));
+    assert!(o.status.success(), "the example fleet did not converge");
+    let out = stdout(&o);
+    assert!(out.contains("Apply complete:"), "{out}");
+    for c in f.containers() {
+        if c.name.ends_with("-initech") {
+            assert_ne!(c.state, "running", "initech is disabled: {c:?}");
+        } else {
+            assert!(c.healthy(), "{c:?}");
+        }
+    }
+    let plan = f.mtp(&["plan", "--detailed-exitcode"]);
+    eprintln!("{}", text(&plan));
+    assert_eq!(plan.status.code(), Some(0), "replan is not empty");
+    eprintln!(
+        "real gateway, example fleet converged in {:?}:\n{}",
+        t.elapsed(),
+        healthy_report(&f).join("\n")
+    );
+}
+
+#[test]
+#[ignore = "starts real gateways; CI's real-gateway step runs it"]
+fn real_gateway_policy_and_model_variants_start() {
+    let mut f = TestFleet::real("rg-variants");
+    f.declare(vec![
+        Tenant::new("dm-off").with(
+            "model = \"openrouter/anthropic/claude-sonnet-4.5\"\nsandbox = \"all\"\n\
+             telegram = { enabled = false, dm_policy = \"disabled\", group_policy = \"open\" }\n\
+             tools_deny = [\"exec\", \"browser\"]",
+        ),
+        Tenant::new("allow").with(
+            "model = \"openai/gpt-5\"\nfallbacks = [\"anthropic/claude-sonnet-4-5\"]\n\
+             sandbox = \"non-main\"\n\
+             telegram = { enabled = false, dm_policy = \"allowlist\", allow_from = [\"123456789\"], group_allow_from = [\"42\"] }",
+        ),
+    ]);
+    let o = f.apply(&["--parallel", "2"]);
+    eprintln!("{}", text(&o));
+    assert!(o.status.success(), "a variant did not become healthy");
+    for c in f.containers() {
+        assert!(c.healthy(), "{c:?}");
+    }
+    assert_eq!(f.plan_code(), 0);
+}
+
+#[test]
+#[ignore = "starts real gateways; CI's real-gateway step runs it"]
+fn real_gateway_patch_is_confirmed_and_a_failed_rotation_rolls_back_with_the_old_token() {
+    let mut f = TestFleet::real("rg-confirm");
+    f.declare(vec![Tenant::new("alpha")]);
+    f.apply_ok();
+    let before = f.container("alpha");
+
+    // A model change is hot-reloaded, and the gateway itself confirms it applied it.
+    f.tenant_mut("alpha").extra = "model = \"anthropic/claude-haiku-4-5\"\n".into();
+    f.write();
+    let o = f.apply_ok();
+    eprintln!("{}", text(&o));
+    assert!(
+        stdout(&o).contains("config reload confirmed (the gateway applied it)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(f.container("alpha").id, before.id);
+
+    // A token rotation whose new container fails: the old one comes back, gated with the
+    // token it runs with (the old one), and the tenant is rolled back, not failed.
+    f.mtp_ok(&[
+        "secrets",
+        "gen",
+        "--force",
+        "alpha",
+        "OPENCLAW_GATEWAY_TOKEN",
+    ]);
+    f.tenant_mut("alpha")
+        .extra
+        .push_str("command = [\"node\", \"-e\", \"process.exit(3)\"]\n");
+    f.write();
+    let o = f.apply(&[]);
+    eprintln!("{}", text(&o));
+    let out = stdout(&o);
+    assert!(out.contains("1 rolled back, 0 failed"), "{out}");
+    assert!(
+        out.contains("the old container runs again and is healthy"),
+        "{out}"
+    );
+    let after = f.container("alpha");
+    assert_eq!(after.id, before.id);
+    assert!(after.healthy(), "{after:?}");
+}
+
+/// The kill loop of `apply_kill.rs`, on the real gateway's lifecycle (its owner lease, its
+/// start time): a few kill points across a recycle; after each, the plan describes what was
+/// left and the next apply converges, one container, the data intact.
+#[test]
+#[ignore = "starts real gateways; CI's real-gateway step runs it"]
+fn real_gateway_kill_loop_converges_at_every_point() {
+    let mut f = TestFleet::real("rg-kill");
+    // A second image id of the same gateway, so a switch recycles.
+    let b = format!("{}-b", real_image());
+    let o = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &b, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(
+                format!("FROM {}\nLABEL org.mtp.variant=b\n", real_image()).as_bytes(),
+            )?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(o.success());
+    f.declare(vec![Tenant::new("alpha")]);
+    f.apply_ok();
+    f.write_data_file("alpha", "memory.db", "alpha's history");
+    let images = [b.clone(), real_image().to_string()];
+    // Kill when: the new container exists; it runs, starting, with the old one aside; it
+    // is healthy (gated, not yet named): the next apply undoes the first two and finishes
+    // the third.
+    let points: [(&str, KillPoint); 3] = [
+        ("next created", |cs| {
+            cs.iter().any(|c| c.name.ends_with(".next"))
+        }),
+        ("next starting, old aside", |cs| {
+            cs.iter().any(|c| c.name.ends_with(".old"))
+                && cs
+                    .iter()
+                    .any(|c| c.name.ends_with(".next") && c.state == "running")
+        }),
+        ("next healthy", |cs| {
+            cs.iter().any(|c| c.name.ends_with(".next") && c.healthy())
+        }),
+    ];
+    for (round, (what, hit)) in points.iter().enumerate() {
+        f.image = images[round % 2].clone();
+        f.write();
+        let mut child = f
+            .cmd(&["apply", "--auto-approve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !hit(&f.containers()) && t.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left: Vec<String> = f
+            .containers()
+            .iter()
+            .map(|c| format!("{}:{}", c.name.trim_start_matches(&f.name), c.state))
+            .collect();
+        let plan = f.mtp(&["plan"]);
+        eprintln!(
+            "kill point {round} ({what}): left {left:?}; the plan said:\n{}",
+            stdout(&plan)
+        );
+        assert!(plan.status.success(), "{}", text(&plan));
+        let o = f.apply(&[]);
+        eprintln!("{}", text(&o));
+        assert!(
+            o.status.success(),
+            "round {round} ({what}) did not converge"
+        );
+        f.assert_converged();
+        let cs = f.containers();
+        assert_eq!(cs.len(), 1, "one container: {cs:?}");
+        assert!(cs[0].healthy(), "{cs:?}");
+        assert_eq!(
+            std::fs::read_to_string(f.data_dir("alpha").join("memory.db")).unwrap(),
+            "alpha's history"
+        );
+    }
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &b])
+        .output();
+}
