@@ -72,7 +72,7 @@ impl SecondEngine {
             std::thread::sleep(Duration::from_millis(250));
         }
         // No registry: the stub image is copied from the machine's engine.
-        let save = Command::new("docker")
+        let mut save = Command::new("docker")
             .args(["save", IMAGE_A])
             .stdout(Stdio::piped())
             .spawn()
@@ -81,9 +81,13 @@ impl SecondEngine {
             .arg("-H")
             .arg(engine.endpoint())
             .arg("load")
-            .stdin(save.stdout.unwrap())
+            .stdin(save.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(
+            save.wait().unwrap().success(),
+            "docker save {IMAGE_A} failed"
+        );
         assert!(load.status.success(), "docker load: {}", text(&load));
         engine
     }
