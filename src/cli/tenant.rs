@@ -12,7 +12,8 @@ use secrecy::SecretString;
 
 use super::secrets::{manifest_dir, non_empty, prompt_hidden, read_value, strip_one_newline};
 use crate::manifest::edit::{
-    TenantTable, add_tenant, check_tenant_name, next_free_port, remove_tenant, used_ports,
+    TenantTable, add_tenant, check_tenant_name, next_free_port, remove_tenant, roomiest_host,
+    used_ports,
 };
 use crate::manifest::{ADMIN, GATEWAY_TOKEN, LoadedManifest};
 use crate::secrets::fs::MODE_PUBLIC;
@@ -63,6 +64,10 @@ pub struct AddFlags {
     /// Declare the tenant stopped (`enabled = false`).
     #[arg(long)]
     pub disabled: bool,
+    /// The `[hosts]` entry it runs on (default, with `[hosts]`: the one with the most
+    /// declared memory left, see `roomiest_host`).
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 /// [`AddFlags`] plus the order the `*-stdin` flags were given in: with several, stdin holds
@@ -149,8 +154,24 @@ fn add(fleet: &Path, args: AddArgs) -> miette::Result<ExitCode> {
             listed.push(s.to_string());
         }
     }
+    let host = match flags.host.clone() {
+        Some(h) if !manifest.hosts.contains_key(&h) => {
+            let known: Vec<&str> = manifest.hosts.keys().map(String::as_str).collect();
+            bail!(
+                "no host `{h}` in [hosts] (declared: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        Some(h) => Some(h),
+        None => roomiest_host(manifest),
+    };
     let table = TenantTable {
         port,
+        host: host.clone(),
         enabled: !flags.disabled,
         image: flags.image.clone(),
         secrets: if listed.len() == defaults.len() {
@@ -206,8 +227,11 @@ fn add(fleet: &Path, args: AddArgs) -> miette::Result<ExitCode> {
 
     let image = flags.image.as_deref().unwrap_or("from [defaults]");
     println!(
-        "added [tenants.{name}] to {}: port {port}, image {image}{}",
+        "added [tenants.{name}] to {}: port {port}, image {image}{}{}",
         fleet.display(),
+        host.as_ref()
+            .map(|h| format!(", host {h}"))
+            .unwrap_or_default(),
         if flags.disabled { ", disabled" } else { "" }
     );
     println!(

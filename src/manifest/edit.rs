@@ -19,6 +19,8 @@ pub struct TenantTable {
     pub image: Option<String>,
     /// Secret names for the tenant's `secrets = [...]`; omitted when empty.
     pub secrets: Vec<String>,
+    /// `host = "..."`, written when given.
+    pub host: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic, PartialEq, Eq)]
@@ -76,6 +78,9 @@ pub fn add_tenant(source: &str, name: &str, tenant: &TenantTable) -> Result<Stri
     let mut table = Table::new();
     table.set_position(Some(after + 1));
     table.insert("port", value(i64::from(tenant.port)));
+    if let Some(host) = &tenant.host {
+        table.insert("host", value(host.as_str()));
+    }
     if let Some(image) = &tenant.image {
         table.insert("image", value(image.as_str()));
     }
@@ -200,6 +205,63 @@ pub fn used_ports(manifest: &Manifest) -> BTreeMap<u16, String> {
     used
 }
 
+/// The host `mtp tenant add` puts a new tenant on, from the manifest alone (it never asks
+/// Docker): of the `[hosts]` declaring `memory`, the one with the most room left
+/// (`memory * overcommit` less the memory limits of the instances declared on it); without
+/// such figures, the host with the fewest instances. Ties go to the first name. `None`
+/// without `[hosts]`.
+pub fn roomiest_host(manifest: &Manifest) -> Option<String> {
+    if manifest.hosts.is_empty() {
+        return None;
+    }
+    let default_host = manifest.defaults.host.clone();
+    let default_memory = manifest
+        .defaults
+        .memory
+        .clone()
+        .unwrap_or(super::resolve::DEFAULT_MEMORY)
+        .bytes();
+    let mut load: BTreeMap<&str, (u64, usize)> = manifest
+        .hosts
+        .keys()
+        .map(|h| (h.as_str(), (0, 0)))
+        .collect();
+    let mut count = |host: Option<&String>, memory: Option<u64>| {
+        if let Some(l) = host
+            .or(default_host.as_ref())
+            .and_then(|h| load.get_mut(h.as_str()))
+        {
+            l.0 += memory.unwrap_or(default_memory);
+            l.1 += 1;
+        }
+    };
+    for t in manifest.tenants.values() {
+        count(t.host.as_ref(), t.memory.clone().map(|m| m.bytes()));
+    }
+    if let Some(a) = &manifest.admin {
+        count(a.host.as_ref(), a.memory.clone().map(|m| m.bytes()));
+    }
+    let room = |name: &str| {
+        let h = &manifest.hosts[name];
+        let cap = h.memory.clone()?.bytes() as f64 * h.overcommit.unwrap_or(1.0);
+        Some(cap - load[name].0 as f64)
+    };
+    let names: Vec<&str> = manifest.hosts.keys().map(String::as_str).collect();
+    let best = if names.iter().any(|n| room(n).is_some()) {
+        names
+            .iter()
+            .filter_map(|n| room(n).map(|r| (*n, r)))
+            .fold(None::<(&str, f64)>, |best, (n, r)| match best {
+                Some((_, b)) if b >= r => best,
+                _ => Some((n, r)),
+            })
+            .map(|(n, _)| n)
+    } else {
+        names.iter().copied().min_by_key(|n| load[n].1)
+    };
+    best.map(str::to_string)
+}
+
 /// The port `mtp tenant add` hands out: one past the highest tenant port, at least
 /// `fleet.base_port` (default 18801), skipping ports in use (the admin's among them).
 /// Wraps around to the lowest free port from the base when the top is reached.
@@ -268,6 +330,39 @@ fn shift_one(t: &mut Table, after: isize) {
 mod tests {
     use super::*;
 
+    fn hosts_manifest(hosts: &str, tenants: &str) -> Manifest {
+        toml::from_str(&format!(
+            "[fleet]\nname = \"f\"\ndata_root = \"/d\"\n[defaults]\nimage = \"i\"\nhost = \"a\"\nmemory = \"2g\"\n{hosts}{tenants}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_new_tenant_goes_to_the_host_with_the_most_memory_left() {
+        let hosts = "[hosts.a]\nendpoint = \"unix:///a\"\nmemory = \"8g\"\n\
+                     [hosts.b]\nendpoint = \"unix:///b\"\nmemory = \"4g\"\n";
+        // a: 8g - 2 * 2g = 4g left; b: 4g - 0 = 4g: a tie goes to the first name.
+        let two_on_a = "[tenants.x]\nport = 1\n[tenants.y]\nport = 2\n";
+        assert_eq!(
+            roomiest_host(&hosts_manifest(hosts, two_on_a)).as_deref(),
+            Some("a")
+        );
+        // One more on a (or a bigger one): b has more room.
+        let big = "[tenants.x]\nport = 1\nmemory = \"5g\"\n";
+        assert_eq!(
+            roomiest_host(&hosts_manifest(hosts, big)).as_deref(),
+            Some("b")
+        );
+        // Without memory figures: the host with the fewest instances.
+        let bare = "[hosts.a]\nendpoint = \"unix:///a\"\n[hosts.b]\nendpoint = \"unix:///b\"\n";
+        assert_eq!(
+            roomiest_host(&hosts_manifest(bare, two_on_a)).as_deref(),
+            Some("b")
+        );
+        // Without [hosts]: nothing to choose.
+        assert_eq!(roomiest_host(&hosts_manifest("", two_on_a)), None);
+    }
+
     /// A manifest written by a person: comments everywhere, tenants in the middle, a
     /// sub-table placed away from its tenant, the admin after the tenants.
     const FLEET: &str = r#"# Production fleet. Reviewed in PRs; `mtp plan` runs in CI.
@@ -312,6 +407,7 @@ port = 18802
             enabled: true,
             image: None,
             secrets: vec![],
+            host: None,
         }
     }
 
@@ -322,6 +418,7 @@ port = 18802
             enabled: false,
             image: Some("ghcr.io/openclaw/openclaw:2026.10.1".into()),
             secrets: vec!["TELEGRAM_BOT_TOKEN".into(), "ANTHROPIC_API_KEY".into()],
+            host: None,
         };
         let out = add_tenant(FLEET, "gamma", &t).unwrap();
         insta::assert_snapshot!(out);
