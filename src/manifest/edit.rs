@@ -218,7 +218,6 @@ pub fn roomiest_host(manifest: &Manifest) -> Option<String> {
     let default_memory = manifest
         .defaults
         .memory
-        .clone()
         .unwrap_or(super::resolve::DEFAULT_MEMORY)
         .bytes();
     let mut load: BTreeMap<&str, (u64, usize)> = manifest
@@ -236,14 +235,14 @@ pub fn roomiest_host(manifest: &Manifest) -> Option<String> {
         }
     };
     for t in manifest.tenants.values() {
-        count(t.host.as_ref(), t.memory.clone().map(|m| m.bytes()));
+        count(t.host.as_ref(), t.memory.map(|m| m.bytes()));
     }
     if let Some(a) = &manifest.admin {
-        count(a.host.as_ref(), a.memory.clone().map(|m| m.bytes()));
+        count(a.host.as_ref(), a.memory.map(|m| m.bytes()));
     }
     let room = |name: &str| {
         let h = &manifest.hosts[name];
-        let cap = h.memory.clone()?.bytes() as f64 * h.overcommit.unwrap_or(1.0);
+        let cap = h.memory?.bytes() as f64 * h.overcommit.unwrap_or(1.0);
         Some(cap - load[name].0 as f64)
     };
     let names: Vec<&str> = manifest.hosts.keys().map(String::as_str).collect();
