@@ -19,13 +19,15 @@ struct SecondEngine {
 }
 
 impl SecondEngine {
-    fn start() -> Self {
+    /// `slot`: one per test of this file, so that tests running side by side get address
+    /// pools that do not overlap.
+    fn start(slot: u32) -> Self {
         let n = std::process::id() % 10_000;
         let dir = std::env::temp_dir().join(format!("mtp-dockerd-b-{n}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let bridge = format!("mtpb{n}");
-        let octet = 200 + n % 50;
+        let octet = 200 + slot * 25 + n % 25;
         let _ = run("ip", &["link", "del", &bridge]);
         assert!(run(
             "ip",
@@ -176,7 +178,7 @@ fn with_hosts(f: &TestFleet, b: &SecondEngine, b_root: &Path) {
 
 #[test]
 fn a_fleet_on_two_hosts_converges_and_a_move_keeps_the_data() {
-    let b = SecondEngine::start();
+    let b = SecondEngine::start(0);
     let mut f = TestFleet::new("hosts");
     let b_root = f.path().join("data-b");
     f.defaults_extra = "host = \"a\"\n".into();
@@ -231,7 +233,7 @@ fn a_fleet_on_two_hosts_converges_and_a_move_keeps_the_data() {
 
 #[test]
 fn an_unreachable_host_blocks_only_its_tenants() {
-    let b = SecondEngine::start();
+    let b = SecondEngine::start(1);
     let mut f = TestFleet::new("hostsdown");
     let b_root = f.path().join("data-b");
     f.defaults_extra = "host = \"a\"\n".into();
