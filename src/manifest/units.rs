@@ -19,6 +19,23 @@ impl ByteSize {
     pub fn bytes(self) -> u64 {
         self.0
     }
+
+    /// For people rather than for `fleet.toml`: `23.5 GiB`, `950 MiB`, `12 KiB`, rounded to
+    /// one decimal (an engine's memory is rarely a whole number of anything).
+    pub fn human(self) -> String {
+        let b = self.0 as f64;
+        let (n, unit) = if self.0 >= Self::GIB {
+            (b / Self::GIB as f64, "GiB")
+        } else if self.0 >= Self::MIB {
+            (b / Self::MIB as f64, "MiB")
+        } else if self.0 >= 1024 {
+            (b / 1024.0, "KiB")
+        } else {
+            return format!("{} B", self.0);
+        };
+        let t = format!("{n:.1}");
+        format!("{} {unit}", t.strip_suffix(".0").unwrap_or(&t))
+    }
 }
 
 impl FromStr for ByteSize {
@@ -218,6 +235,15 @@ mod tests {
         assert_eq!("1024".parse::<ByteSize>().unwrap().0, 1024);
         assert!("lots".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(2 * ByteSize::GIB).to_string(), "2g");
+    }
+
+    #[test]
+    fn sizes_read_for_people() {
+        assert_eq!(ByteSize(24683584 * 1024).human(), "23.5 GiB");
+        assert_eq!(ByteSize(2 * ByteSize::GIB).human(), "2 GiB");
+        assert_eq!(ByteSize(950 * ByteSize::MIB).human(), "950 MiB");
+        assert_eq!(ByteSize(1536).human(), "1.5 KiB");
+        assert_eq!(ByteSize(10).human(), "10 B");
     }
 
     #[test]

@@ -141,8 +141,8 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
             a.blocked = Some(format!(
                 "host `{}` would be over its capacity: its instances declare {} of memory, above {} x {} ({} memory)",
                 hp.name,
-                crate::manifest::ByteSize(cap.declared),
-                crate::manifest::ByteSize(cap.available),
+                crate::manifest::ByteSize(cap.declared).human(),
+                crate::manifest::ByteSize(cap.available).human(),
                 cap.ratio,
                 cap.source
             ));
@@ -425,7 +425,7 @@ mod tests {
         for t in ["t", "u", "v"] {
             let a = plan.action(t).unwrap();
             let why = a.blocked.as_deref().unwrap_or_default();
-            assert!(why.contains("3g") && why.contains("2g"), "{why}");
+            assert!(why.contains("3 GiB") && why.contains("2 GiB"), "{why}");
         }
     }
 }

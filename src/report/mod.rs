@@ -179,8 +179,8 @@ pub fn host_line(h: &crate::plan::HostPlan) -> String {
     if let Some(c) = &h.capacity {
         line.push_str(&format!(
             ": memory {} declared of {} ({}){}{}",
-            ByteSize(c.declared),
-            ByteSize(c.available),
+            ByteSize(c.declared).human(),
+            ByteSize(c.available).human(),
             c.source,
             if c.ratio != 1.0 {
                 format!(", overcommit {}", c.ratio)
