@@ -1,163 +1,27 @@
 //! A fleet on two Docker hosts: the machine's engine (host `a`) and a second `dockerd` this
-//! test starts beside it (host `b`, its own socket, data root, exec root, pid file and a
-//! bridge it creates, `--iptables=false`), stopped and removed when the test ends, even when
-//! it fails.
+//! test starts beside it (host `b`, `tests/common/second_engine.rs`: its own socket, data
+//! root, exec root, pid file and a bridge it creates, `--iptables=false`), stopped and removed
+//! when the test ends, even when it fails. Host `b` is reached over its unix socket, over
+//! `ssh://` through an sshd the test starts on loopback, and over `tcp://` with TLS
+//! certificates the test makes.
 
 mod apply_support;
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use apply_support::*;
+use common::second_engine::SecondEngine;
 
-/// A second Docker engine on this machine, alive as long as the value.
-struct SecondEngine {
-    dir: PathBuf,
-    bridge: String,
-    child: Child,
-}
-
-impl SecondEngine {
-    /// `slot`: one per test of this file, so that tests running side by side get address
-    /// pools that do not overlap.
-    fn start(slot: u32) -> Self {
-        let n = std::process::id() % 10_000;
-        let dir = std::env::temp_dir().join(format!("mtp-dockerd-b-{n}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let bridge = format!("mtpb{n}");
-        let octet = 200 + slot * 25 + n % 25;
-        let _ = run("ip", &["link", "del", &bridge]);
-        assert!(run(
-            "ip",
-            &["link", "add", "name", &bridge, "type", "bridge"]
-        ));
-        assert!(run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("10.{octet}.255.1/24"),
-                "dev",
-                &bridge
-            ]
-        ));
-        assert!(run("ip", &["link", "set", &bridge, "up"]));
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .arg("-H")
-            .arg(format!("unix://{}/docker.sock", dir.display()))
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("--bridge")
-            .arg(&bridge)
-            .arg("--iptables=false")
-            .arg("--default-address-pool")
-            .arg(format!("base=10.{octet}.0.0/17,size=24"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd starts");
-        let engine = SecondEngine { dir, bridge, child };
-        let t = Instant::now();
-        while !engine.docker(&["info"]).status.success() {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "the second dockerd did not answer within 60 s:\n{}",
-                std::fs::read_to_string(engine.dir.join("dockerd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        // No registry: the stub image is copied from the machine's engine.
-        let mut save = Command::new("docker")
-            .args(["save", IMAGE_A])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let load = Command::new("docker")
-            .arg("-H")
-            .arg(engine.endpoint())
-            .arg("load")
-            .stdin(save.stdout.take().unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            save.wait().unwrap().success(),
-            "docker save {IMAGE_A} failed"
-        );
-        assert!(load.status.success(), "docker load: {}", text(&load));
-        engine
-    }
-
-    fn endpoint(&self) -> String {
-        format!("unix://{}/docker.sock", self.dir.display())
-    }
-
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .arg("-H")
-            .arg(self.endpoint())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// `name state` of every container of `fleet` on this engine.
-    fn containers(&self, fleet: &str) -> Vec<String> {
-        let o = self.docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=mtp.fleet={fleet}"),
-            "--format",
-            "{{.Names}} {{.State}}",
-        ]);
-        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for SecondEngine {
-    fn drop(&mut self) {
-        // Everything on it was made by this test: its containers go with its data root.
-        let ids = self.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.docker(&["rm", "-f", id]);
-        }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let t = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none()
-            && t.elapsed() < Duration::from_secs(20)
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = run("ip", &["link", "del", &self.bridge]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+/// Address slots of the second engines of this file (`plan_api_calls.rs` has its own).
+const SLOT_TWO_HOSTS: u32 = 0;
+const SLOT_UNREACHABLE: u32 = 1;
+const SLOT_KILLED: u32 = 2;
+const SLOT_SSH: u32 = 3;
+const SLOT_TLS: u32 = 4;
+const SLOT_SSH_ENV: u32 = 5;
 
 fn primary_endpoint() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
@@ -178,7 +42,7 @@ fn with_hosts(f: &TestFleet, b: &SecondEngine, b_root: &Path) {
 
 #[test]
 fn a_fleet_on_two_hosts_converges_and_a_move_keeps_the_data() {
-    let b = SecondEngine::start(0);
+    let b = SecondEngine::start(SLOT_TWO_HOSTS, &[IMAGE_A]);
     let mut f = TestFleet::new("hosts");
     let b_root = f.path().join("data-b");
     f.defaults_extra = "host = \"a\"\n".into();
@@ -233,7 +97,7 @@ fn a_fleet_on_two_hosts_converges_and_a_move_keeps_the_data() {
 
 #[test]
 fn an_unreachable_host_blocks_only_its_tenants() {
-    let b = SecondEngine::start(1);
+    let b = SecondEngine::start(SLOT_UNREACHABLE, &[IMAGE_A]);
     let mut f = TestFleet::new("hostsdown");
     let b_root = f.path().join("data-b");
     f.defaults_extra = "host = \"a\"\n".into();
@@ -258,4 +122,551 @@ fn an_unreachable_host_blocks_only_its_tenants() {
     let o = f.apply(&["--host", "a"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(f.containers().len(), 1, "{}", text(&o));
+}
+
+/// Appends `text` (host tables) to the manifest as `declare()`/`write()` left it.
+fn append_manifest(f: &TestFleet, text: &str) {
+    let path = f.path().join("fleet.toml");
+    let mut s = std::fs::read_to_string(&path).unwrap();
+    s.push_str(text);
+    std::fs::write(path, s).unwrap();
+}
+
+/// No plaintext secret of the fleet in any output the test collected.
+fn assert_no_secret_in(f: &TestFleet, outputs: &[Output]) {
+    let secrets = f.secret_values();
+    assert!(
+        !secrets.is_empty(),
+        "the fleet has gateway tokens to look for"
+    );
+    for o in outputs {
+        let all = text(o);
+        for s in &secrets {
+            assert!(
+                !all.contains(s.as_str()),
+                "a secret value is in an output:\n{all}"
+            );
+        }
+    }
+    println!(
+        "no secret value ({} tokens) in any of {} outputs",
+        secrets.len(),
+        outputs.len()
+    );
+}
+
+fn require_bin(bin: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`{bin}` IS NOT INSTALLED: this test needs it (apt-get install openssh-server openssh-client openssl)"
+    );
+}
+
+fn run_ok(cmd: &str, args: &[&str], dir: &Path) {
+    let o = Command::new(cmd)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} does not run: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn host_b_killed_mid_apply_leaves_host_a_converged_and_a_rerun_converges() {
+    let mut b = SecondEngine::start(SLOT_KILLED, &[IMAGE_A]);
+    let mut f = TestFleet::new("hostskill");
+    let b_root = f.path().join("data-b");
+    f.defaults_extra = "host = \"a\"\n".into();
+    let mut tenants: Vec<Tenant> = (1..=4).map(|i| Tenant::new(&format!("a{i}"))).collect();
+    tenants.extend((1..=4).map(|i| Tenant::new(&format!("b{i}")).with("host = \"b\"")));
+    f.declare(tenants);
+    with_hosts(&f, &b, &b_root);
+    let mut outputs = Vec::new();
+
+    // Work on both hosts: four tenants each, one at a time per host, the hosts in parallel.
+    let mut apply = f
+        .cmd(&["apply", "--auto-approve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Host b's engine dies once its first tenant runs: the rest of its rollout is still to do.
+    let t = Instant::now();
+    let on_b_at_kill = loop {
+        let on_b = b.containers(&f.name);
+        if on_b.iter().any(|c| c.ends_with(" running")) {
+            break on_b;
+        }
+        assert!(
+            apply.try_wait().unwrap().is_none(),
+            "apply ended before host b ran a tenant"
+        );
+        assert!(t.elapsed() < Duration::from_secs(90), "b ran no tenant");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let on_a_at_kill = f.containers().len();
+    b.kill();
+    println!(
+        "SIGKILLed host b's dockerd (pid {}) at {:.1} s; b had {on_b_at_kill:?}, a had {on_a_at_kill} containers",
+        b.pid(),
+        t.elapsed().as_secs_f64()
+    );
+    let o = apply.wait_with_output().unwrap();
+    let out = text(&o);
+    println!("--- the apply during which b died\n{out}");
+    assert!(!o.status.success(), "apply must fail when b dies:\n{out}");
+    // Host a's rollout completed: every one of its tenants healthy.
+    let on_a = f.containers();
+    assert_eq!(
+        on_a.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        (1..=4)
+            .map(|i| format!("{}-a{i}", f.name))
+            .collect::<Vec<_>>(),
+        "{out}"
+    );
+    let t = Instant::now();
+    while !f.containers().iter().all(Ctr::healthy) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        f.containers().iter().all(Ctr::healthy),
+        "{:?}\n{out}",
+        f.containers()
+    );
+    // b's tenants are reported: the one in flight failed, naming b's engine and why; the rest
+    // of b's rollout was not attempted; nothing of a failed.
+    let so = stdout(&o);
+    let line = |tenant: &str| {
+        so.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(tenant))
+            .unwrap_or_else(|| panic!("no result line for {tenant}:\n{out}"))
+            .to_string()
+    };
+    for i in 1..=4 {
+        assert!(
+            line(&format!("a{i}")).trim_start().starts_with("done"),
+            "{out}"
+        );
+    }
+    let b_lines: Vec<String> = (1..=4).map(|i| line(&format!("b{i}"))).collect();
+    let failed: Vec<&String> = b_lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("FAILED"))
+        .collect();
+    assert_eq!(failed.len(), 1, "one of b's tenants failed:\n{out}");
+    assert!(
+        failed[0].contains(&format!(
+            "cannot reach the Docker engine at {}",
+            b.endpoint()
+        )),
+        "the failure names b's engine:\n{out}"
+    );
+    assert!(
+        b_lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("skipped") && l.contains("not attempted")),
+        "the rest of b's rollout is reported as not attempted:\n{out}"
+    );
+    assert!(so.contains("1 failed"), "{out}");
+    outputs.push(o);
+
+    // b is back (same data root): a rerun converges, and the plan after it is empty.
+    b.restart();
+    let plan = f.mtp(&["plan"]);
+    println!("--- plan after b is back\n{}", text(&plan));
+    outputs.push(plan);
+    let rerun = f.apply(&[]);
+    println!("--- rerun\n{}", text(&rerun));
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    // The killed run could not release b's lock (b was down); its holder is gone, so the
+    // rerun breaks it and says so.
+    assert!(
+        String::from_utf8_lossy(&rerun.stderr).contains("broke a stale lock"),
+        "{}",
+        text(&rerun)
+    );
+    outputs.push(rerun);
+    let converged = f.mtp(&["plan", "--detailed-exitcode"]);
+    println!("--- plan after the rerun\n{}", text(&converged));
+    assert_eq!(converged.status.code(), Some(0), "{}", text(&converged));
+    assert!(
+        stdout(&converged).contains("No changes") || text(&converged).contains("no changes"),
+        "{}",
+        text(&converged)
+    );
+    outputs.push(converged);
+    assert_eq!(
+        b.containers(&f.name),
+        (1..=4)
+            .map(|i| format!("{}-b{i} running", f.name))
+            .collect::<Vec<_>>()
+    );
+    assert!(f.containers().iter().all(Ctr::healthy));
+    assert_no_secret_in(&f, &outputs);
+}
+
+/// An sshd on loopback (a free port, key auth only, its own host key, authorized_keys and
+/// config in a temp dir) whose sessions reach `docker_host`; stopped, and its host key
+/// removed from root's known_hosts, when dropped.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Sshd {
+    fn start(docker_host: &str) -> Self {
+        for bin in ["/usr/sbin/sshd", "ssh", "ssh-keygen", "docker"] {
+            require_bin(bin);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for key in ["host_key", "client_key"] {
+            run_ok(
+                "ssh-keygen",
+                &["-q", "-t", "ed25519", "-N", "", "-C", "mtp-test", "-f", key],
+                d,
+            );
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+             PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM no\nStrictModes no\nSetEnv DOCKER_HOST={docker_host}\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sshd starts");
+        let sshd = Sshd { dir, port, child };
+        // A stale entry for this port (another key) would refuse the connection.
+        sshd.forget_host_key();
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "sshd did not listen within 20 s:\n{}",
+                sshd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sshd
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("client_key")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    fn forget_host_key(&self) {
+        let _ = Command::new("ssh-keygen")
+            .arg("-R")
+            .arg(format!("[127.0.0.1]:{}", self.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        self.forget_host_key();
+    }
+}
+
+/// Plans and applies `f` (whose tenants are all on host `x`), checks that `b` runs them.
+fn plan_and_apply_on(f: &TestFleet, b: &SecondEngine, names: &[&str]) -> Vec<Output> {
+    let plan = f.mtp(&["plan"]);
+    let out = text(&plan);
+    println!("--- plan\n{out}");
+    assert!(plan.status.success(), "{out}");
+    assert!(names.iter().all(|n| out.contains(n)), "{out}");
+    let apply = f.apply(&[]);
+    let out = text(&apply);
+    println!("--- apply\n{out}");
+    assert!(apply.status.success(), "{out}");
+    assert_eq!(
+        b.containers(&f.name),
+        names
+            .iter()
+            .map(|n| format!("{}-{n} running", f.name))
+            .collect::<Vec<_>>(),
+        "{out}"
+    );
+    assert!(
+        f.containers().is_empty(),
+        "nothing on the machine's engine: {out}"
+    );
+    let replan = f.mtp(&["plan", "--detailed-exitcode"]);
+    println!("--- plan after apply\n{}", text(&replan));
+    assert_eq!(replan.status.code(), Some(0), "{}", text(&replan));
+    vec![plan, apply, replan]
+}
+
+#[test]
+fn a_host_over_ssh_is_planned_and_applied() {
+    let b = SecondEngine::start(SLOT_SSH, &[IMAGE_A]);
+    // The sshd's sessions talk to the second engine: what runs there came through ssh.
+    let sshd = Sshd::start(&b.endpoint());
+    let mut f = TestFleet::new("hostsssh");
+    f.defaults_extra = "host = \"x\"\n".into();
+    f.declare(vec![Tenant::new("alpha"), Tenant::new("beta")]);
+    append_manifest(
+        &f,
+        &format!(
+            "[hosts.x]\nendpoint = \"ssh://root@127.0.0.1:{}\"\nssh_key = \"{}\"\ndata_root = \"{}\"\n",
+            sshd.port,
+            sshd.key().display(),
+            f.path().join("data-x").display()
+        ),
+    );
+    let outputs = plan_and_apply_on(&f, &b, &["alpha", "beta"]);
+    let log = sshd.log();
+    assert!(
+        log.contains("Accepted publickey for root"),
+        "mtp came in through the test's sshd:\n{log}"
+    );
+    println!(
+        "sshd accepted {} public-key logins",
+        log.matches("Accepted publickey").count()
+    );
+    assert_no_secret_in(&f, &outputs);
+}
+
+/// An `ssh-agent` holding `key`, stopped when dropped.
+struct Agent {
+    sock: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    fn start(dir: &Path, key: &Path) -> Self {
+        require_bin("ssh-agent");
+        require_bin("ssh-add");
+        let sock = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent starts");
+        let agent = Agent { sock, child };
+        let t = Instant::now();
+        while !agent.sock.exists() {
+            assert!(t.elapsed() < Duration::from_secs(10), "ssh-agent no socket");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let o = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &agent.sock)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ssh-add: {}", text(&o));
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_host_over_ssh_without_hosts_is_planned_and_applied() {
+    let b = SecondEngine::start(SLOT_SSH_ENV, &[IMAGE_A]);
+    let sshd = Sshd::start(&b.endpoint());
+    // No [hosts]: the engine DOCKER_HOST names, the key from the ssh agent.
+    let agent = Agent::start(sshd.dir.path(), &sshd.key());
+    let mut f = TestFleet::new("hostssshenv");
+    f.declare(vec![Tenant::new("alpha")]);
+    let docker_host = format!("ssh://root@127.0.0.1:{}", sshd.port);
+    let run = |args: &[&str]| {
+        let o = f
+            .cmd(args)
+            .env("DOCKER_HOST", &docker_host)
+            .env("SSH_AUTH_SOCK", &agent.sock)
+            .output()
+            .unwrap();
+        println!(
+            "--- DOCKER_HOST={docker_host} mtp {}\n{}",
+            args.join(" "),
+            text(&o)
+        );
+        o
+    };
+    let plan = run(&["plan"]);
+    assert!(
+        plan.status.success() && stdout(&plan).contains("alpha"),
+        "{}",
+        text(&plan)
+    );
+    let apply = run(&["apply", "--auto-approve"]);
+    assert!(apply.status.success(), "{}", text(&apply));
+    assert_eq!(
+        b.containers(&f.name),
+        vec![format!("{}-alpha running", f.name)]
+    );
+    assert!(f.containers().is_empty(), "nothing on the machine's engine");
+    let replan = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(replan.status.code(), Some(0), "{}", text(&replan));
+    assert!(
+        sshd.log().contains("Accepted publickey for root"),
+        "{}",
+        sshd.log()
+    );
+    assert_no_secret_in(&f, &[plan, apply, replan]);
+}
+
+/// A CA, a server certificate for IP 127.0.0.1 and a client certificate, made with openssl.
+fn make_certs(dir: &Path) {
+    require_bin("openssl");
+    std::fs::create_dir_all(dir).unwrap();
+    let days = ["-days", "2"];
+    run_ok(
+        "openssl",
+        &[
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca-key.pem",
+            ][..],
+            &["-out", "ca.pem", "-subj", "/CN=mtp test CA"],
+            &days,
+        ]
+        .concat(),
+        dir,
+    );
+    for (who, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{who}.ext")), ext).unwrap();
+        let key = format!("{who}-key.pem");
+        let csr = format!("{who}.csr");
+        let pem = format!("{who}.pem");
+        let extfile = format!("{who}.ext");
+        run_ok(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN=mtp test {who}"),
+            ],
+            dir,
+        );
+        run_ok(
+            "openssl",
+            &[
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca-key.pem",
+                ][..],
+                &["-CAcreateserial", "-out", &pem, "-extfile", &extfile],
+                &days,
+            ]
+            .concat(),
+            dir,
+        );
+    }
+}
+
+#[test]
+fn a_host_over_tcp_with_tls_is_planned_and_applied() {
+    let mut f = TestFleet::new("hoststls");
+    let certs = f.path().join("certs");
+    make_certs(&certs);
+    let port = free_port();
+    let c = |name: &str| certs.join(name).display().to_string();
+    let b = SecondEngine::start_with(
+        SLOT_TLS,
+        &[IMAGE_A],
+        &[
+            "-H".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            c("ca.pem"),
+            "--tlscert".into(),
+            c("server.pem"),
+            "--tlskey".into(),
+            c("server-key.pem"),
+        ],
+    );
+    // Without a client certificate the engine refuses.
+    let plain = Command::new("docker")
+        .args(["-H", &format!("tcp://127.0.0.1:{port}"), "info"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "the engine answered without TLS");
+    f.defaults_extra = "host = \"t\"\n".into();
+    f.declare(vec![Tenant::new("alpha"), Tenant::new("beta")]);
+    // The README's form: certificate paths relative to the manifest.
+    append_manifest(
+        &f,
+        &format!(
+            "[hosts.t]\nendpoint = \"tcp://127.0.0.1:{port}\"\n\
+             tls = {{ ca = \"certs/ca.pem\", cert = \"certs/client.pem\", key = \"certs/client-key.pem\" }}\n\
+             data_root = \"{}\"\n",
+            f.path().join("data-t").display()
+        ),
+    );
+    let validate = f.mtp(&["validate"]);
+    println!("--- validate\n{}", text(&validate));
+    assert!(validate.status.success(), "{}", text(&validate));
+    let mut outputs = plan_and_apply_on(&f, &b, &["alpha", "beta"]);
+    outputs.push(validate);
+    assert_no_secret_in(&f, &outputs);
 }

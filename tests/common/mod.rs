@@ -17,3 +17,5 @@ pub fn available_secrets(dir: &Path) -> AvailableSecrets {
         .and_then(|store| store.available())
         .expect("fixture secrets readable")
 }
+
+pub mod second_engine;

@@ -4,6 +4,7 @@
 
 mod create;
 mod observe;
+mod ssh;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -66,6 +67,12 @@ impl DockerEngine {
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
         let t = REQUEST_TIMEOUT_S;
         let docker = match (&endpoint.url, host.split("://").next()) {
+            // `ssh://` from the manifest or from DOCKER_HOST: mtp's own transport (ssh.rs).
+            (_, Some("ssh")) => {
+                let target = ssh::Target::parse(&host, endpoint.ssh_key.as_deref())
+                    .map_err(EngineError::Other)?;
+                ssh::connect(target, t)
+            }
             (None, _) => Docker::connect_with_defaults()
                 .map(|d| d.with_timeout(std::time::Duration::from_secs(t))),
             (Some(_), Some("unix")) => Docker::connect_with_unix(&host, t, V),
@@ -73,15 +80,6 @@ impl DockerEngine {
                 Some((ca, cert, key)) => Docker::connect_with_ssl(&host, key, cert, ca, t, V),
                 None => Docker::connect_with_http(&host, t, V),
             },
-            (Some(_), Some("ssh")) => Docker::connect_with_ssh(
-                &host,
-                t,
-                V,
-                endpoint
-                    .ssh_key
-                    .as_ref()
-                    .map(|k| k.to_string_lossy().into_owned()),
-            ),
             _ => {
                 return Err(EngineError::Other(format!(
                     "`{host}` is not a Docker endpoint (unix://, tcp:// or ssh://)"
