@@ -11,5 +11,6 @@ pub mod manifest;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod review;
 pub mod secrets;
 pub mod watch;

@@ -32,6 +32,43 @@ pub fn open_session(path: &Path) -> Result<Session> {
     }
 }
 
+/// Prints pull-request comment parts to stdout, one after another (each begins with its
+/// hidden marker line), and with `dir` also writes them there as `plan-1.md` ... `plan-M.md`
+/// (parts left from a longer earlier run are removed).
+pub fn print_markdown_parts(parts: &[String], dir: Option<&Path>) -> Result<()> {
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print!("{part}");
+    }
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot create {}", dir.display()))?;
+    for (i, part) in parts.iter().enumerate() {
+        let path = dir.join(format!("plan-{}.md", i + 1));
+        std::fs::write(&path, part)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    }
+    for i in parts.len() + 1.. {
+        let stale = dir.join(format!("plan-{i}.md"));
+        if std::fs::remove_file(&stale).is_err() {
+            break;
+        }
+    }
+    eprintln!(
+        "wrote {} part(s) to {}: plan-1.md ... plan-{}.md",
+        parts.len(),
+        dir.display(),
+        parts.len()
+    );
+    Ok(())
+}
+
 /// A library error as the command line shows it (with the diagnostic's help where it has one).
 pub fn report(e: SessionError) -> miette::Report {
     match e {

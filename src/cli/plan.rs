@@ -52,6 +52,21 @@ pub struct Args {
     /// own image, in a throwaway container (a few seconds per image).
     #[arg(long)]
     pub no_preflight: bool,
+    /// Review instead of plan: the manifest at the head (the working tree, or `--head`)
+    /// against the manifest at git revision REV taken as applied, read from git objects. No
+    /// engine is contacted and no secret is decrypted: what a pull request's CI can run.
+    #[arg(long, value_name = "REV", conflicts_with_all = ["out", "refresh", "hosts", "no_preflight"])]
+    pub against: Option<String>,
+    /// With `--against`: the head revision (default: the working tree).
+    #[arg(long, value_name = "REV", requires = "against")]
+    pub head: Option<String>,
+    /// With `--format markdown`: also write the parts to DIR as plan-1.md ... plan-M.md.
+    #[arg(long, value_name = "DIR")]
+    pub markdown_dir: Option<PathBuf>,
+    /// With `--format markdown`: the hidden marker that tells this job's comments apart
+    /// (default `mtp-plan:<fleet>`, or `mtp-review:<fleet>` for a review).
+    #[arg(long, value_name = "ID")]
+    pub marker: Option<String>,
 }
 
 /// Builds a plan from the manifest and the live engines. The engines are read while the
@@ -126,21 +141,26 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         prune: args.prune,
         refresh: args.refresh,
     };
+    if let Some(base) = &args.against {
+        return review(fleet, base, &req, &args);
+    }
+    if args.markdown_dir.is_some() && args.format != Format::Markdown {
+        miette::bail!("--markdown-dir goes with --format markdown");
+    }
     let plan = make_plan(fleet, &req, !args.no_preflight, &args.hosts)?;
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Human => print!("{}", report::human(&plan, report::stdout_color())),
         Format::Json => println!("{}", serde_json::to_string_pretty(&plan).into_diagnostic()?),
         Format::Markdown => {
-            let parts = report::markdown(&plan);
-            let n = parts.len();
-            for (i, part) in parts.iter().enumerate() {
-                print!("{part}");
-                if i + 1 < n {
-                    // Separator a CI script can split on to post one comment per part.
-                    println!("\n<!-- mtp:split -->");
+            let mut parts = report::markdown(&plan);
+            if let Some(m) = &args.marker {
+                let default = format!("<!-- mtp-plan:{} ", plan.fleet);
+                for p in parts.iter_mut() {
+                    *p = p.replacen(&default, &format!("<!-- {m} "), 1);
                 }
             }
+            common::print_markdown_parts(&parts, args.markdown_dir.as_deref())?;
         }
     }
     if let Some(out) = &args.out {
@@ -155,6 +175,58 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
     }
     Ok(ExitCode::from(
         if args.detailed_exitcode && !plan.is_converged() {
+            2
+        } else {
+            0
+        },
+    ))
+}
+
+/// `--against`: the keyless, engineless review of the head against a base revision.
+fn review(fleet: &Path, base: &str, req: &PlanRequest, args: &Args) -> Result<ExitCode> {
+    use crate::fleet::FleetFiles;
+    let files = |rev: Option<&str>| match rev {
+        Some(rev) => FleetFiles::at_revision(fleet, rev),
+        None => FleetFiles::from_dir(fleet),
+    };
+    let base_files = files(Some(base)).map_err(|e| miette::miette!("{e}"))?;
+    let head_files = files(args.head.as_deref()).map_err(|e| miette::miette!("{e}"))?;
+    let review = match crate::review::review(base_files, head_files, req) {
+        Ok(r) => r,
+        Err(crate::review::ReviewError::Head(e)) => {
+            return Err(match *e {
+                crate::fleet::SessionError::Invalid(report) => {
+                    for finding in &report.findings {
+                        eprintln!("{:?}", miette::Report::new(finding.clone()));
+                    }
+                    miette::miette!(
+                        help = "`mtp validate --format github` annotates each problem on its line",
+                        "the head does not validate: {}",
+                        report.summary()
+                    )
+                }
+                other => common::report(other),
+            });
+        }
+        Err(e) => return Err(miette::miette!("{e}")),
+    };
+    let format = if args.json { Format::Json } else { args.format };
+    match format {
+        Format::Human => print!(
+            "{}",
+            crate::review::markdown::human(&review, report::stdout_color())
+        ),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&review).into_diagnostic()?
+        ),
+        Format::Markdown => common::print_markdown_parts(
+            &crate::review::markdown::parts(&review, args.marker.as_deref()),
+            args.markdown_dir.as_deref(),
+        )?,
+    }
+    Ok(ExitCode::from(
+        if args.detailed_exitcode && review.has_changes() {
             2
         } else {
             0

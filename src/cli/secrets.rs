@@ -77,11 +77,18 @@ pub fn run(fleet: &Path, cmd: Command) -> miette::Result<ExitCode> {
         Command::Set { owner, name, force } => {
             check_fingerprint_key_change(&store, &owner, &name, force, "replacing")?;
             let value = read_value(&format!("{owner}/{name}"))?;
-            store.set(&owner, &name, &value)?;
+            review_ready(&store)?;
+            let done = store.set(&owner, &name, &value)?;
             println!(
-                "set {owner}/{name} in {}",
+                "{} {owner}/{name} in {}",
+                if done.replaced {
+                    "replaced the value of"
+                } else {
+                    "set"
+                },
                 store.file_path(&owner).display()
             );
+            note_unreviewed(done);
             after_write(fleet, &store, &owner, &name)
         }
         Command::Get { owner, name } => {
@@ -117,11 +124,18 @@ pub fn run(fleet: &Path, cmd: Command) -> miette::Result<ExitCode> {
                 );
             }
             check_fingerprint_key_change(&store, &owner, &name, force, "replacing")?;
-            store.set(&owner, &name, &generate_token())?;
+            review_ready(&store)?;
+            let done = store.set(&owner, &name, &generate_token())?;
             println!(
-                "generated {owner}/{name} (32 random bytes, hex) in {}; `mtp secrets get {owner} {name}` prints it",
+                "generated {owner}/{name} (32 random bytes, hex{}) in {}; `mtp secrets get {owner} {name}` prints it",
+                if done.replaced {
+                    ", replacing the old value"
+                } else {
+                    ""
+                },
                 store.file_path(&owner).display()
             );
+            note_unreviewed(done);
             after_write(fleet, &store, &owner, &name)
         }
         Command::Rekey => rekey(&store),
@@ -196,6 +210,29 @@ fn check_fingerprint_key_change(
         );
     }
     Ok(())
+}
+
+/// Before a value is stored: the fleet's fingerprint key is made if missing, else decrypted
+/// when an identity is at hand, so the value gets its `# review:` line.
+pub(super) fn review_ready(store: &SecretStore) -> miette::Result<()> {
+    if store.ensure_fingerprint_key()? {
+        println!(
+            "created {FLEET_OWNER}/{FINGERPRINT_KEY} in {} (keys the fingerprints shown in plans, labels and reviews)",
+            store.file_path(FLEET_OWNER).display()
+        );
+    } else if let Ok(identity) = Identity::from_env() {
+        // Without a usable identity the value is still stored, only without its line.
+        let _ = store.fingerprint_key(&identity);
+    }
+    Ok(())
+}
+
+fn note_unreviewed(done: crate::secrets::SetOutcome) {
+    if !done.reviewed {
+        eprintln!(
+            "note: no identity could decrypt the fleet's {FINGERPRINT_KEY}, so the value has no `# review:` fingerprint: a keyless review (`mtp plan --against`) counts any re-encryption of it as a change until `mtp secrets rekey` adds it"
+        );
+    }
 }
 
 /// After a value is stored: create the fingerprint key if missing, and point out an owner
@@ -306,6 +343,12 @@ fn rekey(store: &SecretStore) -> miette::Result<ExitCode> {
         );
     }
     let report = store.rekey(&identity)?;
+    if !report.fingerprinted.is_empty() {
+        println!(
+            "wrote the `# review:` fingerprint of {} (values unchanged, byte for byte)",
+            count(report.fingerprinted.len(), "value")
+        );
+    }
     if report.reencrypted.is_empty() {
         println!(
             "nothing to do: all {} are encrypted to the {} in {}",

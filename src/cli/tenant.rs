@@ -17,7 +17,7 @@ use crate::manifest::edit::{
 };
 use crate::manifest::{ADMIN, GATEWAY_TOKEN, LoadedManifest};
 use crate::secrets::fs::MODE_PUBLIC;
-use crate::secrets::{FINGERPRINT_KEY, FLEET_OWNER, SecretStore, atomic_write, generate_token};
+use crate::secrets::{FLEET_OWNER, SecretStore, atomic_write, generate_token};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -193,12 +193,7 @@ fn add(fleet: &Path, args: AddArgs) -> miette::Result<ExitCode> {
     let mut undo = Undo::save(&[store.file_path(name), store.file_path(FLEET_OWNER)])?;
     let result = (|| -> miette::Result<Vec<String>> {
         let mut done = Vec::new();
-        if store.ensure_fingerprint_key()? {
-            println!(
-                "created {FLEET_OWNER}/{FINGERPRINT_KEY} in {}",
-                store.file_path(FLEET_OWNER).display()
-            );
-        }
+        super::secrets::review_ready(&store)?;
         if store.contains(name, GATEWAY_TOKEN)? {
             done.push(format!("{GATEWAY_TOKEN} (kept the existing one)"));
         } else {

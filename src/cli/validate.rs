@@ -30,8 +30,18 @@ pub struct Args {
 
 /// Checks the manifest against every rule. Exit 0 when valid (warnings allowed), 1 otherwise.
 pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
+    let mut decrypted = None;
     let validation = match crate::fleet::FleetFiles::from_dir(fleet) {
-        Ok(files) => crate::fleet::validate(&files).map_err(super::common::report)?,
+        Ok(files) => {
+            let mut v = crate::fleet::validate(&files).map_err(super::common::report)?;
+            // With an identity at hand every value is decrypted and its binding checked.
+            let keyring = crate::fleet::Keyring::from_env().ok();
+            let (findings, n) = crate::fleet::check_secrets(&files, keyring.as_ref())
+                .map_err(super::common::report)?;
+            v.report.extend(findings);
+            decrypted = keyring.map(|_| n);
+            v
+        }
         // An unreadable manifest is reported as validation reports it, with its path.
         Err(crate::fleet::FilesError::Read { .. }) => {
             manifest::validate_file(fleet, &AvailableSecrets::new())
@@ -39,14 +49,22 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
         Err(e) => return Err(super::common::report(e.into())),
     };
     let report = &validation.report;
+    let secrets_line = match decrypted {
+        Some(n) => format!("secrets: {n} value(s) decrypted, each bound to its owner and key"),
+        None => "secrets: not decrypted (no identity); copies checked without the key".into(),
+    };
     // Output that cannot be written (a closed pipe, as with `| head`) is dropped, not a panic.
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Human => {
             for finding in &report.findings {
+                if let Some((file, line, col)) = &finding.at {
+                    let _ = writeln!(err, "{file}:{line}:{col}:");
+                }
                 let _ = writeln!(err, "{:?}", miette::Report::new(finding.clone()));
             }
+            let _ = writeln!(out, "{secrets_line}");
             let _ = writeln!(out, "{}", report.summary());
         }
         Format::Short => {

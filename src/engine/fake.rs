@@ -134,28 +134,7 @@ impl FakeEngine {
 
     /// A running container made from `spec`, as apply's create leaves it.
     pub fn container_for(&mut self, spec: &ContainerSpec, fleet: &str) -> LiveContainer {
-        LiveContainer {
-            id: self.new_id(),
-            name: spec.name.clone(),
-            image: spec.image.clone(),
-            state: if spec.enabled {
-                RunState::Running
-            } else {
-                RunState::Created
-            },
-            health: HealthState::Healthy,
-            ports: spec
-                .ports
-                .iter()
-                .map(|p| LivePort {
-                    host_ip: p.host_ip.clone(),
-                    host_port: p.host_port,
-                    container_port: p.container_port,
-                })
-                .collect(),
-            labels: container_labels(spec, fleet, None, None),
-            networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
-        }
+        LiveContainer::as_applied(spec, fleet, self.new_id())
     }
 }
 

@@ -273,6 +273,57 @@ pub fn container_labels(
     labels
 }
 
+impl LiveContainer {
+    /// The container apply leaves for `spec` (running and healthy, or created and stopped
+    /// for a disabled tenant), with the id `id`.
+    pub fn as_applied(spec: &crate::render::ContainerSpec, fleet: &str, id: String) -> Self {
+        LiveContainer {
+            id,
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            state: if spec.enabled {
+                RunState::Running
+            } else {
+                RunState::Created
+            },
+            health: HealthState::Healthy,
+            ports: spec
+                .ports
+                .iter()
+                .map(|p| LivePort {
+                    host_ip: p.host_ip.clone(),
+                    host_port: p.host_port,
+                    container_port: p.container_port,
+                })
+                .collect(),
+            labels: container_labels(spec, fleet, None, None),
+            networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
+        }
+    }
+}
+
+impl LiveState {
+    /// What an engine holds once `specs` are applied to it and nothing else happened: the
+    /// state a keyless review plans against.
+    pub fn converged<'a>(
+        fleet: &str,
+        specs: impl IntoIterator<Item = &'a crate::render::ContainerSpec>,
+    ) -> LiveState {
+        let mut live = LiveState::default();
+        for (i, spec) in specs.into_iter().enumerate() {
+            live.containers.push(LiveContainer::as_applied(
+                spec,
+                fleet,
+                format!("{:064x}", i + 1),
+            ));
+            live.managed.insert(spec.instance.clone());
+            live.networks
+                .extend(spec.networks.iter().map(|n| n.name.clone()));
+        }
+        live
+    }
+}
+
 /// What a declared fleet claims on an engine: its containers' names and its host ports.
 /// Observing looks for foreign containers (squatters) only there, and only where the fleet's
 /// own containers do not hold them already, so a converged fleet is read with one list call.

@@ -127,6 +127,42 @@ impl FleetFiles {
         })
     }
 
+    /// The manifest at `manifest` (a path on disk inside a git working tree) and its secrets
+    /// as they are in revision `rev` of that repository (a commit, branch, tag or any
+    /// revision git names, such as `origin/main` or `HEAD~1`), read from git objects.
+    pub fn at_revision(manifest: &Path, rev: &str) -> Result<FleetFiles, FilesError> {
+        let abs = std::path::absolute(manifest).map_err(|source| FilesError::Read {
+            path: manifest.to_path_buf(),
+            source,
+        })?;
+        let dir = abs.parent().unwrap_or(Path::new("/"));
+        let repo = git2::Repository::discover(dir).map_err(|e| {
+            FilesError::Git(format!(
+                "{} is not in a git repository ({})",
+                manifest.display(),
+                e.message()
+            ))
+        })?;
+        let workdir = repo
+            .workdir()
+            .ok_or_else(|| FilesError::Git("the repository has no working tree".into()))?;
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let rel = canon(dir)
+            .strip_prefix(canon(workdir))
+            .map(|d| d.join(abs.file_name().unwrap_or_default()))
+            .map_err(|_| {
+                FilesError::Git(format!(
+                    "{} is outside the repository's working tree",
+                    manifest.display()
+                ))
+            })?;
+        let commit = repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| FilesError::Git(format!("no revision `{rev}`: {}", e.message())))?;
+        FleetFiles::from_commit(&repo, commit.id(), &rel)
+    }
+
     /// The directory on disk the files came from, when they came from one: relative settings
     /// (`audit_log`, `backup_dir`) resolve against it.
     pub fn dir(&self) -> Option<&Path> {

@@ -185,41 +185,68 @@ impl Session {
         observed: &Observed,
         req: &PlanRequest,
     ) -> Plan {
-        let m = &self.loaded.manifest;
         let lives: Vec<HostLive> = hosts
             .hosts
             .iter()
-            .map(|h| HostLive {
-                name: h.name.clone(),
-                endpoint: h.endpoint.clone(),
-                live: match observed.live.get(&h.name) {
+            .map(|h| {
+                let live = match observed.live.get(&h.name) {
                     Some(Ok(l)) => Ok(l),
                     Some(Err(e)) => Err(e.clone()),
                     None => Err("not observed".to_string()),
-                },
-                memory: m
-                    .hosts
-                    .get(&h.name)
-                    .and_then(|x| x.memory)
-                    .map(|b| b.bytes()),
-                overcommit: m
-                    .hosts
-                    .get(&h.name)
-                    .and_then(|x| x.overcommit)
-                    .unwrap_or(1.0),
+                };
+                self.host_live(&h.name, &h.endpoint, live)
             })
             .collect();
-        crate::plan::plan_hosts(
-            desired,
-            &lives,
-            &PlanOptions {
-                prune: req.prune || m.prune(),
-                targets: req.targets.clone(),
-                engine: String::new(),
-                refresh: req.refresh,
-                host: String::new(),
-                elsewhere: BTreeMap::new(),
-            },
-        )
+        crate::plan::plan_hosts(desired, &lives, &self.plan_options(req))
+    }
+
+    /// The plan of `desired` against what each of the fleet's hosts is taken to hold
+    /// (`lives`, by host; a host missing from it holds nothing of the fleet), with no engine.
+    pub fn plan_assumed(
+        &self,
+        desired: &Desired,
+        lives: &BTreeMap<String, LiveState>,
+        req: &PlanRequest,
+    ) -> Plan {
+        let empty = LiveState::default();
+        let endpoints: BTreeMap<String, String> = self
+            .endpoints()
+            .into_iter()
+            .map(|(name, e)| (name, e.url.unwrap_or_else(|| "DOCKER_HOST".to_string())))
+            .collect();
+        let hosts: Vec<HostLive> = endpoints
+            .iter()
+            .map(|(name, endpoint)| {
+                self.host_live(name, endpoint, Ok(lives.get(name).unwrap_or(&empty)))
+            })
+            .collect();
+        crate::plan::plan_hosts(desired, &hosts, &self.plan_options(req))
+    }
+
+    fn host_live<'a>(
+        &self,
+        name: &str,
+        endpoint: &str,
+        live: Result<&'a LiveState, String>,
+    ) -> HostLive<'a> {
+        let declared = self.loaded.manifest.hosts.get(name);
+        HostLive {
+            name: name.to_string(),
+            endpoint: endpoint.to_string(),
+            live,
+            memory: declared.and_then(|x| x.memory).map(|b| b.bytes()),
+            overcommit: declared.and_then(|x| x.overcommit).unwrap_or(1.0),
+        }
+    }
+
+    fn plan_options(&self, req: &PlanRequest) -> PlanOptions {
+        PlanOptions {
+            prune: req.prune || self.loaded.manifest.prune(),
+            targets: req.targets.clone(),
+            engine: String::new(),
+            refresh: req.refresh,
+            host: String::new(),
+            elsewhere: BTreeMap::new(),
+        }
     }
 }

@@ -64,6 +64,87 @@ pub fn validate(files: &FleetFiles) -> Result<Validation, SessionError> {
     ))
 }
 
+/// What the secrets files hold beyond their shape, as findings on their lines. Without a
+/// key: a ciphertext stored under two owners or names (a copy, which does not decrypt where
+/// it lands), and a `# review:` line that names another ciphertext. With `keyring`: every
+/// value decrypted and checked against the owner and name it is stored under, as a plan's
+/// decryption checks it. Returns the findings and how many values were decrypted.
+pub fn check_secrets(
+    files: &FleetFiles,
+    keyring: Option<&Keyring>,
+) -> Result<(Vec<crate::manifest::Finding>, usize), SessionError> {
+    use crate::manifest::Finding;
+    let store = files.store();
+    let values = store.reviewed()?;
+    let file = |owner: &str| store.file_path(owner).display().to_string();
+    let at = |f: Finding, owner: &str, name: &str| {
+        let line = store.line_of(owner, name).unwrap_or(1);
+        f.in_file(file(owner), line, 1)
+    };
+    let mut findings = Vec::new();
+    for group in crate::secrets::copied_values(&values) {
+        for (owner, name) in &group {
+            let others: Vec<String> = group
+                .iter()
+                .filter(|o| *o != &(owner.clone(), name.clone()))
+                .map(|(o, n)| format!("{o}/{n}"))
+                .collect();
+            findings.push(at(
+                Finding::error(
+                    "secret-copied",
+                    format!(
+                        "{owner}/{name} has the very ciphertext of {}: a value is bound to the owner and key it was set for, so a copy does not decrypt where it lands",
+                        others.join(", ")
+                    ),
+                )
+                .help(format!(
+                    "set the value that belongs here with `mtp secrets set {owner} {name}`"
+                )),
+                owner,
+                name,
+            ));
+        }
+    }
+    for ((owner, name), r) in &values {
+        if r.state == crate::secrets::ReviewState::Stale {
+            findings.push(at(
+                Finding::warning(
+                    "review-line-stale",
+                    format!(
+                        "the `# review:` line above {owner}/{name} names another ciphertext: the value was replaced without `mtp secrets`, so a keyless review counts it as changed"
+                    ),
+                )
+                .help("`mtp secrets rekey` rewrites the line (values unchanged)"),
+                owner,
+                name,
+            ));
+        }
+    }
+    let mut decrypted = 0;
+    if let Some(k) = keyring {
+        let problems = store.check_bindings(k.identity())?;
+        decrypted = values.len() - problems.len();
+        for e in problems {
+            let (owner, name, code) = match &e {
+                SecretsError::Misbound { owner, name, .. } => (owner, name, "secret-misbound"),
+                SecretsError::WrongIdentity { owner, name, .. } => {
+                    (owner, name, "secret-not-for-this-identity")
+                }
+                SecretsError::Corrupt { owner, name, .. } => (owner, name, "secret-corrupt"),
+                _ => return Err(e.into()),
+            };
+            let (owner, name) = (owner.clone(), name.clone());
+            let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
+            let mut f = Finding::error(code, e.to_string());
+            if let Some(h) = help {
+                f = f.help(h);
+            }
+            findings.push(at(f, &owner, &name));
+        }
+    }
+    Ok((findings, decrypted))
+}
+
 impl Session {
     /// Validates `files`; any error refuses them (nothing is touched on any engine).
     pub fn open(files: FleetFiles) -> Result<Session, SessionError> {
@@ -108,10 +189,14 @@ impl Session {
 
     /// Renders every instance with its secrets decrypted through `keyring`.
     pub fn desired(&self, keyring: &Keyring) -> Result<Desired, SessionError> {
-        let source = keyring.source(&self.store);
+        self.desired_from(&keyring.source(&self.store))
+    }
+
+    /// Renders every instance with its secrets from `source`.
+    pub fn desired_from(&self, source: &dyn SecretSource) -> Result<Desired, SessionError> {
         Ok(Desired {
             fleet: self.fleet().to_string(),
-            specs: render_all(&self.loaded, &source)?,
+            specs: render_all(&self.loaded, source)?,
             manifest_hash: self.files.hash(),
             commit: self.files.commit.clone(),
         })

@@ -60,6 +60,9 @@ pub struct Finding {
     pub labels: Vec<Label>,
     /// What would be right.
     pub help: Option<String>,
+    /// For a problem in another file than the manifest (a secrets file): that file, line
+    /// and column.
+    pub at: Option<(String, usize, usize)>,
     shown: Option<Source>,
 }
 
@@ -79,6 +82,7 @@ impl Finding {
             message: message.into(),
             labels: Vec::new(),
             help: None,
+            at: None,
             shown: None,
         }
     }
@@ -93,6 +97,12 @@ impl Finding {
             Some(span) => self.label(span, text),
             None => self,
         }
+    }
+
+    /// The problem is in `file` (not the manifest), at `line` and `column`.
+    pub fn in_file(mut self, file: impl Into<String>, line: usize, column: usize) -> Self {
+        self.at = Some((file.into(), line, column));
+        self
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -257,8 +267,24 @@ impl ValidationReport {
         out
     }
 
+    /// Adds findings made outside the manifest (in its secrets files), in their order.
+    pub fn extend(&mut self, findings: impl IntoIterator<Item = Finding>) {
+        self.findings.extend(findings);
+    }
+
+    /// The file a finding is in: the manifest, or the file it names.
+    pub fn file_of(&self, finding: &Finding) -> String {
+        match &finding.at {
+            Some((file, _, _)) => file.clone(),
+            None => self.display_name(),
+        }
+    }
+
     /// Where a finding is, as `(line, column)`.
     pub fn position(&self, finding: &Finding) -> Option<(usize, usize)> {
+        if let Some((_, l, c)) = &finding.at {
+            return Some((*l, *c));
+        }
         let text = self.text.as_ref()?;
         finding.offset().map(|o| line_col(text, o))
     }
@@ -269,8 +295,8 @@ impl ValidationReport {
         let mut out = String::new();
         for f in &self.findings {
             let at = match self.position(f) {
-                Some((l, c)) => format!("{}:{l}:{c}", self.display_name()),
-                None => self.display_name(),
+                Some((l, c)) => format!("{}:{l}:{c}", self.file_of(f)),
+                None => self.file_of(f),
             };
             out.push_str(&format!(
                 "{at}: {}[{}]: {}\n",
@@ -299,7 +325,7 @@ impl ValidationReport {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
             };
-            let mut props = vec![format!("file={}", prop(&self.display_name()))];
+            let mut props = vec![format!("file={}", prop(&self.file_of(f)))];
             if let Some((l, c)) = self.position(f) {
                 props.push(format!("line={l}"));
                 props.push(format!("col={c}"));
@@ -327,14 +353,17 @@ impl ValidationReport {
                 .iter()
                 .map(|f| {
                     let pos = |o: usize| self.text.as_ref().map(|t| line_col(t, o));
-                    let start = f.labels.first().and_then(|l| pos(l.span.start));
-                    let end = f.labels.first().and_then(|l| pos(l.span.end));
+                    let start = self.position(f);
+                    let end = match &f.at {
+                        Some((_, l, c)) => Some((*l, *c)),
+                        None => f.labels.first().and_then(|l| pos(l.span.end)),
+                    };
                     DiagnosticJson {
                         severity: f.severity,
                         code: f.code.to_string(),
                         message: f.message.clone(),
                         help: f.help.clone(),
-                        file: file.clone(),
+                        file: self.file_of(f),
                         line: start.map(|p| p.0),
                         column: start.map(|p| p.1),
                         end_line: end.map(|p| p.0),

@@ -72,9 +72,23 @@ pub fn summary_line(plan: &Plan) -> String {
 
 /// The plan as people read it in a terminal or a CI log.
 pub fn human(plan: &Plan, color: bool) -> String {
+    human_with(plan, color, true)
+}
+
+/// The plan as [`human`] prints it; without `engine_lines`, without the lines that say which
+/// engine was read and how (for a plan made against no engine).
+pub fn human_with(plan: &Plan, color: bool, engine_lines: bool) -> String {
     let st = Style { color };
     let mut out = String::new();
     let _ = writeln!(out, "{}", st.paint("1", &summary_line(plan)));
+    if engine_lines {
+        write_engine_lines(&mut out, plan, &st);
+    }
+    write_actions(&mut out, plan, &st);
+    out
+}
+
+fn write_engine_lines(out: &mut String, plan: &Plan, st: &Style) {
     let _ = writeln!(
         out,
         "Fleet `{}` on {}{}",
@@ -104,6 +118,9 @@ pub fn human(plan: &Plan, color: bool) -> String {
             }
         )
     );
+}
+
+fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
     let width = plan
         .actions
         .iter()
@@ -136,7 +153,7 @@ pub fn human(plan: &Plan, color: bool) -> String {
                 continue;
             }
             out.push('\n');
-            write_action(&mut out, a, width, &st);
+            write_action(out, a, width, st);
         }
         if !unchanged.is_empty() {
             let _ = writeln!(
@@ -150,7 +167,7 @@ pub fn human(plan: &Plan, color: bool) -> String {
     if !plan.drift.is_empty() {
         let _ = writeln!(out, "\nFleet drift:");
         for d in &plan.drift {
-            write_drift(&mut out, d, &st);
+            write_drift(out, d, st);
         }
     }
     for c in &plan.preflight {
@@ -164,7 +181,6 @@ pub fn human(plan: &Plan, color: bool) -> String {
             "\nNothing for apply to do, but the engine differs from the manifest (see the drift above)."
         );
     }
-    out
 }
 
 /// A host's heading: its engine, whether it answered, its capacity.
@@ -380,65 +396,122 @@ pub fn show_value(field: &str, v: Option<&Value>) -> String {
     }
 }
 
-/// The plan as Markdown for a pull-request comment, split into bodies under the comment
-/// limit (each part says which part it is).
+/// The plan as pull-request comments: a summary, then one collapsible section per tenant
+/// with work, split into parts under GitHub's comment limit (see [`split_comments`]).
 pub fn markdown(plan: &Plan) -> Vec<String> {
-    let mut sections = Vec::new();
-    for a in &plan.actions {
-        if !a.has_work() && a.drift.is_empty() && a.blocked.is_none() {
-            continue;
-        }
-        let mut s = format!(
-            "#### `{}` {} {}\n\n{}\n",
-            a.action.symbol(),
-            a.action.verb(),
-            a.tenant,
-            a.reasons.join("; ")
-        );
-        if let Some(b) = &a.blocked {
-            let _ = writeln!(s, "\n**blocked:** {b}");
-        }
-        let mut body = String::new();
-        write_action(&mut body, a, 0, &Style { color: false });
-        let _ = writeln!(s, "\n```text\n{}```", strip_head(&body));
-        sections.push(s);
-    }
     let head = format!(
         "### mtp plan for `{}`\n\n**{}**\n\n",
         plan.fleet,
         summary_line(plan)
     );
-    let mut parts = vec![head.clone()];
-    for s in sections {
-        let s = if s.len() + head.len() + 64 > MARKDOWN_COMMENT_LIMIT {
-            let mut cut = MARKDOWN_COMMENT_LIMIT - head.len() - 200;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            format!("{}\n```\n\n(truncated)\n", &s[..cut])
+    let cont = format!("### mtp plan for `{}` (continued)\n\n", plan.fleet);
+    let sections = plan.actions.iter().filter_map(action_section).collect();
+    split_comments(&head, &cont, sections, &format!("mtp-plan:{}", plan.fleet))
+}
+
+/// One tenant's collapsible section: what happens in the summary, the details inside.
+/// `None` for a tenant with nothing to do or report.
+pub fn action_section(a: &TenantAction) -> Option<String> {
+    if !a.has_work() && a.drift.is_empty() && a.blocked.is_none() {
+        return None;
+    }
+    let mut s = format!(
+        "<details><summary><code>{}</code> {} <b>{}</b>{}: {}</summary>\n\n",
+        a.action.symbol(),
+        a.action.verb(),
+        a.tenant,
+        if a.blocked.is_some() {
+            " (blocked)"
         } else {
-            s
-        };
+            ""
+        },
+        html_escape(&a.reasons.join("; "))
+    );
+    if let Some(b) = &a.blocked {
+        let _ = writeln!(s, "**blocked:** {b}\n");
+    }
+    let mut body = String::new();
+    write_action(&mut body, a, 0, &Style { color: false });
+    let _ = write!(s, "```text\n{}```\n\n</details>\n", strip_head(&body));
+    Some(s)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Splits `sections` into comments, each under [`MARKDOWN_COMMENT_LIMIT`] characters: the
+/// first starts with `head`, the others with `cont`; when there are several, each says
+/// "part N of M". Every part carries the hidden marker `<!-- {marker} part N/M -->`, so a CI
+/// job finds its earlier comments and updates them in place. A section is never split
+/// between parts: one too long for a comment on its own keeps its summary and is shortened
+/// inside, saying how many lines were left out.
+pub fn split_comments(head: &str, cont: &str, sections: Vec<String>, marker: &str) -> Vec<String> {
+    // Room for the part line and the marker, whatever N and M are.
+    let reserve = marker.len() + 96;
+    let budget = MARKDOWN_COMMENT_LIMIT - reserve;
+    let mut parts = vec![head.to_string()];
+    for s in sections {
+        let s = shorten_section(s, budget - head.len().max(cont.len()));
         let last = parts.last_mut().expect("parts starts non-empty");
-        if last.len() + s.len() + 64 > MARKDOWN_COMMENT_LIMIT {
-            parts.push(s);
+        if last.chars().count() + s.chars().count() + 1 > budget {
+            parts.push(format!("{cont}{s}\n"));
         } else {
             last.push_str(&s);
             last.push('\n');
         }
     }
     let n = parts.len();
-    if n > 1 {
-        for (i, p) in parts.iter_mut().enumerate() {
+    for (i, p) in parts.iter_mut().enumerate() {
+        if n > 1 {
             p.insert_str(0, &format!("_part {} of {n}_\n\n", i + 1));
         }
+        p.insert_str(0, &format!("<!-- {marker} part {}/{n} -->\n", i + 1));
     }
     parts
 }
 
+/// `section` cut to `budget` characters by leaving out the last lines of its code block.
+fn shorten_section(section: String, budget: usize) -> String {
+    if section.chars().count() <= budget {
+        return section;
+    }
+    let lines: Vec<&str> = section.lines().collect();
+    let close = lines
+        .iter()
+        .rposition(|l| *l == "```")
+        .unwrap_or(lines.len());
+    let tail: Vec<&str> = lines[close..].to_vec();
+    let tail_len: usize = tail.iter().map(|l| l.chars().count() + 1).sum::<usize>() + 120;
+    let mut out = String::new();
+    let mut kept = 0;
+    for l in &lines[..close] {
+        if out.chars().count() + l.chars().count() + 1 + tail_len > budget {
+            break;
+        }
+        out.push_str(l);
+        out.push('\n');
+        kept += 1;
+    }
+    let _ = writeln!(
+        out,
+        "... {} more lines left out to fit a comment: `mtp plan` shows them all",
+        close - kept
+    );
+    for l in tail {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The detail lines of an action (its first line is in the section's summary), without the
+/// terminal's six-space indent; deeper indentation (a JSON diff's) is kept.
 fn strip_head(body: &str) -> String {
     body.lines()
         .skip(1)
-        .map(|l| format!("{}\n", l.trim_start()))
+        .map(|l| format!("{}\n", l.strip_prefix("      ").unwrap_or(l.trim_start())))
         .collect()
 }

@@ -19,6 +19,9 @@ use super::envelope::ARMOR_BEGIN;
 use super::store::is_valid_name;
 
 const RECIPIENTS_TAG: &str = "# recipients:";
+/// `# review: rv:<keyed fingerprint> sealed:<digest of the ciphertext below>`: what a keyless
+/// review compares (see `SecretStore::reviewed`).
+const REVIEW_TAG: &str = "# review:";
 
 /// A secrets file as parsed: names in file order, ciphertext and recipient hints.
 pub(crate) struct SecretsFile {
@@ -33,6 +36,8 @@ pub(crate) struct Entry {
     pub armored: String,
     /// The `# recipients:` hash above the value, if any.
     pub recipients: Option<String>,
+    /// The `# review:` line above the value, if any: `(rv:fingerprint, sealed digest)`.
+    pub review: Option<(String, String)>,
 }
 
 impl SecretsFile {
@@ -117,7 +122,23 @@ impl SecretsFile {
             name: name.to_string(),
             armored,
             recipients: recipients_hint(prefix),
+            review: review_line(prefix),
         })
+    }
+
+    /// Sets (or, with `None`, removes) the `# review:` line above `name`'s value; the value
+    /// itself stays byte for byte.
+    pub fn set_review(&mut self, name: &str, review: Option<&str>) {
+        if let Some(mut key) = self.doc.key_mut(name) {
+            let prefix = key
+                .leaf_decor()
+                .prefix()
+                .and_then(|p| p.as_str())
+                .unwrap_or("")
+                .to_string();
+            key.leaf_decor_mut()
+                .set_prefix(with_tag_line(&prefix, REVIEW_TAG, review));
+        }
     }
 
     /// Sets `name` to `armored`, encrypted to the recipients hashing to `recipients`.
@@ -134,8 +155,11 @@ impl SecretsFile {
                 .and_then(|p| p.as_str())
                 .unwrap_or("")
                 .to_string();
-            key.leaf_decor_mut()
-                .set_prefix(with_recipients_hint(&prefix, recipients));
+            key.leaf_decor_mut().set_prefix(with_tag_line(
+                &prefix,
+                RECIPIENTS_TAG,
+                Some(recipients),
+            ));
             if let Some(old) = item.as_value() {
                 *value.decor_mut() = old.decor().clone();
             }
@@ -181,7 +205,9 @@ impl SecretsFile {
         }
         let header: String = prefix
             .split_inclusive('\n')
-            .take_while(|l| !l.trim().is_empty() && recipients_hint(l).is_none())
+            .take_while(|l| {
+                !l.trim().is_empty() && recipients_hint(l).is_none() && review_line(l).is_none()
+            })
             .collect();
         if header.is_empty() {
             return true;
@@ -234,14 +260,34 @@ fn recipients_hint(prefix: &str) -> Option<String> {
     })
 }
 
-/// `prefix` with its `# recipients:` line set to `hash` (added right above the key if absent).
-fn with_recipients_hint(prefix: &str, hash: &str) -> String {
-    let line = format!("{RECIPIENTS_TAG} {hash}\n");
+/// The `# review:` line in a key's prefix: `(rv:..., sealed)`.
+fn review_line(prefix: &str) -> Option<(String, String)> {
+    prefix.lines().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix(REVIEW_TAG)?;
+        let mut words = rest.split_whitespace();
+        let fp = words.next().filter(|w| w.starts_with("rv:"))?;
+        let sealed = words.next()?.strip_prefix("sealed:")?;
+        Some((fp.to_string(), sealed.to_string()))
+    })
+}
+
+/// `prefix` with its `tag` line set to `value` (added right above the key if absent), or
+/// removed when `value` is `None`.
+fn with_tag_line(prefix: &str, tag: &str, value: Option<&str>) -> String {
+    let line = value.map(|v| format!("{tag} {v}\n"));
     let mut lines: Vec<&str> = prefix.split_inclusive('\n').collect();
-    if let Some(i) = lines.iter().rposition(|l| recipients_hint(l).is_some()) {
-        lines[i] = &line;
+    if let Some(i) = lines.iter().rposition(|l| l.trim_start().starts_with(tag)) {
+        match &line {
+            Some(line) => lines[i] = line,
+            None => {
+                lines.remove(i);
+            }
+        }
         return lines.concat();
     }
+    let Some(line) = line else {
+        return prefix.to_string();
+    };
     // Indentation after the last newline stays directly before the key.
     let cut = prefix.rfind('\n').map_or(0, |i| i + 1);
     format!("{}{line}{}", &prefix[..cut], &prefix[cut..])

@@ -17,10 +17,11 @@ pub use fs::atomic_write;
 pub use identity::{IDENTITY_ENV, Identity};
 pub use recipients::{Recipient, Recipients, recipients_hash};
 pub use store::{
-    EntryInfo, ListedSecret, OwnerListing, RECIPIENTS_FILE, RekeyReport, SECRETS_DIR, SecretStore,
-    generate_token, is_dns_label, is_valid_name, is_valid_owner,
+    EntryInfo, ListedSecret, OwnerListing, RECIPIENTS_FILE, RekeyReport, ReviewState, Reviewed,
+    SECRETS_DIR, SecretStore, SetOutcome, copied_values, generate_token, is_dns_label,
+    is_valid_name, is_valid_owner, sealed_digest,
 };
-pub use value::{FINGERPRINT_KEY, FLEET_OWNER, FingerprintKey, SecretValue};
+pub use value::{FINGERPRINT_KEY, FLEET_OWNER, FingerprintKey, OPAQUE_VALUE, SecretValue};
 
 #[cfg(test)]
 mod tests;

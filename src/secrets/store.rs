@@ -77,6 +77,89 @@ pub struct ListedSecret {
     pub stale: bool,
 }
 
+/// What [`SecretStore::set`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetOutcome {
+    /// A value was there before and was replaced.
+    pub replaced: bool,
+    /// A `# review:` line was written beside it (the fleet's fingerprint key was at hand).
+    pub reviewed: bool,
+}
+
+/// One value as a reader without any key sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reviewed {
+    pub owner: String,
+    pub name: String,
+    /// Digest of the ciphertext (`sealed_digest`): changes with every encryption.
+    pub sealed: String,
+    pub state: ReviewState,
+}
+
+/// Whether a value's `# review:` line can be trusted to describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewState {
+    /// The line names this very ciphertext: its `rv:` fingerprint stands for the value.
+    Fingerprinted(String),
+    /// The line names another ciphertext: the value was replaced without `mtp secrets`.
+    Stale,
+    /// No line (written without an identity, or before mtp wrote them).
+    Missing,
+}
+
+impl Reviewed {
+    /// What a keyless review compares: the value's fingerprint when its line can be trusted,
+    /// else its ciphertext (so any re-encryption then counts as a change).
+    pub fn token(&self) -> String {
+        match &self.state {
+            ReviewState::Fingerprinted(fp) => fp.clone(),
+            _ => format!("sealed:{}", self.sealed),
+        }
+    }
+}
+
+/// A digest of an armored message, whitespace ignored: 16 hex digits of SHA-256. age picks a
+/// fresh file key for every encryption, so two equal digests mean one message copied.
+pub fn sealed_digest(armored: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for b in armored.bytes().filter(|b| !b.is_ascii_whitespace()) {
+        h.update([b]);
+    }
+    hex::encode(h.finalize())[..16].to_string()
+}
+
+/// Groups of values stored under different owners or names with one ciphertext: copies
+/// (a value is bound to its owner and name, so a copy does not decrypt where it lands).
+/// Found without any key.
+pub fn copied_values(
+    reviewed: &BTreeMap<(String, String), Reviewed>,
+) -> Vec<Vec<(String, String)>> {
+    let mut by_sealed: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for (at, r) in reviewed {
+        by_sealed
+            .entry(r.sealed.as_str())
+            .or_default()
+            .push(at.clone());
+    }
+    by_sealed.into_values().filter(|g| g.len() > 1).collect()
+}
+
+/// The `# review:` line's text for a value sealed as `armored`.
+fn review_text(
+    key: &FingerprintKey,
+    owner: &str,
+    name: &str,
+    value: &str,
+    armored: &str,
+) -> String {
+    format!(
+        "{} sealed:{}",
+        key.review(owner, name, value),
+        sealed_digest(armored)
+    )
+}
+
 /// What [`SecretStore::rekey`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RekeyReport {
@@ -87,6 +170,9 @@ pub struct RekeyReport {
     pub reencrypted: Vec<(String, String)>,
     /// Values already encrypted to the current recipients, left byte-identical.
     pub unchanged: usize,
+    /// `(owner, name)` of every value whose `# review:` line was added or corrected (the
+    /// value itself left byte-identical).
+    pub fingerprinted: Vec<(String, String)>,
     /// Files rewritten.
     pub files: Vec<PathBuf>,
 }
@@ -101,6 +187,9 @@ pub struct SecretStore {
     snapshot: Option<std::sync::Arc<BTreeMap<String, String>>>,
     /// Decrypted once per identity: every tenant's fingerprints need it.
     fingerprint_key: Mutex<Option<(PathBuf, FingerprintKey)>>,
+    /// The fingerprint key once known (decrypted, or just made): values set while it is
+    /// known get their `# review:` line.
+    review_key: Mutex<Option<FingerprintKey>>,
 }
 
 impl SecretStore {
@@ -130,6 +219,7 @@ impl SecretStore {
             dir: dir.to_path_buf(),
             snapshot: None,
             fingerprint_key: Mutex::new(None),
+            review_key: Mutex::new(None),
         })
     }
 
@@ -145,6 +235,7 @@ impl SecretStore {
             },
             snapshot: Some(std::sync::Arc::new(files)),
             fingerprint_key: Mutex::new(None),
+            review_key: Mutex::new(None),
         }
     }
 
@@ -294,17 +385,95 @@ impl SecretStore {
     }
 
     /// Encrypts `value` for `owner`/`name` to the current recipients and stores it. Every
-    /// other byte of the file stays as it was.
-    pub fn set(&self, owner: &str, name: &str, value: &SecretString) -> Result<(), SecretsError> {
+    /// other byte of the file stays as it was. With the fleet's fingerprint key known (see
+    /// [`SecretStore::fingerprint_key`]) the value gets its `# review:` line.
+    pub fn set(
+        &self,
+        owner: &str,
+        name: &str,
+        value: &SecretString,
+    ) -> Result<SetOutcome, SecretsError> {
         check_name(name)?;
         let recipients = self.recipients()?;
         let path = self.file_path(owner);
         let mut file = self
             .load(owner)?
             .unwrap_or_else(|| SecretsFile::new(&path, owner));
+        let replaced = file.entry(name).is_some();
         let armored = self.seal(&recipients, &path, owner, name, value)?;
         file.set(name, &armored, &recipients.hash());
-        self.write(&file)
+        let review = self
+            .known_review_key()
+            .map(|k| review_text(&k, owner, name, value.expose_secret(), &armored));
+        file.set_review(name, review.as_deref());
+        self.write(&file)?;
+        Ok(SetOutcome {
+            replaced,
+            reviewed: review.is_some(),
+        })
+    }
+
+    fn known_review_key(&self) -> Option<FingerprintKey> {
+        self.review_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The 1-based line of `name`'s key in `owner`'s file.
+    pub fn line_of(&self, owner: &str, name: &str) -> Option<usize> {
+        let text = self.read_file(&format!("{owner}.toml")).ok()??;
+        text.lines()
+            .position(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .map(|i| i + 1)
+    }
+
+    /// Decrypts every value and checks each is bound to the owner and name it is stored
+    /// under, as a plan's decryption does: what does not decrypt, with why (values dropped).
+    pub fn check_bindings(&self, identity: &Identity) -> Result<Vec<SecretsError>, SecretsError> {
+        let mut problems = Vec::new();
+        for owner in self.owners()? {
+            let Some(file) = self.load(&owner)? else {
+                continue;
+            };
+            for entry in file.entries() {
+                if let Err(e) = decrypt_entry(identity, file.path(), &owner, &entry) {
+                    problems.push(e);
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Every value as a reader without any key sees it, by owner and name.
+    pub fn reviewed(&self) -> Result<BTreeMap<(String, String), Reviewed>, SecretsError> {
+        let mut out = BTreeMap::new();
+        for owner in self.owners()? {
+            let Some(file) = self.load(&owner)? else {
+                continue;
+            };
+            for e in file.entries() {
+                let sealed = sealed_digest(&e.armored);
+                let state = match e.review {
+                    Some((fp, s)) if s == sealed => ReviewState::Fingerprinted(fp),
+                    Some(_) => ReviewState::Stale,
+                    None => ReviewState::Missing,
+                };
+                out.insert(
+                    (owner.clone(), e.name.clone()),
+                    Reviewed {
+                        owner: owner.clone(),
+                        name: e.name,
+                        sealed,
+                        state,
+                    },
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Decrypts one value, checking it was written for this owner and name.
@@ -377,6 +546,7 @@ impl SecretStore {
             Err(e) => return Err(e),
         };
         *cache = Some((identity.path().to_path_buf(), key.clone()));
+        *self.review_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
         Ok(key)
     }
 
@@ -385,7 +555,10 @@ impl SecretStore {
         if self.contains(FLEET_OWNER, FINGERPRINT_KEY)? {
             return Ok(false);
         }
-        self.set(FLEET_OWNER, FINGERPRINT_KEY, &generate_token())?;
+        let key = generate_token();
+        *self.review_key.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(FingerprintKey::new(key.clone()));
+        self.set(FLEET_OWNER, FINGERPRINT_KEY, &key)?;
         Ok(true)
     }
 
@@ -483,29 +656,60 @@ impl SecretStore {
             recipients: recipients.len(),
             ..RekeyReport::default()
         };
+        // The review lines need the fingerprint key; a fleet without one is rekeyed without.
+        let key = match self.fingerprint_key(identity) {
+            Ok(k) => Some(k),
+            Err(SecretsError::NoFingerprintKey { .. }) => None,
+            Err(e) => return Err(e),
+        };
         let mut pending = Vec::new();
         for owner in self.owners()? {
             let Some(file) = self.load(&owner)? else {
                 continue;
             };
             let mut stale = Vec::new();
+            let mut unreviewed = Vec::new();
             for entry in file.entries() {
                 let value = decrypt_entry(identity, file.path(), &owner, &entry)?;
                 if entry.recipients.as_deref() == Some(hash.as_str()) {
                     report.unchanged += 1;
+                    if let Some(k) = &key {
+                        let want = review_text(
+                            k,
+                            &owner,
+                            &entry.name,
+                            value.expose_secret(),
+                            &entry.armored,
+                        );
+                        let have = entry
+                            .review
+                            .as_ref()
+                            .map(|(fp, s)| format!("{fp} sealed:{s}"));
+                        if have.as_deref() != Some(want.as_str()) {
+                            unreviewed.push((entry.name, want));
+                        }
+                    }
                 } else {
                     stale.push((entry.name, value));
                 }
             }
-            if !stale.is_empty() {
-                pending.push((owner, file, stale));
+            if !stale.is_empty() || !unreviewed.is_empty() {
+                pending.push((owner, file, stale, unreviewed));
             }
         }
-        for (owner, mut file, stale) in pending {
+        for (owner, mut file, stale, unreviewed) in pending {
             for (name, value) in stale {
                 let armored = self.seal(&recipients, file.path(), &owner, &name, &value)?;
                 file.set(&name, &armored, &hash);
+                let review = key
+                    .as_ref()
+                    .map(|k| review_text(k, &owner, &name, value.expose_secret(), &armored));
+                file.set_review(&name, review.as_deref());
                 report.reencrypted.push((owner.clone(), name));
+            }
+            for (name, review) in unreviewed {
+                file.set_review(&name, Some(&review));
+                report.fingerprinted.push((owner.clone(), name));
             }
             self.write(&file)?;
             report.files.push(file.path().to_path_buf());

@@ -31,6 +31,20 @@ impl FingerprintKey {
         let digest = mac.finalize().into_bytes();
         format!("fp:{}", &hex::encode(digest)[..16])
     }
+
+    /// The fingerprint written beside a value for keyless review: `rv:` and 16 hex digits of
+    /// HMAC-SHA256(key, "mtp-review-v1", owner, name, value). Keyed, so a reader without the
+    /// key can neither test a guess of the value nor link it to a value seen elsewhere; bound
+    /// to owner and name, so equal values of two tenants or keys do not show as equal.
+    pub fn review(&self, owner: &str, name: &str, value: &str) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose_secret().as_bytes())
+            .expect("HMAC accepts keys of any length");
+        for part in ["mtp-review-v1", owner, name, value] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        format!("rv:{}", &hex::encode(mac.finalize().into_bytes())[..16])
+    }
 }
 
 impl fmt::Debug for FingerprintKey {
@@ -62,7 +76,20 @@ impl SecretValue {
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
+
+    /// A value that was not decrypted, known only by what a keyless review compares: two
+    /// opaque values are equal exactly when their `token`s are. Its plaintext is a fixed
+    /// placeholder, so whatever renders it renders no secret.
+    pub fn opaque(token: &str) -> Self {
+        SecretValue {
+            value: SecretString::from(OPAQUE_VALUE.to_string()),
+            fingerprint: token.to_string(),
+        }
+    }
 }
+
+/// The plaintext of an [`SecretValue::opaque`] value.
+pub const OPAQUE_VALUE: &str = "<not decrypted>";
 
 impl PartialEq for SecretValue {
     fn eq(&self, other: &Self) -> bool {
@@ -94,6 +121,20 @@ mod tests {
 
     fn key(k: &str) -> FingerprintKey {
         FingerprintKey::new(SecretString::from(k.to_string()))
+    }
+
+    #[test]
+    fn review_fingerprints_are_bound_to_owner_and_name() {
+        let k = key("k1");
+        let a = k.review("acme", "TOKEN", "v");
+        assert!(a.starts_with("rv:") && a.len() == 19, "{a}");
+        assert_eq!(a, k.review("acme", "TOKEN", "v"));
+        assert_ne!(a, k.review("globex", "TOKEN", "v"));
+        assert_ne!(a, k.review("acme", "OTHER", "v"));
+        assert_ne!(a, k.review("acme", "TOKEN", "w"));
+        assert_ne!(a, key("k2").review("acme", "TOKEN", "v"));
+        // Field boundaries are length-framed: moving a character between fields changes it.
+        assert_ne!(k.review("ab", "C", "v"), k.review("a", "BC", "v"));
     }
 
     #[test]
