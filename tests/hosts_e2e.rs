@@ -660,7 +660,8 @@ fn a_host_over_tcp_with_tls_is_planned_and_applied() {
             "[hosts.t]\nendpoint = \"tcp://127.0.0.1:{port}\"\n\
              tls = {{ ca = \"certs/ca.pem\", cert = \"certs/client.pem\", key = \"certs/client-key.pem\" }}\n\
              data_root = \"{}\"\n",
-            f.path().join("data-t").display()
+            // The fleet's own data root: the same fleet without [hosts] is converged too.
+            f.data_root().display()
         ),
     );
     let validate = f.mtp(&["validate"]);
@@ -668,5 +669,31 @@ fn a_host_over_tcp_with_tls_is_planned_and_applied() {
     assert!(validate.status.success(), "{}", text(&validate));
     let mut outputs = plan_and_apply_on(&f, &b, &["alpha", "beta"]);
     outputs.push(validate);
+
+    // Without [hosts]: DOCKER_HOST with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the docker
+    // CLI reads them, reaches the same engine and sees the same tenants.
+    let env_certs = certs.join("env");
+    std::fs::create_dir_all(&env_certs).unwrap();
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("client.pem", "cert.pem"),
+        ("client-key.pem", "key.pem"),
+    ] {
+        std::fs::copy(certs.join(from), env_certs.join(to)).unwrap();
+    }
+    f.defaults_extra = String::new();
+    f.write();
+    let plan = f
+        .cmd(&["plan", "--detailed-exitcode"])
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &env_certs)
+        .output()
+        .unwrap();
+    let out = text(&plan);
+    println!("--- DOCKER_HOST=tcp://127.0.0.1:{port} (TLS) mtp plan, no [hosts]\n{out}");
+    assert_eq!(plan.status.code(), Some(0), "{out}");
+    assert!(out.contains("alpha") && out.contains("beta"), "{out}");
+    outputs.push(plan);
     assert_no_secret_in(&f, &outputs);
 }
