@@ -304,13 +304,15 @@ impl LiveContainer {
 
 impl LiveState {
     /// What an engine holds once `specs` are applied to it and nothing else happened: the
-    /// state a keyless review plans against.
+    /// state a keyless review plans against. A disabled tenant has no container (an apply
+    /// makes none for it; one stopped later keeps its container, so enabling it again shows
+    /// here as a create where the engine would start it).
     pub fn converged<'a>(
         fleet: &str,
         specs: impl IntoIterator<Item = &'a crate::render::ContainerSpec>,
     ) -> LiveState {
         let mut live = LiveState::default();
-        for (i, spec) in specs.into_iter().enumerate() {
+        for (i, spec) in specs.into_iter().filter(|s| s.enabled).enumerate() {
             live.containers.push(LiveContainer::as_applied(
                 spec,
                 fleet,
