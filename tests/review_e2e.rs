@@ -511,3 +511,29 @@ fn a_pr_touching_a_thousand_tenants_splits_into_whole_parts() {
         &parts[0][..2000]
     );
 }
+
+#[test]
+fn a_pr_that_moves_a_tenant_between_hosts() {
+    let r = Repo::new();
+    // The base gets two hosts first (a commit of its own, tagged as the new base).
+    let hosts = "[hosts.a]\nendpoint = \"ssh://deploy@10.0.0.11\"\n\n[hosts.b]\nendpoint = \"ssh://deploy@10.0.0.12\"\n\n";
+    let text = r.read("fleet.toml").replacen(
+        "[defaults]\n",
+        &format!("{hosts}[defaults]\nhost = \"a\"\n"),
+        1,
+    );
+    r.write("fleet.toml", &text);
+    r.commit("two hosts");
+    r.git(&["tag", "-f", "base"]);
+    r.branch("move-globex");
+    r.edit(
+        "fleet.toml",
+        "[tenants.globex]\nport = 18802\n",
+        "[tenants.globex]\nport = 18802\nhost = \"b\"\n",
+    );
+    r.commit("globex to host b");
+    let md = r.review();
+    assert!(md.contains("| `>>` move | 1 | `globex` |"), "{md}");
+    assert!(md.contains("**1 tenant restarts**"), "{md}");
+    insta::assert_snapshot!(md);
+}

@@ -417,7 +417,7 @@ pub fn action_section(a: &TenantAction) -> Option<String> {
     }
     let mut s = format!(
         "<details><summary><code>{}</code> {} <b>{}</b>{}: {}</summary>\n\n",
-        a.action.symbol(),
+        html_escape(a.action.symbol()),
         a.action.verb(),
         a.tenant,
         if a.blocked.is_some() {
