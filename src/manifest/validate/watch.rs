@@ -1,0 +1,98 @@
+//! `[watch]`: webhooks and the listen address.
+
+use super::*;
+
+impl Checker<'_> {
+    /// `[watch]`: webhook URLs and their signing secrets, the listen address.
+    pub(super) fn watch(
+        &mut self,
+        w: &crate::manifest::WatchSettings,
+        available: &AvailableSecrets,
+    ) {
+        for (i, hook) in w.webhooks.iter().enumerate() {
+            let at = ["watch", "webhooks", &i.to_string()];
+            if !(hook.url.starts_with("https://") || hook.url.starts_with("http://")) {
+                self.findings.push(
+                    Finding::error(
+                        "webhook-url",
+                        format!("webhook URL `{}` is not http(s)", hook.url),
+                    )
+                    .maybe_label(
+                        self.spans.value(&join(&at.map(String::from), &["url"])),
+                        "not an http(s) URL",
+                    )
+                    .help("webhooks are POSTed: use https://host/path"),
+                );
+            }
+            if let Some(name) = &hook.secret
+                && !available
+                    .get(crate::secrets::FLEET_OWNER)
+                    .is_some_and(|have| have.contains(name))
+            {
+                self.findings.push(
+                    Finding::error(
+                        "missing-secret",
+                        format!("webhook secret `{name}` is not in secrets/_fleet.toml"),
+                    )
+                    .maybe_label(
+                        self.spans.value(&join(&at.map(String::from), &["secret"])),
+                        "not in the secrets file",
+                    )
+                    .help(format!("store it with `mtp secrets set _fleet {name}`")),
+                );
+            }
+        }
+        if let Some(listen) = &w.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            self.findings.push(
+                Finding::error(
+                    "listen-address",
+                    format!("`{listen}` is not an address:port"),
+                )
+                .maybe_label(
+                    self.spans
+                        .value(&["watch".to_string(), "listen".to_string()]),
+                    "not an address",
+                )
+                .help("e.g. \"127.0.0.1:9469\""),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn webhook_urls_secrets_and_listen_address_are_checked() {
+        let text = "[fleet]\nname = \"f\"\ndata_root = \"/srv/f\"\n\n[watch]\nlisten = \"nowhere\"\n\
+                    webhooks = [{ url = \"ftp://x\", secret = \"HOOK\" }, { url = \"https://ok\", secret = \"HAVE\" }]\n\n\
+                    [tenants.acme]\nport = 18801\nimage = \"gw:1\"\n";
+        let available: AvailableSecrets = [
+            (
+                "acme".to_string(),
+                ["OPENCLAW_GATEWAY_TOKEN".to_string()].into(),
+            ),
+            ("_fleet".to_string(), ["HAVE".to_string()].into()),
+        ]
+        .into();
+        let v = crate::manifest::validate_source(
+            std::path::Path::new("fleet.toml"),
+            text.to_string(),
+            &available,
+        );
+        let codes: Vec<String> = v
+            .report
+            .findings
+            .iter()
+            .filter(|f| f.is_error())
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(codes.len(), 3, "{codes:#?}");
+        assert!(codes.iter().any(|c| c.contains("ftp://x")));
+        assert!(codes.iter().any(|c| c.contains("`HOOK`")));
+        assert!(codes.iter().any(|c| c.contains("nowhere")));
+    }
+}
