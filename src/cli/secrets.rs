@@ -351,7 +351,7 @@ fn rekey(store: &SecretStore) -> miette::Result<ExitCode> {
     }
     if report.reencrypted.is_empty() {
         println!(
-            "nothing to do: all {} are encrypted to the {} in {}",
+            "no re-encryption needed: all {} are encrypted to the {} in {}",
             count(report.unchanged, "value"),
             count(report.recipients, "recipient"),
             recipients.path().display()

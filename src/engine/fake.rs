@@ -272,15 +272,7 @@ impl Engine for FakeEngine {
             image: spec.image.clone(),
             state: RunState::Created,
             health: HealthState::None,
-            ports: spec
-                .ports
-                .iter()
-                .map(|p| LivePort {
-                    host_ip: p.host_ip.clone(),
-                    host_port: p.host_port,
-                    container_port: p.container_port,
-                })
-                .collect(),
+            ports: LivePort::published(spec),
             labels: labels.clone(),
             networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
         });

@@ -273,6 +273,20 @@ pub fn container_labels(
     labels
 }
 
+impl LivePort {
+    /// The ports `spec` publishes, as the engine lists them.
+    pub fn published(spec: &crate::render::ContainerSpec) -> Vec<LivePort> {
+        spec.ports
+            .iter()
+            .map(|p| LivePort {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+            })
+            .collect()
+    }
+}
+
 impl LiveContainer {
     /// The container apply leaves for `spec` (running and healthy, or created and stopped
     /// for a disabled tenant), with the id `id`.
@@ -287,15 +301,7 @@ impl LiveContainer {
                 RunState::Created
             },
             health: HealthState::Healthy,
-            ports: spec
-                .ports
-                .iter()
-                .map(|p| LivePort {
-                    host_ip: p.host_ip.clone(),
-                    host_port: p.host_port,
-                    container_port: p.container_port,
-                })
-                .collect(),
+            ports: LivePort::published(spec),
             labels: container_labels(spec, fleet, None, None),
             networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
         }

@@ -130,12 +130,7 @@ impl SecretsFile {
     /// itself stays byte for byte.
     pub fn set_review(&mut self, name: &str, review: Option<&str>) {
         if let Some(mut key) = self.doc.key_mut(name) {
-            let prefix = key
-                .leaf_decor()
-                .prefix()
-                .and_then(|p| p.as_str())
-                .unwrap_or("")
-                .to_string();
+            let prefix = prefix_of(&key);
             key.leaf_decor_mut()
                 .set_prefix(with_tag_line(&prefix, REVIEW_TAG, review));
         }
@@ -149,12 +144,7 @@ impl SecretsFile {
             .parse()
             .expect("an armored age message is a valid multi-line string");
         if let Some((mut key, item)) = self.doc.get_key_value_mut(name) {
-            let prefix = key
-                .leaf_decor()
-                .prefix()
-                .and_then(|p| p.as_str())
-                .unwrap_or("")
-                .to_string();
+            let prefix = prefix_of(&key);
             key.leaf_decor_mut().set_prefix(with_tag_line(
                 &prefix,
                 RECIPIENTS_TAG,
@@ -239,6 +229,15 @@ impl SecretsFile {
     pub fn render(&self) -> String {
         self.doc.to_string()
     }
+}
+
+/// The comments above a key, as written.
+fn prefix_of(key: &toml_edit::KeyMut<'_>) -> String {
+    key.leaf_decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The comment block a new file starts with.
