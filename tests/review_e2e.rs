@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use secrecy::ExposeSecret;
 
+mod common;
+
 const BASE: &str = r#"[fleet]
 name = "rv"
 data_root = "/srv/rv"
@@ -78,21 +80,7 @@ impl Repo {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let o = Command::new("git")
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("GIT_AUTHOR_NAME", "Op")
-            .env("GIT_AUTHOR_EMAIL", "op@example.com")
-            .env("GIT_COMMITTER_NAME", "Op")
-            .env("GIT_COMMITTER_EMAIL", "op@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
+        common::git::git(self.dir.path(), args)
     }
 
     fn commit(&self, msg: &str) {

@@ -372,7 +372,10 @@ fn rekey_after_adding_a_recipient_lets_the_new_identity_decrypt() {
     let before = f.read("secrets/acme.toml");
     let (ok, out, _) = f.run(&mut f.mtp_as(&newcomer, &["secrets", "rekey"]));
     assert!(ok);
-    assert!(out.starts_with("nothing to do: all 3 values"), "{out}");
+    assert!(
+        out.starts_with("no re-encryption needed: all 3 values"),
+        "{out}"
+    );
     assert_eq!(before, f.read("secrets/acme.toml"));
 }
 

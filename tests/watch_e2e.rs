@@ -4,37 +4,20 @@
 //! broken manifest and its fix, a container stopped by hand, a force-push.
 
 mod apply_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apply_support::*;
+use common::git::git;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 
 const HOOK_SECRET: &str = "hook-secret-7f3a9c";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Op")
-        .env("GIT_AUTHOR_EMAIL", "op@example.com")
-        .env("GIT_COMMITTER_NAME", "Op")
-        .env("GIT_COMMITTER_EMAIL", "op@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 /// Commits everything in the fleet directory and pushes; the new head.
 fn push(f: &TestFleet, msg: &str) -> String {

@@ -4,30 +4,14 @@
 //! followed when no `--branch` is given.
 
 mod apply_support;
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use apply_support::*;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Op")
-        .env("GIT_AUTHOR_EMAIL", "op@example.com")
-        .env("GIT_COMMITTER_NAME", "Op")
-        .env("GIT_COMMITTER_EMAIL", "op@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
+use common::git::git;
 
 /// The fleet directory as a working copy of a bare repository `state/remote.git` on `branch`.
 fn repo(f: &TestFleet, branch: &str) -> std::path::PathBuf {

@@ -59,23 +59,7 @@ fn specs(tenants: &[T]) -> Vec<ContainerSpec> {
 }
 
 fn plan_for(specs: &[ContainerSpec], live: &LiveState, prune: bool) -> Plan {
-    crate::plan::plan(
-        &Desired {
-            fleet: FLEET.into(),
-            specs: specs.to_vec(),
-            manifest_hash: "m".into(),
-            commit: None,
-        },
-        live,
-        &PlanOptions {
-            prune,
-            targets: vec![],
-            engine: "fake".into(),
-            refresh: false,
-            host: crate::manifest::DEFAULT_HOST.into(),
-            elsewhere: Default::default(),
-        },
-    )
+    crate::plan::plan_on_one_engine(FLEET, specs, live, prune)
 }
 
 fn opts(dir: &std::path::Path) -> ApplyOptions {

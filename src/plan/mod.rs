@@ -11,6 +11,31 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use diff::{Desired, PlanOptions, plan};
+
+/// For tests: `specs` of fleet `fleet` planned against `live` on one engine.
+#[cfg(test)]
+pub(crate) fn plan_on_one_engine(
+    fleet: &str,
+    specs: &[crate::render::ContainerSpec],
+    live: &crate::engine::LiveState,
+    prune: bool,
+) -> Plan {
+    plan(
+        &Desired {
+            fleet: fleet.into(),
+            specs: specs.to_vec(),
+            manifest_hash: "m".into(),
+            commit: None,
+        },
+        live,
+        &PlanOptions {
+            prune,
+            engine: "fake".into(),
+            host: crate::manifest::DEFAULT_HOST.into(),
+            ..Default::default()
+        },
+    )
+}
 pub use hosts::{HostLive, plan_hosts};
 
 /// Version of the plan format; bumped on any incompatible change to field names or meaning.

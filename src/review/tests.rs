@@ -13,7 +13,7 @@ use crate::apply::{ApplyOptions, Executor, Quiet};
 use crate::engine::fake::FakeEngine;
 use crate::engine::{Claims, Engine, LiveState};
 use crate::manifest::Manifest;
-use crate::plan::{Desired, Plan, PlanOptions};
+use crate::plan::Plan;
 use crate::render::{ContainerSpec, render};
 use crate::secrets::{FingerprintKey, SecretValue};
 
@@ -115,20 +115,7 @@ fn specs(f: &[Option<T>], live: bool) -> Vec<ContainerSpec> {
 }
 
 fn plan_of(specs: &[ContainerSpec], live: &LiveState) -> Plan {
-    crate::plan::plan(
-        &Desired {
-            fleet: FLEET.into(),
-            specs: specs.to_vec(),
-            manifest_hash: "m".into(),
-            commit: None,
-        },
-        live,
-        &PlanOptions {
-            engine: "fake".into(),
-            host: crate::manifest::DEFAULT_HOST.into(),
-            ..Default::default()
-        },
-    )
+    crate::plan::plan_on_one_engine(FLEET, specs, live, false)
 }
 
 /// Applies `specs` to `engine` as `mtp apply` would.

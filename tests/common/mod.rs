@@ -18,4 +18,5 @@ pub fn available_secrets(dir: &Path) -> AvailableSecrets {
         .expect("fixture secrets readable")
 }
 
+pub mod git;
 pub mod second_engine;
