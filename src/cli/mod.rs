@@ -1,11 +1,15 @@
 //! The command line: clap definitions and wiring. Decisions live in the library modules.
 
 pub(crate) mod apply;
+mod backup;
 pub(crate) mod common;
+mod doctor;
+mod logs;
 pub(crate) mod plan;
 mod render;
 mod schema;
 mod secrets;
+mod status;
 mod tenant;
 mod unlock;
 pub(crate) mod validate;
@@ -47,6 +51,19 @@ pub enum Command {
     Watch(watch::Args),
     /// Show who holds the fleet's apply lock and remove it (after confirmation).
     Unlock(unlock::Args),
+    /// One table of the fleet, declared and live side by side: state, health, image, host,
+    /// port, uptime, restarts, memory, last applied commit.
+    Status(status::Args),
+    /// A tenant's container logs, its secret values replaced by `<redacted>`.
+    Logs(logs::Args),
+    /// Back up tenants' state: an archive per tenant, encrypted to the fleet's recipients.
+    Backup(backup::BackupArgs),
+    /// Restore a tenant from a backup archive: verified first, the previous data kept aside
+    /// until the restored gateway is healthy.
+    Restore(backup::RestoreArgs),
+    /// Audit every tenant without changing anything: hardening, ports, data permissions,
+    /// token, network isolation, image pinning.
+    Doctor(doctor::Args),
     /// Manage age-encrypted secrets under secrets/.
     #[command(subcommand)]
     Secrets(secrets::Command),
@@ -76,6 +93,11 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(&cli.fleet, args),
         Command::Unlock(args) => unlock::run(&cli.fleet, args),
         Command::Watch(args) => watch::run(&cli.fleet, args),
+        Command::Status(args) => status::run(&cli.fleet, args),
+        Command::Logs(args) => logs::run(&cli.fleet, args),
+        Command::Backup(args) => backup::run_backup(&cli.fleet, args),
+        Command::Restore(args) => backup::run_restore(&cli.fleet, args),
+        Command::Doctor(args) => doctor::run(&cli.fleet, args),
         Command::Secrets(cmd) => secrets::run(&cli.fleet, cmd),
         Command::Tenant(cmd) => tenant::run(&cli.fleet, cmd),
         Command::Completions { shell } => {
