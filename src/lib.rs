@@ -3,6 +3,7 @@
 //! Data flows one way: files -> desired state -> (live state) -> plan -> apply -> report.
 
 pub mod apply;
+pub mod backup;
 pub mod cli;
 pub mod engine;
 pub mod fleet;

@@ -9,82 +9,27 @@
 //! (promoted, when healthy with the desired spec) or removed and the move redone.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::time::Duration;
+use std::io::Read;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::*;
 use crate::engine::Files;
+use crate::engine::spool::{Spool, blocking};
 use crate::manifest::STATE_DIR;
 
-/// A spool file for an archive in transit, encrypted to a key held only in memory.
-struct Spool {
-    file: tempfile::NamedTempFile,
-    key: age::x25519::Identity,
+/// The checksums of a spooled state-directory archive (off the async runtime).
+async fn spooled_checksums(spool: Arc<Spool>) -> Result<BTreeMap<String, (u64, String)>, String> {
+    blocking(move || checksums(spool.reader()?)).await?
 }
 
-impl Spool {
-    fn new() -> std::io::Result<Spool> {
-        Ok(Spool {
-            file: tempfile::NamedTempFile::new()?,
-            key: age::x25519::Identity::generate(),
-        })
-    }
-
-    /// A writer that encrypts into the spool; [`Spool::finish`] it when done.
-    fn writer(
-        &self,
-    ) -> Result<age::stream::StreamWriter<std::io::BufWriter<std::fs::File>>, String> {
-        let file = self.file.reopen().map_err(|e| e.to_string())?;
-        let recipient = self.key.to_public();
-        let enc =
-            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                .map_err(|e| e.to_string())?;
-        enc.wrap_output(std::io::BufWriter::new(file))
-            .map_err(|e| e.to_string())
-    }
-
-    /// Writes the encryption's last chunk and flushes the file.
-    fn finish(
-        w: age::stream::StreamWriter<std::io::BufWriter<std::fs::File>>,
-    ) -> Result<(), String> {
-        w.finish()
-            .and_then(|mut f| f.flush())
-            .map_err(|e| e.to_string())
-    }
-
-    /// Reads the archive of `path` in container `id` into a fresh spool.
-    async fn fill<E: Engine>(
-        engine: &E,
-        id: &str,
-        path: &str,
-    ) -> Result<std::sync::Arc<Spool>, String> {
-        let spool = std::sync::Arc::new(Spool::new().map_err(|e| e.to_string())?);
-        let mut w = spool.writer()?;
-        engine
-            .download_archive(id, path, &mut w)
-            .await
-            .map_err(|e| e.to_string())?;
-        blocking(move || Spool::finish(w)).await??;
-        Ok(spool)
-    }
-
-    /// The checksums of the spooled archive (off the async runtime).
-    async fn checksums(
-        self: std::sync::Arc<Self>,
-    ) -> Result<BTreeMap<String, (u64, String)>, String> {
-        blocking(move || checksums(self.reader()?)).await?
-    }
-
-    /// A reader of the decrypted archive.
-    fn reader(&self) -> Result<impl Read + Send + use<>, String> {
-        let file = self.file.reopen().map_err(|e| e.to_string())?;
-        let dec = age::Decryptor::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
-        dec.decrypt(std::iter::once(&self.key as &dyn age::Identity))
-            .map_err(|e| e.to_string())
-    }
+async fn fill<E: Engine>(engine: &E, id: &str, path: &str) -> Result<Arc<Spool>, String> {
+    Spool::fill(engine, id, path)
+        .await
+        .map(|(s, _)| s)
+        .map_err(|e| e.to_string())
 }
 
 /// Every regular file of a state-directory archive, by path under it, with its size and
@@ -124,12 +69,6 @@ fn checksums(r: impl Read) -> Result<BTreeMap<String, (u64, String)>, String> {
         out.insert(rel, (size, hex::encode(h.finalize())));
     }
     Ok(out)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("internal error: {e}"))
 }
 
 impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
@@ -269,18 +208,19 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
     /// Copies the state directory of `old_id` (on `src`) into the new container `new_id`,
     /// and checks every file arrived unchanged. Returns how many files it holds.
     async fn copy_data(&self, src: &E, old_id: &str, new_id: &str) -> Result<usize, String> {
-        let spool = Spool::fill(src, old_id, STATE_DIR)
+        let spool = fill(src, old_id, STATE_DIR)
             .await
             .map_err(|e| format!("reading it: {e}"))?;
-        let want = spool.clone().checksums().await?;
+        let want = spooled_checksums(spool.clone()).await?;
 
         // What the new host holds already must be a part of it (an earlier attempt's copy);
         // anything else is someone's data, and the move stops.
-        let have = Spool::fill(self.engine, new_id, STATE_DIR)
-            .await
-            .map_err(|e| format!("reading the new host's data dir: {e}"))?
-            .checksums()
-            .await?;
+        let have = spooled_checksums(
+            fill(self.engine, new_id, STATE_DIR)
+                .await
+                .map_err(|e| format!("reading the new host's data dir: {e}"))?,
+        )
+        .await?;
         if let Some(f) = have.keys().find(|f| !want.contains_key(*f)) {
             return Err(format!(
                 "the new host already holds other data for this tenant (`{f}` in its data dir); move it aside and apply again"
@@ -288,50 +228,18 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         }
 
         // Streamed out of the spool, decrypted in a blocking thread.
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
-        let s = spool.clone();
-        let feeder = tokio::task::spawn_blocking(move || {
-            let mut r = match s.reader() {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e)));
-                    return;
-                }
-            };
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                match r.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if tx
-                            .blocking_send(Ok(bytes::Bytes::copy_from_slice(&buf[..n])))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
-        let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
         let parent = STATE_DIR.rsplit_once('/').map_or("/", |(p, _)| p);
-        self.engine
-            .upload_archive(new_id, parent, body)
+        spool
+            .upload(self.engine, new_id, parent)
             .await
             .map_err(|e| format!("writing it on the new host: {e}"))?;
-        let _ = tokio::time::timeout(Duration::from_secs(30), feeder).await;
 
-        let got = Spool::fill(self.engine, new_id, STATE_DIR)
-            .await
-            .map_err(|e| format!("reading it back: {e}"))?
-            .checksums()
-            .await?;
+        let got = spooled_checksums(
+            fill(self.engine, new_id, STATE_DIR)
+                .await
+                .map_err(|e| format!("reading it back: {e}"))?,
+        )
+        .await?;
         for (f, sum) in &want {
             if got.get(f) != Some(sum) {
                 return Err(format!("`{f}` did not arrive intact"));

@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod fake;
+pub mod spool;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -405,8 +406,8 @@ pub struct ExecOutput {
     pub stderr: String,
 }
 
-/// A throwaway container that runs one command and is removed: no network, no mounts, the
-/// gateway's uid, every capability dropped (the preflight's config validation).
+/// A throwaway container that runs one command and is removed: no network, no mounts but
+/// `binds`, the gateway's uid, every capability dropped (the preflight's config validation).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OneOff {
     pub name: String,
@@ -417,6 +418,9 @@ pub struct OneOff {
     pub files: Vec<(String, String)>,
     pub labels: BTreeMap<String, String>,
     pub timeout: std::time::Duration,
+    /// Host directories bind-mounted into it, `source:target` (none but for restores, which
+    /// rearrange a stopped tenant's data directory).
+    pub binds: Vec<String>,
 }
 
 /// A never-started container used as a named marker (the apply lock).

@@ -180,6 +180,7 @@ async fn run<E: Engine>(
         labels: BTreeMap::from([(LABEL_PREFLIGHT.to_string(), fleet.to_string())]),
         // Node loads the gateway's code once (seconds), then checks each config in ms.
         timeout: Duration::from_secs(120 + 2 * configs.len() as u64),
+        binds: Vec::new(),
     };
     let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
     let mut found = Vec::new();

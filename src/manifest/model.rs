@@ -146,6 +146,27 @@ pub struct Manifest {
     /// allowed commit signers. Flags of `mtp watch` override these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchSettings>,
+    /// `mtp backup`: retention of archives in the backup directory, and the schedule
+    /// `mtp watch` takes backups on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSettings>,
+}
+
+/// `[backup]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Archives kept per tenant (the newest); older ones are deleted after each backup. The
+    /// newest archive of a tenant is always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep: Option<u32>,
+    /// Archives older than this are deleted after each backup, e.g. `"30d"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    /// How often `mtp watch` backs up every tenant, e.g. `"24h"`. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Duration>,
 }
 
 /// `[hosts.<name>]`: one Docker engine of the fleet.

@@ -18,7 +18,8 @@ use super::diagnostics::Finding;
 use super::schema::{self, Keys};
 use super::spans::SpanIndex;
 use super::{
-    AdminSettings, FleetSettings, HostSettings, Manifest, Settings, TenantSettings, WatchSettings,
+    AdminSettings, BackupSettings, FleetSettings, HostSettings, Manifest, Settings, TenantSettings,
+    WatchSettings,
 };
 
 /// What could be read from a manifest's text, possibly partially, with what was wrong.
@@ -33,6 +34,7 @@ pub(crate) struct Parsed {
     pub defaults: Settings,
     pub admin: Option<AdminSettings>,
     pub watch: Option<WatchSettings>,
+    pub backup: Option<BackupSettings>,
     /// `[hosts.<name>]` tables that read; a host whose table does not is left out.
     pub hosts: BTreeMap<String, HostSettings>,
     /// Tenants that deserialized (possibly without their bad keys); a tenant missing its port
@@ -56,6 +58,7 @@ impl Parsed {
             tenants: self.tenants.clone(),
             hosts: self.hosts.clone(),
             watch: self.watch.clone(),
+            backup: self.backup.clone(),
         })
     }
 }
@@ -102,6 +105,9 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
     if let Some(v) = root.remove("watch") {
         parsed.watch = ctx.section(v, path(&["watch"]));
+    }
+    if let Some(v) = root.remove("backup") {
+        parsed.backup = ctx.section(v, path(&["backup"]));
     }
     for (table, noun) in [("tenants", "tenant"), ("hosts", "host")] {
         let Some(v) = root.remove(table) else {

@@ -482,6 +482,7 @@ impl Engine for DockerEngine {
                 memory: Some(2 * 1024 * 1024 * 1024),
                 pids_limit: Some(256),
                 init: Some(true),
+                binds: (!job.binds.is_empty()).then(|| job.binds.clone()),
                 ..Default::default()
             }),
             ..Default::default()

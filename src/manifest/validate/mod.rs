@@ -54,6 +54,7 @@ pub const MTP_ENV: &[&str] = &[
 /// The secret holding a tenant's Telegram bot token (read by render as `${TELEGRAM_BOT_TOKEN}`).
 const TELEGRAM_TOKEN: &str = "TELEGRAM_BOT_TOKEN";
 
+mod backup;
 mod fleet;
 mod hosts;
 mod instance;
@@ -93,6 +94,7 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
         tenants: parsed.tenants.clone(),
         hosts: parsed.hosts.clone(),
         watch: parsed.watch.clone(),
+        backup: parsed.backup.clone(),
     };
     let instances = manifest.instances();
     c.ports(&instances);
@@ -103,6 +105,9 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
     }
     if let Some(w) = &parsed.watch {
         c.watch(w, available);
+    }
+    if let Some(b) = &parsed.backup {
+        c.backup(b);
     }
     if structurally_sound && instances.is_empty() {
         c.findings.push(

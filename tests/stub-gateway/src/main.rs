@@ -10,6 +10,8 @@
 //!   node dist/index.js gateway call <method> [--params JSON] [--json] [--token T] [--port N]
 //!                                   [--url ws://...]
 //!   node dist/index.js config validate [--json]
+//!   node dist/index.js backup create [--verify] [--json] [--output <path|dir>]
+//!   node <dir>/mtp-restore.mjs <aside|back|drop> <state dir>   (mtp's restore helper)
 //!   node <dir>/mtp-preflight.mjs <config.json>...   (mtp's preflight: one JSON line a file)
 //!   node -e "<script with a http:// URL>"      (the healthcheck: GET, exit 0 on 2xx)
 //!   openclaw-stub probe [--path /readyz] [--port N]
@@ -35,9 +37,11 @@
 //! Fault knobs (env): STUB_START_DELAY_MS (before the HTTP server listens), STUB_STARTUP_MS
 //! (the `starting` window, default 1000), STUB_NEVER_READY=1, STUB_CRASH_AFTER_S=N (exit 1 N
 //! seconds after becoming ready; fractions allowed), STUB_EXIT_AT_ONCE=1, STUB_IGNORE_SIGTERM=1,
-//! STUB_TICK_MS (the tick interval, default 30000), STUB_LEASE_TTL_MS (the owner lease's TTL,
+//! STUB_TICK_MS (the tick interval, default 30000), STUB_NO_BACKUP=1 (no `backup`
+//! command, as an older gateway), STUB_LEASE_TTL_MS (the owner lease's TTL,
 //! default 300000 as the real's; it is renewed every TTL/10).
 
+mod backup;
 mod client;
 mod config;
 mod gateway;
@@ -62,7 +66,15 @@ fn run(args: &[String]) -> i32 {
         return 0;
     }
     if rest.first() == Some(&"-e") {
-        return client::eval_script(rest.get(1).copied().unwrap_or(""));
+        let script = rest.get(1).copied().unwrap_or("");
+        if script.contains("rmSync(process.argv[1]") {
+            return backup::rm_sync(rest.get(2).copied());
+        }
+        return client::eval_script(script);
+    }
+    // mtp's restore helper, run in a throwaway container on a tenant's data directory.
+    if rest.first().is_some_and(|a| a.ends_with("mtp-restore.mjs")) {
+        return backup::restore_helper(&rest[1..]);
     }
     // mtp's preflight script, uploaded into a throwaway container: the stub's own rules.
     if rest
@@ -84,6 +96,11 @@ fn run(args: &[String]) -> i32 {
         Some("gateway") if rest.get(1) == Some(&"call") => client::call(&rest[2..]),
         Some("gateway") => gateway::run(&rest[1..]),
         Some("config") if rest.get(1) == Some(&"validate") => validate::config_validate(&rest[2..]),
+        Some("backup")
+            if rest.get(1) == Some(&"create") && std::env::var_os("STUB_NO_BACKUP").is_none() =>
+        {
+            backup::create(&rest[2..])
+        }
         Some(other) => {
             eprintln!("error: unknown command '{other}'");
             1
