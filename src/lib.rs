@@ -5,13 +5,16 @@
 pub mod apply;
 pub mod backup;
 pub mod cli;
+pub mod doctor;
 pub mod engine;
 pub mod fleet;
 pub mod gateway;
+pub mod logs;
 pub mod manifest;
 pub mod plan;
 pub mod render;
 pub mod report;
 pub mod review;
 pub mod secrets;
+pub mod status;
 pub mod watch;

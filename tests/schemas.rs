@@ -33,6 +33,14 @@ fn checked_in_schemas_match_the_types() {
         &schema::validate_report_schema_json(),
     );
     check_file(mtp::plan::PLAN_SCHEMA_PATH, &mtp::plan::plan_schema_json());
+    check_file(
+        mtp::status::STATUS_SCHEMA_PATH,
+        &mtp::status::status_schema_json(),
+    );
+    check_file(
+        mtp::review::REVIEW_SCHEMA_PATH,
+        &mtp::review::review_schema_json(),
+    );
 }
 
 #[test]

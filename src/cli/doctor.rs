@@ -1,11 +1,80 @@
-//! `mtp doctor`: audit every tenant.
+//! `mtp doctor`: audit every tenant's container, changing nothing.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use miette::IntoDiagnostic;
 
-pub fn run(_fleet: &Path, _args: Args) -> miette::Result<ExitCode> {
-    miette::bail!("`mtp doctor` is not built yet")
+use super::common;
+use crate::apply::ws_probe::WsProbe;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+/// Exit 0 when every check passed or was skipped, 1 when any failed.
+pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
+    let session = common::open_session(fleet)?;
+    let desired = crate::review::keyless(&session).map_err(common::report)?;
+    // The tokens, when an identity can decrypt them; the token check is skipped otherwise.
+    let tokens = common::keyring().ok().and_then(|k| {
+        session
+            .loaded
+            .manifest
+            .instances()
+            .iter()
+            .map(|inst| {
+                k.decrypt(
+                    session.store(),
+                    &inst.name,
+                    &[crate::manifest::GATEWAY_TOKEN.to_string()],
+                )
+                .ok()
+                .and_then(|mut v| v.remove(crate::manifest::GATEWAY_TOKEN))
+                .map(|v| (inst.name.clone(), v.expose().to_string()))
+            })
+            .collect::<Option<crate::doctor::Tokens>>()
+    });
+    let rt = common::runtime()?;
+    let report = rt.block_on(async {
+        let hosts = common::connect_hosts(&session, &[]).await?;
+        let observed = hosts
+            .observe(session.fleet(), &session.all_claims(), false, 8)
+            .await;
+        Ok::<_, miette::Report>(
+            crate::doctor::audit(
+                &desired,
+                &hosts,
+                &observed,
+                tokens.as_ref(),
+                &WsProbe::default(),
+            )
+            .await,
+        )
+    })?;
+    if args.json || args.format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).into_diagnostic()?
+        );
+    } else {
+        print!("{}", crate::doctor::human(&report));
+    }
+    Ok(if report.failed() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

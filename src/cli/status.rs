@@ -1,11 +1,61 @@
-//! `mtp status`: the fleet, declared and live.
+//! `mtp status`: the fleet, declared and live side by side.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use miette::IntoDiagnostic;
 
-pub fn run(_fleet: &Path, _args: Args) -> miette::Result<ExitCode> {
-    miette::bail!("`mtp status` is not built yet")
+use super::common;
+use crate::fleet::PlanRequest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only these tenants (all when none is given).
+    pub tenants: Vec<String>,
+    /// Output format (json: see schemas/status.schema.json).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
+    let session = common::open_session(fleet)?;
+    session
+        .check_tenants(&args.tenants)
+        .map_err(common::report)?;
+    let rt = common::runtime()?;
+    let status = rt.block_on(async {
+        let hosts = common::connect_hosts(&session, &[]).await?;
+        let observed = hosts
+            .observe(session.fleet(), &session.all_claims(), false, 8)
+            .await;
+        // Drift is the plan's verdict; without an identity it is not checked.
+        let plan = common::keyring()
+            .ok()
+            .and_then(|k| session.desired(&k).ok())
+            .map(|desired| {
+                session.plan_hosts(&desired, &hosts, &observed, &PlanRequest::default())
+            });
+        Ok::<_, miette::Report>(
+            crate::status::fleet_status(&session, &hosts, &observed, plan.as_ref(), &args.tenants)
+                .await,
+        )
+    })?;
+    if args.json || args.format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).into_diagnostic()?
+        );
+    } else {
+        print!("{}", crate::status::table(&status));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -61,6 +61,10 @@ pub struct World {
     pub dead: bool,
     /// Every call, in order: `op target`.
     pub calls: Vec<String>,
+    /// Memory each container uses, by id (what `memory_usage` reports).
+    pub memory: BTreeMap<String, u64>,
+    /// Each container's output, by id (what `logs` streams).
+    pub logs: BTreeMap<String, String>,
 }
 
 /// See the module documentation. Interior mutability lets it implement [`Engine`] (`&self`).
@@ -367,6 +371,7 @@ impl Engine for FakeEngine {
                 .map(str::to_string),
             networks: c.networks.clone(),
             config: None,
+            hardening: None,
         })
     }
 
@@ -540,7 +545,33 @@ impl Engine for FakeEngine {
             oom_killed: false,
             last_probe_output: None,
             labels: c.labels,
+            started_at: None,
         })
+    }
+
+    async fn path_owner(&self, id: &str, _path: &str) -> Result<(u64, u32), EngineError> {
+        let mut w = self.lock();
+        w.call("archive-head", id, false)?;
+        Ok((u64::from(crate::manifest::GATEWAY_UID), 0o700))
+    }
+
+    async fn memory_usage(&self, id: &str) -> Result<Option<u64>, EngineError> {
+        let mut w = self.lock();
+        w.call("stats", id, false)?;
+        Ok(w.memory.get(id).copied())
+    }
+
+    fn logs(
+        &self,
+        id: &str,
+        _req: &LogsRequest,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, EngineError>> + Send + 'static {
+        let out = {
+            let mut w = self.lock();
+            w.call("logs", id, false)
+                .map(|()| bytes::Bytes::from(w.logs.get(id).cloned().unwrap_or_default()))
+        };
+        futures_util::stream::iter([out])
     }
 
     async fn logs_tail(&self, id: &str, _lines: usize) -> Result<String, EngineError> {

@@ -189,6 +189,22 @@ pub struct Refreshed {
     pub networks: Vec<String>,
     /// `openclaw.json` in the state directory (`None`: could not be read).
     pub config: Option<String>,
+    /// Hardening as the engine runs it (what `mtp doctor` audits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardening: Option<Hardening>,
+}
+
+/// A container's hardening, by inspect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Hardening {
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub init: Option<bool>,
+    pub privileged: bool,
+    /// `uid[:gid]` it runs as (empty: the image's user).
+    pub user: String,
+    pub read_only_rootfs: bool,
 }
 
 impl LiveState {
@@ -373,6 +389,18 @@ pub struct ContainerStatus {
     /// The last healthcheck's output, trimmed, for failure messages.
     pub last_probe_output: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// When it was last started (`None`: never, or the engine did not say).
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What `logs` streams: the container's output, from where and whether to follow it.
+#[derive(Debug, Clone, Default)]
+pub struct LogsRequest {
+    pub follow: bool,
+    /// Only lines after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only the last N lines (before following).
+    pub tail: Option<usize>,
 }
 
 /// An event about one of the fleet's containers that may mean drift.
@@ -505,6 +533,13 @@ pub trait Engine: Sync {
         id: &str,
     ) -> impl Future<Output = Result<Refreshed, EngineError>> + Send;
 
+    /// The owner uid and permission bits of `path` in container `id` (read from the first
+    /// header of its archive: nothing is copied beyond it).
+    fn path_owner(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<(u64, u32), EngineError>> + Send;
     /// Runs `job` in a throwaway container (created, given its files, started, waited for,
     /// removed whatever happens) and returns what it printed.
     fn run_oneoff(
@@ -543,6 +578,17 @@ pub trait Engine: Sync {
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn status(&self, id: &str)
     -> impl Future<Output = Result<ContainerStatus, EngineError>> + Send;
+    /// Memory the container uses now, from one stats read (`None`: the engine did not say).
+    fn memory_usage(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<u64>, EngineError>> + Send;
+    /// The container's output (stdout and stderr, in order), as chunks of bytes.
+    fn logs(
+        &self,
+        id: &str,
+        req: &LogsRequest,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, EngineError>> + Send + 'static;
     /// The last lines of a container's output, for failure messages.
     fn logs_tail(
         &self,

@@ -104,6 +104,15 @@ pub struct Removal {
     pub backed_up_first: bool,
 }
 
+/// Where the schema of `mtp plan --against REV --json` is checked in.
+pub const REVIEW_SCHEMA_PATH: &str = "schemas/review.schema.json";
+
+/// The schema of `mtp plan --against REV --json`.
+pub fn review_schema_json() -> String {
+    let schema = schemars::schema_for!(Review);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
 /// A keyless, engineless review of a change.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Review {
@@ -213,6 +222,12 @@ fn revision(files: &FleetFiles) -> Revision {
         commit: files.commit.clone(),
         source: files.manifest_path.display().to_string(),
     }
+}
+
+/// Renders every instance of `session` without decrypting anything: each secret an opaque
+/// value standing for what a keyless reader can compare.
+pub fn keyless(session: &Session) -> Result<Desired, SessionError> {
+    keyless_desired(session, &session.store().reviewed()?)
 }
 
 /// Renders every instance with opaque values in place of its secrets.

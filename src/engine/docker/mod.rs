@@ -456,7 +456,46 @@ impl Engine for DockerEngine {
                 .map(|n| n.to_string()),
             networks,
             config: None,
+            hardening: Some(crate::engine::Hardening {
+                cap_drop: hc.cap_drop.clone().unwrap_or_default(),
+                cap_add: hc.cap_add.clone().unwrap_or_default(),
+                security_opt: hc.security_opt.clone().unwrap_or_default(),
+                init: hc.init,
+                privileged: hc.privileged.unwrap_or(false),
+                user: c.config.and_then(|cfg| cfg.user).unwrap_or_default(),
+                read_only_rootfs: hc.readonly_rootfs.unwrap_or(false),
+            }),
         })
+    }
+
+    async fn path_owner(&self, id: &str, path: &str) -> Result<(u64, u32), EngineError> {
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(opts));
+        let mut head = Vec::with_capacity(512);
+        while head.len() < 512 {
+            match stream.next().await {
+                Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(classify(&self.host, "read the archive of a path", e)),
+                None => break,
+            }
+        }
+        // Only the first header is wanted: the rest of the stream is dropped unread.
+        drop(stream);
+        let header = head
+            .get(..512)
+            .map(tar::Header::from_byte_slice)
+            .ok_or_else(|| {
+                EngineError::Other(format!("{path}: the engine sent no archive header"))
+            })?;
+        let uid = header
+            .uid()
+            .map_err(|e| EngineError::Other(format!("{path}: {e}")))?;
+        let mode = header
+            .mode()
+            .map_err(|e| EngineError::Other(format!("{path}: {e}")))?;
+        Ok((uid, mode & 0o7777))
     }
 
     async fn run_oneoff(&self, job: &OneOff) -> Result<ExecOutput, EngineError> {
@@ -720,12 +759,67 @@ impl Engine for DockerEngine {
             restart_count: c.restart_count.unwrap_or(0),
             oom_killed: st.oom_killed.unwrap_or(false),
             last_probe_output,
+            started_at: st
+                .started_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                // Docker says 0001-01-01 for a container never started.
+                .filter(|t| t.timestamp() > 0),
             labels: c
                 .config
                 .and_then(|cfg| cfg.labels)
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+        })
+    }
+
+    async fn memory_usage(&self, id: &str) -> Result<Option<u64>, EngineError> {
+        let opts = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.docker.stats(id, Some(opts));
+        let Some(item) = stream.next().await else {
+            return Ok(None);
+        };
+        let stats = item.map_err(|e| classify(&self.host, "read container stats", e))?;
+        let Some(mem) = stats.memory_stats else {
+            return Ok(None);
+        };
+        // As `docker stats` shows it: usage less the page cache it could drop.
+        let cache = mem
+            .stats
+            .as_ref()
+            .and_then(|s| {
+                s.get("inactive_file")
+                    .or_else(|| s.get("total_inactive_file"))
+            })
+            .copied()
+            .unwrap_or(0);
+        Ok(mem.usage.map(|u| u.saturating_sub(cache)))
+    }
+
+    fn logs(
+        &self,
+        id: &str,
+        req: &LogsRequest,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, EngineError>> + Send + 'static {
+        let mut b = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(req.follow);
+        if let Some(t) = req.tail {
+            b = b.tail(&t.to_string());
+        }
+        if let Some(since) = req.since {
+            b = b.since(since.timestamp() as i32);
+        }
+        let host = self.host.clone();
+        self.docker.logs(id, Some(b.build())).map(move |item| {
+            item.map(|o| o.into_bytes())
+                .map_err(|e| classify(&host, "read container logs", e))
         })
     }
 

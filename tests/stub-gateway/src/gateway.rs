@@ -355,6 +355,16 @@ async fn lifecycle(gw: Arc<Gateway>) {
         .phase
         .compare_exchange(STARTING, STARTED, Ordering::SeqCst, Ordering::SeqCst);
     log("gateway", "ready");
+    // A gateway that writes its credentials into its output (a debug log, a client library's
+    // error with the request URL in it): what `mtp logs` must never show.
+    if knob_on("STUB_DEBUG_AUTH") {
+        let token = gw.config.lock().unwrap().token.clone().unwrap_or_default();
+        log("debug", &format!("auth token {token}"));
+        log(
+            "telegram",
+            &format!("GET https://api.telegram.org/bot{token}/getUpdates failed: 401"),
+        );
+    }
     if let Some(f) = methods::telegram_failure(&gw.config.lock().unwrap()) {
         log(
             "telegram",

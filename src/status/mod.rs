@@ -1,0 +1,501 @@
+//! `mtp status`: the fleet declared and live side by side, one row per tenant.
+//!
+//! What it reads: the list call per host that `observe` already makes, then for each running
+//! container one inspect (uptime, restarts) and one stats read (memory), a bounded number at
+//! a time per host. A figure it could not get is named in the row's `unknown`, never shown
+//! as zero. Whether a tenant drifted from the manifest is the plan's verdict, so it needs the
+//! secrets decrypted; without an identity drift is reported as not checked.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::engine::{Engine, HealthState, LiveContainer, RunState};
+use crate::fleet::{Hosts, Observed, Session};
+use crate::plan::{ActionKind, Plan};
+
+/// Containers read at once per host (each an inspect and a stats read).
+pub const CONCURRENCY: usize = 8;
+
+/// A tenant's state, as `status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Running as declared.
+    Running,
+    /// Stopped: as declared (`enabled = false`), or against it (then `drift` says so).
+    Stopped,
+    /// Declared and enabled, but no container.
+    Missing,
+    /// Running, but not as the manifest says: apply would change it.
+    Drifted,
+    /// A container of the fleet whose tenant is no longer declared.
+    Orphan,
+    /// Its host could not be reached.
+    Unknown,
+}
+
+impl State {
+    pub fn word(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Stopped => "stopped",
+            State::Missing => "missing",
+            State::Drifted => "drifted",
+            State::Orphan => "orphan",
+            State::Unknown => "unknown",
+        }
+    }
+}
+
+/// One tenant's row.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct TenantStatus {
+    pub tenant: String,
+    pub host: String,
+    pub state: State,
+    /// Declared `enabled`.
+    pub enabled: bool,
+    /// Docker's health status (`none` without a healthcheck or while stopped).
+    pub health: Option<String>,
+    /// The image declared, and the one running when it differs.
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_image: Option<String>,
+    /// The host port declared.
+    pub port: u16,
+    /// Seconds since the container was last started.
+    pub uptime_s: Option<i64>,
+    /// Times Docker restarted it under its restart policy.
+    pub restarts: Option<i64>,
+    pub memory_used: Option<u64>,
+    pub memory_limit: u64,
+    /// The commit the running container was applied from.
+    pub commit: Option<String>,
+    /// This month's spend in USD, when known.
+    pub spend_usd: Option<f64>,
+    /// What apply would do about it, when it drifted or is stopped against the manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
+    /// Figures it could not get, with why.
+    pub unknown: Vec<String>,
+}
+
+/// A host's line: declared memory limits against what it offers.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct HostStatus {
+    pub name: String,
+    pub endpoint: String,
+    /// Why it could not be read, when it could not.
+    pub unreachable: Option<String>,
+    /// Sum of the memory limits of its enabled instances.
+    pub declared_memory: u64,
+    /// What it offers: the manifest's `memory`, else the engine's total.
+    pub memory: Option<u64>,
+    pub overcommit: f64,
+    pub overcommitted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct FleetStatus {
+    pub fleet: String,
+    pub hosts: Vec<HostStatus>,
+    pub tenants: Vec<TenantStatus>,
+    /// Whether drift was checked (the secrets could be decrypted for a plan).
+    pub drift_checked: bool,
+}
+
+/// Where the schema of `mtp status --json` is checked in.
+pub const STATUS_SCHEMA_PATH: &str = "schemas/status.schema.json";
+
+/// The schema of `mtp status --json`.
+pub fn status_schema_json() -> String {
+    let schema = schemars::schema_for!(FleetStatus);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
+/// The fleet's status: every declared instance (or only `targets`) and every orphan, from
+/// what `observed` shows and one inspect and stats read per running container. `plan`, when
+/// the secrets could be decrypted for one, tells which tenants drifted.
+pub async fn fleet_status<E: Engine>(
+    session: &Session,
+    hosts: &Hosts<E>,
+    observed: &Observed,
+    plan: Option<&Plan>,
+    targets: &[String],
+) -> FleetStatus {
+    let m = &session.loaded.manifest;
+    let fleet = session.fleet().to_string();
+    let wanted = |t: &str| targets.is_empty() || targets.iter().any(|x| x == t);
+    let mut rows = Vec::new();
+    // (host, row index, container id) of every running container, to read afterwards.
+    let mut to_read: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for inst in m.instances().into_iter().filter(|i| wanted(&i.name)) {
+        let name = m.container_name(&inst.name);
+        let mut row = TenantStatus {
+            tenant: inst.name.clone(),
+            host: inst.host.clone(),
+            state: State::Unknown,
+            enabled: inst.enabled,
+            health: None,
+            image: inst.image.clone(),
+            live_image: None,
+            port: inst.port,
+            uptime_s: None,
+            restarts: None,
+            memory_used: None,
+            memory_limit: inst.memory.bytes(),
+            commit: None,
+            spend_usd: None,
+            drift: None,
+            unknown: Vec::new(),
+        };
+        let Some(live) = observed.of(&inst.host) else {
+            row.unknown.push(format!(
+                "everything: host `{}` could not be read",
+                inst.host
+            ));
+            rows.push(row);
+            continue;
+        };
+        let c = live
+            .containers
+            .iter()
+            .find(|c| c.name == name && c.fleet() == Some(fleet.as_str()));
+        match c {
+            None => {
+                row.state = if inst.enabled {
+                    State::Missing
+                } else {
+                    State::Stopped
+                };
+            }
+            Some(c) => {
+                fill_from_list(&mut row, c);
+                row.state = if c.state == RunState::Running {
+                    State::Running
+                } else {
+                    State::Stopped
+                };
+                if c.state == RunState::Running {
+                    to_read
+                        .entry(inst.host.clone())
+                        .or_default()
+                        .push((rows.len(), c.id.clone()));
+                } else {
+                    row.unknown.push("memory used: not running".into());
+                }
+            }
+        }
+        if let Some(a) = plan.and_then(|p| p.action(&inst.name))
+            && a.action != ActionKind::Noop
+        {
+            row.drift = Some(format!("{}: {}", a.action.verb(), a.reasons.join("; ")));
+            if row.state == State::Running {
+                row.state = State::Drifted;
+            }
+        }
+        if plan.is_none() {
+            row.unknown
+                .push("drift: not checked (no identity to decrypt the secrets)".into());
+        }
+        row.unknown
+            .push("spend: not read here (`mtp usage` reads it)".into());
+        rows.push(row);
+    }
+    // Containers of tenants no longer declared.
+    for (host, live) in observed.live.iter() {
+        let Ok(live) = live else { continue };
+        for c in &live.containers {
+            let Some(t) = c.tenant().filter(|t| wanted(t)) else {
+                continue;
+            };
+            if c.fleet() != Some(fleet.as_str()) || m.instance(t).is_some() {
+                continue;
+            }
+            if c.name.ends_with(crate::engine::OLD_SUFFIX)
+                || c.name.ends_with(crate::engine::NEXT_SUFFIX)
+            {
+                continue;
+            }
+            let mut row = TenantStatus {
+                tenant: t.to_string(),
+                host: host.clone(),
+                state: State::Orphan,
+                enabled: false,
+                health: None,
+                image: c.image.clone(),
+                live_image: None,
+                port: c.ports.first().map_or(0, |p| p.host_port),
+                uptime_s: None,
+                restarts: None,
+                memory_used: None,
+                memory_limit: 0,
+                commit: None,
+                spend_usd: None,
+                drift: Some("no longer declared: removed by a prune, after a backup".into()),
+                unknown: vec!["memory limit: not declared".into()],
+            };
+            fill_from_list(&mut row, c);
+            row.live_image = None;
+            if c.state == RunState::Running {
+                to_read
+                    .entry(host.clone())
+                    .or_default()
+                    .push((rows.len(), c.id.clone()));
+            }
+            rows.push(row);
+        }
+    }
+
+    // One inspect and one stats read per running container, CONCURRENCY at a time per host.
+    let reads = to_read.into_iter().filter_map(|(host, list)| {
+        let engine = hosts.get(&host)?;
+        Some(async move {
+            futures_util::stream::iter(list)
+                .map(|(i, id)| async move {
+                    let (st, mem) = tokio::join!(engine.status(&id), engine.memory_usage(&id));
+                    (i, st, mem)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+        })
+    });
+    for (i, st, mem) in futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        let row = &mut rows[i];
+        match st {
+            Ok(st) => {
+                row.restarts = Some(st.restart_count);
+                match st.started_at {
+                    Some(t) => row.uptime_s = Some((chrono::Utc::now() - t).num_seconds()),
+                    None => row
+                        .unknown
+                        .push("uptime: the engine gave no start time".into()),
+                }
+            }
+            Err(e) => {
+                row.unknown.push(format!("uptime and restarts: {e}"));
+            }
+        }
+        match mem {
+            Ok(Some(b)) => row.memory_used = Some(b),
+            Ok(None) => row
+                .unknown
+                .push("memory used: the engine gave no figure".into()),
+            Err(e) => row.unknown.push(format!("memory used: {e}")),
+        }
+    }
+
+    let hosts_status = m
+        .host_names()
+        .into_iter()
+        .map(|name| {
+            let declared_memory = m
+                .instances()
+                .iter()
+                .filter(|i| i.host == name && i.enabled)
+                .map(|i| i.memory.bytes())
+                .sum();
+            let declared = m.hosts.get(&name);
+            let live = observed.live.get(&name);
+            let memory = declared
+                .and_then(|h| h.memory)
+                .map(|b| b.bytes())
+                .or_else(|| {
+                    live.and_then(|l| l.as_ref().ok())
+                        .and_then(|l| l.engine_memory)
+                });
+            let overcommit = declared.and_then(|h| h.overcommit).unwrap_or(1.0);
+            HostStatus {
+                endpoint: hosts
+                    .hosts
+                    .iter()
+                    .find(|h| h.name == name)
+                    .map(|h| h.endpoint.clone())
+                    .unwrap_or_default(),
+                unreachable: match live {
+                    Some(Err(e)) => Some(e.clone()),
+                    None => Some("not read".into()),
+                    Some(Ok(_)) => None,
+                },
+                overcommitted: memory
+                    .is_some_and(|mem| declared_memory as f64 > mem as f64 * overcommit),
+                name,
+                declared_memory,
+                memory,
+                overcommit,
+            }
+        })
+        .collect();
+    FleetStatus {
+        fleet,
+        hosts: hosts_status,
+        tenants: rows,
+        drift_checked: plan.is_some(),
+    }
+}
+
+fn fill_from_list(row: &mut TenantStatus, c: &LiveContainer) {
+    row.health = Some(
+        match c.health {
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+            HealthState::Starting => "starting",
+            HealthState::None => "none",
+        }
+        .to_string(),
+    );
+    if c.image != row.image {
+        row.live_image = Some(c.image.clone());
+    }
+    row.commit = c
+        .labels
+        .get(crate::render::LABEL_COMMIT)
+        .map(|s| crate::plan::short(s).to_string());
+}
+
+/// `3d4h`, `2h05m`, `7m`, `40s`.
+pub fn uptime_words(s: i64) -> String {
+    let s = s.max(0);
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The status as a table for a terminal.
+pub fn table(st: &FleetStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let headers = [
+        "TENANT", "HOST", "STATE", "HEALTH", "IMAGE", "PORT", "UPTIME", "RESTARTS", "MEMORY",
+        "COMMIT", "SPEND",
+    ];
+    let q = |v: Option<String>| v.unwrap_or_else(|| "?".to_string());
+    let mut lines: Vec<[String; 11]> = vec![headers.map(str::to_string)];
+    for r in &st.tenants {
+        let mem = match (r.memory_used, r.memory_limit) {
+            (Some(u), l) if l > 0 => format!(
+                "{} / {}",
+                crate::manifest::ByteSize(u).human(),
+                crate::manifest::ByteSize(l).human()
+            ),
+            (None, l) if l > 0 => format!("? / {}", crate::manifest::ByteSize(l).human()),
+            (u, _) => q(u.map(|u| crate::manifest::ByteSize(u).human())),
+        };
+        lines.push([
+            r.tenant.clone(),
+            r.host.clone(),
+            r.state.word().to_string(),
+            r.health.clone().unwrap_or_else(|| "-".into()),
+            match &r.live_image {
+                Some(l) => format!("{l} (declared {})", r.image),
+                None => r.image.clone(),
+            },
+            r.port.to_string(),
+            if r.state == State::Running || r.state == State::Drifted {
+                q(r.uptime_s.map(uptime_words))
+            } else {
+                "-".into()
+            },
+            if r.state == State::Running || r.state == State::Drifted {
+                q(r.restarts.map(|n| n.to_string()))
+            } else {
+                "-".into()
+            },
+            if r.state == State::Running || r.state == State::Drifted {
+                mem
+            } else {
+                "-".into()
+            },
+            r.commit.clone().unwrap_or_else(|| "-".into()),
+            q(r.spend_usd.map(|s| format!("${s:.2}"))),
+        ]);
+    }
+    let widths: Vec<usize> = (0..11)
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for l in &lines {
+        let mut line = String::new();
+        for (i, cell) in l.iter().enumerate() {
+            let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out.push('\n');
+    let mut any = false;
+    for r in st.tenants.iter().filter(|r| r.drift.is_some()) {
+        any = true;
+        let _ = writeln!(
+            out,
+            "{} ({}): {}",
+            r.tenant,
+            r.state.word(),
+            r.drift.as_deref().unwrap_or_default()
+        );
+    }
+    if any {
+        out.push('\n');
+    }
+    for h in &st.hosts {
+        let line = match (&h.unreachable, h.memory) {
+            (Some(why), _) => format!("host {} ({}): UNREACHABLE: {why}", h.name, h.endpoint),
+            (None, Some(mem)) => format!(
+                "host {} ({}): memory {} declared of {}{}",
+                h.name,
+                h.endpoint,
+                crate::manifest::ByteSize(h.declared_memory).human(),
+                crate::manifest::ByteSize(mem).human(),
+                if h.overcommitted {
+                    format!(": OVERCOMMITTED (allowed x{})", h.overcommit)
+                } else {
+                    String::new()
+                }
+            ),
+            (None, None) => format!(
+                "host {} ({}): memory {} declared; the engine gave no total",
+                h.name,
+                h.endpoint,
+                crate::manifest::ByteSize(h.declared_memory).human()
+            ),
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    let mut notes: Vec<&str> = Vec::new();
+    if !st.drift_checked {
+        notes.push("drift not checked: no identity to decrypt the secrets with (MTP_AGE_IDENTITY)");
+    }
+    if st.tenants.iter().any(|r| r.spend_usd.is_none()) {
+        notes.push("spend: `mtp usage` reads it from each gateway");
+    }
+    if st.tenants.iter().any(|r| {
+        r.unknown
+            .iter()
+            .any(|u| !u.starts_with("spend") && !u.starts_with("drift"))
+    }) {
+        notes.push("`?`: not read; `mtp status --json` says why per tenant");
+    }
+    for n in notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    out
+}
