@@ -17,4 +17,5 @@ pub mod report;
 pub mod review;
 pub mod secrets;
 pub mod status;
+pub mod usage;
 pub mod watch;

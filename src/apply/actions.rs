@@ -1004,12 +1004,5 @@ fn runs_gateway(spec: &ContainerSpec) -> bool {
 /// The gateway's own command line inside its container (`node dist/index.js <args>`), taken
 /// from the instance's command when it starts the same way.
 pub fn gateway_cli(spec: &ContainerSpec, args: &[&str]) -> Vec<String> {
-    let mut cmd: Vec<String> = match spec.command.as_slice() {
-        [node, script, ..] if script.ends_with(".js") || script.ends_with(".mjs") => {
-            vec![node.clone(), script.clone()]
-        }
-        _ => vec!["node".into(), "dist/index.js".into()],
-    };
-    cmd.extend(args.iter().map(|a| a.to_string()));
-    cmd
+    crate::gateway::cli(&spec.command, args)
 }

@@ -12,6 +12,7 @@ mod secrets;
 mod status;
 mod tenant;
 mod unlock;
+mod usage;
 pub(crate) mod validate;
 mod watch;
 
@@ -64,6 +65,8 @@ pub enum Command {
     /// Audit every tenant without changing anything: hardening, ports, data permissions,
     /// token, network isolation, image pinning.
     Doctor(doctor::Args),
+    /// Tokens and cost per tenant and day from each gateway (`--csv` for invoicing).
+    Usage(usage::Args),
     /// Manage age-encrypted secrets under secrets/.
     #[command(subcommand)]
     Secrets(secrets::Command),
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => backup::run_backup(&cli.fleet, args),
         Command::Restore(args) => backup::run_restore(&cli.fleet, args),
         Command::Doctor(args) => doctor::run(&cli.fleet, args),
+        Command::Usage(args) => usage::run(&cli.fleet, args),
         Command::Secrets(cmd) => secrets::run(&cli.fleet, cmd),
         Command::Tenant(cmd) => tenant::run(&cli.fleet, cmd),
         Command::Completions { shell } => {
