@@ -274,6 +274,8 @@ impl Drop for SecondEngine {
         for id in String::from_utf8_lossy(&ids.stdout).lines() {
             let _ = self.docker(&["rm", "-f", "-v", id]);
         }
+        // Its networks too: a stopped dockerd leaves their Linux bridges behind.
+        let _ = self.docker(&["network", "prune", "-f"]);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
