@@ -223,3 +223,27 @@ fn doctor_passes_what_mtp_made_and_fails_a_container_without_its_hardening() {
         assert!(!text(&o).contains(&s));
     }
 }
+
+#[test]
+fn removing_every_tenant_leaves_no_network_behind() {
+    let mut f = TestFleet::new("op-nets");
+    f.admin = true;
+    f.declare(vec![Tenant::new("alpha")]);
+    f.apply_ok();
+    let nets = || {
+        docker_ok(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=mtp.fleet={}", f.name),
+        ])
+    };
+    assert!(!nets().trim().is_empty());
+    f.admin = false;
+    f.tenants.clear();
+    f.write();
+    let o = f.apply(&["--prune"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(nets().trim(), "", "networks left behind:\n{}", text(&o));
+}

@@ -596,6 +596,12 @@ fn tenant_add_refuses_and_changes_nothing_on_bad_input() {
             "",
             "empty value for beta/TELEGRAM_BOT_TOKEN",
         ),
+        // What validate would refuse is refused before anything is written.
+        (
+            vec!["tenant", "add", "beta", "--port", "80"],
+            "",
+            "adding `beta` would make fleet.toml invalid",
+        ),
     ];
     for (args, stdin, expected) in cases {
         let (ok, _, err) = f.run(f.mtp(&args).write_stdin(stdin));
@@ -604,6 +610,36 @@ fn tenant_add_refuses_and_changes_nothing_on_bad_input() {
         assert_eq!(f.read("fleet.toml"), FLEET, "{args:?}");
         assert!(!f.path("secrets/beta.toml").exists(), "{args:?}");
     }
+}
+
+#[test]
+fn secrets_commands_need_the_manifest_and_leave_no_stray_directory() {
+    let f = Fleet::new();
+    for args in [
+        vec!["--fleet", "nowhere/fleet.toml", "secrets", "init"],
+        vec!["--fleet", "typo.toml", "secrets", "gen", "acme"],
+    ] {
+        let (ok, _, err) = f.run(&mut f.mtp(&args));
+        assert!(!ok, "{args:?}");
+        assert!(says(&err, "no fleet manifest at"), "{args:?}: {err}");
+    }
+    assert!(!f.path("nowhere").exists());
+    assert!(!f.path("nowhere/secrets").exists());
+}
+
+#[test]
+fn secrets_set_over_a_value_says_it_replaced_it() {
+    let f = Fleet::new();
+    f.set("acme", "TELEGRAM_BOT_TOKEN", "1:first");
+    let (ok, out, _) = f.run(
+        f.mtp(&["secrets", "set", "acme", "TELEGRAM_BOT_TOKEN"])
+            .write_stdin("1:second"),
+    );
+    assert!(ok);
+    assert!(
+        out.contains("replaced the value of acme/TELEGRAM_BOT_TOKEN"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -404,7 +404,34 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         if self.cancel.is_stopping() {
             report.interrupted = true;
         }
+        self.remove_unused_networks(&work, &report).await;
         report
+    }
+
+    /// After removals, the fleet's networks no declared instance uses any more (the admin's,
+    /// once the last instance is gone) go too. Only on a whole-fleet run that succeeded:
+    /// a run limited to some tenants does not know what the others use. The engine refuses
+    /// to remove a network a container is still attached to; that is left as it is.
+    async fn remove_unused_networks(&self, work: &[&TenantAction], report: &ApplyReport) {
+        let removed = work.iter().any(|a| a.action == ActionKind::Remove);
+        if !removed || !self.plan.targets.is_empty() || !report.succeeded() {
+            return;
+        }
+        let used: std::collections::BTreeSet<&str> = self
+            .specs
+            .values()
+            .flat_map(|s| s.networks.iter().map(|n| n.name.as_str()))
+            .collect();
+        for n in self
+            .live
+            .networks
+            .iter()
+            .filter(|n| !used.contains(n.as_str()))
+        {
+            if let Err(e) = self.engine.remove_network(n).await {
+                tracing::warn!("cannot remove the unused network {n}: {e}");
+            }
+        }
     }
 
     /// Creates the `<name>.next` container of `a` ahead of its turn when `a` is a recycle

@@ -71,6 +71,16 @@ pub enum Command {
 }
 
 pub fn run(fleet: &Path, cmd: Command) -> miette::Result<ExitCode> {
+    // Secrets live beside the manifest: without one, a typo in --fleet would leave a stray
+    // secrets/ directory wherever it pointed.
+    if !fleet.is_file() {
+        bail!(
+            help =
+                "copy fleet.example.toml to fleet.toml, or pass --fleet with the manifest's path",
+            "no fleet manifest at {}: secrets/ is kept beside it",
+            fleet.display()
+        );
+    }
     let store = SecretStore::open(&manifest_dir(fleet))?;
     match cmd {
         Command::Init => init(&store),

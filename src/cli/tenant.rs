@@ -183,6 +183,7 @@ fn add(fleet: &Path, args: AddArgs) -> miette::Result<ExitCode> {
     let new_source = add_tenant(&loaded.source, name, &table)?;
     toml::from_str::<crate::manifest::Manifest>(&new_source)
         .map_err(|e| miette!("internal error: the edited manifest does not parse: {e}"))?;
+    refuse_what_validate_would(fleet, &new_source, name)?;
 
     let store = SecretStore::open(&manifest_dir(fleet))?;
     store.recipients()?;
@@ -355,4 +356,40 @@ impl Undo {
             };
         }
     }
+}
+
+/// Checks the edited manifest as `mtp validate` would, before anything is written: a tenant
+/// added with, say, `--port 80` is refused here rather than by the next validate. Secrets
+/// the new tenant does not have yet are not held against it (they are set next).
+fn refuse_what_validate_would(fleet: &Path, new_source: &str, tenant: &str) -> miette::Result<()> {
+    let store = SecretStore::open(&manifest_dir(fleet))?;
+    let available = store.available()?;
+    let before = crate::manifest::validate_file(fleet, &available);
+    let known: std::collections::BTreeSet<(String, String)> = before
+        .report
+        .findings
+        .iter()
+        .map(|f| (f.code.to_string(), f.message.clone()))
+        .collect();
+    let after = crate::manifest::validate_source(fleet, new_source.to_string(), &available);
+    let new_errors: Vec<&crate::manifest::Finding> = after
+        .report
+        .findings
+        .iter()
+        .filter(|f| f.is_error() && f.code != "missing-secret")
+        .filter(|f| !known.contains(&(f.code.to_string(), f.message.clone())))
+        .collect();
+    if new_errors.is_empty() {
+        return Ok(());
+    }
+    for f in &new_errors {
+        eprintln!("{:?}", miette::Report::new((*f).clone()));
+    }
+    bail!(
+        help = "nothing was written; fix the flags and run it again",
+        "adding `{tenant}` would make {} invalid ({} error{})",
+        fleet.display(),
+        new_errors.len(),
+        if new_errors.len() == 1 { "" } else { "s" }
+    )
 }
