@@ -12,8 +12,9 @@
 # own socket, data root, exec root, pid file, a bridge it creates on a 10.248-255.x subnet
 # nothing routes yet, --iptables=false), the stub image copied into it with docker save|load.
 # At each size it makes two throwaway fleets with `mtp apply --parallel` (Docker health only):
-# `one` with every tenant on the machine's engine (no [hosts], as a fleet is today) and `two`
-# with half its tenants on `a` and half on `b` ([hosts.a], [hosts.b]). The stub's healthcheck
+# `one` with every tenant on host `a` ([hosts.a] only) and `two` with half its tenants on `a`
+# and half on `b` ([hosts.a], [hosts.b]); both declare 1024g per host (the stub idles far
+# below its 1g limit, and capacity is checked against the declared memory). The stub's healthcheck
 # runs every 60 s so the idle containers do not load the machine. Everything it made (both
 # fleets, the second engine, its bridge and directories) is removed at the end, also on
 # failure or Ctrl-C.
@@ -44,6 +45,8 @@ stop_second_engine() {
   [ -n "$B_PID" ] || return 0
   ids=$($B ps -aq 2>/dev/null || true)
   [ -n "$ids" ] && $B rm -f -v $ids >/dev/null 2>&1 || true
+  # Its networks too: a stopped dockerd leaves their Linux bridges behind.
+  $B network prune -f >/dev/null 2>&1 || true
   kill "$B_PID" 2>/dev/null || true
   for _ in $(seq 1 200); do kill -0 "$B_PID" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$B_PID" 2>/dev/null || true
@@ -59,8 +62,11 @@ stop_second_engine() {
 
 cleanup() {
   for n in $SIZES; do
-    remove_fleet "${PREFIX}1x$n"
-    remove_fleet "${PREFIX}2x$n"
+    for f in "${PREFIX}1x$n" "${PREFIX}2x$n"; do
+      remove_fleet "$f"
+      nets=$(docker network ls -q --filter "label=mtp.fleet=$f")
+      [ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1 || true
+    done
   done
   stop_second_engine
   rm -rf "$work"
@@ -94,7 +100,7 @@ export MTP_AGE_IDENTITY=$work/identity.txt NO_COLOR=1
 printf '%-7s  %-22s  %-22s  %s\n' tenants "one host (s)" "two hosts (s)" "two / one" > "$work/table.txt"
 failed=
 
-# make_fleet DIR FLEET N HOSTS: N tenants; HOSTS=1: all on the machine's engine, no [hosts];
+# make_fleet DIR FLEET N HOSTS: N tenants; HOSTS=1: all on host a (the machine's engine);
 # HOSTS=2: the first half on a, the rest on b. Ports differ between fleets and hosts (every
 # engine publishes on this machine's loopback).
 make_fleet() {
@@ -106,16 +112,14 @@ make_fleet() {
     printf '[defaults]\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
     printf 'env = { STUB_STARTUP_MS = "100" }\n'
     printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
+    # The stub idles far below its 1g limit: room declared for every size run here.
+    printf '[hosts.a]\nendpoint = "unix:///var/run/docker.sock"\nmemory = "1024g"\n\n'
     if [ "$hosts" = 2 ]; then
-      # The stub idles far below its 1g limit: room declared for every size run here.
-      printf '[hosts.a]\nendpoint = "unix:///var/run/docker.sock"\nmemory = "1024g"\n\n'
       printf '[hosts.b]\nendpoint = "unix://%s/docker.sock"\nmemory = "1024g"\ndata_root = "%s/data-b"\n\n' "$B_DIR" "$dir"
     fi
     for i in $(seq 1 "$n"); do
       printf '[tenants.t%04d]\nport = %d\n' "$i" $((base + i))
-      if [ "$hosts" = 2 ]; then
-        if [ "$i" -le $((n / 2)) ]; then echo 'host = "a"'; else echo 'host = "b"'; fi
-      fi
+      if [ "$hosts" = 2 ] && [ "$i" -gt $((n / 2)) ]; then echo 'host = "b"'; else echo 'host = "a"'; fi
       echo
     done
   } > "$dir/fleet.toml"
@@ -161,6 +165,7 @@ PY
   remove_fleet "${PREFIX}2x$N"
   ids=$($B ps -aq --filter "label=mtp.fleet=${PREFIX}2x$N")
   [ -n "$ids" ] && $B rm -f -v $ids >/dev/null 2>&1 || true
+  $B network prune -f >/dev/null 2>&1 || true
 done
 
 echo
