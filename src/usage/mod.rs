@@ -182,9 +182,14 @@ pub fn total(days: &[Day], label: &str) -> Day {
         t.cost_usd += d.cost_usd;
         t.missing_cost_entries += d.missing_cost_entries;
     }
-    // Sums of binary fractions: keep cents-and-below exact as the gateway rounds.
-    t.cost_usd = (t.cost_usd * 1e9).round() / 1e9;
+    t.cost_usd = nano(t.cost_usd);
     t
+}
+
+/// A dollar figure to the nano-dollar: sums of binary fractions (`0.0036 + 0.0051 + ...`)
+/// otherwise print as `0.010425000000000001`.
+pub fn nano(usd: f64) -> f64 {
+    (usd * 1e9).round() / 1e9
 }
 
 /// Asks one running container's gateway for `range`.
@@ -327,7 +332,7 @@ pub fn csv(u: &FleetUsage) -> String {
                 d.cache_read_tokens,
                 d.cache_write_tokens,
                 d.total_tokens,
-                d.cost_usd,
+                nano(d.cost_usd),
                 d.missing_cost_entries
             ));
         }

@@ -323,54 +323,78 @@ fn config_patch(gw: &Gateway, params: &Value) -> Result<Value, Value> {
     }))
 }
 
-/// Days of usage for `[start, end]` (days since the epoch), kept in the state dir so the same
-/// question gets the same answer across restarts.
-fn usage_days(gw: &Gateway, start: i64, end: i64) -> Vec<Value> {
-    let file = gw.state_dir.join("usage.json");
-    let mut book: Map<String, Value> = std::fs::read_to_string(&file)
+/// Usage seeded by a test: `<state>/usage-seed.json`, `{"YYYY-MM-DD": {"input": n, "output": n,
+/// "cacheRead": n, "cacheWrite": n, "inputCost": usd, "outputCost": usd, "cacheReadCost": usd,
+/// "cacheWriteCost": usd, "missingCostEntries": n, "missingCostByModel": {..}}}` (any field may
+/// be left out). Read at each call, so a test can change it while the gateway runs.
+fn usage_seed(gw: &Gateway) -> Map<String, Value> {
+    std::fs::read_to_string(gw.state_dir.join("usage-seed.json"))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    let mut dirty = false;
-    for day in start..=end {
+        .unwrap_or_default()
+}
+
+const TOKEN_FIELDS: [&str; 4] = ["input", "output", "cacheRead", "cacheWrite"];
+const COST_FIELDS: [&str; 4] = ["inputCost", "outputCost", "cacheReadCost", "cacheWriteCost"];
+
+/// A day's entry as the real's `finishCostUsageSummary` gives it: eleven numeric fields, and
+/// `missingCostByModel` only when nonzero.
+fn usage_entry(date: Option<&str>, seed: Option<&Value>) -> Value {
+    let get = |k: &str| seed.map_or(json!(0), |s| s.get(k).cloned().unwrap_or(json!(0)));
+    let mut e = json!({});
+    if let Some(d) = date {
+        e["date"] = json!(d);
+    }
+    for k in TOKEN_FIELDS {
+        e[k] = get(k);
+    }
+    e["totalTokens"] = json!(
+        TOKEN_FIELDS
+            .iter()
+            .map(|k| e[*k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    );
+    e["totalCost"] = json!(
+        COST_FIELDS
+            .iter()
+            .map(|k| get(k).as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    );
+    for k in COST_FIELDS {
+        e[k] = get(k);
+    }
+    e["missingCostEntries"] = get("missingCostEntries");
+    if let Some(m) = seed
+        .and_then(|s| s.get("missingCostByModel"))
+        .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        e["missingCostByModel"] = m.clone();
+    }
+    e
+}
+
+/// Days of usage for `[start, end]` (days since the epoch): zero-filled for every calendar
+/// day when the range is at most 366 days (the real's `MAX_ZERO_FILL_DAYS`), else only the
+/// days with usage.
+fn usage_days(gw: &Gateway, start: i64, end: i64) -> Vec<Value> {
+    let seed = usage_seed(gw);
+    let date = |day: i64| {
         let (y, m, d) = crate::civil(day);
-        let date = format!("{y:04}-{m:02}-{d:02}");
-        let entry = book.entry(date.clone()).or_insert_with(|| {
-            dirty = true;
-            // Plausible numbers, derived from the date.
-            let seed = (day as u64).wrapping_mul(2_654_435_761) % 10_000;
-            let input = 20_000 + seed * 13;
-            let output = 3_000 + seed * 2;
-            let cache_read = seed * 40;
-            let cache_write = seed * 3;
-            let input_cost = input as f64 * 3e-6;
-            let output_cost = output as f64 * 15e-6;
-            let cache_read_cost = cache_read as f64 * 0.3e-6;
-            let cache_write_cost = cache_write as f64 * 3.75e-6;
-            json!({"input": input, "output": output, "cacheRead": cache_read, "cacheWrite": cache_write,
-                   "inputCost": input_cost, "outputCost": output_cost,
-                   "cacheReadCost": cache_read_cost, "cacheWriteCost": cache_write_cost})
-        });
-        let mut e = entry.clone();
-        let total_tokens: u64 = ["input", "output", "cacheRead", "cacheWrite"]
-            .iter()
-            .map(|k| e[k].as_u64().unwrap_or(0))
-            .sum();
-        let total_cost: f64 = ["inputCost", "outputCost", "cacheReadCost", "cacheWriteCost"]
-            .iter()
-            .map(|k| e[k].as_f64().unwrap_or(0.0))
-            .sum();
-        e["date"] = json!(date);
-        e["totalTokens"] = json!(total_tokens);
-        e["totalCost"] = json!((total_cost * 1e6).round() / 1e6);
-        e["missingCostEntries"] = json!(0);
-        out.push(e);
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    if end - start < 366 {
+        (start..=end)
+            .map(|day| {
+                let d = date(day);
+                usage_entry(Some(&d), seed.get(&d))
+            })
+            .collect()
+    } else {
+        seed.iter()
+            .filter(|(d, _)| parse_date(d).is_some_and(|n| n >= start && n <= end))
+            .map(|(d, v)| usage_entry(Some(d), Some(v)))
+            .collect()
     }
-    if dirty {
-        let _ = config::write_atomic(&file, &Value::Object(book).to_string());
-    }
-    out
 }
 
 fn parse_date(s: &str) -> Option<i64> {
@@ -386,62 +410,101 @@ fn parse_date(s: &str) -> Option<i64> {
     Some(era * 146_097 + doe - 719_468)
 }
 
+/// `usage.cost` as the real's handler (`dist/usage-*.mjs`, `resolveDateRange`) reads its
+/// params: explicit dates, else `range`, else `days` (floored, 1..36600), else 30; UTC days.
 fn usage_cost(gw: &Gateway, params: &Value) -> Result<Value, Value> {
     let today = (now_ms() / 86_400_000) as i64;
-    let (start, end) = if let (Some(s), Some(e)) = (
-        params.get("startDate").and_then(Value::as_str),
-        params.get("endDate").and_then(Value::as_str),
-    ) {
-        match (parse_date(s), parse_date(e)) {
-            (Some(s), Some(e)) if s <= e => (s, e),
-            _ => {
-                return Err(error(
-                    "INVALID_REQUEST",
-                    "invalid usage.cost params: bad startDate/endDate",
-                    None,
-                ));
+    let invalid = |m: &str| error("INVALID_REQUEST", m, None);
+    let explicit = |k: &str| match params.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) if valid_date(s) => Ok(parse_date(s)),
+        Some(_) => Err(invalid(&format!(
+            "invalid {k}: expected a valid YYYY-MM-DD calendar date"
+        ))),
+    };
+    let (start, end) = match (explicit("startDate")?, explicit("endDate")?) {
+        (Some(s), Some(e)) if s > e => return Err(invalid("startDate must not be after endDate")),
+        (Some(s), Some(e)) => (s, e),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(invalid("startDate and endDate must be provided together"));
+        }
+        (None, None) => {
+            let range = match params.get("range").and_then(Value::as_str) {
+                Some("all") => Some(-1),
+                Some("7d") => Some(7),
+                Some("30d") => Some(30),
+                Some("90d") => Some(90),
+                Some("1y") => Some(365),
+                _ => None,
+            };
+            let days = match params.get("days") {
+                Some(Value::Number(n)) => n.as_f64(),
+                Some(Value::String(s)) if !s.trim().is_empty() => s.trim().parse::<f64>().ok(),
+                _ => None,
+            }
+            .filter(|f| f.is_finite())
+            .map(|f| (f.floor() as i64).min(36_600));
+            match range {
+                Some(-1) => (i64::MIN / 2, today),
+                Some(n) => (today - n + 1, today),
+                None => (today - days.unwrap_or(30).max(1) + 1, today),
             }
         }
-    } else {
-        let days = match params.get("range").and_then(Value::as_str) {
-            Some(r) => r
-                .strip_suffix('d')
-                .and_then(|n| n.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    error("INVALID_REQUEST", "invalid usage.cost params: range", None)
-                })?,
-            None => params.get("days").and_then(Value::as_i64).unwrap_or(30),
-        };
-        (today - days.clamp(1, 366) + 1, today)
     };
     let daily = usage_days(gw, start, end);
-    let mut totals = json!({});
-    for k in [
-        "input",
-        "output",
-        "cacheRead",
-        "cacheWrite",
-        "totalTokens",
-        "missingCostEntries",
-    ] {
-        totals[k] = json!(
+    let mut totals = usage_entry(None, None);
+    for k in TOKEN_FIELDS
+        .iter()
+        .chain(&["totalTokens", "missingCostEntries"])
+    {
+        totals[*k] = json!(
             daily
                 .iter()
-                .map(|d| d[k].as_u64().unwrap_or(0))
+                .map(|d| d[*k].as_u64().unwrap_or(0))
                 .sum::<u64>()
         );
     }
-    for k in [
-        "totalCost",
-        "inputCost",
-        "outputCost",
-        "cacheReadCost",
-        "cacheWriteCost",
-    ] {
-        let sum: f64 = daily.iter().map(|d| d[k].as_f64().unwrap_or(0.0)).sum();
-        totals[k] = json!((sum * 1e6).round() / 1e6);
+    for k in COST_FIELDS.iter().chain(&["totalCost"]) {
+        totals[*k] = json!(
+            daily
+                .iter()
+                .map(|d| d[*k].as_f64().unwrap_or(0.0))
+                .sum::<f64>()
+        );
     }
-    Ok(json!({"updatedAt": now_ms(), "days": daily.len(), "daily": daily, "totals": totals}))
+    let mut by_model = Map::new();
+    for d in &daily {
+        for (m, n) in d["missingCostByModel"].as_object().into_iter().flatten() {
+            let sum =
+                by_model.get(m).and_then(Value::as_u64).unwrap_or(0) + n.as_u64().unwrap_or(0);
+            by_model.insert(m.clone(), json!(sum));
+        }
+    }
+    if !by_model.is_empty() {
+        totals["missingCostByModel"] = Value::Object(by_model);
+    }
+    let days = if start < 0 {
+        daily.len() as i64
+    } else {
+        end - start + 1
+    };
+    Ok(
+        json!({"updatedAt": now_ms(), "days": days, "daily": daily, "totals": totals,
+              "cacheStatus": {"status": "fresh", "cachedFiles": 0, "pendingFiles": 0, "staleFiles": 0}}),
+    )
+}
+
+/// `YYYY-MM-DD` naming a real calendar day.
+fn valid_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    parse_date(s).is_some_and(|n| {
+        let (y, m, d) = crate::civil(n);
+        format!("{y:04}-{m:02}-{d:02}") == s
+    })
 }
 
 fn channels_status(gw: &Gateway) -> Value {
