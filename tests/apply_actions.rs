@@ -198,7 +198,18 @@ fn prune_backs_up_then_removes_and_keeps_the_data_dir() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(backups.len(), 1, "{backups:?}");
-    let entries = mtp::apply::backup::list(&backups[0]).unwrap();
+    // Encrypted to the fleet's recipients: it holds the tenant's tokens and history.
+    let name = backups[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.ends_with(".tar.gz.age"), "{name}");
+    let raw = std::fs::read(&backups[0]).unwrap();
+    assert!(raw.starts_with(b"age-encryption.org/v1"), "not an age file");
+    assert!(mtp::apply::backup::list(&backups[0], None).is_err());
+    let identity = mtp::secrets::Identity::load(&f.path().join("identity.txt")).unwrap();
+    let entries = mtp::apply::backup::list(&backups[0], Some(&identity)).unwrap();
     assert!(
         entries.iter().any(|e| e == ".openclaw/sessions.json"),
         "{entries:?}"

@@ -944,6 +944,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             &name,
             crate::manifest::STATE_DIR,
             &self.opts.backup_dir,
+            self.opts.backup_recipients.as_ref(),
         )
         .await
         .map_err(|e| Failure::failed(format!("not removed: backup failed: {e}")))?;

@@ -29,14 +29,18 @@ pub enum BackupError {
     Verify { path: PathBuf, reason: String },
 }
 
-/// Writes `<dir>/<container>-<UTC time>.tar.gz` from `path` inside container `id` and
-/// verifies it; the file only appears under its final name once verified.
+/// Writes `<dir>/<container>-<UTC time>.tar.gz.age` from `path` inside container `id`,
+/// verified and then encrypted to `recipients` (it holds the tenant's OAuth tokens and chat
+/// history); the file only appears under its final name once both are done. The plaintext
+/// exists only as a private (0600) temporary file beside it while it is verified. Without
+/// `recipients`: the verified `.tar.gz` itself.
 pub async fn backup<E: Engine>(
     engine: &E,
     id: &str,
     container_name: &str,
     path: &str,
     dir: &Path,
+    recipients: Option<&crate::secrets::Recipients>,
 ) -> Result<Backup, BackupError> {
     let io = |source| BackupError::Io {
         dir: dir.to_path_buf(),
@@ -59,8 +63,34 @@ pub async fn backup<E: Engine>(
         reason,
     })?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let final_path = dir.join(format!("{container_name}-{stamp}.tar.gz"));
-    tmp.persist(&final_path).map_err(|e| io(e.error))?;
+    let Some(recipients) = recipients else {
+        let final_path = dir.join(format!("{container_name}-{stamp}.tar.gz"));
+        tmp.persist(&final_path).map_err(|e| io(e.error))?;
+        return Ok(Backup {
+            path: final_path,
+            tar_bytes,
+            entries,
+        });
+    };
+    let sealed = tempfile::Builder::new()
+        .prefix(".mtp-backup-")
+        .suffix(".partial.age")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    {
+        let out = sealed.reopen().map_err(io)?;
+        let mut w = crate::backup::archive::encrypt_to(recipients, out).map_err(|reason| {
+            BackupError::Verify {
+                path: sealed.path().to_path_buf(),
+                reason,
+            }
+        })?;
+        std::io::copy(&mut std::fs::File::open(tmp.path()).map_err(io)?, &mut w).map_err(io)?;
+        w.finish().and_then(|f| f.sync_all()).map_err(io)?;
+    }
+    drop(tmp);
+    let final_path = dir.join(format!("{container_name}-{stamp}.tar.gz.age"));
+    sealed.persist(&final_path).map_err(|e| io(e.error))?;
     Ok(Backup {
         path: final_path,
         tar_bytes,
@@ -89,10 +119,21 @@ pub fn verify(path: &Path) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Lists the paths in a `.tar.gz` backup (tests, and `mtp` messages).
-pub fn list(path: &Path) -> Result<Vec<String>, String> {
+/// Lists the paths in a backup: a `.tar.gz`, or a `.tar.gz.age` decrypted with `identity`.
+pub fn list(
+    path: &Path,
+    identity: Option<&crate::secrets::Identity>,
+) -> Result<Vec<String>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let plain: Box<dyn Read> = match identity {
+        Some(id) => Box::new(
+            age::Decryptor::new(std::io::BufReader::new(file))
+                .and_then(|d| d.decrypt(id.as_age()))
+                .map_err(|e| e.to_string())?,
+        ),
+        None => Box::new(file),
+    };
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(plain));
     let mut out = Vec::new();
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let entry = entry.map_err(|e| e.to_string())?;

@@ -74,6 +74,9 @@ pub struct ApplyOptions {
     pub parallel: usize,
     /// Where backups of removed tenants go.
     pub backup_dir: PathBuf,
+    /// Who backups of removed tenants are encrypted to (the fleet's recipients). `None`:
+    /// plaintext `.tar.gz`, for the in-memory tests only.
+    pub backup_recipients: Option<crate::secrets::Recipients>,
     /// Host directory holding `<tenant>` data dirs (for `delete_data`).
     pub data_root: PathBuf,
     /// Also delete a removed tenant's data dir (after its verified backup). Only with a

@@ -66,6 +66,7 @@ fn opts(dir: &std::path::Path) -> ApplyOptions {
     ApplyOptions {
         parallel: 1,
         backup_dir: dir.join("backups"),
+        backup_recipients: None,
         data_root: dir.join("data"),
         delete_data: false,
         actor: "test@host".into(),
@@ -546,7 +547,7 @@ async fn prune_backs_up_then_removes() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(backups.len(), 1, "{backups:?}");
-    let entries = backup::list(&backups[0]).unwrap();
+    let entries = backup::list(&backups[0], None).unwrap();
     assert!(
         entries.contains(&".openclaw/openclaw.json".to_string()),
         "{entries:?}"

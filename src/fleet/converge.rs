@@ -104,6 +104,7 @@ impl Session {
         ApplyOptions {
             parallel: s.parallel.max(1),
             backup_dir: self.backup_dir(),
+            backup_recipients: self.store().recipients().ok(),
             data_root: self.loaded.manifest.fleet.data_root.clone(),
             delete_data: s.delete_data,
             actor: s.actor.clone(),

@@ -206,6 +206,7 @@ proptest! {
         let opts_apply = crate::apply::ApplyOptions {
             parallel: 1,
             backup_dir: dir.path().join("backups"),
+        backup_recipients: None,
             data_root: dir.path().join("data"),
             delete_data: false,
             actor: "prop@test".into(),

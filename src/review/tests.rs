@@ -126,6 +126,7 @@ async fn apply(engine: &FakeEngine, specs: &[ContainerSpec]) {
     let opts = ApplyOptions {
         parallel: 1,
         backup_dir: dir.path().join("backups"),
+        backup_recipients: None,
         data_root: dir.path().join("data"),
         delete_data: false,
         actor: "test@host".into(),
