@@ -333,7 +333,13 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         networks.dedup();
         for n in networks {
             if let Err(e) = self.engine.ensure_network(n, &self.plan.fleet).await {
-                report.halted = Some(format!("cannot create network {n}: {e}"));
+                let hint = if e.to_string().contains("address pool") {
+                    // Each tenant has its own network; Docker's default pools hold about 30.
+                    "; the engine's address pools are used up: give it larger ones in daemon.json, e.g. \"default-address-pools\": [{\"base\": \"10.128.0.0/10\", \"size\": 24}] (16384 networks), and restart dockerd"
+                } else {
+                    ""
+                };
+                report.halted = Some(format!("cannot create network {n}: {e}{hint}"));
                 break;
             }
         }
