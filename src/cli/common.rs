@@ -32,6 +32,29 @@ pub fn open_session(path: &Path) -> Result<Session> {
     }
 }
 
+/// `--format human|json` and its alias `--json`, for the commands that print a report.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HumanOrJson {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Shape,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    Human,
+    Json,
+}
+
+impl HumanOrJson {
+    pub fn is_json(&self) -> bool {
+        self.json || self.format == Shape::Json
+    }
+}
+
 /// Prints pull-request comment parts to stdout, one after another (each begins with its
 /// hidden marker line), and with `dir` also writes them there as `plan-1.md` ... `plan-M.md`
 /// (parts left from a longer earlier run are removed).

@@ -8,20 +8,10 @@ use miette::IntoDiagnostic;
 use super::common;
 use crate::apply::ws_probe::WsProbe;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Human,
-    Json,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Output format.
-    #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
-    /// Same as `--format json`.
-    #[arg(long, conflicts_with = "format")]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: common::HumanOrJson,
 }
 
 /// Exit 0 when every check passed or was skipped, 1 when any failed.
@@ -64,7 +54,7 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             .await,
         )
     })?;
-    if args.json || args.format == Format::Json {
+    if args.output.is_json() {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).into_diagnostic()?

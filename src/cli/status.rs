@@ -8,22 +8,12 @@ use miette::IntoDiagnostic;
 use super::common;
 use crate::fleet::PlanRequest;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Human,
-    Json,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only these tenants (all when none is given).
     pub tenants: Vec<String>,
-    /// Output format (json: see schemas/status.schema.json).
-    #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
-    /// Same as `--format json`.
-    #[arg(long, conflicts_with = "format")]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: common::HumanOrJson,
 }
 
 pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
@@ -49,7 +39,7 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
                 .await,
         )
     })?;
-    if args.json || args.format == Format::Json {
+    if args.output.is_json() {
         println!(
             "{}",
             serde_json::to_string_pretty(&status).into_diagnostic()?
