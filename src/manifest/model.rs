@@ -84,6 +84,10 @@ macro_rules! settings_table {
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             #[schemars(extend("propertyNames" = { "pattern": "^[A-Z_][A-Z0-9_]*$" }))]
             pub env: BTreeMap<String, String>,
+            /// A monthly spend limit, from the gateway's own `usage.cost`, that `mtp watch`
+            /// enforces: `{ usd_per_month = 50, action = "alert" }` (or `"stop"`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub budget: Option<BudgetSettings>,
         }
 
         impl $name {
@@ -106,6 +110,7 @@ macro_rules! settings_table {
                     sandbox: self.sandbox.clone(),
                     secrets: self.secrets.clone(),
                     env: self.env.clone(),
+                    budget: self.budget.clone(),
                 }
             }
         }
@@ -210,10 +215,37 @@ pub struct TlsSettings {
     pub key: PathBuf,
 }
 
+/// `budget = { ... }`: what a tenant may spend a calendar month (UTC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// US dollars a month, as the tenant's gateway prices its usage.
+    #[schemars(range(min = 0.01))]
+    pub usd_per_month: f64,
+    /// `"alert"` (the default): `budget` webhooks at 80 % and 100 %. `"stop"`: the same, and at
+    /// 100 % watch stops the tenant until the next month or a change of its budget or
+    /// `enabled`.
+    #[serde(default)]
+    pub action: BudgetAction,
+}
+
+/// What `mtp watch` does when a tenant reaches its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetAction {
+    #[default]
+    Alert,
+    Stop,
+}
+
 /// `[watch]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchSettings {
+    /// How often watch reads every tenant's usage for its budget, e.g. `"15m"` (the
+    /// default). Each read runs the gateway's CLI in the container for a few seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_every: Option<Duration>,
     /// How often the repository is fetched, e.g. `"30s"` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,

@@ -92,6 +92,7 @@ pub struct Instance {
     /// Secret names, sorted, always including [`GATEWAY_TOKEN`].
     pub secrets: Vec<String>,
     pub env: BTreeMap<String, String>,
+    pub budget: Option<BudgetSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -333,6 +334,7 @@ impl Manifest {
             sandbox: pick!(sandbox).unwrap_or(SandboxMode::Off),
             secrets,
             env,
+            budget: pick!(budget),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! whatever a remote does.
 
 pub mod backoff;
+pub mod budget;
 pub mod git;
 pub mod source;
 pub mod status;
@@ -71,6 +72,8 @@ pub struct WatchOptions {
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(300);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
+/// How often usage is read for budgets, unless `[watch] usage_every` says otherwise.
+pub const DEFAULT_USAGE_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// Why a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +132,10 @@ pub struct Daemon<E: Engine, P: GatewayProbe, C: Connector<E>> {
     /// The manifest hash of the last revision the fleet was converged to.
     converged: Option<String>,
     cancel: Cancel,
+    /// Budget thresholds announced and tenants stopped by their budget (kept in the state dir).
+    budgets: budget::Book,
+    /// When usage was last read for the budgets.
+    usage_read: Option<Instant>,
 }
 
 fn now_rfc3339() -> String {
@@ -174,6 +181,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         git::set_network_timeouts(opts.fetch_timeout, opts.fetch_timeout);
         let follower = Follower::open(&opts.follow, &opts.state_dir).map_err(|e| e.to_string())?;
         let shared = Shared::default();
+        let budgets = budget::Book::load(&opts.state_dir);
         {
             let (source, branch) = follower.describe();
             let mut st = shared.status();
@@ -194,6 +202,8 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             backoff: Backoffs::default(),
             preflight: Default::default(),
             converged: None,
+            budgets,
+            usage_read: None,
             cancel,
         })
     }
@@ -203,6 +213,150 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             .interval
             .or_else(|| self.watch_setting(|w| w.interval.map(|d| d.std())))
             .unwrap_or(DEFAULT_INTERVAL)
+    }
+
+    fn usage_every(&self) -> Duration {
+        self.watch_setting(|w| w.usage_every.map(|d| d.std()))
+            .unwrap_or(DEFAULT_USAGE_EVERY)
+    }
+
+    /// Whether the tenant is held stopped by its budget (drift repair leaves it alone).
+    fn budget_holds(&self, session: &Session, tenant: &str) -> bool {
+        let month = budget::month_of(chrono::Utc::now());
+        session.loaded.manifest.instance(tenant).is_some_and(|i| {
+            self.budgets
+                .holds(tenant, &month, i.budget.as_ref(), i.enabled)
+        })
+    }
+
+    /// Every `usage_every`: reads this month's usage of the tenants with a budget, sends a
+    /// `budget` webhook per threshold newly crossed, and stops those whose action is `stop`
+    /// at 100 %, with an audit record.
+    async fn check_budgets(
+        &mut self,
+        session: &Session,
+        observed: &Observed,
+        commit: Option<String>,
+    ) {
+        if self
+            .usage_read
+            .is_some_and(|t| t.elapsed() < self.usage_every())
+        {
+            return;
+        }
+        let m = &session.loaded.manifest;
+        let with_budget: Vec<String> = m
+            .instances()
+            .into_iter()
+            .filter(|i| i.budget.is_some())
+            .map(|i| i.name)
+            .collect();
+        if with_budget.is_empty() {
+            return;
+        }
+        self.usage_read = Some(Instant::now());
+        let now = chrono::Utc::now();
+        let month = budget::month_of(now);
+        let range = crate::usage::Range::this_month(now.date_naive());
+        let usage = crate::usage::fleet_usage(
+            m,
+            session.fleet(),
+            &self.hosts,
+            observed,
+            range,
+            &with_budget,
+        )
+        .await;
+        for u in &usage.unread {
+            if !self.budget_holds(session, &u.tenant) {
+                tracing::warn!(tenant = %u.tenant, "budget: usage not read: {}", u.why);
+            }
+        }
+        let audit_path = session.audit_path(&self.opts.state_dir);
+        let audit = AuditLog::open(&audit_path).ok();
+        for t in &usage.tenants {
+            let Some(inst) = m.instance(&t.tenant) else {
+                continue;
+            };
+            let Some(b) = inst.budget.clone() else {
+                continue;
+            };
+            let spend = t.total.cost_usd;
+            let d = self
+                .budgets
+                .observe(&t.tenant, &month, spend, &b, inst.enabled);
+            let mut stopped = None;
+            if d.stop {
+                let live = observed.of(&inst.host);
+                let c = live.and_then(|l| {
+                    crate::backup::create::find_container(l, session.fleet(), &t.tenant)
+                });
+                let outcome = match (self.hosts.get(&inst.host), c) {
+                    (Some(engine), Some(c)) => engine
+                        .stop(&c.id, inst.stop_timeout.std().as_secs())
+                        .await
+                        .map(|_| c.id.clone())
+                        .map_err(|e| e.to_string()),
+                    _ => Err("its container was not found".to_string()),
+                };
+                let detail = format!(
+                    "stopped by its budget: ${spend:.2} of ${:.2} this month ({month}); \
+                     stays stopped until next month or a change of its budget or enabled",
+                    b.usd_per_month
+                );
+                if let Some(a) = &audit {
+                    use crate::apply::audit::AuditSink;
+                    a.record(&crate::apply::audit::AuditRecord {
+                        time: now_rfc3339(),
+                        actor: format!("mtp-watch@{}", lock::hostname()),
+                        fleet: session.fleet().to_string(),
+                        tenant: t.tenant.clone(),
+                        action: "budget-stop".into(),
+                        old_hash: None,
+                        new_hash: None,
+                        outcome: if outcome.is_ok() { "ok" } else { "failed" }.into(),
+                        container: outcome.as_ref().ok().cloned(),
+                        commit: commit.clone(),
+                        detail: Some(match &outcome {
+                            Ok(_) => detail.clone(),
+                            Err(e) => format!("{detail}; the stop failed: {e}"),
+                        }),
+                    });
+                }
+                match &outcome {
+                    Ok(_) => tracing::warn!(tenant = %t.tenant, "{detail}"),
+                    Err(e) => tracing::error!(tenant = %t.tenant, "budget stop failed: {e}"),
+                }
+                stopped = Some(outcome.is_ok());
+            }
+            for pct in &d.crossed {
+                let action = match (pct, stopped) {
+                    (100, Some(true)) => "stopped",
+                    (100, Some(false)) => "stop failed",
+                    _ => "alert",
+                };
+                let msg = format!(
+                    "tenant `{}` spent ${spend:.2} of its ${:.2} budget for {month} ({pct} %)",
+                    t.tenant, b.usd_per_month
+                );
+                if let Some(n) = self.notifier() {
+                    n.send(&self.event(
+                        EventKind::Budget,
+                        commit.clone(),
+                        vec![TenantNote {
+                            tenant: t.tenant.clone(),
+                            action: action.to_string(),
+                            outcome: format!("{pct}%"),
+                        }],
+                        &msg,
+                    ));
+                }
+                tracing::info!(tenant = %t.tenant, "budget: {msg}");
+            }
+        }
+        if let Err(e) = self.budgets.save(&self.opts.state_dir) {
+            tracing::warn!("cannot save the budget book: {e}");
+        }
     }
 
     fn recheck(&self) -> Duration {
@@ -452,10 +606,12 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             Err(e) => return (Outcome::Error, e),
         };
         self.record_plan(&fleet, &merged(&observed), &plan);
+        self.check_budgets(&session, &observed, commit.clone())
+            .await;
         let work: BTreeSet<&str> = plan
             .actions
             .iter()
-            .filter(|a| a.has_work())
+            .filter(|a| a.has_work() && !self.budget_holds(&session, &a.tenant))
             .map(|a| a.tenant.as_str())
             .collect();
         self.backoff.retain(&work);
@@ -548,6 +704,14 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             plan.actions.retain(|a| {
                 if !a.has_work() {
                     return true;
+                }
+                if self.budget_holds(session, &a.tenant) {
+                    waiting.push(Waiting {
+                        tenant: a.tenant.clone(),
+                        action: a.action.verb().to_string(),
+                        reason: "stopped by its budget until next month or a change of its budget or enabled".into(),
+                    });
+                    return false;
                 }
                 match self.backoff.hold(a, commit.as_deref(), now) {
                     Some(h) => {

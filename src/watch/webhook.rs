@@ -22,6 +22,8 @@ pub enum EventKind {
     Drift,
     InvalidManifest,
     Refused,
+    /// A tenant's month-to-date spend crossed 80 % or 100 % of its budget.
+    Budget,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -72,6 +72,20 @@ impl Checker<'_> {
                 ),
             );
         }
+        if let Some(b) = &inst.budget
+            && !(b.usd_per_month.is_finite() && b.usd_per_month >= 0.01)
+        {
+            let usd = b.usd_per_month;
+            self.issue(
+                inst,
+                Severity::Error,
+                "budget-range",
+                &["budget", "usd_per_month"],
+                |t| format!("budget.usd_per_month = {usd} in {t} is not a positive amount"),
+                "not a monthly amount",
+                Some("US dollars a month, e.g. `budget = { usd_per_month = 50 }`".into()),
+            );
+        }
         self.telegram(inst);
         if inst.telegram.enabled == Some(true)
             && !inst.secrets.iter().any(|s| s == TELEGRAM_TOKEN)
