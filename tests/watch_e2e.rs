@@ -169,10 +169,9 @@ impl Drop for Daemon {
     }
 }
 
-#[test]
-fn watch_follows_the_branch_heals_drift_and_refuses_bad_commits() {
-    let mut f = TestFleet::new("watch");
-    let hook = hook_receiver();
+/// The fleet directory as the working copy of a bare repository `state/remote.git`, with
+/// the webhook signing secret set; returns the remote.
+fn repo_with_hook_secret(f: &TestFleet) -> std::path::PathBuf {
     // The repository: the fleet directory is the working copy; a bare repository is the remote.
     std::fs::write(
         f.path().join(".gitignore"),
@@ -198,13 +197,11 @@ fn watch_follows_the_branch_heals_drift_and_refuses_bad_commits() {
         .write_all(HOOK_SECRET.as_bytes())
         .unwrap();
     assert!(set.wait().unwrap().success());
-    f.defaults_extra = format!(
-        "\n[watch]\nwebhooks = [{{ url = \"http://127.0.0.1:{}/hook\", secret = \"WEBHOOK_SECRET\" }}]\n",
-        hook.port
-    );
-    f.declare(vec![Tenant::new("alpha")]);
-    let c1 = push(&f, "alpha");
+    remote
+}
 
+/// `mtp watch` on `remote`, polling every second, its status on a free loopback port.
+fn start_watch(f: &TestFleet, remote: &std::path::Path) -> (Daemon, u16) {
     let port = free_port();
     let state = f.path().join("state/watch");
     let daemon = Daemon(
@@ -232,6 +229,22 @@ fn watch_follows_the_branch_heals_drift_and_refuses_bad_commits() {
         .spawn()
         .unwrap(),
     );
+    (daemon, port)
+}
+
+#[test]
+fn watch_follows_the_branch_heals_drift_and_refuses_bad_commits() {
+    let mut f = TestFleet::new("watch");
+    let hook = hook_receiver();
+    let remote = repo_with_hook_secret(&f);
+    f.defaults_extra = format!(
+        "\n[watch]\nwebhooks = [{{ url = \"http://127.0.0.1:{}/hook\", secret = \"WEBHOOK_SECRET\" }}]\n",
+        hook.port
+    );
+    f.declare(vec![Tenant::new("alpha")]);
+    let c1 = push(&f, "alpha");
+
+    let (daemon, port) = start_watch(&f, &remote);
     let healthy = |f: &TestFleet, t: &str| {
         f.containers()
             .iter()
@@ -393,5 +406,105 @@ fn watch_follows_the_branch_heals_drift_and_refuses_bad_commits() {
                 .iter()
                 .any(|(_, b)| b.contains(&secret))
         );
+    }
+}
+
+#[test]
+fn a_budget_crossing_sends_its_webhooks_and_stop_stops_the_tenant() {
+    let mut f = TestFleet::new("wbudget");
+    let hook = hook_receiver();
+    let remote = repo_with_hook_secret(&f);
+    f.defaults_extra = format!(
+        "\n[watch]\nusage_every = \"1s\"\nwebhooks = [{{ url = \"http://127.0.0.1:{}/hook\", secret = \"WEBHOOK_SECRET\" }}]\n",
+        hook.port
+    );
+    f.declare(vec![
+        Tenant::new("alpha").with("budget = { usd_per_month = 1, action = \"stop\" }"),
+        Tenant::new("bravo").with("budget = { usd_per_month = 10, action = \"alert\" }"),
+    ]);
+    push(&f, "two tenants with budgets");
+    let (_daemon, port) = start_watch(&f, &remote);
+    let running = |f: &TestFleet, t: &str| {
+        f.containers()
+            .iter()
+            .any(|c| c.name == format!("{}-{t}", f.name) && c.state == "running")
+    };
+    let healthy = |f: &TestFleet, t: &str| {
+        f.containers()
+            .iter()
+            .any(|c| c.name == format!("{}-{t}", f.name) && c.healthy())
+    };
+    wait(port, "both created", Duration::from_secs(90), || {
+        healthy(&f, "alpha") && healthy(&f, "bravo")
+    });
+    // This month's spend, as each stub's usage.cost will report it: alpha $2 (over its $1,
+    // stop), bravo $8.50 (85 % of its $10, alert).
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    f.write_data_file(
+        "alpha",
+        "usage-seed.json",
+        &format!("{{\"{today}\": {{\"input\": 100, \"inputCost\": 2.0}}}}"),
+    );
+    f.write_data_file(
+        "bravo",
+        "usage-seed.json",
+        &format!("{{\"{today}\": {{\"input\": 100, \"inputCost\": 8.5}}}}"),
+    );
+
+    let budget_for = |t: &str, pct: &str| {
+        hook.events().into_iter().find(|e| {
+            e["event"] == "budget"
+                && e["tenants"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|n| n["tenant"] == t && n["outcome"] == pct))
+        })
+    };
+    wait(
+        port,
+        "alpha's budget webhook at 100 %",
+        Duration::from_secs(120),
+        || budget_for("alpha", "100%").is_some(),
+    );
+    wait(
+        port,
+        "alpha stopped by its budget",
+        Duration::from_secs(30),
+        || !running(&f, "alpha"),
+    );
+    wait(
+        port,
+        "bravo's 80 % webhook",
+        Duration::from_secs(30),
+        || budget_for("bravo", "80%").is_some(),
+    );
+    assert!(budget_for("alpha", "80%").is_some(), "{:?}", hook.events());
+    assert!(budget_for("bravo", "100%").is_none(), "{:?}", hook.events());
+    assert!(running(&f, "bravo"), "an alert budget never stops");
+    // Watch does not heal a budget stop back to running.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !running(&f, "alpha"),
+        "watch restarted a tenant its budget stopped"
+    );
+    // Each threshold once a month.
+    let n = hook
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "budget")
+        .count();
+    assert_eq!(n, 3, "{:?}", hook.events());
+    // Watch reads the fleet from commits: its audit log is in its state directory.
+    let audit: String = std::fs::read_dir(f.path().join("state/watch"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(audit.contains("budget-stop"), "{audit}");
+    for s in f.secret_values() {
+        assert!(!audit.contains(&s));
+        for e in hook.events() {
+            assert!(!e.to_string().contains(&s));
+        }
     }
 }
