@@ -10,6 +10,7 @@
 //! whatever a remote does.
 
 pub mod backoff;
+mod backups;
 pub mod budget;
 pub mod git;
 pub mod source;
@@ -608,6 +609,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         self.record_plan(&fleet, &merged(&observed), &plan);
         self.check_budgets(&session, &observed, commit.clone())
             .await;
+        self.scheduled_backups(&session).await;
         let work: BTreeSet<&str> = plan
             .actions
             .iter()
