@@ -453,14 +453,20 @@ pub fn split_comments(head: &str, cont: &str, sections: Vec<String>, marker: &st
     let reserve = marker.len() + 96;
     let budget = MARKDOWN_COMMENT_LIMIT - reserve;
     let mut parts = vec![head.to_string()];
+    // Characters in the last part, kept as it grows (counting it again per section would be
+    // quadratic in a plan of a thousand tenants).
+    let mut last_chars = head.chars().count();
     for s in sections {
         let s = shorten_section(s, budget - head.len().max(cont.len()));
+        let n = s.chars().count() + 1;
         let last = parts.last_mut().expect("parts starts non-empty");
-        if last.chars().count() + s.chars().count() + 1 > budget {
+        if last_chars + n > budget {
             parts.push(format!("{cont}{s}\n"));
+            last_chars = cont.chars().count() + n;
         } else {
             last.push_str(&s);
             last.push('\n');
+            last_chars += n;
         }
     }
     let n = parts.len();
