@@ -4,6 +4,8 @@
 //! in `fleet.toml` or an unencrypted value under `secrets/`, naming file and line and never
 //! printing the value. It reads what is staged, not the working tree. Needs python3 (3.11+).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -81,25 +83,15 @@ impl Repo {
 
     /// `mtp` with the example's committed demo identity.
     fn mtp_set(&self, owner: &str, key: &str, value: &str) {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mtp"))
-            .args(["secrets", "set", owner, key])
-            .current_dir(self.dir.path())
-            .env("MTP_AGE_IDENTITY", root().join("demo-identity.txt"))
-            .env("HOME", self.dir.path())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(value.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+        let o = common::git::output_with_stdin(
+            Command::new(env!("CARGO_BIN_EXE_mtp"))
+                .args(["secrets", "set", owner, key])
+                .current_dir(self.dir.path())
+                .env("MTP_AGE_IDENTITY", root().join("demo-identity.txt"))
+                .env("HOME", self.dir.path())
+                .env("NO_COLOR", "1"),
+            value,
+        );
         assert!(
             o.status.success(),
             "mtp secrets set: {}",
@@ -109,15 +101,7 @@ impl Repo {
 }
 
 fn git_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Op")
-        .env("GIT_AUTHOR_EMAIL", "op@example.com")
-        .env("GIT_COMMITTER_NAME", "Op")
-        .env("GIT_COMMITTER_EMAIL", "op@example.com")
-        .output()
-        .unwrap()
+    common::git::git_output(dir, args)
 }
 
 struct Run {

@@ -114,22 +114,11 @@ impl Repo {
     }
 
     fn set(&self, owner: &str, name: &str, value: &str) {
-        use std::io::Write;
-        let mut child = self
-            .mtp_keyed(&["secrets", "set", owner, name])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(value.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        self.ok_output(out);
+        let o = common::git::output_with_stdin(
+            &mut self.mtp_keyed(&["secrets", "set", owner, name]),
+            value,
+        );
+        self.ok_output(o);
     }
 
     fn ok(&self, mut cmd: Command) -> String {
@@ -204,19 +193,11 @@ fn no_secret_in(out: &str) {
 fn a_pr_that_adds_a_tenant() {
     let r = Repo::new();
     r.branch("add-initech");
-    let mut add = r.mtp_keyed(&["tenant", "add", "initech", "--telegram-token-stdin"]);
-    add.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = add.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(INITECH_TG.as_bytes())
-        .unwrap();
-    r.ok_output(child.wait_with_output().unwrap());
+    let o = common::git::output_with_stdin(
+        &mut r.mtp_keyed(&["tenant", "add", "initech", "--telegram-token-stdin"]),
+        INITECH_TG,
+    );
+    r.ok_output(o);
     r.commit("add initech");
     let md = r.review();
     assert!(md.contains("| `+` create | 1 | `initech` |"), "{md}");
