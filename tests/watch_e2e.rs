@@ -486,6 +486,24 @@ fn a_budget_crossing_sends_its_webhooks_and_stop_stops_the_tenant() {
         !running(&f, "alpha"),
         "watch restarted a tenant its budget stopped"
     );
+    // `mtp status`, wherever it runs, says why alpha is stopped.
+    let o = f.mtp_ok(&["status", "--json"]);
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let alpha = st["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tenant"] == "alpha")
+        .unwrap()
+        .clone();
+    assert_eq!(alpha["state"], "stopped", "{alpha:#}");
+    assert!(
+        alpha["drift"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("stopped by its budget"),
+        "{alpha:#}"
+    );
     // Each threshold once a month.
     let n = hook
         .events()

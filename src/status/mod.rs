@@ -293,6 +293,29 @@ pub async fn fleet_status<E: Engine>(
         }
     }
 
+    // A tenant stopped by its budget (this month) says so: watch leaves a marker on its host.
+    let month = crate::watch::budget::month_of(chrono::Utc::now());
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.state == State::Stopped && r.enabled)
+    {
+        let Some(engine) = hosts.get(&row.host) else {
+            continue;
+        };
+        let name = crate::watch::budget::marker_name(&fleet, &row.tenant);
+        if let Ok(Some(marker)) = engine.find_marker(&name).await
+            && marker.labels.get(crate::watch::budget::LABEL_MONTH) == Some(&month)
+        {
+            row.drift = Some(
+                marker
+                    .labels
+                    .get(crate::watch::budget::LABEL_DETAIL)
+                    .cloned()
+                    .unwrap_or_else(|| format!("stopped by its budget for {month}")),
+            );
+        }
+    }
+
     let hosts_status = m
         .host_names()
         .into_iter()

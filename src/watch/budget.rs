@@ -222,3 +222,13 @@ mod tests {
         );
     }
 }
+
+/// The engine-held marker of a budget stop (`<fleet>-<tenant>.budget`, never started), so that
+/// `mtp status`, wherever it runs, can say why the tenant is stopped.
+pub fn marker_name(fleet: &str, tenant: &str) -> String {
+    format!("{fleet}-{tenant}.budget")
+}
+
+/// Labels of the marker: the month the stop holds for, and what was said about it.
+pub const LABEL_MONTH: &str = "mtp.budget-stop";
+pub const LABEL_DETAIL: &str = "mtp.budget-detail";

@@ -328,6 +328,21 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
                     Ok(_) => tracing::warn!(tenant = %t.tenant, "{detail}"),
                     Err(e) => tracing::error!(tenant = %t.tenant, "budget stop failed: {e}"),
                 }
+                if outcome.is_ok()
+                    && let Some(engine) = self.hosts.get(&inst.host)
+                {
+                    let name = budget::marker_name(session.fleet(), &t.tenant);
+                    if let Ok(Some(old)) = engine.find_marker(&name).await {
+                        let _ = engine.remove(&old.id).await;
+                    }
+                    let labels = BTreeMap::from([
+                        (budget::LABEL_MONTH.to_string(), month.clone()),
+                        (budget::LABEL_DETAIL.to_string(), detail.clone()),
+                    ]);
+                    if let Err(e) = engine.create_marker(&name, &labels).await {
+                        tracing::warn!(tenant = %t.tenant, "cannot mark the budget stop: {e}");
+                    }
+                }
                 stopped = Some(outcome.is_ok());
             }
             for pct in &d.crossed {
