@@ -130,6 +130,16 @@ pub fn month_of(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m").to_string()
 }
 
+/// The engine-held marker of a budget stop (`<fleet>-<tenant>.budget`, never started), so that
+/// `mtp status`, wherever it runs, can say why the tenant is stopped.
+pub fn marker_name(fleet: &str, tenant: &str) -> String {
+    format!("{fleet}-{tenant}.budget")
+}
+
+/// Labels of the marker: the month the stop holds for, and what was said about it.
+pub const LABEL_MONTH: &str = "mtp.budget-stop";
+pub const LABEL_DETAIL: &str = "mtp.budget-detail";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,12 +233,3 @@ mod tests {
     }
 }
 
-/// The engine-held marker of a budget stop (`<fleet>-<tenant>.budget`, never started), so that
-/// `mtp status`, wherever it runs, can say why the tenant is stopped.
-pub fn marker_name(fleet: &str, tenant: &str) -> String {
-    format!("{fleet}-{tenant}.budget")
-}
-
-/// Labels of the marker: the month the stop holds for, and what was said about it.
-pub const LABEL_MONTH: &str = "mtp.budget-stop";
-pub const LABEL_DETAIL: &str = "mtp.budget-detail";
