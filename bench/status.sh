@@ -31,6 +31,8 @@ BR=mtpbst$$
 cleanup() {
   if [ -S "$work/d.sock" ]; then
     DOCKER_HOST=unix://$work/d.sock docker rm -f $(DOCKER_HOST=unix://$work/d.sock docker ps -aq) >/dev/null 2>&1 || true
+    # Its networks' bridges live in this machine's namespace: removed before the engine stops.
+    DOCKER_HOST=unix://$work/d.sock docker network prune -f >/dev/null 2>&1 || true
     kill "$(cat "$work/d.pid")" 2>/dev/null || true
     sleep 3
   fi
