@@ -20,6 +20,26 @@ pub struct SecondEngine {
     octet: u32,
     extra: Vec<String>,
     child: Child,
+    /// The machine engine's `docker0` addresses when this one started (see `keep_docker0`).
+    docker0: Vec<String>,
+}
+
+/// The addresses of the machine engine's default bridge, `docker0`.
+fn docker0_addresses() -> Vec<String> {
+    let o = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", "docker0"])
+        .output();
+    o.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                w.position(|x| x == "inet")?;
+                w.next().map(str::to_string)
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Address slots: the second octet of the engine's `10.X.0.0/16` is in
@@ -96,6 +116,7 @@ impl SecondEngine {
             octet,
             extra: extra.to_vec(),
             child,
+            docker0: docker0_addresses(),
         };
         engine.wait_ready();
         for image in images {
@@ -143,6 +164,22 @@ impl SecondEngine {
         assert!(!self.is_running(), "restart: the engine is still running");
         self.child = spawn(&self.dir, &self.bridge, self.octet, &self.extra);
         self.wait_ready();
+        self.keep_docker0();
+    }
+
+    /// A second dockerd restarted after a SIGKILL was seen to delete the machine engine's
+    /// default bridge `docker0` (on this Debian docker.io 20.10), which breaks every later
+    /// `docker run` on the default network. It is put back as it was: the machine engine
+    /// finds its bridge by name.
+    fn keep_docker0(&self) {
+        if self.docker0.is_empty() || !docker0_addresses().is_empty() {
+            return;
+        }
+        let _ = run("ip", &["link", "add", "name", "docker0", "type", "bridge"]);
+        for a in &self.docker0 {
+            let _ = run("ip", &["addr", "add", a, "dev", "docker0"]);
+        }
+        let _ = run("ip", &["link", "set", "docker0", "up"]);
     }
 
     fn wait_ready(&self) {
@@ -289,6 +326,7 @@ impl Drop for SecondEngine {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = run("ip", &["link", "del", &self.bridge]);
+        self.keep_docker0();
         // dockerd bind-mounts its data root onto itself; a SIGKILLed one leaves that mount
         // behind (and a restart adds one), so whatever is still mounted under it goes first.
         unmount_under(&self.dir);
