@@ -247,7 +247,7 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
     }
 }
 
-fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
+pub(super) fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
     TenantAction {
         tenant: tenant.to_string(),
         action,

@@ -184,21 +184,8 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
 
 fn blank(tenant: &str, host: &str) -> TenantAction {
     TenantAction {
-        tenant: tenant.to_string(),
-        action: ActionKind::Noop,
         host: host.to_string(),
-        from_host: None,
-        reasons: Vec::new(),
-        changes: Vec::new(),
-        forced_by: Vec::new(),
-        config_diff: None,
-        desired_hash: None,
-        live: None,
-        drift: Vec::new(),
-        blocked: None,
-        backup_required: false,
-        resume: None,
-        live_next: None,
+        ..super::diff::blank_action(tenant, ActionKind::Noop)
     }
 }
 
