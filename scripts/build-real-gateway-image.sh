@@ -12,8 +12,8 @@
 # resolve from the app's node_modules. `@openclaw/codex` is pinned to the newest release not
 # newer than the gateway (2026.9.6 has none on npm; a bundled plugin has no version check).
 #
-# No registry image can be pulled here, so the image is assembled from files: the node binary
-# with the shared libraries `ldd` names, the npm install tree (module resolution needs the
+# No registry image can be pulled here, so the image is assembled from files: the node binary,
+# /usr/bin/env and /bin/sh with the shared libraries `ldd` names, the npm install tree (module resolution needs the
 # node_modules layout), /home/node owned by uid 1000, and the upstream start command run from
 # the package directory. About 0.9 GB; the gateway needs 10-50 s to become ready.
 set -euo pipefail
@@ -55,10 +55,17 @@ trap 'rm -rf "$ctx"' EXIT
 root="$ctx/rootfs"
 mkdir -p "$root/usr/local/bin" "$root/tmp" "$root/etc" "$root/app" "$ctx/home/node/.openclaw" "$ctx/home/node/.cache"
 cp "$NODE" "$root/usr/local/bin/node"
-# The dynamic loader and every library node links against, at their own paths.
-for lib in $(ldd "$NODE" | grep -o '/[^ ]*'); do
-  mkdir -p "$root$(dirname "$lib")"
-  cp -L "$lib" "$root$lib"
+# What the gateway spawns needs a minimal userland, as upstream's Debian-based image has: the
+# bundled Codex CLI is a `#!/usr/bin/env node` script, and child processes may use /bin/sh.
+mkdir -p "$root/usr/bin" "$root/bin"
+cp /usr/bin/env "$root/usr/bin/env"
+cp "$(readlink -f /bin/sh)" "$root/bin/sh"
+# The dynamic loader and every library these link against, at their own paths.
+for bin in "$NODE" /usr/bin/env /bin/sh; do
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
 done
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnode:x:1000:1000:node:/home/node:/sbin/nologin\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnode:x:1000:\n' > "$root/etc/group"
@@ -70,7 +77,7 @@ cat > "$ctx/Dockerfile" <<'EOF'
 FROM scratch
 COPY rootfs/ /
 COPY --chown=1000:1000 home/ /home/
-ENV PATH=/usr/local/bin HOME=/home/node OPENCLAW_DISABLE_BONJOUR=1 NODE_ENV=production
+ENV PATH=/usr/local/bin:/usr/bin:/bin HOME=/home/node OPENCLAW_DISABLE_BONJOUR=1 NODE_ENV=production
 USER 1000:1000
 WORKDIR /app/node_modules/openclaw
 EXPOSE 18789

@@ -13,6 +13,27 @@ if ! docker info >/dev/null 2>&1; then
   exit 1
 fi
 
+# What the tests use besides Docker: an sshd and ssh-agent on loopback (the ssh:// host tests),
+# openssl (TLS certificates for the tcp:// host tests), cargo-nextest (the runner). Installed
+# when this machine can (root with apt-get), else named.
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-agent >/dev/null || missing+=(openssh-client)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  else
+    echo "test.sh: the tests need ${missing[*]}; install them (e.g. sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: cargo-nextest is missing; installing it (cargo install cargo-nextest --locked)" >&2
+  cargo install cargo-nextest --locked >&2
+fi
+
 # Build the stub gateway and Docker proxy images once, up front (tests would otherwise race
 # to build them).
 MTP_STUB_IMAGE=$(scripts/build-stub-image.sh)

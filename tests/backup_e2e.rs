@@ -170,7 +170,7 @@ fn a_running_tenant_is_backed_up_online_and_restored_byte_for_byte() {
     std::fs::remove_file(f.data_dir("acme").join("agents/main/sessions/s1.jsonl")).unwrap();
     put(&f, "acme", "later.txt", b"written after the backup");
 
-    let o = f.mtp_ok(&["restore", "acme", archive.to_str().unwrap()]);
+    let o = f.mtp_ok(&["restore", "--yes", "acme", archive.to_str().unwrap()]);
     println!("{}", stdout(&o));
     assert_no_secret(
         &f,
@@ -312,7 +312,7 @@ fn crafted_archives_with_traversal_absolute_paths_or_links_are_refused_with_noth
     for (what, plain, says) in cases {
         let path = f.path().join(format!("{what}.tar.age"));
         std::fs::write(&path, seal(&f, &plain)).unwrap();
-        let o = f.mtp(&["restore", "acme", path.to_str().unwrap()]);
+        let o = f.mtp(&["restore", "--yes", "acme", path.to_str().unwrap()]);
         println!("{what}: {}", String::from_utf8_lossy(&o.stderr).trim());
         assert_eq!(o.status.code(), Some(1), "{what}: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
@@ -360,7 +360,7 @@ fn an_archive_opens_only_with_a_fleet_identity_and_goes_into_another_tenant_only
     )
     .unwrap();
     let o = f
-        .cmd(&["restore", "acme", &archive])
+        .cmd(&["restore", "--yes", "acme", &archive])
         .env("MTP_AGE_IDENTITY", &other)
         .output()
         .unwrap();
@@ -379,7 +379,7 @@ fn an_archive_opens_only_with_a_fleet_identity_and_goes_into_another_tenant_only
     assert!(stdout(&o).contains("verifies"), "{}", text(&o));
 
     // Into another tenant: refused unless named.
-    let o = f.mtp(&["restore", "bravo", &archive]);
+    let o = f.mtp(&["restore", "--yes", "bravo", &archive]);
     println!(
         "other tenant: {}",
         String::from_utf8_lossy(&o.stderr).trim()
@@ -391,14 +391,28 @@ fn an_archive_opens_only_with_a_fleet_identity_and_goes_into_another_tenant_only
         text(&o)
     );
     assert_eq!(tree(&f.data_dir("bravo")), bravo_before);
-    let o = f.mtp(&["restore", "bravo", &archive, "--into-other-tenant", "acme"]);
+    let o = f.mtp(&[
+        "restore",
+        "--yes",
+        "bravo",
+        &archive,
+        "--into-other-tenant",
+        "acme",
+    ]);
     assert_eq!(
         o.status.code(),
         Some(1),
         "naming the wrong tenant does not do: {}",
         text(&o)
     );
-    f.mtp_ok(&["restore", "bravo", &archive, "--into-other-tenant", "bravo"]);
+    f.mtp_ok(&[
+        "restore",
+        "--yes",
+        "bravo",
+        &archive,
+        "--into-other-tenant",
+        "bravo",
+    ]);
     let bravo = tree(&f.data_dir("bravo"));
     assert_eq!(
         bravo.get("notes/customer.txt").map(Vec::as_slice),

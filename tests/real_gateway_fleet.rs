@@ -324,7 +324,7 @@ fn real_gateway_backup_and_restore_round_trip() {
     std::fs::write(dir.join("mtp-test/notes.txt"), "overwritten").unwrap();
     std::fs::remove_file(dir.join("agents/main/sessions/mtp-test.jsonl")).unwrap();
     let t = Instant::now();
-    let o = f.mtp(&["restore", "acme", &archive]);
+    let o = f.mtp(&["restore", "--yes", "acme", &archive]);
     eprintln!("restore in {:?}: {}", t.elapsed(), text(&o));
     assert!(o.status.success());
     assert_eq!(

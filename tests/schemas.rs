@@ -44,6 +44,32 @@ fn checked_in_schemas_match_the_types() {
 }
 
 #[test]
+fn mtp_schema_prints_every_schema_checked_in() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let which = file.strip_suffix(".schema.json").unwrap();
+        let out = assert_cmd::Command::cargo_bin("mtp")
+            .unwrap()
+            .args(["schema", which])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mtp schema {which}: {out:?}");
+        let on_disk = std::fs::read_to_string(dir.join(&file)).unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            on_disk,
+            "mtp schema {which} differs from schemas/{file}"
+        );
+    }
+}
+
+#[test]
 fn schema_is_pretty_json_ending_in_a_newline() {
     let text = schema::fleet_schema_json();
     assert!(text.ends_with("}\n") && text.contains("\n  \""));

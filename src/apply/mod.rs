@@ -316,6 +316,20 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         // The next recycle's `<name>.next`, created while the tenant before it is worked on.
         let mut prepared: Option<Aside> = None;
         let parallel = self.opts.parallel.max(1);
+        // Helper containers an interrupted mtp left on this engine, as the plan listed them.
+        for h in self.live.helpers.iter().filter(|h| {
+            self.plan
+                .drift
+                .iter()
+                .any(|d| d.remedy == Remedy::RemoveContainer && d.container_id == h.id)
+        }) {
+            match self.engine.remove(&h.id).await {
+                Ok(()) => {
+                    tracing::info!(container = %h.name, "removed a leftover helper container")
+                }
+                Err(e) => report.leftovers.push(format!("{} ({e})", h.name)),
+            }
+        }
         // Docker does not keep network names unique: concurrent creates of a missing network
         // would each make one. So the networks are ensured once, up front, one at a time.
         let mut networks: Vec<&str> = work

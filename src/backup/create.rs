@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::archive::{self, Composed, Writer};
 use super::{BackupManifest, FORMAT, GatewayBackup, archive_name};
 use crate::engine::spool::{Spool, blocking};
-use crate::engine::{Engine, EngineError, LiveContainer, LiveState};
+use crate::engine::{Engine, EngineError, LiveContainer};
 use crate::manifest::STATE_DIR;
 
 /// How a backup's copy was taken.
@@ -51,6 +51,13 @@ pub struct Target {
     pub force_stop: bool,
 }
 
+impl BackupError {
+    /// A tenant skipped on purpose, not a failure.
+    pub fn is_skip(&self) -> bool {
+        matches!(self, BackupError::Disabled { .. })
+    }
+}
+
 /// One backup written.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct BackupReport {
@@ -74,8 +81,15 @@ pub struct BackupReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error("tenant `{tenant}` has no container on host `{host}`: nothing to back up")]
-    NoContainer { tenant: String, host: String },
+    #[error("tenant `{tenant}` on host `{host}`: {why}; nothing to back up")]
+    NoContainer {
+        tenant: String,
+        host: String,
+        why: &'static str,
+    },
+    /// Not a failure: the tenant is stopped on purpose and has no container to copy.
+    #[error("tenant `{tenant}` skipped: stopped on purpose (enabled = false) and has no container")]
+    Disabled { tenant: String },
     #[error("tenant `{tenant}`: {message}")]
     Engine { tenant: String, message: String },
     #[error("tenant `{tenant}`: the gateway's own backup failed: {message}")]
@@ -95,17 +109,6 @@ pub enum BackupError {
         message: String,
         path: PathBuf,
     },
-}
-
-/// The tenant's own container in a host's live state (not a recycle's `.next`).
-pub fn find_container<'a>(
-    live: &'a LiveState,
-    fleet: &str,
-    tenant: &str,
-) -> Option<&'a LiveContainer> {
-    live.containers
-        .iter()
-        .find(|c| c.fleet() == Some(fleet) && c.tenant() == Some(tenant) && c.role() == "canonical")
 }
 
 /// The gateway's command line, as its image runs it (`node dist/index.js ...` in `/app`).

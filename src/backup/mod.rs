@@ -241,24 +241,34 @@ pub async fn backup_fleet<E: crate::engine::Engine>(
                 tenant: inst.name.clone(),
                 message: e.clone(),
             }),
-            Ok(state) => match create::find_container(state, fleet, &inst.name) {
-                None => Err(BackupError::NoContainer {
-                    tenant: inst.name.clone(),
-                    host: inst.host.clone(),
-                }),
-                Some(c) => {
-                    let target = create::Target {
-                        fleet: fleet.to_string(),
+            // A disabled tenant's stopped container is still copied (offline); one that has
+            // none is skipped, not failed.
+            Ok(state) => {
+                match crate::engine::TenantView::of(state, fleet, &inst.name).container() {
+                    Err(crate::engine::Absence::Missing) if !inst.enabled => {
+                        Err(BackupError::Disabled {
+                            tenant: inst.name.clone(),
+                        })
+                    }
+                    Err(why) => Err(BackupError::NoContainer {
                         tenant: inst.name.clone(),
                         host: inst.host.clone(),
-                        commit: session.files.commit.clone(),
-                        stop_timeout_s: inst.stop_timeout.std().as_secs(),
-                        gate_timeout_s: inst.health.gate_timeout.std().as_secs(),
-                        force_stop,
-                    };
-                    create::backup(engine, c, &target, &recipients, dir).await
+                        why: why.describe(),
+                    }),
+                    Ok(c) => {
+                        let target = create::Target {
+                            fleet: fleet.to_string(),
+                            tenant: inst.name.clone(),
+                            host: inst.host.clone(),
+                            commit: session.files.commit.clone(),
+                            stop_timeout_s: inst.stop_timeout.std().as_secs(),
+                            gate_timeout_s: inst.health.gate_timeout.std().as_secs(),
+                            force_stop,
+                        };
+                        create::backup(engine, c, &target, &recipients, dir).await
+                    }
                 }
-            },
+            }
         };
         out.push((inst.name.clone(), result));
     }
@@ -346,12 +356,13 @@ pub async fn restore_tenant<E: crate::engine::Engine, P: crate::apply::gate::Gat
             reason: e.to_string(),
             state: "nothing was touched".into(),
         })?;
-    let c = create::find_container(&live, session.fleet(), tenant).ok_or_else(|| {
-        RestoreError::NoContainer {
+    let c = crate::engine::TenantView::of(&live, session.fleet(), tenant)
+        .container()
+        .map_err(|why| RestoreError::NoContainer {
             tenant: tenant.to_string(),
             host: spec.host.clone(),
-        }
-    })?;
+            why: why.describe(),
+        })?;
     if check_only {
         return Ok(RestoreReport {
             tenant: tenant.to_string(),

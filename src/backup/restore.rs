@@ -7,7 +7,6 @@
 //! dropped) by a throwaway container of the tenant's image that mounts it, since the archive
 //! API can add files but neither rename nor delete them.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -55,8 +54,12 @@ pub enum RestoreError {
         from_fleet: String,
         tenant: String,
     },
-    #[error("tenant `{tenant}` has no container on host `{host}`: apply first, then restore")]
-    NoContainer { tenant: String, host: String },
+    #[error("tenant `{tenant}` on host `{host}`: {why}; restore needs its container")]
+    NoContainer {
+        tenant: String,
+        host: String,
+        why: &'static str,
+    },
     #[error("tenant `{tenant}`: {step} failed: {reason}; {state}")]
     Failed {
         tenant: String,
@@ -110,7 +113,7 @@ async fn helper<E: Engine>(
         ],
         env: Vec::new(),
         files: vec![(HELPER_PATH.to_string(), HELPER_SCRIPT.to_string())],
-        labels: BTreeMap::new(),
+        labels: OneOff::helper_labels(fleet, "restore", Duration::from_secs(600)),
         timeout: Duration::from_secs(600),
         binds: vec![format!("{}:{STATE_DIR}", spec.data_dir)],
     };

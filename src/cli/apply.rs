@@ -1,7 +1,7 @@
 //! `mtp apply`: execute the plan (`mtp plan`'s, computed now, or a saved one) under the
 //! engine-held lock, one tenant at a time, health-gated, with rollback.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -96,7 +96,20 @@ pub struct Args {
     pub report: Option<PathBuf>,
 }
 
+/// What an apply converges to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// The manifest.
+    Manifest,
+    /// Nothing: every container of the fleet removed after its backup (`mtp destroy`).
+    Nothing,
+}
+
 pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
+    run_to(fleet, args, Goal::Manifest)
+}
+
+pub fn run_to(fleet: &Path, args: Args, goal: Goal) -> Result<ExitCode> {
     if args.planfile.is_some()
         && (args.prune || args.refresh || !args.targets.is_empty() || !args.hosts.is_empty())
     {
@@ -108,9 +121,12 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
     session
         .check_tenants(&args.targets)
         .map_err(common::report)?;
-    let desired = session
-        .desired(&common::keyring()?)
-        .map_err(common::report)?;
+    let desired = match goal {
+        Goal::Manifest => session
+            .desired(&common::keyring()?)
+            .map_err(common::report)?,
+        Goal::Nothing => session.nothing_desired(),
+    };
     let saved: Option<Plan> = match &args.planfile {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -181,7 +197,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
                 eprintln!("lock ({}): {note}", l.host);
             }
         }
-        let result = execute(&hosts, &session, &desired, saved, &args, &audit, &mut held).await;
+        let result = execute(&hosts, &session, &desired, saved, &args, &audit, &mut held, goal).await;
         for w in converge::release_all(&hosts, held).await {
             eprintln!("warning: {w}");
         }
@@ -189,6 +205,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     hosts: &Hosts<DockerEngine>,
     session: &Session,
@@ -197,6 +214,7 @@ async fn execute(
     args: &Args,
     audit: &AuditLog,
     held: &mut [converge::HostLock],
+    goal: Goal,
 ) -> Result<ExitCode> {
     let refused = |e: crate::apply::PlanRefused| {
         miette!(
@@ -274,27 +292,30 @@ async fn execute(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.auto_approve {
-        if !std::io::stdin().is_terminal() {
-            return Err(miette!(
-                help = "review the plan, then run with --auto-approve (or apply a saved plan with --auto-approve)",
-                "refusing to apply without confirmation: stdin is not a terminal"
-            ));
-        }
-        print!(
-            "\nApply these changes to fleet `{}` on {}? Only `yes` is accepted: ",
-            plan.fleet, plan.engine
-        );
-        std::io::stdout().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .into_diagnostic()?;
-        if answer.trim() != "yes" {
-            println!("Apply cancelled; nothing was changed.");
-            return Ok(ExitCode::from(1));
-        }
+    if !args.auto_approve
+        && !super::common::confirm(
+            &match goal {
+                Goal::Manifest => format!(
+                    "\nApply these changes to fleet `{}` on {}?",
+                    plan.fleet, plan.engine
+                ),
+                Goal::Nothing => format!(
+                    "\nDestroy fleet `{}` on {}: back up and remove every container listed above{}?",
+                    plan.fleet,
+                    plan.engine,
+                    if args.delete_data {
+                        ", and delete each tenant's data after its verified backup"
+                    } else {
+                        " (the data directories are kept)"
+                    }
+                ),
+            },
+            "apply",
+            "--auto-approve (after reviewing the plan, or apply a saved plan)",
+        )?
+    {
+        println!("Apply cancelled; nothing was changed.");
+        return Ok(ExitCode::from(1));
     }
     println!();
 

@@ -21,9 +21,8 @@ pub struct BackupArgs {
     /// Stop each tenant for the copy even where its gateway could back up while running.
     #[arg(long)]
     pub stop: bool,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: super::common::HumanOrJson,
 }
 
 fn mib(bytes: u64) -> String {
@@ -42,7 +41,7 @@ pub fn run_backup(fleet: &Path, args: BackupArgs) -> Result<ExitCode> {
             .into_iter()
             .filter(|l| args.tenants.is_empty() || args.tenants.contains(&l.tenant))
             .collect();
-        if args.json {
+        if args.output.is_json() {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&listed).into_diagnostic()?
@@ -74,7 +73,10 @@ pub fn run_backup(fleet: &Path, args: BackupArgs) -> Result<ExitCode> {
             .await
             .map_err(miette::Report::new)
     })?;
-    let failed = outcomes.iter().filter(|(_, r)| r.is_err()).count();
+    let failed = outcomes
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_err_and(|e| !e.is_skip()))
+        .count();
     let deleted = if failed == 0 {
         backup::apply_retention(&session, &dir, &args.tenants)
             .into_diagnostic()
@@ -82,11 +84,12 @@ pub fn run_backup(fleet: &Path, args: BackupArgs) -> Result<ExitCode> {
     } else {
         Vec::new()
     };
-    if args.json {
+    if args.output.is_json() {
         let doc = serde_json::json!({
             "dir": dir,
             "backups": outcomes.iter().map(|(t, r)| match r {
                 Ok(rep) => serde_json::to_value(rep).unwrap_or_default(),
+                Err(e) if e.is_skip() => serde_json::json!({"tenant": t, "skipped": e.to_string()}),
                 Err(e) => serde_json::json!({"tenant": t, "error": e.to_string()}),
             }).collect::<Vec<_>>(),
             "deleted": deleted.iter().map(|l| &l.path).collect::<Vec<_>>(),
@@ -124,6 +127,9 @@ pub fn run_backup(fleet: &Path, args: BackupArgs) -> Result<ExitCode> {
                         b.duration_ms
                     );
                 }
+                Err(e) if e.is_skip() => println!(
+                    "{tenant}: skipped: stopped on purpose (enabled = false), no container"
+                ),
                 Err(e) => eprintln!("{tenant}: backup failed: {e}"),
             }
         }
@@ -149,15 +155,17 @@ pub struct RestoreArgs {
     /// Only decrypt and verify the archive; touch nothing.
     #[arg(long)]
     pub check: bool,
+    /// Replace the tenant's data without asking (needed without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Refuse archives with more bytes of content than this.
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
     /// Refuse archives with more entries than this.
     #[arg(long, value_name = "N")]
     pub max_entries: Option<usize>,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: super::common::HumanOrJson,
 }
 
 pub fn run_restore(fleet: &Path, args: RestoreArgs) -> Result<ExitCode> {
@@ -166,6 +174,21 @@ pub fn run_restore(fleet: &Path, args: RestoreArgs) -> Result<ExitCode> {
         .check_tenants(std::slice::from_ref(&args.tenant))
         .map_err(report)?;
     let keyring = keyring()?;
+    if !args.check
+        && !args.yes
+        && !super::common::confirm(
+            &format!(
+                "Replace the data of tenant `{}` with {}? Its gateway is stopped for it; the current data is set aside and removed once the restored gateway is healthy.",
+                args.tenant,
+                args.archive.display()
+            ),
+            "replace a tenant's data",
+            "--yes",
+        )?
+    {
+        println!("Restore cancelled; nothing was changed.");
+        return Ok(ExitCode::from(1));
+    }
     let mut budget = Budget::default();
     if let Some(b) = args.max_bytes {
         budget.max_bytes = b;
@@ -191,7 +214,7 @@ pub fn run_restore(fleet: &Path, args: RestoreArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| miette!("{e}"))
     })?;
-    if args.json {
+    if args.output.is_json() {
         println!(
             "{}",
             serde_json::to_string_pretty(&result).into_diagnostic()?

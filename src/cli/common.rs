@@ -169,3 +169,23 @@ pub fn on_host(host: &str, why: &str) -> String {
         format!("host `{host}`: {why}")
     }
 }
+
+/// Asks `question` on the terminal; only `yes` confirms. Without a terminal it refuses, and
+/// `flag` is what to pass instead (`--yes`, `--auto-approve`).
+pub fn confirm(question: &str, what: &str, flag: &str) -> miette::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(miette::miette!(
+            help = format!("pass {flag} to go ahead without a prompt"),
+            "refusing to {what} without confirmation: stdin is not a terminal"
+        ));
+    }
+    print!("{question} Only `yes` is accepted: ");
+    std::io::stdout().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| miette::miette!("reading the answer: {e}"))?;
+    Ok(answer.trim() == "yes")
+}

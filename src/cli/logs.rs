@@ -53,13 +53,11 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
     let values = keyring
         .decrypt(session.store(), &inst.name, &inst.secrets)
         .map_err(|e| common::report(e.into()))?;
-    let redactor = Redactor::new(values.values().map(|v| v.expose()));
     let req = LogsRequest {
         follow: args.follow,
         since: args.since.as_deref().map(since).transpose()?,
         tail: args.tail,
     };
-    let container = session.loaded.manifest.container_name(&inst.name);
     let rt = common::runtime()?;
     rt.block_on(async {
         let hosts = common::connect_hosts(&session, std::slice::from_ref(&inst.host)).await?;
@@ -68,8 +66,32 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             Some(Err(why)) => return Err(miette!("{}", common::on_host(&inst.host, why))),
             None => return Err(miette!("no host `{}`", inst.host)),
         };
+        let live = engine
+            .observe(session.fleet(), &crate::engine::Claims::default())
+            .await
+            .map_err(|e| miette!("{}", common::on_host(&inst.host, &e.to_string())))?;
+        let view = crate::engine::TenantView::of(&live, session.fleet(), &inst.name);
+        let container = view.container().map_err(|why| {
+            miette!(
+                "`{}` on host `{}`: {}",
+                inst.name,
+                inst.host,
+                why.describe()
+            )
+        })?;
+        // What the container holds may differ from the files (a rotation not yet applied):
+        // both are hidden.
+        let held = crate::logs::held_values(engine, &container.id, &inst.secrets)
+            .await
+            .map_err(|e| miette!("reading the secrets the container holds, to hide them: {e}"))?;
+        let redactor = Redactor::new(
+            values
+                .values()
+                .map(|v| v.expose())
+                .chain(held.iter().map(|v| v.as_str())),
+        );
         let mut lines = LineRedactor::new(redactor);
-        let mut stream = Box::pin(engine.logs(&container, &req));
+        let mut stream = Box::pin(engine.logs(&container.id, &req));
         let mut out = std::io::stdout().lock();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| miette!("{e}"))?;

@@ -3,6 +3,7 @@
 pub(crate) mod apply;
 mod backup;
 pub(crate) mod common;
+mod destroy;
 mod doctor;
 mod logs;
 pub(crate) mod plan;
@@ -52,6 +53,9 @@ pub enum Command {
     Watch(watch::Args),
     /// Show who holds the fleet's apply lock and remove it (after confirmation).
     Unlock(unlock::Args),
+    /// Remove the whole fleet: a plan of removing every container, network and record of
+    /// the fleet on every host, each tenant backed up first; data kept unless --purge-data.
+    Destroy(destroy::Args),
     /// One table of the fleet, declared and live side by side: state, health, image, host,
     /// port, uptime, restarts, memory, last applied commit.
     Status(status::Args),
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&cli.fleet, args),
         Command::Apply(args) => apply::run(&cli.fleet, args),
         Command::Unlock(args) => unlock::run(&cli.fleet, args),
+        Command::Destroy(args) => destroy::run(&cli.fleet, args),
         Command::Watch(args) => watch::run(&cli.fleet, args),
         Command::Status(args) => status::run(&cli.fleet, args),
         Command::Logs(args) => logs::run(&cli.fleet, args),

@@ -1,10 +1,9 @@
 //! `mtp unlock`: remove a fleet's apply lock left by an apply that cannot release it.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use miette::{IntoDiagnostic, Result, miette};
+use miette::{Result, miette};
 
 use super::common;
 use crate::apply::lock;
@@ -50,24 +49,16 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
             if let Some(why) = holder.stale_reason(now, &lock::hostname()) {
                 println!("The lock is stale: {why}; the next apply would break it anyway.");
             }
-            if !args.yes {
-                if !std::io::stdin().is_terminal() {
-                    return Err(miette!(
-                        help = "pass --yes to remove it without a prompt",
-                        "refusing to remove the lock without confirmation: stdin is not a terminal"
-                    ));
-                }
-                print!(
-                    "Removing it lets another apply run while the holder may still be working. Remove it? Only `yes` is accepted: "
-                );
-                std::io::stdout().flush().ok();
-                let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer).into_diagnostic()?;
-                if answer.trim() != "yes" {
-                    println!("Lock kept.");
-                    code = ExitCode::from(1);
-                    continue;
-                }
+            if !args.yes
+                && !super::common::confirm(
+                    "Removing it lets another apply run while the holder may still be working. Remove it?",
+                    "remove the lock",
+                    "--yes",
+                )?
+            {
+                println!("Lock kept.");
+                code = ExitCode::from(1);
+                continue;
             }
             engine.remove(&holder.id).await.map_err(|e| miette!("{e}"))?;
             println!("Lock removed{on}.");

@@ -28,11 +28,23 @@ pub struct Args {
     /// Last day, `YYYY-MM-DD` (with `--from`).
     #[arg(long, requires = "from")]
     pub to: Option<chrono::NaiveDate>,
-    /// One row per tenant per day, for invoicing.
-    #[arg(long, conflicts_with = "json")]
+    /// Output format: a table, the JSON document, or one CSV row per tenant per day (for
+    /// invoicing).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: UsageFormat,
+    /// Same as `--format csv`.
+    #[arg(long, conflicts_with_all = ["json", "format"])]
     pub csv: bool,
-    #[arg(long)]
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UsageFormat {
+    Human,
+    Json,
+    Csv,
 }
 
 fn range(args: &Args) -> miette::Result<Range> {
@@ -76,15 +88,18 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             .await,
         )
     })?;
-    if args.json {
+    if args.json || args.format == UsageFormat::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).into_diagnostic()?
         );
-    } else if args.csv {
+    } else if args.csv || args.format == UsageFormat::Csv {
         print!("{}", usage::csv(&report));
     } else {
         print!("{}", usage::table(&report));
+    }
+    for u in &report.skipped {
+        eprintln!("skipped: {} ({}): {}", u.tenant, u.host, u.why);
     }
     for u in &report.unread {
         eprintln!("unread: {} ({}): {}", u.tenant, u.host, u.why);

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::apply::gate::GatewayProbe;
-use crate::engine::{Engine, RunState};
+use crate::engine::{Absence, Engine, RunState};
 use crate::fleet::{Hosts, Observed};
 use crate::plan::Desired;
 
@@ -103,26 +103,21 @@ pub async fn audit<E: Engine, P: GatewayProbe>(
             ));
             continue;
         };
-        let Some(c) = live
-            .containers
-            .iter()
-            .find(|c| c.name == spec.name && c.fleet() == Some(desired.fleet.as_str()))
-        else {
-            checks.push(check(
-                t,
-                "container",
-                if spec.enabled {
-                    Outcome::Fail
-                } else {
-                    Outcome::Skip
-                },
-                if spec.enabled {
-                    "no container (`mtp apply` creates it)"
-                } else {
-                    "declared stopped and has no container"
-                },
-            ));
-            continue;
+        let c = match crate::engine::TenantView::of(live, &desired.fleet, t).container() {
+            Ok(c) => c,
+            Err(Absence::Missing) if !spec.enabled => {
+                checks.push(check(
+                    t,
+                    "container",
+                    Outcome::Skip,
+                    "stopped on purpose (enabled = false) and has no container",
+                ));
+                continue;
+            }
+            Err(why) => {
+                checks.push(check(t, "container", Outcome::Fail, why.describe()));
+                continue;
+            }
         };
 
         // Hardening, by inspect.

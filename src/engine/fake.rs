@@ -549,6 +549,16 @@ impl Engine for FakeEngine {
         })
     }
 
+    async fn container_env(
+        &self,
+        id: &str,
+    ) -> Result<Vec<zeroize::Zeroizing<String>>, EngineError> {
+        let mut w = self.lock();
+        w.call("inspect", id, false)?;
+        w.container(id)?;
+        Ok(Vec::new())
+    }
+
     async fn path_owner(&self, id: &str, _path: &str) -> Result<(u64, u32), EngineError> {
         let mut w = self.lock();
         w.call("archive-head", id, false)?;

@@ -5,6 +5,9 @@
 pub mod docker;
 pub mod fake;
 pub mod spool;
+pub mod tenant;
+
+pub use tenant::{Absence, TenantView};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +32,14 @@ pub const LABEL_SEQ: &str = "mtp.seq";
 pub const LABEL_RECORD: &str = "mtp.record";
 /// Marks a volume as the sign that mtp made a tenant's container (see [`managed_name`]).
 pub const LABEL_MANAGED: &str = "mtp.managed";
+/// Marks a throwaway container mtp runs for a moment (`preflight`, `restore`): it carries the
+/// fleet's label too, so a leftover of an interrupted mtp is seen and removed.
+pub const LABEL_HELPER: &str = "mtp.helper";
+/// On a helper: the Unix time after which it is a leftover (its job's timeout has passed).
+pub const LABEL_EXPIRES: &str = "mtp.expires";
+/// On a helper: `<hostname> <pid>` of the mtp process that started it, so a helper whose
+/// process is gone is known as a leftover at once on that machine.
+pub const LABEL_OWNER: &str = "mtp.owner";
 /// Suffix of the container name used for the new container during a recycle.
 pub const NEXT_SUFFIX: &str = ".next";
 /// Suffix of the container a recycle replaced, between its new container's gate and its
@@ -167,6 +178,9 @@ pub struct LiveState {
     /// Networks labelled with this fleet.
     #[serde(default)]
     pub networks: BTreeSet<String>,
+    /// Throwaway containers of this fleet's mtp (preflight, restore), running or left over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub helpers: Vec<LiveContainer>,
     /// The engine's total memory (`docker info`), for the host's capacity line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_memory: Option<u64>,
@@ -451,6 +465,47 @@ pub struct OneOff {
     pub binds: Vec<String>,
 }
 
+impl OneOff {
+    /// The labels of a helper of `fleet` doing `kind` for at most `timeout`.
+    pub fn helper_labels(
+        fleet: &str,
+        kind: &str,
+        timeout: std::time::Duration,
+    ) -> BTreeMap<String, String> {
+        let expires = chrono::Utc::now().timestamp() + timeout.as_secs() as i64 + 60;
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        BTreeMap::from([
+            (LABEL_FLEET.to_string(), fleet.to_string()),
+            (LABEL_HELPER.to_string(), kind.to_string()),
+            (LABEL_EXPIRES.to_string(), expires.to_string()),
+            (
+                LABEL_OWNER.to_string(),
+                format!("{host} {}", std::process::id()),
+            ),
+        ])
+    }
+}
+
+impl LiveContainer {
+    /// The machine and pid of the mtp process that started this helper.
+    pub fn helper_owner(&self) -> Option<(&str, u32)> {
+        let (host, pid) = self.labels.get(LABEL_OWNER)?.rsplit_once(' ')?;
+        Some((host, pid.parse().ok()?))
+    }
+
+    /// A helper whose job is over by its clock: left by an mtp that was killed.
+    pub fn is_expired_helper(&self, now: i64) -> bool {
+        self.labels.contains_key(LABEL_HELPER)
+            && self
+                .labels
+                .get(LABEL_EXPIRES)
+                .and_then(|e| e.parse::<i64>().ok())
+                .is_none_or(|e| e < now)
+    }
+}
+
 /// A never-started container used as a named marker (the apply lock).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Marker {
@@ -533,6 +588,12 @@ pub trait Engine: Sync {
         id: &str,
     ) -> impl Future<Output = Result<Refreshed, EngineError>> + Send;
 
+    /// The environment container `id` was created with (`NAME=value`), for redacting what
+    /// it may print; never shown.
+    fn container_env(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<zeroize::Zeroizing<String>>, EngineError>> + Send;
     /// The owner uid and permission bits of `path` in container `id` (read from the first
     /// header of its archive: nothing is copied beyond it).
     fn path_owner(

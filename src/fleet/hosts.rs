@@ -197,7 +197,21 @@ impl Session {
                 self.host_live(&h.name, &h.endpoint, live)
             })
             .collect();
-        crate::plan::plan_hosts(desired, &lives, &self.plan_options(req))
+        let mut opts = self.plan_options(req);
+        // Helpers started from this machine by an mtp process that is gone (killed).
+        let me = crate::apply::lock::hostname();
+        opts.dead_helpers = observed
+            .live
+            .values()
+            .filter_map(|l| l.as_ref().ok())
+            .flat_map(|l| &l.helpers)
+            .filter(|h| {
+                h.helper_owner()
+                    .is_some_and(|(host, pid)| host == me && !crate::apply::lock::pid_alive(pid))
+            })
+            .map(|h| h.id.clone())
+            .collect();
+        crate::plan::plan_hosts(desired, &lives, &opts)
     }
 
     /// The plan of `desired` against what each of the fleet's hosts is taken to hold
@@ -247,6 +261,8 @@ impl Session {
             refresh: req.refresh,
             host: String::new(),
             elsewhere: BTreeMap::new(),
+            now: chrono::Utc::now().timestamp(),
+            dead_helpers: Default::default(),
         }
     }
 }

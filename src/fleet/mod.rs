@@ -192,6 +192,17 @@ impl Session {
         self.desired_from(&keyring.source(&self.store))
     }
 
+    /// The fleet with nothing declared: what `mtp destroy` converges to (every container
+    /// of the fleet an orphan to prune). Needs no key: nothing is rendered.
+    pub fn nothing_desired(&self) -> Desired {
+        Desired {
+            fleet: self.fleet().to_string(),
+            specs: Vec::new(),
+            manifest_hash: self.files.hash(),
+            commit: self.files.commit.clone(),
+        }
+    }
+
     /// Renders every instance with its secrets from `source`.
     pub fn desired_from(&self, source: &dyn SecretSource) -> Result<Desired, SessionError> {
         Ok(Desired {

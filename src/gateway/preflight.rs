@@ -24,8 +24,6 @@ use crate::render::ContainerSpec;
 /// The script run by the image's node (`scripts/mtp-preflight.mjs`): one JSON line per file.
 pub const SCRIPT: &str = include_str!("../../scripts/mtp-preflight.mjs");
 const DIR: &str = "/tmp/mtp-preflight";
-/// Label of preflight containers (not `mtp.fleet`: they are not the fleet's containers).
-pub const LABEL_PREFLIGHT: &str = "mtp.preflight";
 
 /// What the preflight said about one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -167,6 +165,9 @@ async fn run<E: Engine>(
         files.push((path.clone(), text.to_string()));
         cmd.push(path);
     }
+    // Node loads the gateway's code once (seconds), then checks each config in ms.
+    let timeout = Duration::from_secs(120 + 2 * configs.len() as u64);
+    let labels = OneOff::helper_labels(fleet, "preflight", timeout);
     let job = OneOff {
         name: format!("{fleet}.mtp-preflight-{:08x}", rand::random::<u32>()),
         image: image.to_string(),
@@ -177,9 +178,8 @@ async fn run<E: Engine>(
             ("OPENCLAW_DISABLE_BONJOUR".into(), "1".into()),
         ],
         files,
-        labels: BTreeMap::from([(LABEL_PREFLIGHT.to_string(), fleet.to_string())]),
-        // Node loads the gateway's code once (seconds), then checks each config in ms.
-        timeout: Duration::from_secs(120 + 2 * configs.len() as u64),
+        labels,
+        timeout,
         binds: Vec::new(),
     };
     let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;

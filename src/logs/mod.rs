@@ -57,6 +57,61 @@ impl Redactor {
     }
 }
 
+/// Every secret value container `id` holds, old ones included until an apply replaces them:
+/// each string in its mounted secrets file, and the values of its environment variables
+/// named in `names` (secrets that travel as environment variables).
+pub async fn held_values<E: crate::engine::Engine>(
+    engine: &E,
+    id: &str,
+    names: &[String],
+) -> Result<Vec<zeroize::Zeroizing<String>>, crate::engine::EngineError> {
+    let mut out = Vec::new();
+    for var in engine.container_env(id).await? {
+        if let Some((name, value)) = var.split_once('=')
+            && names.iter().any(|n| n == name)
+        {
+            out.push(zeroize::Zeroizing::new(value.to_string()));
+        }
+    }
+    let mut tar = zeroize::Zeroizing::new(Vec::new());
+    match engine
+        .download_archive(id, crate::render::SECRETS_FILE, &mut *tar)
+        .await
+    {
+        Ok(_) => out.extend(strings_in_tar(&tar)),
+        // No secrets file (an image that reads none): nothing more to redact.
+        Err(crate::engine::EngineError::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(out)
+}
+
+/// Every JSON string in the files of a tar archive.
+fn strings_in_tar(tar: &[u8]) -> Vec<zeroize::Zeroizing<String>> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<zeroize::Zeroizing<String>>) {
+        match v {
+            serde_json::Value::String(s) => out.push(zeroize::Zeroizing::new(s.clone())),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(tar);
+    let Ok(entries) = archive.entries() else {
+        return out;
+    };
+    for mut e in entries.flatten() {
+        let mut text = zeroize::Zeroizing::new(String::new());
+        if std::io::Read::read_to_string(&mut e, &mut text).is_ok()
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            walk(&v, &mut out);
+        }
+    }
+    out
+}
+
 /// A [`Redactor`] over a stream of chunks: only whole lines leave it.
 pub struct LineRedactor {
     redactor: Redactor,
@@ -92,6 +147,21 @@ impl LineRedactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_string_of_a_secrets_file_in_a_tar_is_a_value_to_hide() {
+        let mut b = tar::Builder::new(Vec::new());
+        let body =
+            br#"{"OPENCLAW_GATEWAY_TOKEN":"old-token-1","nested":{"k":["deep-value"]},"n":3}"#;
+        let mut h = tar::Header::new_ustar();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o600);
+        b.append_data(&mut h, "secrets.json", &body[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut got: Vec<String> = strings_in_tar(&tar).iter().map(|s| s.to_string()).collect();
+        got.sort();
+        assert_eq!(got, ["deep-value", "old-token-1"]);
+    }
 
     #[test]
     fn values_and_their_escaped_forms_are_redacted_even_across_chunks() {

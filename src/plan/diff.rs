@@ -43,6 +43,11 @@ pub struct PlanOptions {
     /// Tenants declared on other hosts, with their host: a container of one of them here is
     /// departing (a move), not an orphan.
     pub elsewhere: BTreeMap<String, String>,
+    /// Unix time the plan is made at: a helper container whose expiry is before it is a
+    /// leftover of an interrupted mtp (0: none is judged expired by its clock).
+    pub now: i64,
+    /// Helpers (by container id) whose mtp process is known to be gone.
+    pub dead_helpers: BTreeSet<String>,
 }
 
 /// A live container's effective spec: the newest patch record for it, else its labels.
@@ -223,6 +228,24 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
         }
         action.live = canonical.map(|c| live_ref(c, &effective(c, live)));
         actions.push(action);
+    }
+
+    for h in live
+        .helpers
+        .iter()
+        .filter(|h| h.is_expired_helper(opts.now) || opts.dead_helpers.contains(&h.id))
+    {
+        let kind = h
+            .labels
+            .get(crate::engine::LABEL_HELPER)
+            .map_or("helper", String::as_str);
+        fleet_drift.push(Drift {
+            kind: DriftKind::Leftover,
+            container: h.name.clone(),
+            container_id: h.id.clone(),
+            detail: format!("a {kind} helper container left by an interrupted mtp"),
+            remedy: Remedy::RemoveContainer,
+        });
     }
 
     for a in actions.iter_mut() {

@@ -413,6 +413,10 @@ impl Plan {
     /// Whether apply has anything to do.
     pub fn has_changes(&self) -> bool {
         self.actions.iter().any(TenantAction::has_work)
+            || self
+                .drift
+                .iter()
+                .any(|d| d.remedy == Remedy::RemoveContainer)
     }
 
     /// Whether the engine shows something that differs from the manifest, whether or not

@@ -183,6 +183,8 @@ fn opts(prune: bool) -> PlanOptions {
         refresh: false,
         host: crate::manifest::DEFAULT_HOST.into(),
         elsewhere: Default::default(),
+        now: 0,
+        dead_helpers: Default::default(),
     }
 }
 
@@ -379,4 +381,54 @@ fn a_container_removed_behind_our_back_is_drift_not_a_new_tenant() {
     assert_eq!(a.drift[0].kind, DriftKind::Missing);
     assert_eq!(a.drift[0].remedy, Remedy::FixedByAction);
     assert!(crate::report::human(&p, false).contains("removed outside mtp"));
+}
+
+#[test]
+fn a_helper_left_by_a_killed_mtp_is_removed_one_still_working_is_left_alone() {
+    let specs = specs(&one(0, 0, 0, 0));
+    let mut engine = FakeEngine::default();
+    let mut live = LiveState::default();
+    live.containers.push(engine.container_for(&specs[0], FLEET));
+    let helper = |id: &str, expires: i64, owner: &str| crate::engine::LiveContainer {
+        id: id.into(),
+        name: format!("{FLEET}.mtp-preflight-{id}"),
+        image: "gw:1".into(),
+        state: RunState::Exited,
+        health: crate::engine::HealthState::None,
+        ports: vec![],
+        labels: BTreeMap::from([
+            (crate::render::LABEL_FLEET.to_string(), FLEET.to_string()),
+            (
+                crate::engine::LABEL_HELPER.to_string(),
+                "preflight".to_string(),
+            ),
+            (
+                crate::engine::LABEL_EXPIRES.to_string(),
+                expires.to_string(),
+            ),
+            (crate::engine::LABEL_OWNER.to_string(), owner.to_string()),
+        ]),
+        networks: vec![],
+    };
+    live.helpers = vec![
+        helper("expired", 1_000, "elsewhere 1"),
+        helper("working", 5_000, "elsewhere 2"),
+        helper("orphaned", 5_000, "here 3"),
+    ];
+    let mut o = opts(false);
+    o.now = 2_000;
+    o.dead_helpers.insert("orphaned".into());
+    let p = plan(&desired(specs), &live, &o);
+    let removed: Vec<&str> = p
+        .drift
+        .iter()
+        .filter(|d| d.remedy == Remedy::RemoveContainer)
+        .map(|d| d.container_id.as_str())
+        .collect();
+    assert_eq!(removed, ["expired", "orphaned"]);
+    assert!(p.has_changes(), "apply has leftovers to remove");
+    // The helpers are not the fleet's state: they do not make a saved plan stale.
+    let mut without = live.clone();
+    without.helpers.clear();
+    assert_eq!(live.fingerprint(), without.fingerprint());
 }

@@ -133,7 +133,6 @@ pub async fn fleet_status<E: Engine>(
     // (host, row index, container id) of every running container, to read afterwards.
     let mut to_read: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
     for inst in m.instances().into_iter().filter(|i| wanted(&i.name)) {
-        let name = m.container_name(&inst.name);
         let mut row = TenantStatus {
             tenant: inst.name.clone(),
             host: inst.host.clone(),
@@ -160,11 +159,7 @@ pub async fn fleet_status<E: Engine>(
             rows.push(row);
             continue;
         };
-        let c = live
-            .containers
-            .iter()
-            .find(|c| c.name == name && c.fleet() == Some(fleet.as_str()));
-        match c {
+        match crate::engine::TenantView::of(live, &fleet, &inst.name).container {
             None => {
                 row.state = if inst.enabled {
                     State::Missing
@@ -220,10 +215,21 @@ pub async fn fleet_status<E: Engine>(
             {
                 continue;
             }
+            // The admin's read-only Docker proxy: declared by `[admin] docker_socket`.
+            let is_proxy = c.labels.get(crate::engine::LABEL_KIND).map(String::as_str)
+                == Some(crate::engine::KIND_PROXY);
+            let proxy_wanted = is_proxy
+                && m.admin
+                    .as_ref()
+                    .is_some_and(|a| a.docker_socket == crate::manifest::DockerSocket::ReadOnly);
             let mut row = TenantStatus {
                 tenant: t.to_string(),
                 host: host.clone(),
-                state: State::Orphan,
+                state: if proxy_wanted {
+                    State::Running
+                } else {
+                    State::Orphan
+                },
                 enabled: false,
                 health: None,
                 image: c.image.clone(),
@@ -235,10 +241,19 @@ pub async fn fleet_status<E: Engine>(
                 memory_limit: 0,
                 commit: None,
                 spend_usd: None,
-                drift: Some("no longer declared: removed by a prune, after a backup".into()),
+                drift: match (is_proxy, proxy_wanted) {
+                    (_, true) => None,
+                    (true, false) => {
+                        Some("the admin's Docker proxy, no longer wanted: removed by apply".into())
+                    }
+                    _ => Some("no longer declared: removed by a prune, after a backup".into()),
+                },
                 unknown: vec!["memory limit: not declared".into()],
             };
             fill_from_list(&mut row, c);
+            if proxy_wanted && c.state != RunState::Running {
+                row.state = State::Stopped;
+            }
             row.live_image = None;
             if c.state == RunState::Running {
                 to_read

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, LiveState, RunState};
+use crate::engine::Engine;
 use crate::fleet::{Hosts, Observed};
 use crate::manifest::{InstanceKind, Manifest};
 
@@ -121,6 +121,8 @@ pub struct FleetUsage {
     pub to: String,
     pub tenants: Vec<TenantUsage>,
     pub unread: Vec<Unread>,
+    /// Tenants stopped on purpose (`enabled = false`): nothing to read, nothing wrong.
+    pub skipped: Vec<Unread>,
 }
 
 fn num(v: &Value, k: &str) -> Result<u64, String> {
@@ -211,21 +213,6 @@ pub async fn read_container<E: Engine>(
     parse_payload(&v).map_err(|e| format!("`usage.cost` answered unexpectedly: {e}"))
 }
 
-/// The tenant's own running container on a host, or why there is none to ask.
-fn container_of<'a>(
-    live: &'a LiveState,
-    fleet: &str,
-    tenant: &str,
-) -> Result<&'a crate::engine::LiveContainer, String> {
-    match crate::backup::create::find_container(live, fleet, tenant) {
-        None => Err("no container".into()),
-        Some(c) if c.state != RunState::Running => {
-            Err(format!("not running ({:?})", c.state).to_lowercase())
-        }
-        Some(c) => Ok(c),
-    }
-}
-
 /// Every declared gateway's usage (only `targets` when given), `CONCURRENCY` calls at a time
 /// per host, hosts in parallel.
 pub async fn fleet_usage<E: Engine>(
@@ -237,6 +224,7 @@ pub async fn fleet_usage<E: Engine>(
     targets: &[String],
 ) -> FleetUsage {
     let mut unread = Vec::new();
+    let mut skipped = Vec::new();
     // host -> (tenant, container id, command)
     let mut asks: BTreeMap<String, Vec<(String, String, Vec<String>)>> = BTreeMap::new();
     for inst in manifest.instances() {
@@ -264,8 +252,15 @@ pub async fn fleet_usage<E: Engine>(
             unread.push(not(format!("host `{}` is not connected", inst.host)));
             continue;
         }
-        match container_of(live, fleet, &inst.name) {
-            Err(why) => unread.push(not(why)),
+        let view = crate::engine::TenantView::of(live, fleet, &inst.name);
+        match view.running(inst.enabled) {
+            Err(crate::engine::Absence::Disabled) => {
+                skipped.push(not(crate::engine::Absence::Disabled.describe().into()))
+            }
+            Err(crate::engine::Absence::Missing) if view.container.is_some() => {
+                unread.push(not("its container is not running".into()))
+            }
+            Err(a) => unread.push(not(a.describe().into())),
             Ok(c) => asks.entry(inst.host.clone()).or_default().push((
                 inst.name.clone(),
                 c.id.clone(),
@@ -314,6 +309,7 @@ pub async fn fleet_usage<E: Engine>(
         to: range.to.to_string(),
         tenants,
         unread,
+        skipped,
     }
 }
 

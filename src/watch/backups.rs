@@ -63,6 +63,9 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
                             downtime_ms = b.downtime_ms,
                             "scheduled backup written"
                         ),
+                        Err(e) if e.is_skip() => {
+                            tracing::info!(tenant = %tenant, "scheduled backup skipped: {e}")
+                        }
                         Err(e) => {
                             tracing::error!(tenant = %tenant, "scheduled backup failed: {e}");
                             failed.push(TenantNote {

@@ -290,7 +290,9 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             if d.stop {
                 let live = observed.of(&inst.host);
                 let c = live.and_then(|l| {
-                    crate::backup::create::find_container(l, session.fleet(), &t.tenant)
+                    crate::engine::TenantView::of(l, session.fleet(), &t.tenant)
+                        .container()
+                        .ok()
                 });
                 let outcome = match (self.hosts.get(&inst.host), c) {
                     (Some(engine), Some(c)) => engine

@@ -468,6 +468,26 @@ impl Engine for DockerEngine {
         })
     }
 
+    async fn container_env(
+        &self,
+        id: &str,
+    ) -> Result<Vec<zeroize::Zeroizing<String>>, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| classify(&self.host, "inspect container", e))?;
+        Ok(c.config
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .into_iter()
+            .map(zeroize::Zeroizing::new)
+            .collect())
+    }
+
     async fn path_owner(&self, id: &str, path: &str) -> Result<(u64, u32), EngineError> {
         let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
             .path(path)

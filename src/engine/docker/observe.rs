@@ -86,6 +86,9 @@ impl DockerEngine {
             }
         }
         containers.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let (helpers, containers): (Vec<_>, Vec<_>) = containers
+            .into_iter()
+            .partition(|c| c.labels.contains_key(LABEL_HELPER));
 
         let volumes = volumes.volumes.unwrap_or_default();
         let mut records: Vec<PatchRecord> = volumes
@@ -104,6 +107,7 @@ impl DockerEngine {
             records,
             managed,
             networks: networks.into_iter().filter_map(|n| n.name).collect(),
+            helpers,
             refreshed: BTreeMap::new(),
             engine_memory: info
                 .and_then(|i| i.mem_total)
