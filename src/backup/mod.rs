@@ -357,7 +357,7 @@ pub async fn restore_tenant<E: crate::engine::Engine, P: crate::apply::gate::Gat
             state: "nothing was touched".into(),
         })?;
     let c = crate::engine::TenantView::of(&live, session.fleet(), tenant)
-        .container()
+        .existing(spec.enabled)
         .map_err(|why| RestoreError::NoContainer {
             tenant: tenant.to_string(),
             host: spec.host.clone(),

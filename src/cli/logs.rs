@@ -71,7 +71,7 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             .await
             .map_err(|e| miette!("{}", common::on_host(&inst.host, &e.to_string())))?;
         let view = crate::engine::TenantView::of(&live, session.fleet(), &inst.name);
-        let container = view.container().map_err(|why| {
+        let container = view.existing(inst.enabled).map_err(|why| {
             miette!(
                 "`{}` on host `{}`: {}",
                 inst.name,

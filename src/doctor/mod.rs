@@ -103,15 +103,11 @@ pub async fn audit<E: Engine, P: GatewayProbe>(
             ));
             continue;
         };
-        let c = match crate::engine::TenantView::of(live, &desired.fleet, t).container() {
+        let c = match crate::engine::TenantView::of(live, &desired.fleet, t).existing(spec.enabled)
+        {
             Ok(c) => c,
-            Err(Absence::Missing) if !spec.enabled => {
-                checks.push(check(
-                    t,
-                    "container",
-                    Outcome::Skip,
-                    "stopped on purpose (enabled = false) and has no container",
-                ));
+            Err(why @ Absence::Disabled) => {
+                checks.push(check(t, "container", Outcome::Skip, why.describe()));
                 continue;
             }
             Err(why) => {

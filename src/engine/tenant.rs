@@ -65,6 +65,15 @@ impl<'a> TenantView<'a> {
         }
     }
 
+    /// The tenant's container, running or not; a disabled tenant without one is absent on
+    /// purpose. `enabled` is what the manifest declares.
+    pub fn existing(&self, enabled: bool) -> Result<&'a LiveContainer, Absence> {
+        match self.container() {
+            Err(Absence::Missing) if !enabled => Err(Absence::Disabled),
+            r => r,
+        }
+    }
+
     /// The tenant's container when it is running; `enabled` is what the manifest declares.
     pub fn running(&self, enabled: bool) -> Result<&'a LiveContainer, Absence> {
         match self.container() {
@@ -80,7 +89,7 @@ impl Absence {
     /// In the operator's words, for a line that names the tenant before it.
     pub fn describe(self) -> &'static str {
         match self {
-            Absence::Disabled => "stopped on purpose (enabled = false)",
+            Absence::Disabled => "stopped on purpose (enabled = false), no container to use",
             Absence::Interrupted => {
                 "a recycle was interrupted (its .next/.old container is left): run `mtp apply` to finish it"
             }
@@ -156,10 +165,11 @@ mod tests {
         let v = TenantView::of(&l, "f", "acme");
         assert_eq!(v.running(false), Err(Absence::Disabled));
         assert_eq!(v.running(true), Err(Absence::Missing));
+        assert_eq!(v.existing(false).unwrap().name, "f-acme");
         let empty = live(vec![]);
-        assert_eq!(
-            TenantView::of(&empty, "f", "acme").running(false),
-            Err(Absence::Disabled)
-        );
+        let none = TenantView::of(&empty, "f", "acme");
+        assert_eq!(none.running(false), Err(Absence::Disabled));
+        assert_eq!(none.existing(false), Err(Absence::Disabled));
+        assert_eq!(none.existing(true), Err(Absence::Missing));
     }
 }
