@@ -163,21 +163,6 @@ fn parse_result(stdout: &str) -> Option<GatewayResult> {
     })
 }
 
-/// The last line of a command's output, shortened, for messages.
-fn last_line(out: &crate::engine::ExecOutput) -> String {
-    let text = if out.stderr.trim().is_empty() {
-        &out.stdout
-    } else {
-        &out.stderr
-    };
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    line.chars().take(300).collect()
-}
-
 async fn gateway_backup<E: Engine>(engine: &E, id: &str, output: &str) -> Result<Online, String> {
     let cmd = gateway_cmd(&["backup", "create", "--verify", "--json", "--output", output]);
     let out = engine
@@ -189,13 +174,13 @@ async fn gateway_backup<E: Engine>(engine: &E, id: &str, output: &str) -> Result
         if all.contains("unknown command") || all.contains("Unknown command") {
             return Ok(Online::Unsupported(format!(
                 "the gateway has no `backup` command ({})",
-                last_line(&out)
+                out.cause()
             )));
         }
         return Err(format!(
-            "`backup create` exited with {:?}: {}",
-            out.exit_code,
-            last_line(&out)
+            "`backup create` failed ({}): {}",
+            out.exit(),
+            out.cause()
         ));
     }
     let result = parse_result(&out.stdout)
@@ -218,7 +203,7 @@ async fn remove_in_container<E: Engine>(engine: &E, id: &str, path: &str) {
         Ok(o) if o.exit_code == Some(0) => {}
         Ok(o) => tracing::warn!(
             "the gateway's archive {path} stays in the container: {}",
-            last_line(&o)
+            o.cause()
         ),
         Err(e) => tracing::warn!("the gateway's archive {path} stays in the container: {e}"),
     }

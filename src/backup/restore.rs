@@ -121,17 +121,7 @@ async fn helper<E: Engine>(
     if out.exit_code == Some(0) {
         Ok(())
     } else {
-        let why = out
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        Err(format!(
-            "exit {:?}: {}",
-            out.exit_code,
-            why.chars().take(300).collect::<String>()
-        ))
+        Err(format!("{}: {}", out.exit(), out.cause()))
     }
 }
 

@@ -64,8 +64,8 @@ pub struct AddFlags {
     /// Declare the tenant stopped (`enabled = false`).
     #[arg(long)]
     pub disabled: bool,
-    /// The `[hosts]` entry it runs on (default, with `[hosts]`: the one with the most
-    /// declared memory left, see `roomiest_host`).
+    /// The `[hosts]` entry it runs on (default, with `[hosts]`: the host with the most
+    /// memory left after the tenants already declared on it).
     #[arg(long)]
     pub host: Option<String>,
 }

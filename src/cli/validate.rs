@@ -43,9 +43,9 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             v
         }
         // An unreadable manifest is reported as validation reports it, with its path.
-        Err(crate::fleet::FilesError::Read { .. }) => {
-            manifest::validate_file(fleet, &AvailableSecrets::new())
-        }
+        Err(
+            crate::fleet::FilesError::Read { .. } | crate::fleet::FilesError::NoManifest { .. },
+        ) => manifest::validate_file(fleet, &AvailableSecrets::new()),
         Err(e) => return Err(super::common::report(e.into())),
     };
     let report = &validation.report;

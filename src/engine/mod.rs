@@ -448,6 +448,34 @@ pub struct ExecOutput {
     pub stderr: String,
 }
 
+impl ExecOutput {
+    /// `exit code 1`, or `no exit code`: for messages.
+    pub fn exit(&self) -> String {
+        self.exit_code
+            .map_or_else(|| "no exit code".into(), |c| format!("exit code {c}"))
+    }
+
+    /// The line of its output that says what went wrong: an error line where node printed
+    /// one (not its stack frames nor its closing `Node.js v..` line), else the last line.
+    pub fn cause(&self) -> String {
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .chain(self.stdout.lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("at ") && !l.starts_with("Node.js v"))
+            .collect();
+        let line = lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("Error") || l.contains("error:"))
+            .or(lines.last())
+            .copied()
+            .unwrap_or("it printed nothing");
+        line.chars().take(300).collect()
+    }
+}
+
 /// A throwaway container that runs one command and is removed: no network, no mounts but
 /// `binds`, the gateway's uid, every capability dropped (the preflight's config validation).
 #[derive(Debug, Clone, PartialEq)]

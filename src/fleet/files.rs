@@ -17,6 +17,11 @@ pub enum FilesError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "no fleet manifest at {}: run mtp in the fleet's directory, or name the manifest with --fleet PATH or MTP_FLEET",
+        path.display()
+    )]
+    NoManifest { path: PathBuf },
     #[error(transparent)]
     Secrets(#[from] SecretsError),
     #[error("git: {0}")]
@@ -51,9 +56,17 @@ pub struct FleetFiles {
 impl FleetFiles {
     /// Reads `manifest` and the `secrets/` beside it.
     pub fn from_dir(manifest: &Path) -> Result<FleetFiles, FilesError> {
-        let text = std::fs::read_to_string(manifest).map_err(|source| FilesError::Read {
-            path: manifest.to_path_buf(),
-            source,
+        let text = std::fs::read_to_string(manifest).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                FilesError::NoManifest {
+                    path: manifest.to_path_buf(),
+                }
+            } else {
+                FilesError::Read {
+                    path: manifest.to_path_buf(),
+                    source,
+                }
+            }
         })?;
         let dir = parent_dir(manifest);
         let secrets = if dir.is_dir() {

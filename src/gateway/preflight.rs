@@ -201,11 +201,10 @@ async fn run<E: Engine>(
         }
     }
     if found.is_empty() {
-        let said = format!("{}{}", out.stdout.trim(), out.stderr.trim());
         return Err(format!(
-            "the preflight did not run in {image} (exit {:?}): {}",
-            out.exit_code,
-            said.chars().take(300).collect::<String>()
+            "the preflight did not run in {image} ({}): {}",
+            out.exit(),
+            out.cause()
         ));
     }
     Ok(found)
