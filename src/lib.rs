@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod engine;
 pub mod fleet;
 pub mod gateway;
+pub mod harden;
 pub mod logs;
 pub mod manifest;
 pub mod plan;
