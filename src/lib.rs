@@ -13,6 +13,7 @@ pub mod harden;
 pub mod logs;
 pub mod manifest;
 pub mod plan;
+pub mod redact;
 pub mod render;
 pub mod report;
 pub mod review;

@@ -625,3 +625,41 @@ fn watch_dumps_no_core_even_under_ulimit_unlimited() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "unlimited");
 }
+
+#[test]
+fn a_webhook_url_with_credentials_is_never_shown_in_full() {
+    let mut f = TestFleet::new("wcreds");
+    let remote = repo_with_hook_secret(&f);
+    // Nothing listens there: every delivery fails and is logged.
+    let url = format!(
+        "http://hookuser:hookPASSWORD-5d1c@127.0.0.1:{}/hook?token=tokVALUE-8e2a&x=1",
+        free_port()
+    );
+    f.defaults_extra = format!("\n[watch]\nwebhooks = [{{ url = \"{url}\" }}]\n");
+    f.declare(vec![Tenant::new("alpha")]);
+    let credentials = ["hookuser", "hookPASSWORD-5d1c", "tokVALUE-8e2a"];
+
+    // validate warns that it is unsigned, naming it without its credentials.
+    let o = f.mtp(&["validate"]);
+    let shown = text(&o);
+    assert!(o.status.success(), "{shown}");
+    assert!(shown.contains("unsigned"), "{shown}");
+    assert!(shown.contains("127.0.0.1"), "{shown}");
+
+    push(&f, "alpha, an unsigned webhook with credentials");
+    let (_daemon, port) = start_watch(&f, &remote);
+    let log = || std::fs::read_to_string(f.path().join("watch.log")).unwrap_or_default();
+    wait(
+        port,
+        "the webhook given up",
+        Duration::from_secs(90),
+        || log().contains("not delivered"),
+    );
+    let log = log();
+    assert!(log.contains("webhook failed"), "{log}");
+    assert!(log.contains("/hook?token=***"), "{log}");
+    for c in credentials {
+        assert!(!shown.contains(c), "validate shows `{c}`:\n{shown}");
+        assert!(!log.contains(c), "watch logs `{c}`:\n{log}");
+    }
+}
