@@ -374,3 +374,196 @@ fn the_admin_behind_the_read_only_proxy_reads_the_fleet_and_changes_nothing() {
     assert!(!ok, "a tenant reached the Docker proxy");
     f.assert_converged();
 }
+
+/// A query value, percent-encoded as a URL needs it.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn the_read_only_proxy_hands_out_no_environment_and_no_exec_command_line() {
+    let mut f = TestFleet::new("sa-proxyq");
+    f.admin = true;
+    f.admin_extra = format!(
+        "docker_socket = \"read-only\"\ndocker_proxy_image = \"{}\"\n",
+        proxy_image()
+    );
+    // A key the gateway reads from no config setting travels in the environment: the process
+    // holds it, and `ps e` would print it.
+    let env_marker = "envKEY-3c9e1a7f0b5d";
+    let exec_marker = "execLINE-8d2f6b4a1e9c";
+    f.declare(vec![
+        Tenant::new("alpha").with("secrets = [\"PARTNER_API_KEY\"]"),
+    ]);
+    f.set_secret("alpha", "PARTNER_API_KEY", env_marker);
+    f.apply_ok();
+    let alpha = f.container("alpha");
+    // The marker is in the container's environment (what the proxy must not show).
+    assert!(
+        f.inspect(&alpha.id, "{{json .Config.Env}}")
+            .contains(env_marker)
+    );
+    let admin = format!("{}-admin", f.name);
+    let api = "http://docker-proxy:2375";
+    let id = &alpha.id;
+
+    // Events are read live (the engine keeps only its last 256, which other containers'
+    // healthchecks fill in seconds): every query is sent first, over a window that covers
+    // the exec and a container update made next.
+    let now = unix_now();
+    let window = format!("since={now}&until={}", now + 4);
+    let events_passed = [
+        format!("/events?{window}"),
+        format!(
+            "/events?{window}&filters={}",
+            enc(r#"{"type":["container"]}"#)
+        ),
+        format!(
+            "/events?{window}&filters={}",
+            enc(r#"{"event":["update","health_status"]}"#)
+        ),
+    ];
+    let events_refused = [
+        format!(
+            "/events?{window}&filters={}",
+            enc(r#"{"type":["container"],"event":["exec_create","exec_start"]}"#)
+        ),
+        format!(
+            "/events?{window}&filters={}",
+            enc(r#"{"event":{"exec_create":true}}"#)
+        ),
+        format!(
+            "/events?{window}&filters={}",
+            enc(r#"{"event":["health_status","exec_start"]}"#)
+        ),
+        format!("/events?{window}&filters={}", enc(r#"{"type":["exec"]}"#)),
+        format!(
+            "/events?{window}&filters={}&filters={}",
+            enc(r#"{"type":["container"]}"#),
+            enc(r#"{"event":["exec_create"]}"#)
+        ),
+        format!("/events?{window}&type=exec"),
+    ];
+    // A `;` smuggles no parameter past the proxy: whatever the engine makes of it, no marker.
+    let smuggled = format!(
+        "/events?{window};filters={}",
+        enc(r#"{"event":["exec_create"]}"#)
+    );
+    let streams: Vec<(String, std::process::Child)> = events_passed
+        .iter()
+        .chain(&events_refused)
+        .chain(std::iter::once(&smuggled))
+        .map(|path| {
+            let child = std::process::Command::new("docker")
+                .args([
+                    "exec",
+                    &admin,
+                    "node",
+                    "http",
+                    "GET",
+                    &format!("{api}{path}"),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (path.clone(), child)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    // An exec whose command line holds the other marker (it fails; its events are sent), and
+    // a container event that changes nothing.
+    let _ = std::process::Command::new("docker")
+        .args(["exec", id, "node", "-e", exec_marker])
+        .output()
+        .unwrap();
+    docker_ok(&["update", "--restart", "unless-stopped", id]);
+    let mut answers = Vec::new();
+    for (path, child) in streams {
+        let o = child.wait_with_output().unwrap();
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if events_passed.contains(&path) {
+            assert!(o.status.success(), "GET {path} was refused: {out}");
+            // Events pass (the update), exec events do not.
+            assert!(
+                out.contains("\"update\"") && out.contains(&format!("{}-alpha", f.name)),
+                "GET {path}: {out}"
+            );
+            assert!(!out.contains("exec_"), "GET {path}: {out}");
+        } else if events_refused.contains(&path) {
+            assert!(out.starts_with("403"), "GET {path} passed: {out}");
+        }
+        answers.push((path, out));
+    }
+
+    let net = format!("{}-alpha-net", f.name);
+    let passed = [
+        "/_ping".to_string(),
+        "/version".into(),
+        "/info".into(),
+        "/system/df".into(),
+        "/containers/json?all=1&size=1&limit=10".into(),
+        format!(
+            "/containers/json?all=1&filters={}",
+            enc(&format!(r#"{{"id":["{id}"]}}"#))
+        ),
+        format!("/containers/{id}/json?size=1"),
+        format!("/v1.41/containers/{id}/json"),
+        format!("/containers/{id}/stats?stream=0"),
+        "/images/json?all=1&digests=1".into(),
+        "/networks".into(),
+        format!("/networks/{net}?verbose=1"),
+        "/volumes".into(),
+    ];
+    let refused = [
+        format!("/containers/{id}/top?ps_args=auxwwe"),
+        format!("/v1.41/containers/{id}/top?ps_args=auxwwe"),
+        format!("/containers/{id}/top?ps_args={}", enc("-eo pid,args")),
+        format!("/containers/{id}/top"),
+        "/containers/json?ps_args=auxwwe".to_string(),
+        format!("/containers/{id}/json?ps_args=auxwwe"),
+        format!("/containers/{id}/stats?stream=0&ps_args=auxwwe"),
+        "/info?ps_args=auxwwe".to_string(),
+        format!("/containers/{id}/logs?stdout=1&stderr=1"),
+        format!("/containers/{id}/archive?path=/proc/1/environ"),
+    ];
+    for path in &passed {
+        let (ok, out) = http_from(&admin, "GET", &format!("{api}{path}"));
+        assert!(ok, "GET {path} was refused: {out}");
+        answers.push((path.clone(), out));
+    }
+    for path in &refused {
+        let (ok, out) = http_from(&admin, "GET", &format!("{api}{path}"));
+        assert!(!ok && out.starts_with("403"), "GET {path} passed: {out}");
+        answers.push((path.clone(), out));
+    }
+    let mut secrets = f.secret_values();
+    secrets.extend([env_marker.to_string(), exec_marker.to_string()]);
+    for (path, out) in &answers {
+        for s in &secrets {
+            assert!(
+                !out.contains(s.as_str()),
+                "GET {path} shows a secret:\n{out}"
+            );
+        }
+    }
+}

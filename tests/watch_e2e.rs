@@ -563,3 +563,103 @@ fn watch_takes_scheduled_backups_once_per_period() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn watch_dumps_no_core_even_under_ulimit_unlimited() {
+    let mut f = TestFleet::new("wcore");
+    let remote = repo_with_hook_secret(&f);
+    f.declare(vec![Tenant::new("alpha")]);
+    push(&f, "alpha");
+    let port = free_port();
+    let state = f.path().join("state/watch");
+    // The shell raises the limit the daemon inherits; `exec` keeps its pid.
+    let mut c = Command::new("bash");
+    c.args([
+        "-c",
+        "ulimit -c unlimited && exec \"$0\" \"$@\"",
+        assert_cmd::cargo::cargo_bin("mtp").to_str().unwrap(),
+        "watch",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--branch",
+        "main",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let base = f.cmd(&[]);
+    c.current_dir(f.path());
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let daemon = Daemon(
+        c.stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(f.path().join("watch.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    let pid = daemon.0.id();
+    // Running, its secrets decrypted: the first revision is applied.
+    wait(port, "alpha applied", Duration::from_secs(60), || {
+        f.containers().iter().any(|c| c.healthy())
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    // The shell really did raise it: a sibling started the same way has no limit.
+    let o = Command::new("bash")
+        .args(["-c", "ulimit -c unlimited && ulimit -Hc"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "unlimited");
+}
+
+#[test]
+fn a_webhook_url_with_credentials_is_never_shown_in_full() {
+    let mut f = TestFleet::new("wcreds");
+    let remote = repo_with_hook_secret(&f);
+    // Nothing listens there: every delivery fails and is logged.
+    let url = format!(
+        "http://hookuser:hookPASSWORD-5d1c@127.0.0.1:{}/hook?token=tokVALUE-8e2a&x=1",
+        free_port()
+    );
+    f.defaults_extra = format!("\n[watch]\nwebhooks = [{{ url = \"{url}\" }}]\n");
+    f.declare(vec![Tenant::new("alpha")]);
+    let credentials = ["hookuser", "hookPASSWORD-5d1c", "tokVALUE-8e2a"];
+
+    // validate warns that it is unsigned, naming it without its credentials.
+    let o = f.mtp(&["validate"]);
+    let shown = text(&o);
+    assert!(o.status.success(), "{shown}");
+    assert!(shown.contains("unsigned"), "{shown}");
+    assert!(shown.contains("127.0.0.1"), "{shown}");
+
+    push(&f, "alpha, an unsigned webhook with credentials");
+    let (_daemon, port) = start_watch(&f, &remote);
+    let log = || std::fs::read_to_string(f.path().join("watch.log")).unwrap_or_default();
+    wait(
+        port,
+        "the webhook given up",
+        Duration::from_secs(90),
+        || log().contains("not delivered"),
+    );
+    let log = log();
+    assert!(log.contains("webhook failed"), "{log}");
+    assert!(log.contains("/hook?token=***"), "{log}");
+    for c in credentials {
+        assert!(!shown.contains(c), "validate shows `{c}`:\n{shown}");
+        assert!(!log.contains(c), "watch logs `{c}`:\n{log}");
+    }
+}

@@ -33,7 +33,7 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
                 )
                 .ok()
                 .and_then(|mut v| v.remove(crate::manifest::GATEWAY_TOKEN))
-                .map(|v| (inst.name.clone(), v.expose().to_string()))
+                .map(|v| (inst.name.clone(), secrecy::SecretString::from(v.expose())))
             })
             .collect::<Option<crate::doctor::Tokens>>()
     });

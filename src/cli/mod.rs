@@ -87,6 +87,11 @@ pub enum Command {
 /// Runs the command line and maps the outcome to an exit code (0 ok, 1 error; commands with
 /// a detailed exit code return their own).
 pub fn main() -> ExitCode {
+    // Before anything is parsed or decrypted: a crash must not write secrets to disk.
+    if let Err(e) = crate::harden::no_core_dumps() {
+        eprintln!("mtp: {e}");
+        return ExitCode::from(1);
+    }
     install_error_handler();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Watch(_)) {

@@ -49,7 +49,7 @@ impl Report {
 }
 
 /// The token each tenant's gateway should accept, when the identity could decrypt it.
-pub type Tokens = std::collections::BTreeMap<String, String>;
+pub type Tokens = std::collections::BTreeMap<String, secrecy::SecretString>;
 
 fn check(tenant: &str, name: &str, outcome: Outcome, detail: impl Into<String>) -> Check {
     Check {
@@ -297,7 +297,10 @@ pub async fn audit<E: Engine, P: GatewayProbe>(
                     ip
                 };
                 match format!("{ip}:{port}").parse() {
-                    Ok(sock) => match probe.health(sock, token).await {
+                    Ok(sock) => match probe
+                        .health(sock, secrecy::ExposeSecret::expose_secret(token))
+                        .await
+                    {
                         Ok(_) => check(
                             t,
                             "token",

@@ -13,31 +13,33 @@ pub const MIN_REDACTED_LEN: usize = 6;
 
 /// Replaces secret values in text.
 pub struct Redactor {
-    /// Longest first, so a value containing another is replaced whole.
-    values: Vec<String>,
+    /// Longest first, so a value containing another is replaced whole. Zeroed when dropped:
+    /// `mtp logs -f` holds them as long as it runs.
+    values: Vec<zeroize::Zeroizing<String>>,
 }
 
 impl Redactor {
     /// Redacts each value, and the forms it takes when logged inside JSON or a URL.
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Redactor {
-        let mut all = Vec::new();
+        use zeroize::Zeroizing;
+        let mut all: Vec<Zeroizing<String>> = Vec::new();
         for v in values.into_iter().filter(|v| v.len() >= MIN_REDACTED_LEN) {
-            all.push(v.to_string());
-            let json = serde_json::to_string(v).unwrap_or_default();
+            all.push(Zeroizing::new(v.to_string()));
+            let json = Zeroizing::new(serde_json::to_string(v).unwrap_or_default());
             let json = json.trim_matches('"');
             if json != v {
-                all.push(json.to_string());
+                all.push(Zeroizing::new(json.to_string()));
             }
-            let url: String = v
-                .bytes()
-                .map(|b| match b {
+            let mut url = Zeroizing::new(String::with_capacity(v.len() * 3));
+            for b in v.bytes() {
+                match b {
                     b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
+                        url.push(b as char)
                     }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            if url != v {
+                    _ => url.push_str(&format!("%{b:02X}")),
+                }
+            }
+            if url.as_str() != v {
                 all.push(url);
             }
         }

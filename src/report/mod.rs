@@ -185,7 +185,7 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
 
 /// A host's heading: its engine, whether it answered, its capacity.
 pub fn host_line(h: &crate::plan::HostPlan) -> String {
-    let mut line = format!("Host `{}` ({})", h.name, h.endpoint);
+    let mut line = format!("Host `{}` ({})", h.name, crate::redact::url(&h.endpoint));
     if let Some(why) = &h.unreachable {
         line.push_str(&format!(
             ": UNREACHABLE ({why}); its tenants are left alone"

@@ -496,7 +496,11 @@ pub fn table(st: &FleetStatus) -> String {
     }
     for h in &st.hosts {
         let line = match (&h.unreachable, h.memory) {
-            (Some(why), _) => format!("host {} ({}): UNREACHABLE: {why}", h.name, h.endpoint),
+            (Some(why), _) => format!(
+                "host {} ({}): UNREACHABLE: {why}",
+                h.name,
+                crate::redact::url(&h.endpoint)
+            ),
             (None, Some(mem)) => format!(
                 "host {} ({}): memory {} declared of {}{}",
                 h.name,

@@ -136,10 +136,11 @@ impl GitRepo {
         Repository::discover(dir).is_ok_and(|r| !r.is_bare())
     }
 
-    /// What is followed, for messages: the URL (or the repository's path) and the branch.
+    /// What is followed, for messages: the URL, credentials hidden (or the repository's path),
+    /// and the branch.
     pub fn describe(&self) -> (String, Option<String>) {
         match &self.remote {
-            Some((url, branch)) => (url.clone(), branch.clone()),
+            Some((url, branch)) => (crate::redact::url(url), branch.clone()),
             None => (
                 self.repo
                     .workdir()
@@ -177,7 +178,12 @@ impl GitRepo {
                     .as_str()
                     .ok()
                     .and_then(|h| h.strip_prefix("refs/heads/"))
-                    .ok_or_else(|| GitError::Git(format!("{url} has no default branch")))?
+                    .ok_or_else(|| {
+                        GitError::Git(format!(
+                            "{} has no default branch",
+                            crate::redact::url(&url)
+                        ))
+                    })?
                     .to_string();
                 self.remote = Some((url.clone(), Some(name.clone())));
                 name
@@ -189,7 +195,10 @@ impl GitRepo {
         remote.fetch(&[refspec.as_str()], Some(&mut opts), None)?;
         self.repo
             .refname_to_id(&Self::tracking_ref(&branch))
-            .map_err(|_| GitError::NoBranch { url, branch })
+            .map_err(|_| GitError::NoBranch {
+                url: crate::redact::url(&url),
+                branch,
+            })
     }
 
     /// Whether `to` is `from` or a descendant of it (a fast-forward).

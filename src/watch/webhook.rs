@@ -94,6 +94,7 @@ impl Notifier {
             let kind = event.event;
             tokio::spawn(async move {
                 let hook = &this.hooks[i];
+                let url = crate::redact::url(&hook.url);
                 let policy = ExponentialBuilder::default()
                     .with_min_delay(this.first_delay)
                     .with_max_delay(Duration::from_secs(300))
@@ -102,13 +103,13 @@ impl Notifier {
                 let sent = (|| this.post(hook, body.clone()))
                     .retry(policy)
                     .notify(|e, delay| {
-                        tracing::warn!(url = %hook.url, error = %e, "webhook failed; retrying in {delay:?}");
+                        tracing::warn!(%url, error = %e, "webhook failed; retrying in {delay:?}");
                     })
                     .await;
                 match sent {
-                    Ok(()) => tracing::debug!(url = %hook.url, ?kind, "webhook delivered"),
+                    Ok(()) => tracing::debug!(%url, ?kind, "webhook delivered"),
                     Err(e) => {
-                        tracing::error!(url = %hook.url, error = %e, "webhook not delivered; giving up")
+                        tracing::error!(%url, error = %e, "webhook not delivered; giving up")
                     }
                 }
             });
@@ -127,8 +128,7 @@ impl Notifier {
             );
         }
         let res = req.body(body).send().await.map_err(|e| {
-            // reqwest names the URL; a webhook URL carries no secret (the key signs, it is
-            // not sent).
+            // reqwest names the URL, which may carry credentials: the caller logs it redacted.
             e.without_url().to_string()
         })?;
         let status = res.status();

@@ -75,7 +75,10 @@ impl Checker<'_> {
                 self.findings.push(
                     Finding::error(
                         "host-endpoint",
-                        format!("endpoint `{}` of host `{name}` is not a Docker endpoint", h.endpoint),
+                        format!(
+                            "endpoint `{}` of host `{name}` is not a Docker endpoint",
+                            crate::redact::url(&h.endpoint)
+                        ),
                     )
                     .maybe_label(self.spans.value(&at(&["endpoint"])), "not unix://, tcp:// or ssh://")
                     .help("`unix:///var/run/docker.sock`, `tcp://host:2376` with `tls = {...}`, or `ssh://user@host`"),

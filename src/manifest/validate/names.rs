@@ -143,6 +143,7 @@ pub fn looks_like_secret_value(value: &str) -> bool {
 }
 
 /// The text with every quoted string that is, or is the value of a key that names, a secret
+/// (and every credential in a quoted URL, see [`crate::redact::mask_url`])
 /// replaced by `*` of the same byte length, so positions stay right and snippets shown with a
 /// diagnostic never echo a credential. Works line by line on any text, even broken TOML.
 pub(crate) fn mask_secret_like_values(text: &str) -> String {
@@ -182,6 +183,9 @@ pub(crate) fn mask_secret_like_values(text: &str) -> String {
             });
             if looks_like_secret_value(content) || key.is_some_and(looks_like_secret_name) {
                 masked.replace_range(start..end, &"*".repeat(end - start));
+            } else if content.contains("://") {
+                // A URL's credentials (a webhook's `user:password@`, `?token=`).
+                masked.replace_range(start..end, &crate::redact::mask_url(content));
             }
             i = end + 1;
         }

@@ -15,13 +15,36 @@ impl Checker<'_> {
                 self.findings.push(
                     Finding::error(
                         "webhook-url",
-                        format!("webhook URL `{}` is not http(s)", hook.url),
+                        format!(
+                            "webhook URL `{}` is not http(s)",
+                            crate::redact::url(&hook.url)
+                        ),
                     )
                     .maybe_label(
                         self.spans.value(&join(&at.map(String::from), &["url"])),
                         "not an http(s) URL",
                     )
                     .help("webhooks are POSTed: use https://host/path"),
+                );
+            }
+            if hook.secret.is_none() {
+                self.findings.push(
+                    Finding::warning(
+                        "webhook-unsigned",
+                        format!(
+                            "webhook `{}` is unsigned: its receiver cannot tell mtp's calls from anyone's",
+                            crate::redact::url(&hook.url)
+                        ),
+                    )
+                    .maybe_label(
+                        self.spans.value(&join(&at.map(String::from), &["url"])),
+                        "no `secret` signs its bodies",
+                    )
+                    .help(
+                        "name a secret of `_fleet` (`secret = \"WEBHOOK_SECRET\"`, stored with \
+                         `mtp secrets gen _fleet WEBHOOK_SECRET`): each body is then signed with \
+                         `X-Mtp-Signature: sha256=<HMAC-SHA256 of the body>`, which the receiver checks",
+                    ),
                 );
             }
             if let Some(name) = &hook.secret
@@ -94,5 +117,40 @@ mod tests {
         assert!(codes.iter().any(|c| c.contains("ftp://x")));
         assert!(codes.iter().any(|c| c.contains("`HOOK`")));
         assert!(codes.iter().any(|c| c.contains("nowhere")));
+    }
+
+    #[test]
+    fn an_unsigned_webhook_is_warned_about_without_its_credentials() {
+        let text = "[fleet]\nname = \"f\"\ndata_root = \"/srv/f\"\n\n[watch]\n\
+                    webhooks = [{ url = \"https://u:pw-9x@hooks.example/h?token=tk-7y\" }, { url = \"https://ok\", secret = \"HAVE\" }]\n\n\
+                    [tenants.acme]\nport = 18801\nimage = \"gw:1\"\n";
+        let available: AvailableSecrets = [
+            (
+                "acme".to_string(),
+                ["OPENCLAW_GATEWAY_TOKEN".to_string()].into(),
+            ),
+            ("_fleet".to_string(), ["HAVE".to_string()].into()),
+        ]
+        .into();
+        let v = crate::manifest::validate_source(
+            std::path::Path::new("fleet.toml"),
+            text.to_string(),
+            &available,
+        );
+        let unsigned: Vec<String> = v
+            .report
+            .findings
+            .iter()
+            .filter(|f| !f.is_error() && f.to_string().contains("unsigned"))
+            .map(|f| format!("{f} {:?}", f))
+            .collect();
+        assert_eq!(unsigned.len(), 1, "{unsigned:#?}");
+        assert!(
+            unsigned[0].contains("https://***@hooks.example/h?token=***"),
+            "{unsigned:?}"
+        );
+        for c in ["pw-9x", "tk-7y", "u:"] {
+            assert!(!unsigned[0].contains(c), "{unsigned:?}");
+        }
     }
 }
