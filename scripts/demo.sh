@@ -23,3 +23,8 @@ $mtp plan || true
 $mtp apply --auto-approve
 $mtp plan --detailed-exitcode
 docker ps --filter label=mtp.fleet=example --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'
+set +x
+echo
+echo "The example fleet runs. To remove what this made (containers, networks, records; each"
+echo "tenant is backed up first into backups/ and its data directory is kept):"
+echo "  MTP_FLEET=fleet.example.toml MTP_AGE_IDENTITY=demo-identity.txt $mtp destroy"
