@@ -19,5 +19,6 @@ pub mod report;
 pub mod review;
 pub mod secrets;
 pub mod status;
+pub mod subnets;
 pub mod usage;
 pub mod watch;

@@ -9,7 +9,7 @@ use apply_support::*;
 use serde_json::Value;
 
 /// Replaces what differs between runs: the fleet's name, its ports, temp paths, hex digests
-/// and ids, the commit, the engine address.
+/// and ids, the commit, the engine address, new networks' subnets.
 fn normalize(f: &TestFleet, text: &str) -> String {
     let mut s = text.replace(&f.path().display().to_string(), "<dir>");
     s = s.replace(&f.name, "<fleet>");
@@ -35,7 +35,10 @@ fn normalize(f: &TestFleet, text: &str) -> String {
     out.pop();
     out.lines()
         .map(|l| {
-            if l.contains("engine ") || l.contains("unix://") {
+            if let Some(i) = l.find(" on 10.112.").filter(|_| l.contains("network: ")) {
+                // The subnet follows from the network's name, which holds the fleet's.
+                format!("{} on <subnet> (new)", &l[..i])
+            } else if l.contains("engine ") || l.contains("unix://") {
                 l.replace("unix:///var/run/docker.sock", "<engine>")
             } else if l.starts_with("Preflight:") {
                 // Its duration varies from run to run.

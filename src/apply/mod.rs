@@ -345,17 +345,8 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .collect();
         networks.sort();
         networks.dedup();
-        for n in networks {
-            if let Err(e) = self.engine.ensure_network(n, &self.plan.fleet).await {
-                let hint = if e.to_string().contains("address pool") {
-                    // Each tenant has its own network; Docker's default pools hold about 30.
-                    "; the engine's address pools are used up: give it larger ones in daemon.json, e.g. \"default-address-pools\": [{\"base\": \"10.128.0.0/10\", \"size\": 24}] (16384 networks), and restart dockerd"
-                } else {
-                    ""
-                };
-                report.halted = Some(format!("cannot create network {n}: {e}{hint}"));
-                break;
-            }
+        if let Err(e) = self.ensure_networks(&networks).await {
+            report.halted = Some(e);
         }
         let mut i = if report.halted.is_some() {
             work.len()
@@ -431,13 +422,97 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         report
     }
 
-    /// After removals, the fleet's networks no declared instance uses any more (the admin's,
-    /// once the last instance is gone) go too. Only on a whole-fleet run that succeeded:
-    /// a run limited to some tenants does not know what the others use. The engine refuses
-    /// to remove a network a container is still attached to; that is left as it is.
+    /// The plan of this executor's host (the host of its actions).
+    fn host_plan(&self) -> Option<&crate::plan::HostPlan> {
+        match self.plan.actions.first() {
+            Some(a) => self.plan.hosts.iter().find(|h| h.name == a.host),
+            None => self
+                .plan
+                .hosts
+                .first()
+                .filter(|_| self.plan.hosts.len() == 1),
+        }
+    }
+
+    /// Makes each of `networks` the engine lacks, on the subnet the plan took for it from
+    /// the host's pool. A subnet another client took since (the engine refuses it as
+    /// overlapping) is replaced by the next free one of the pool, a few times over; one the
+    /// plan has none for (made elsewhere since, or an older plan) is taken from the pool here.
+    /// Networks are made one at a time: Docker does not keep network names unique.
+    pub(crate) async fn ensure_networks(&self, networks: &[&str]) -> Result<(), String> {
+        use crate::subnets::allocate;
+        let pool = self.host_plan().and_then(|h| h.subnets.as_ref()?.pool());
+        let planned: BTreeMap<&str, ipnet::Ipv4Net> = self
+            .plan
+            .actions
+            .iter()
+            .flat_map(|a| &a.new_networks)
+            .filter_map(|n| Some((n.name.as_str(), n.subnet.as_deref()?.parse().ok()?)))
+            .collect();
+        // Every subnet planned stays reserved for its own network.
+        let mut avoid: Vec<ipnet::Ipv4Net> = planned.values().copied().collect();
+        let mut engine = self.live.engine_networks.clone();
+        for &n in networks {
+            let exists = engine.iter().any(|e| e.name == n);
+            let fresh = |engine: &[crate::engine::EngineNetwork], avoid: &[ipnet::Ipv4Net]| {
+                let p = pool?;
+                allocate(&p, [n], engine, avoid).placed.get(n).copied()
+            };
+            let mut subnet = match (exists, pool) {
+                (true, _) | (false, None) => None,
+                (false, Some(_)) => planned.get(n).copied().or_else(|| fresh(&engine, &avoid)),
+            };
+            if !exists && pool.is_some() && subnet.is_none() {
+                return Err(format!(
+                    "cannot create network {n}: no free subnet left in the pool {}",
+                    pool.map(|p| p.to_string()).unwrap_or_default()
+                ));
+            }
+            let mut tries = 0;
+            loop {
+                match self
+                    .engine
+                    .ensure_network(n, &self.plan.fleet, subnet)
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(EngineError::SubnetTaken { subnet: taken, .. }) if tries < 8 => {
+                        tries += 1;
+                        avoid.extend(taken.parse::<ipnet::Ipv4Net>().ok());
+                        subnet = fresh(&engine, &avoid);
+                        if subnet.is_none() {
+                            return Err(format!(
+                                "cannot create network {n}: no free subnet left in the pool {} ({taken} was taken meanwhile)",
+                                pool.map(|p| p.to_string()).unwrap_or_default()
+                            ));
+                        }
+                    }
+                    Err(e) => return Err(format!("cannot create network {n}: {e}")),
+                }
+            }
+            if !exists {
+                engine.push(crate::engine::EngineNetwork {
+                    name: n.to_string(),
+                    subnets: subnet.map(|s| s.to_string()).into_iter().collect(),
+                    fleet: Some(self.plan.fleet.clone()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The fleet's networks no declared instance uses any more go: after removals (the
+    /// admin's, once the last instance is gone), and those the plan found left over (made by
+    /// an apply that stopped before their tenant's container, or of a tenant no longer
+    /// declared that never got one). Only on a whole-fleet run that succeeded: a run limited
+    /// to some tenants does not know what the others use. The engine refuses to remove a
+    /// network a container is still attached to; that is left as it is.
     async fn remove_unused_networks(&self, work: &[&TenantAction], report: &ApplyReport) {
         let removed = work.iter().any(|a| a.action == ActionKind::Remove);
-        if !removed || !self.plan.targets.is_empty() || !report.succeeded() {
+        let leftovers = self
+            .host_plan()
+            .is_some_and(|h| !h.leftover_networks.is_empty());
+        if !(removed || leftovers) || !self.plan.targets.is_empty() || !report.succeeded() {
             return;
         }
         let used: std::collections::BTreeSet<&str> = self

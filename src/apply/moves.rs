@@ -129,10 +129,9 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         // 2. The new container, created (not started) so its mounts can take the data, on
         // its networks (made here if this host has none of them yet; moves run one at a
         // time, so no two make the same network).
-        for n in &spec.networks {
-            if let Err(e) = self.engine.ensure_network(&n.name, &self.plan.fleet).await {
-                return Err(undo(format!("cannot create network {}: {e}", n.name), None).await);
-            }
+        let networks: Vec<&str> = spec.networks.iter().map(|n| n.name.as_str()).collect();
+        if let Err(e) = self.ensure_networks(&networks).await {
+            return Err(undo(e, None).await);
         }
         self.step(run, &format!("creating {next} on `{}`", a.host));
         let new_id = match self.create_next(spec).await {

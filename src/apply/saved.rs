@@ -66,6 +66,15 @@ pub fn check_rederived(saved: &Plan, fresh: &Plan) -> Result<(), PlanRefused> {
     let strip = |p: &Plan| {
         let mut p = p.clone();
         p.preflight.clear();
+        // Subnets another client may have taken since: apply takes the next free ones.
+        for a in p.actions.iter_mut() {
+            for n in a.new_networks.iter_mut() {
+                n.subnet = None;
+            }
+        }
+        for h in p.hosts.iter_mut() {
+            h.subnets = None;
+        }
         p
     };
     let (a, b) = (strip(saved), strip(fresh));

@@ -975,6 +975,7 @@ async fn a_move_copies_the_data_and_leaves_one_container_on_the_new_host() {
             live: Ok(observed.of(h).unwrap()),
             memory: None,
             overcommit: 1.0,
+            subnet_pool: Some(crate::subnets::Pool::default_pool()),
         })
         .collect();
     let plan = crate::plan::plan_hosts(&desired, &lives, &PlanOptions::default());
@@ -1012,4 +1013,117 @@ async fn a_move_copies_the_data_and_leaves_one_container_on_the_new_host() {
         calls_a.iter().any(|c| c == &format!("stop {FLEET}-alpha")),
         "{calls_a:?}"
     );
+}
+
+/// Plans `specs` over the fake engine as the fleet planner does, with `pool` as the host's
+/// subnet pool.
+fn plan_with_pool(specs: &[ContainerSpec], live: &LiveState, pool: &str) -> Plan {
+    let host = crate::plan::HostLive {
+        name: crate::manifest::DEFAULT_HOST.into(),
+        endpoint: "fake".into(),
+        live: Ok(live),
+        memory: None,
+        overcommit: 1.0,
+        subnet_pool: Some(crate::subnets::Pool::new(pool.parse().unwrap(), 28).unwrap()),
+    };
+    crate::plan::plan_hosts(
+        &Desired {
+            fleet: FLEET.into(),
+            specs: specs.to_vec(),
+            manifest_hash: "m".into(),
+            commit: None,
+        },
+        &[host],
+        &PlanOptions::default(),
+    )
+}
+
+async fn run_plan(
+    engine: &FakeEngine,
+    plan: &Plan,
+    specs: &[ContainerSpec],
+    live: &LiveState,
+) -> ApplyReport {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = MemoryAudit::default();
+    let o = opts(dir.path());
+    Executor {
+        engine,
+        plan,
+        specs: specs
+            .iter()
+            .map(|s| (s.instance.clone(), s.clone()))
+            .collect(),
+        live,
+        opts: &o,
+        probe: &NoProbe,
+        audit: &audit,
+        progress: &Quiet,
+        cancel: Cancel::default(),
+        sources: Default::default(),
+    }
+    .run(None)
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn networks_are_made_on_the_planned_subnet_or_the_next_free_one_if_taken_since() {
+    let mut engine = FakeEngine::default();
+    let s = specs(&V1[..2]);
+    let live = engine.state();
+    let plan = plan_with_pool(&s, &live, "10.9.0.0/26");
+    let planned = |t: &str| {
+        let a = plan.action(t).unwrap();
+        assert_eq!(a.new_networks.len(), 1, "{a:#?}");
+        assert_eq!(a.new_networks[0].name, format!("{FLEET}-{t}-net"));
+        a.new_networks[0].subnet.clone().unwrap()
+    };
+    let (alpha, bravo) = (planned("alpha"), planned("bravo"));
+    assert_ne!(alpha, bravo);
+    // Another client takes alpha's subnet between the plan and the apply.
+    engine
+        .state_mut()
+        .engine_networks
+        .push(crate::engine::EngineNetwork {
+            name: "someone-else".into(),
+            subnets: vec![alpha.clone()],
+            fleet: None,
+        });
+    let report = run_plan(&engine, &plan, &s, &live).await;
+    assert!(report.succeeded(), "{report:?}");
+    let nets = engine.state().engine_networks;
+    let subnet = |n: &str| {
+        nets.iter()
+            .find(|x| x.name == n)
+            .map(|x| x.subnets.clone())
+            .unwrap()
+    };
+    assert_eq!(subnet("ut-bravo-net"), vec![bravo.clone()]);
+    let moved = subnet("ut-alpha-net");
+    assert_eq!(moved.len(), 1);
+    assert!(moved[0] != alpha && moved[0] != bravo && moved[0].starts_with("10.9.0."));
+    // Applied: the plan is empty, the networks keep their subnets.
+    let plan = plan_with_pool(&s, &engine.state(), "10.9.0.0/26");
+    assert!(!plan.has_changes(), "{plan:#?}");
+    assert!(plan.actions.iter().all(|a| a.new_networks.is_empty()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_network_left_by_an_apply_that_stopped_is_removed_by_the_next() {
+    let (engine, s) = fleet_v1().await;
+    // A tenant's network made before its create failed, the tenant since taken out of
+    // the manifest: no container, nothing declared uses it.
+    engine
+        .ensure_network("ut-delta-net", FLEET, Some("10.9.0.0/28".parse().unwrap()))
+        .await
+        .unwrap();
+    let live = engine.state();
+    let plan = plan_with_pool(&s, &live, "10.112.0.0/16");
+    assert_eq!(plan.hosts[0].leftover_networks, vec!["ut-delta-net"]);
+    assert!(plan.has_changes());
+    let report = run_plan(&engine, &plan, &s, &live).await;
+    assert!(report.succeeded(), "{report:?}");
+    assert!(!engine.world().networks.contains("ut-delta-net"));
+    let plan = plan_with_pool(&s, &engine.state(), "10.112.0.0/16");
+    assert!(!plan.has_changes(), "{plan:#?}");
 }

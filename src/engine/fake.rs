@@ -250,11 +250,47 @@ impl Engine for FakeEngine {
         })
     }
 
-    async fn ensure_network(&self, network: &str, _fleet: &str) -> Result<(), EngineError> {
+    async fn ensure_network(
+        &self,
+        network: &str,
+        fleet: &str,
+        subnet: Option<ipnet::Ipv4Net>,
+    ) -> Result<(), EngineError> {
         let mut w = self.lock();
         w.call("network", network, true)?;
+        if w.state.engine_networks.iter().any(|n| n.name == network) {
+            w.networks.insert(network.to_string());
+            w.state.networks.insert(network.to_string());
+            return Ok(());
+        }
+        if let Some(s) = subnet {
+            let overlaps = |o: &str| {
+                o.parse::<ipnet::Ipv4Net>()
+                    .is_ok_and(|o| o.contains(&s) || s.contains(&o))
+            };
+            if let Some(other) = w
+                .state
+                .engine_networks
+                .iter()
+                .find(|n| n.subnets.iter().any(|o| overlaps(o)))
+            {
+                return Err(EngineError::SubnetTaken {
+                    network: network.to_string(),
+                    subnet: s.to_string(),
+                    message: format!(
+                        "Pool overlaps with other one on this address space ({})",
+                        other.name
+                    ),
+                });
+            }
+        }
         w.networks.insert(network.to_string());
         w.state.networks.insert(network.to_string());
+        w.state.engine_networks.push(EngineNetwork {
+            name: network.to_string(),
+            subnets: subnet.map(|s| s.to_string()).into_iter().collect(),
+            fleet: Some(fleet.to_string()),
+        });
         Ok(())
     }
 
@@ -349,6 +385,7 @@ impl Engine for FakeEngine {
         w.call("remove-network", network, true)?;
         w.networks.remove(network);
         w.state.networks.remove(network);
+        w.state.engine_networks.retain(|n| n.name != network);
         Ok(())
     }
 

@@ -62,6 +62,15 @@ pub enum EngineError {
     /// A name is taken or the object is in the wrong state (HTTP 409).
     #[error("{action}: conflict: {message}")]
     Conflict { action: String, message: String },
+    /// A network's subnet overlaps one on the engine (made since it was observed).
+    #[error(
+        "create network {network}: its subnet {subnet} overlaps another network on the engine: {message}"
+    )]
+    SubnetTaken {
+        network: String,
+        subnet: String,
+        message: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -181,6 +190,10 @@ pub struct LiveState {
     /// Throwaway containers of this fleet's mtp (preflight, restore), running or left over.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub helpers: Vec<LiveContainer>,
+    /// Every network on the engine, of any owner, with its subnets: what a new network's
+    /// subnet must not overlap (read by the same list call as `networks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engine_networks: Vec<EngineNetwork>,
     /// The engine's total memory (`docker info`), for the host's capacity line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_memory: Option<u64>,
@@ -188,6 +201,17 @@ pub struct LiveState {
     /// container id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub refreshed: BTreeMap<String, Refreshed>,
+}
+
+/// One network on the engine, of any owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineNetwork {
+    pub name: String,
+    /// The subnets of its IPAM configuration, as the engine gives them (IPv6 too).
+    pub subnets: Vec<String>,
+    /// Its `mtp.fleet` label, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
 }
 
 /// A container's settings as the engine runs them, and its `openclaw.json` as it is on disk:
@@ -359,6 +383,15 @@ impl LiveState {
             live.networks
                 .extend(spec.networks.iter().map(|n| n.name.clone()));
         }
+        live.engine_networks = live
+            .networks
+            .iter()
+            .map(|n| EngineNetwork {
+                name: n.clone(),
+                subnets: Vec::new(),
+                fleet: Some(fleet.to_string()),
+            })
+            .collect();
         live
     }
 }
@@ -569,11 +602,14 @@ pub trait Engine: Sync {
         fleet: &str,
     ) -> impl futures_util::Stream<Item = Result<ContainerEvent, EngineError>> + Send + 'static;
 
-    /// Creates the fleet's network (labelled `mtp.fleet`) unless it exists.
+    /// Creates the fleet's network (labelled `mtp.fleet`) on `subnet` (`None`: one of the
+    /// engine's default pools) unless it exists; one that exists is left as it is. A subnet
+    /// that overlaps another network is [`EngineError::SubnetTaken`].
     fn ensure_network(
         &self,
         network: &str,
         fleet: &str,
+        subnet: Option<ipnet::Ipv4Net>,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Creates (does not start) a container from `spec` under `name` with `labels`.

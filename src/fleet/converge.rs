@@ -164,6 +164,19 @@ impl<E: Engine, P: GatewayProbe> Run<'_, E, P> {
                 .filter(|a| a.host == host && (a.action == ActionKind::Move) == moves)
                 .cloned()
                 .collect(),
+            hosts: plan
+                .hosts
+                .iter()
+                .filter(|h| h.name == host)
+                .map(|h| {
+                    let mut h = h.clone();
+                    // The host's own run removes them; its moves leave them.
+                    if moves {
+                        h.leftover_networks.clear();
+                    }
+                    h
+                })
+                .collect(),
             ..plan.clone()
         };
         let mut lock_of: BTreeMap<String, &mut Lock> = locks

@@ -250,6 +250,7 @@ impl Session {
             live,
             memory: declared.and_then(|x| x.memory).map(|b| b.bytes()),
             overcommit: declared.and_then(|x| x.overcommit).unwrap_or(1.0),
+            subnet_pool: crate::subnets::pool_of(&self.loaded.manifest, name).ok(),
         }
     }
 

@@ -21,7 +21,7 @@ pub use diagnostics::{Finding, Label, ReportJson, Severity, ValidationReport};
 pub use model::*;
 pub use resolve::*;
 pub use spans::{SpanEntry, SpanIndex};
-pub use units::{ByteSize, DockerSocket, Duration};
+pub use units::{ByteSize, Cidr, DockerSocket, Duration};
 pub use validate::{AvailableSecrets, check_fleet_name, check_tenant_name, is_env_name};
 
 /// Name of the manifest looked for in the current directory.

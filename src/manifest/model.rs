@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::units::{ByteSize, DockerSocket, Duration};
+use super::units::{ByteSize, Cidr, DockerSocket, Duration};
 
 /// Defines a table type holding its own fields plus every overridable setting, written once
 /// here (serde's `flatten` would silently accept unknown keys and lose error positions).
@@ -204,6 +204,14 @@ pub struct HostSettings {
     /// The address ports are published on on this host (default `fleet.bind_address`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_address: Option<IpAddr>,
+    /// The address pool this host's networks take their subnets from (default
+    /// `fleet.subnet_pool`), e.g. when the fleet's pool is routed on this host's LAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_pool: Option<Cidr>,
+    /// Prefix length of each network's subnet on this host (default `fleet.subnet_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 29))]
+    pub subnet_size: Option<u8>,
 }
 
 /// `tls = { ca = "...", cert = "...", key = "..." }` of a host.
@@ -297,6 +305,18 @@ pub struct FleetSettings {
     /// User-defined Docker network the fleet's containers join. Default: `<name>-net`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The address pool mtp carves each network's subnet from (one network per tenant, the
+    /// admin's, the proxy's), on every host. Default `"10.112.0.0/16"`: private, outside
+    /// Docker's default pools (172.17-31.0.0/16, 192.168.0.0/16), so the engine's own pools
+    /// stay free and no daemon.json change is needed. Each subnet is checked against every
+    /// network on the engine. Networks that exist keep their subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_pool: Option<Cidr>,
+    /// Prefix length of each network's subnet. Default 28: 16 addresses, 13 for containers
+    /// (a tenant, the admin, and room to spare), so a /16 pool holds 4096 networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 29))]
+    pub subnet_size: Option<u8>,
     /// Host address the tenants' ports are published on. Default `127.0.0.1`: a reverse proxy
     /// or SSH tunnel fronts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]

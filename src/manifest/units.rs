@@ -253,3 +253,58 @@ mod tests {
         assert_eq!(d.to_string().parse::<Duration>().unwrap(), d);
     }
 }
+
+/// An IPv4 network in CIDR notation, `"10.112.0.0/16"`: the address pool a host's networks
+/// take their subnets from. Host bits must be zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr(pub ipnet::Ipv4Net);
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let net: ipnet::Ipv4Net = s.trim().parse().map_err(|_| {
+            format!("`{s}` is not an IPv4 network; write it like \"10.112.0.0/16\"")
+        })?;
+        if net.trunc() != net {
+            return Err(format!(
+                "`{s}` has host bits set: the network is `{}`",
+                net.trunc()
+            ));
+        }
+        Ok(Cidr(net))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Cidr {
+    fn schema_name() -> Cow<'static, str> {
+        "Cidr".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "An IPv4 network in CIDR notation: \"10.112.0.0/16\".",
+            "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$"
+        })
+    }
+}

@@ -286,6 +286,7 @@ pub(super) fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
         blocked: None,
         backup_required: false,
         resume: None,
+        new_networks: Vec::new(),
         live_next: None,
     }
 }

@@ -18,6 +18,8 @@ pub struct HostLive<'a> {
     /// The memory the manifest says the host offers, and how far it may be overcommitted.
     pub memory: Option<u64>,
     pub overcommit: f64,
+    /// The pool its new networks take their subnets from (`None`: Docker's default pools).
+    pub subnet_pool: Option<crate::subnets::Pool>,
 }
 
 /// Plans `desired` over `hosts`. `base` holds the options every host shares.
@@ -61,6 +63,8 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
                     unreachable: Some(why.clone()),
                     live_fingerprint: String::new(),
                     capacity: None,
+                    subnets: None,
+                    leftover_networks: Vec::new(),
                 });
                 continue;
             }
@@ -75,7 +79,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
                 .collect(),
             ..base.clone()
         };
-        let sub = super::plan(
+        let mut sub = super::plan(
             &Desired {
                 specs: specs.clone(),
                 ..desired.clone()
@@ -83,6 +87,10 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
             live,
             &opts,
         );
+        let subnets = h
+            .subnet_pool
+            .map(|pool| place_networks(&h.name, &specs, live, &pool, &mut sub.actions));
+        let leftover_networks = leftover_networks(&specs, live);
         refreshed |= sub.refreshed;
         let declared: u64 = specs
             .iter()
@@ -105,6 +113,8 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
             unreachable: None,
             live_fingerprint: sub.live_fingerprint.clone(),
             capacity,
+            subnets,
+            leftover_networks,
         });
         actions.extend(sub.actions);
         drift.extend(sub.drift);
@@ -180,6 +190,84 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
         refreshed,
         hosts: host_plans,
     }
+}
+
+/// Takes a subnet from `pool` for each network `specs` need that the engine does not have,
+/// records it on the action of the instance whose own network it is, and blocks the actions
+/// that need a network the pool has no room left for, with the figures.
+fn place_networks(
+    host: &str,
+    specs: &[ContainerSpec],
+    live: &LiveState,
+    pool: &crate::subnets::Pool,
+    actions: &mut [TenantAction],
+) -> SubnetCapacity {
+    let wanted: std::collections::BTreeSet<&str> = specs
+        .iter()
+        .flat_map(|s| s.networks.iter().map(|n| n.name.as_str()))
+        .collect();
+    let alloc = crate::subnets::allocate(pool, wanted.iter().copied(), &live.engine_networks, &[]);
+    let exhausted = alloc.exhausted(
+        pool,
+        &crate::subnets::Occupancy::of(pool, &live.engine_networks),
+    );
+    let by_tenant: BTreeMap<&str, &ContainerSpec> =
+        specs.iter().map(|s| (s.instance.as_str(), s)).collect();
+    for a in actions.iter_mut() {
+        let Some(spec) = by_tenant.get(a.tenant.as_str()) else {
+            continue;
+        };
+        if let Some(own) = spec.networks.first() {
+            if let Some(subnet) = alloc.placed.get(&own.name) {
+                a.new_networks.push(NewNetwork {
+                    name: own.name.clone(),
+                    subnet: Some(subnet.to_string()),
+                });
+            } else if alloc.unplaced.contains(&own.name) {
+                a.new_networks.push(NewNetwork {
+                    name: own.name.clone(),
+                    subnet: None,
+                });
+            }
+        }
+        let short = spec
+            .networks
+            .iter()
+            .any(|n| alloc.unplaced.contains(&n.name));
+        if short
+            && a.blocked.is_none()
+            && a.action != ActionKind::Remove
+            && let Some(e) = &exhausted
+        {
+            a.blocked = Some(format!("host `{host}` is out of subnets: {e}"));
+        }
+    }
+    SubnetCapacity {
+        pool: pool.net.to_string(),
+        size: pool.size,
+        total: alloc.total,
+        taken: alloc.taken,
+        needed: (alloc.placed.len() + alloc.unplaced.len()) as u32,
+    }
+}
+
+/// The fleet's networks on the engine that no declared instance of the host uses and no
+/// container is on.
+fn leftover_networks(specs: &[ContainerSpec], live: &LiveState) -> Vec<String> {
+    let used: std::collections::BTreeSet<&str> = specs
+        .iter()
+        .flat_map(|s| s.networks.iter().map(|n| n.name.as_str()))
+        .chain(
+            live.containers
+                .iter()
+                .flat_map(|c| c.networks.iter().map(String::as_str)),
+        )
+        .collect();
+    live.networks
+        .iter()
+        .filter(|n| !used.contains(n.as_str()))
+        .cloned()
+        .collect()
 }
 
 fn blank(tenant: &str, host: &str) -> TenantAction {
@@ -345,6 +433,7 @@ mod tests {
             live,
             memory,
             overcommit: 1.0,
+            subnet_pool: Some(crate::subnets::Pool::default_pool()),
         };
         plan_hosts(
             d,
@@ -414,5 +503,60 @@ mod tests {
             let why = a.blocked.as_deref().unwrap_or_default();
             assert!(why.contains("3 GiB") && why.contains("2 GiB"), "{why}");
         }
+    }
+
+    #[test]
+    fn new_networks_take_subnets_from_the_pool_and_an_exhausted_pool_blocks_with_the_figures() {
+        let d = desired(&manifest(&[("t", "a"), ("u", "a")], "8g"));
+        let plan = plan_of(&d, Ok(&LiveState::default()), Ok(&LiveState::default()));
+        let t = plan.action("t").unwrap();
+        assert_eq!(t.new_networks.len(), 1, "{t:#?}");
+        assert_eq!(t.new_networks[0].name, "h-t-net");
+        let subnet = t.new_networks[0].subnet.as_deref().unwrap();
+        assert!(
+            subnet.starts_with("10.112.") && subnet.ends_with("/28"),
+            "{subnet}"
+        );
+        let cap = plan.hosts[0].subnets.clone().unwrap();
+        assert_eq!((cap.needed, cap.total, cap.taken), (2, 4096, 0));
+
+        // A pool of two subnets, one of them held by another owner's network.
+        let live = LiveState {
+            engine_networks: vec![crate::engine::EngineNetwork {
+                name: "theirs".into(),
+                subnets: vec!["10.9.0.0/28".into()],
+                fleet: None,
+            }],
+            ..LiveState::default()
+        };
+        let host = HostLive {
+            name: "a".into(),
+            endpoint: "unix:///a.sock".into(),
+            live: Ok(&live),
+            memory: None,
+            overcommit: 1.0,
+            subnet_pool: Some(
+                crate::subnets::Pool::new("10.9.0.0/27".parse().unwrap(), 28).unwrap(),
+            ),
+        };
+        let plan = plan_hosts(&d, &[host], &PlanOptions::default());
+        let cap = plan.hosts[0].subnets.clone().unwrap();
+        assert!(cap.over(), "{cap:?}");
+        let blocked: Vec<&TenantAction> = plan
+            .actions
+            .iter()
+            .filter(|a| a.blocked.is_some())
+            .collect();
+        assert_eq!(blocked.len(), 1, "{:#?}", plan.actions);
+        let why = blocked[0].blocked.as_deref().unwrap();
+        for part in [
+            "out of subnets",
+            "10.9.0.0/27 in /28s",
+            "holds 2 subnets",
+            "`theirs` 10.9.0.0/28",
+        ] {
+            assert!(why.contains(part), "{part}: {why}");
+        }
+        assert_eq!(plan.summary.blocked, 1);
     }
 }

@@ -243,6 +243,11 @@ pub struct TenantAction {
     /// Set when a recycle was interrupted: how apply finishes or undoes it first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// The networks apply creates for it on its host, each on the subnet mtp took for it
+    /// from the host's pool (its own network for a tenant; the admin's and the proxy's for
+    /// the admin and its proxy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_networks: Vec<NewNetwork>,
     /// A `.next` seen where the tenant has no container, for the fleet planner (a move
     /// killed after its new container became healthy is finished). Never in a plan file.
     #[serde(skip)]
@@ -343,6 +348,40 @@ pub struct Summary {
     pub blocked: usize,
 }
 
+/// A network apply creates, and the subnet it is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NewNetwork {
+    pub name: String,
+    /// `10.112.4.16/28`; `None`: the pool has no free subnet left (the action is blocked).
+    pub subnet: Option<String>,
+}
+
+/// The host's subnet pool against the networks the fleet needs on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SubnetCapacity {
+    /// The pool, `10.112.0.0/16`.
+    pub pool: String,
+    /// Prefix length of each subnet.
+    pub size: u8,
+    /// Subnets the pool holds.
+    pub total: u32,
+    /// Subnets of the pool that networks on the engine (of any owner) hold.
+    pub taken: u32,
+    /// Networks the fleet needs and the engine does not have yet.
+    pub needed: u32,
+}
+
+impl SubnetCapacity {
+    pub fn over(&self) -> bool {
+        u64::from(self.needed) + u64::from(self.taken) > u64::from(self.total)
+    }
+
+    /// The pool as the allocator takes it.
+    pub fn pool(&self) -> Option<crate::subnets::Pool> {
+        crate::subnets::Pool::new(self.pool.parse().ok()?, self.size).ok()
+    }
+}
+
 /// One host of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostPlan {
@@ -354,6 +393,13 @@ pub struct HostPlan {
     /// Fingerprint of what was seen on it.
     pub live_fingerprint: String,
     pub capacity: Option<Capacity>,
+    /// Its subnet pool against the networks the fleet needs on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnets: Option<SubnetCapacity>,
+    /// The fleet's networks on it that nothing declared uses and no container is on (left
+    /// by an apply that stopped, or by tenants no longer declared): apply removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftover_networks: Vec<String>,
 }
 
 /// Declared memory limits of a host's enabled instances against what it offers.
@@ -417,6 +463,7 @@ impl Plan {
                 .drift
                 .iter()
                 .any(|d| d.remedy == Remedy::RemoveContainer)
+            || self.hosts.iter().any(|h| !h.leftover_networks.is_empty())
     }
 
     /// Whether the engine shows something that differs from the manifest, whether or not

@@ -164,6 +164,23 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
             );
         }
     }
+    for h in plan
+        .hosts
+        .iter()
+        .filter(|h| !h.leftover_networks.is_empty())
+    {
+        let _ = writeln!(
+            out,
+            "\n{} networks nothing uses{}, removed by apply: {}",
+            st.action(ActionKind::Remove, "  -"),
+            if grouped {
+                format!(" on host `{}`", h.name)
+            } else {
+                String::new()
+            },
+            h.leftover_networks.join(", ")
+        );
+    }
     if !plan.drift.is_empty() {
         let _ = writeln!(out, "\nFleet drift:");
         for d in &plan.drift {
@@ -206,6 +223,16 @@ pub fn host_line(h: &crate::plan::HostPlan) -> String {
             if c.over() { ": OVER CAPACITY" } else { "" }
         ));
     }
+    if let Some(n) = h.subnets.as_ref().filter(|n| n.needed > 0) {
+        line.push_str(&format!(
+            "; subnets: {} new of {} free in {} (/{}){}",
+            n.needed,
+            n.total.saturating_sub(n.taken),
+            n.pool,
+            n.size,
+            if n.over() { ": OUT OF SUBNETS" } else { "" }
+        ));
+    }
     line
 }
 
@@ -236,6 +263,14 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
     }
     for d in &a.drift {
         write_drift(out, d, st);
+    }
+    for n in &a.new_networks {
+        let _ = writeln!(
+            out,
+            "      network: {} on {} (new)",
+            n.name,
+            n.subnet.as_deref().unwrap_or("no free subnet")
+        );
     }
     if matches!(a.action, ActionKind::Create | ActionKind::Move) {
         let pick = |f: &str| a.changes.iter().find(|c| c.field == f);

@@ -164,6 +164,7 @@ mod tests {
             blocked: None,
             backup_required: false,
             resume: None,
+            new_networks: Vec::new(),
             live_next: None,
             host: "default".into(),
             from_host: None,

@@ -273,7 +273,12 @@ impl Engine for DockerEngine {
         })
     }
 
-    async fn ensure_network(&self, network: &str, fleet: &str) -> Result<(), EngineError> {
+    async fn ensure_network(
+        &self,
+        network: &str,
+        fleet: &str,
+        subnet: Option<ipnet::Ipv4Net>,
+    ) -> Result<(), EngineError> {
         match self
             .docker
             .inspect_network(
@@ -301,6 +306,14 @@ impl Engine for DockerEngine {
                 LABEL_FLEET.to_string(),
                 fleet.to_string(),
             )])),
+            ipam: subnet.map(|s| bollard::models::Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(s.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         match self.docker.create_network(req).await {
@@ -308,6 +321,16 @@ impl Engine for DockerEngine {
             // Created meanwhile by another client: fine.
             Err(e) => match classify(&self.host, "create network", e) {
                 EngineError::Conflict { .. } => Ok(()),
+                // Docker: "Pool overlaps with other one on this address space".
+                EngineError::Api { message, .. }
+                    if subnet.is_some() && message.to_lowercase().contains("overlap") =>
+                {
+                    Err(EngineError::SubnetTaken {
+                        network: network.to_string(),
+                        subnet: subnet.map(|s| s.to_string()).unwrap_or_default(),
+                        message,
+                    })
+                }
                 other => Err(other),
             },
         }

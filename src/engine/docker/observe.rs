@@ -11,7 +11,8 @@ use crate::engine::*;
 impl DockerEngine {
     /// Reads the fleet's live state. First, concurrently, the containers labelled with the
     /// fleet (stopped ones too), the fleet's volumes (patch records, managed-tenant
-    /// records) and the fleet's networks. Then, only for the claimed names
+    /// records) and every network on the engine (the fleet's, and the subnets a new one
+    /// must not overlap). Then, only for the claimed names
     /// and host ports the fleet's own containers do not hold, one list call each for foreign
     /// containers standing on them: a converged fleet costs one container list, whatever its
     /// size, and at most three.
@@ -28,14 +29,10 @@ impl DockerEngine {
                 )]))
                 .build(),
         ));
-        let networks = self.docker.list_networks(Some(
-            bollard::query_parameters::ListNetworksOptionsBuilder::new()
-                .filters(&HashMap::from([(
-                    "label".to_string(),
-                    vec![format!("{LABEL_FLEET}={fleet}")],
-                )]))
-                .build(),
-        ));
+        // Every network, not only the fleet's: a new network's subnet must overlap none.
+        let networks = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>);
         let info = async { Ok(self.docker.info().await.ok()) };
         let (ours, volumes, networks, info) = tokio::try_join!(
             by_label,
@@ -102,11 +99,33 @@ impl DockerEngine {
             .filter(|v| v.labels.contains_key(LABEL_MANAGED))
             .filter_map(|v| v.labels.get(LABEL_TENANT).cloned())
             .collect();
+        let mut engine_networks: Vec<EngineNetwork> = networks
+            .into_iter()
+            .filter_map(|n| {
+                Some(EngineNetwork {
+                    name: n.name?,
+                    subnets: n
+                        .ipam
+                        .and_then(|i| i.config)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|c| c.subnet)
+                        .collect(),
+                    fleet: n.labels.and_then(|l| l.get(LABEL_FLEET).cloned()),
+                })
+            })
+            .collect();
+        engine_networks.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(LiveState {
             containers,
             records,
             managed,
-            networks: networks.into_iter().filter_map(|n| n.name).collect(),
+            networks: engine_networks
+                .iter()
+                .filter(|n| n.fleet.as_deref() == Some(fleet))
+                .map(|n| n.name.clone())
+                .collect(),
+            engine_networks,
             helpers,
             refreshed: BTreeMap::new(),
             engine_memory: info

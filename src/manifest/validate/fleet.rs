@@ -3,6 +3,41 @@
 use super::*;
 
 impl Checker<'_> {
+    /// `subnet_pool` and `subnet_size` of `table` (`[fleet]` or `[hosts.<name>]`), each
+    /// defaulted when not given: the pool must cut into subnets of that size.
+    pub(super) fn subnet_pool(
+        &mut self,
+        net: Option<ipnet::Ipv4Net>,
+        size: Option<u8>,
+        table: &[&str],
+    ) {
+        if net.is_none() && size.is_none() {
+            return;
+        }
+        let pool = net.unwrap_or_else(|| {
+            crate::subnets::DEFAULT_POOL
+                .parse()
+                .expect("the default pool is a network")
+        });
+        let size = size.unwrap_or(crate::subnets::DEFAULT_SIZE);
+        if let Err(why) = crate::subnets::Pool::new(pool, size) {
+            let mut at: Vec<String> = table.iter().map(|s| s.to_string()).collect();
+            at.push(
+                if net.is_some() {
+                    "subnet_pool"
+                } else {
+                    "subnet_size"
+                }
+                .to_string(),
+            );
+            self.findings.push(
+                Finding::error("subnet-pool", format!("{}: {why}", table.join(".")))
+                    .maybe_label(self.spans.value(&at), "cannot be cut into subnets")
+                    .help("e.g. subnet_pool = \"10.112.0.0/16\" with subnet_size = 28 (4096 networks)"),
+            );
+        }
+    }
+
     pub(super) fn fleet(&mut self, fleet: &FleetSettings) {
         if let Err(why) = check_fleet_name(&fleet.name) {
             self.findings.push(
@@ -60,6 +95,8 @@ impl Checker<'_> {
                 );
             }
         }
+        let net = fleet.subnet_pool.map(|c| c.0);
+        self.subnet_pool(net, fleet.subnet_size, &["fleet"]);
         if let Some(port) = fleet.base_port
             && !PORT_RANGE.contains(&port)
         {

@@ -112,6 +112,11 @@ impl Checker<'_> {
                     .help("give it `tls = { ca = ..., cert = ..., key = ... }`, or use ssh://"),
                 );
             }
+            if h.subnet_pool.is_some() || h.subnet_size.is_some() {
+                let net = h.subnet_pool.or(manifest.fleet.subnet_pool).map(|c| c.0);
+                let size = h.subnet_size.or(manifest.fleet.subnet_size);
+                self.subnet_pool(net, size, &["hosts", name.as_str()]);
+            }
             if let Some(ratio) = h.overcommit
                 && !(ratio.is_finite() && ratio > 0.0)
             {

@@ -88,6 +88,8 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
             prune: None,
             backup_dir: None,
             audit_log: None,
+            subnet_pool: None,
+            subnet_size: None,
         }),
         defaults: parsed.defaults.clone(),
         admin: parsed.admin.clone(),
