@@ -87,6 +87,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
             live,
             &opts,
         );
+        block_foreign_networks(&desired.fleet, &specs, live, &mut sub.actions);
         let subnets = h
             .subnet_pool
             .map(|pool| place_networks(&h.name, &specs, live, &pool, &mut sub.actions));
@@ -189,6 +190,42 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
         preflight: Vec::new(),
         refreshed,
         hosts: host_plans,
+    }
+}
+
+/// Blocks each action whose instance needs a network that exists on the engine without this
+/// fleet's label (another fleet's, or one made by hand): joining it would connect the tenant
+/// to containers that are not the fleet's. Its owner is named.
+fn block_foreign_networks(
+    fleet: &str,
+    specs: &[ContainerSpec],
+    live: &LiveState,
+    actions: &mut [TenantAction],
+) {
+    let by_tenant: BTreeMap<&str, &ContainerSpec> =
+        specs.iter().map(|s| (s.instance.as_str(), s)).collect();
+    for a in actions.iter_mut() {
+        let Some(spec) = by_tenant.get(a.tenant.as_str()) else {
+            continue;
+        };
+        if a.blocked.is_some() || a.action == ActionKind::Remove {
+            continue;
+        }
+        let foreign = spec.networks.iter().find_map(|want| {
+            live.engine_networks
+                .iter()
+                .find(|n| n.name == want.name && n.fleet.as_deref() != Some(fleet))
+        });
+        if let Some(n) = foreign {
+            let owner = match &n.fleet {
+                Some(other) => format!("belongs to fleet `{other}`"),
+                None => "was not made by mtp (it carries no `mtp.fleet` label)".to_string(),
+            };
+            a.blocked = Some(format!(
+                "network `{}` exists and {owner}; mtp does not join it: remove or rename it, or give this fleet another name",
+                n.name
+            ));
+        }
     }
 }
 
@@ -502,6 +539,32 @@ mod tests {
             let a = plan.action(t).unwrap();
             let why = a.blocked.as_deref().unwrap_or_default();
             assert!(why.contains("3 GiB") && why.contains("2 GiB"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_network_of_another_fleet_or_of_nobody_is_never_joined_the_plan_blocks_naming_its_owner() {
+        for (owner, said) in [
+            (Some("other"), "belongs to fleet `other`"),
+            (None, "was not made by mtp"),
+        ] {
+            let d = desired(&manifest(&[("t1", "a")], "8g"));
+            let net = d.specs[0].networks[0].name.clone();
+            let live = LiveState {
+                engine_networks: vec![crate::engine::EngineNetwork {
+                    name: net.clone(),
+                    subnets: vec![],
+                    fleet: owner.map(str::to_string),
+                }],
+                ..Default::default()
+            };
+            let empty = LiveState::default();
+            let plan = plan_of(&d, Ok(&live), Ok(&empty));
+            let why = plan
+                .action("t1")
+                .and_then(|a| a.blocked.as_deref())
+                .unwrap_or_default();
+            assert!(why.contains(&net) && why.contains(said), "{why}");
         }
     }
 
