@@ -252,8 +252,15 @@ impl LiveState {
             .containers
             .iter()
             .map(|c| {
+                // A recycle's `.next` is finished or undone by its health: a saved plan made
+                // while it was starting must not run once it is healthy.
+                let health = if c.name.ends_with(NEXT_SUFFIX) {
+                    format!(" {:?}", c.health)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "c {} {} {:?} {}",
+                    "c {} {} {:?} {}{health}",
                     c.id,
                     c.name,
                     c.state,
