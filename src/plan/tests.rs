@@ -206,12 +206,17 @@ proptest! {
         let opts_apply = crate::apply::ApplyOptions {
             parallel: 1,
             backup_dir: dir.path().join("backups"),
-        backup_recipients: None,
+        backup_recipients: crate::secrets::Recipients::parse(
+                std::path::Path::new("recipients.txt"),
+                &age::x25519::Identity::generate().to_public().to_string(),
+            )
+            .ok(),
             data_root: dir.path().join("data"),
             delete_data: false,
             actor: "prop@test".into(),
             direct_checks: false,
             keep_going: false,
+            adopt: Vec::new(),
         };
         let audit = crate::apply::audit::MemoryAudit::default();
         let exec = crate::apply::Executor {
