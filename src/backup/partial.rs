@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 /// What every partial's name starts with.
@@ -29,9 +30,11 @@ impl Partial {
                 .prefix(PREFIX)
                 .suffix(MARK)
                 .tempfile_in(dir)?;
-            let Ok(lock) = Flock::lock(tmp.reopen()?, FlockArg::LockExclusiveNonblock) else {
+            let lock = match Flock::lock(tmp.reopen()?, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
                 // A sweep holds it, about to delete it: take another name.
-                continue;
+                Err((_, Errno::EWOULDBLOCK)) => continue,
+                Err((_, e)) => return Err(e.into()),
             };
             // A sweep that locked and deleted it between its creation and our lock: the
             // path no longer names the file we hold.
