@@ -59,6 +59,17 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             }
         };
         let stop_timeout = spec.map_or(30, |s| s.stop_timeout_s);
+        // A `.next` made ahead had its directories cleared then.
+        if let Some(spec) = spec
+            && runs_gateway(spec)
+            && run.prepared.is_none()
+            && matches!(
+                a.action,
+                ActionKind::Create | ActionKind::Recycle | ActionKind::Move
+            )
+        {
+            self.clear_dirs(a, run).await?;
+        }
 
         for d in a
             .drift
@@ -146,6 +157,37 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         };
         self.finish(a, &result, run).await;
         result
+    }
+
+    /// Checks the tenant's directories on this host before a container that mounts them is
+    /// made (see [`super::dirs`]).
+    async fn clear_dirs(&self, a: &TenantAction, run: &mut Run<'_>) -> Result<(), Failure> {
+        self.step(run, "checking its data directories");
+        let adopt = self.opts.adopt.contains(&a.tenant);
+        let cleared = super::dirs::clear(
+            self.engine,
+            &self.plan.fleet,
+            &a.host,
+            &self.opts.data_root,
+            &a.tenant,
+            self.live,
+            adopt,
+        )
+        .await
+        .map_err(|e| Failure::failed(format!("not touched: {e}")))?;
+        if let super::dirs::Cleared::MarkedNow(how) = cleared {
+            self.audit(
+                a,
+                "mark-dirs",
+                "ok",
+                None,
+                Some(format!(
+                    "{how}: {}",
+                    self.opts.data_root.join(&a.tenant).display()
+                )),
+            );
+        }
+        Ok(())
     }
 
     /// Bookkeeping once a tenant's action ended: the managed-tenant record and the audit log.
@@ -932,30 +974,61 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         id: &str,
         run: &mut Run<'_>,
     ) -> Result<String, Failure> {
-        let name = a
+        let recipients = self.opts.backup_recipients.as_ref().ok_or_else(|| {
+            Failure::failed(
+                "not removed: its backup is encrypted to the fleet's recipients, and secrets/recipients.txt lists none",
+            )
+        })?;
+        let c = self
             .live
-            .as_ref()
-            .map(|l| l.name.clone())
-            .unwrap_or_else(|| format!("{}-{}", self.plan.fleet, a.tenant));
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| {
+                Failure::failed(
+                    "not removed: its container is not in the live state; make a new plan",
+                )
+            })?;
+        let was_running = c.state.is_running();
+        if was_running {
+            self.step(run, "stopping for the backup");
+            self.stop_gateway(id, 30, run)
+                .await
+                .map_err(|e| Failure::failed(format!("not removed: cannot stop it: {e}")))?;
+        }
         self.step(run, "backing up data");
-        let b = backup::backup(
-            self.engine,
-            id,
-            &name,
-            crate::manifest::STATE_DIR,
-            &self.opts.backup_dir,
-            self.opts.backup_recipients.as_ref(),
-        )
-        .await
-        .map_err(|e| Failure::failed(format!("not removed: backup failed: {e}")))?;
+        let removal = backup::Removal {
+            fleet: &self.plan.fleet,
+            tenant: &a.tenant,
+            host: &a.host,
+            commit: self.plan.commit.as_deref(),
+        };
+        let backed_up =
+            backup::before_removal(self.engine, c, &removal, recipients, &self.opts.backup_dir)
+                .await;
+        let b = match backed_up {
+            Ok(b) => b,
+            Err(e) => {
+                let again = if !was_running {
+                    ""
+                } else if self.engine.start(id).await.is_ok() {
+                    "; started again"
+                } else {
+                    "; left stopped (starting it again failed)"
+                };
+                return Err(Failure::failed(format!(
+                    "not removed: backup failed: {e}{again}"
+                )));
+            }
+        };
         self.audit(
             a,
             "backup",
             "ok",
             Some(id),
-            Some(format!("{} ({} entries)", b.path.display(), b.entries)),
+            Some(format!("{} ({} files)", b.path.display(), b.files)),
         );
-        self.step(run, "stopping and removing the container");
+        self.step(run, "removing the container");
         // The stop timeout of a tenant no longer declared: the default.
         self.retire(id, 30).await.map_err(|e| {
             Failure::failed(format!(
@@ -965,9 +1038,9 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         })?;
         self.remove_records(&a.tenant, None).await;
         let mut detail = format!(
-            "backed up to {} ({} entries), container removed",
+            "backed up to {} ({} files), container removed",
             b.path.display(),
-            b.entries
+            b.files
         );
         // Its network goes with it (the admin left it in its own patch, earlier in the plan).
         let network = format!("{}-{}-net", self.plan.fleet, a.tenant);

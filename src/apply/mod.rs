@@ -33,6 +33,7 @@ mod actions;
 pub mod audit;
 pub mod backup;
 pub mod cancel;
+pub mod dirs;
 pub mod gate;
 pub mod lock;
 mod moves;
@@ -74,8 +75,8 @@ pub struct ApplyOptions {
     pub parallel: usize,
     /// Where backups of removed tenants go.
     pub backup_dir: PathBuf,
-    /// Who backups of removed tenants are encrypted to (the fleet's recipients). `None`:
-    /// plaintext `.tar.gz`, for the in-memory tests only.
+    /// Who backups of removed tenants are encrypted to (the fleet's recipients). `None`: a
+    /// removal is refused (its backup could not be encrypted).
     pub backup_recipients: Option<crate::secrets::Recipients>,
     /// Host directory holding `<tenant>` data dirs (for `delete_data`).
     pub data_root: PathBuf,
@@ -90,6 +91,8 @@ pub struct ApplyOptions {
     /// Go on past a failed tenant. Tenants carrying the same change as one that failed (the
     /// same new image, the same forcing fields) are skipped rather than failed one by one.
     pub keep_going: bool,
+    /// Tenants whose existing, unmarked data directories the operator adopts (see [`dirs`]).
+    pub adopt: Vec<String>,
 }
 
 /// How one tenant's action ended.
@@ -162,6 +165,10 @@ pub struct ApplyReport {
     /// lists them as leftovers and apply removes them first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<String>,
+    /// Leftovers of interrupted backups (encrypted, incomplete) removed from the backup
+    /// directory before the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_partials: Vec<PathBuf>,
 }
 
 impl ApplyReport {
@@ -310,6 +317,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             interrupted: false,
             halted: None,
             leftovers: Vec::new(),
+            removed_partials: Vec::new(),
         };
         // Containers replaced by a recycle: removed while the next tenants are worked on.
         let mut retired: Vec<Aside> = Vec::new();
@@ -550,6 +558,18 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         if a.desired_hash.as_deref() != Some(spec.hash().as_str()) {
             return None;
         }
+        // Its directories are cleared first, as in its turn (which reports a refusal).
+        dirs::clear(
+            self.engine,
+            &self.plan.fleet,
+            &a.host,
+            &self.opts.data_root,
+            &a.tenant,
+            self.live,
+            self.opts.adopt.contains(&a.tenant),
+        )
+        .await
+        .ok()?;
         let id = self.create_next(spec).await.ok()?;
         Some(Aside {
             tenant: a.tenant.clone(),

@@ -62,16 +62,26 @@ fn plan_for(specs: &[ContainerSpec], live: &LiveState, prune: bool) -> Plan {
     crate::plan::plan_on_one_engine(FLEET, specs, live, prune)
 }
 
+/// The key backups of removed tenants are encrypted to in these tests.
+static BACKUP_KEY: std::sync::LazyLock<age::x25519::Identity> =
+    std::sync::LazyLock::new(age::x25519::Identity::generate);
+
 fn opts(dir: &std::path::Path) -> ApplyOptions {
+    let recipients = crate::secrets::Recipients::parse(
+        std::path::Path::new("recipients.txt"),
+        &BACKUP_KEY.to_public().to_string(),
+    )
+    .expect("a recipient");
     ApplyOptions {
         parallel: 1,
         backup_dir: dir.join("backups"),
-        backup_recipients: None,
+        backup_recipients: Some(recipients),
         data_root: dir.join("data"),
         delete_data: false,
         actor: "test@host".into(),
         direct_checks: true,
         keep_going: false,
+        adopt: Vec::new(),
     }
 }
 
@@ -173,11 +183,13 @@ async fn create_starts_gates_and_converges() {
         .map(String::as_str)
         .filter(|c| c.contains("alpha") && !c.starts_with("inspect"))
         .collect();
-    // Once healthy, the engine records that mtp made it (a later removal by hand is drift).
+    // Its directories are marked before the container that mounts them is made; once
+    // healthy, the engine records that mtp made it (a later removal by hand is drift).
     assert_eq!(
         calls,
         [
             "network ut-alpha-net",
+            "write-host-file .mtp/alpha",
             "create ut-alpha",
             "start ut-alpha",
             "mark-managed alpha"
@@ -215,13 +227,17 @@ async fn recycle_stops_old_before_starting_new_then_renames_and_removes_the_old_
         .world()
         .calls
         .iter()
-        .filter(|c| !c.starts_with("inspect") && !c.starts_with("observe"))
+        .filter(|c| {
+            !c.starts_with("inspect") && !c.starts_with("observe") && !c.starts_with("host-")
+        })
         .cloned()
         .collect();
+    // A fleet made before the marks: the old container mounting the directories is proof.
     assert_eq!(
         calls,
         [
             "network ut-bravo-net",
+            "write-host-file .mtp/bravo",
             "create ut-bravo.next",
             "stop ut-bravo",
             &format!("write-config {}", c.id),
@@ -234,14 +250,15 @@ async fn recycle_stops_old_before_starting_new_then_renames_and_removes_the_old_
             "remove ut-bravo.old",
         ]
     );
-    let rec = &out.audit[0];
+    // Its directories marked (a fleet made before the marks), then the recycle.
+    let recs: Vec<(&str, &str, &str)> = out
+        .audit
+        .iter()
+        .map(|r| (r.tenant.as_str(), r.action.as_str(), r.outcome.as_str()))
+        .collect();
     assert_eq!(
-        (
-            rec.tenant.as_str(),
-            rec.action.as_str(),
-            rec.outcome.as_str()
-        ),
-        ("bravo", "recycle", "ok")
+        recs[..2],
+        [("bravo", "mark-dirs", "ok"), ("bravo", "recycle", "ok")]
     );
 }
 
@@ -285,7 +302,10 @@ async fn the_next_recycles_container_is_made_ahead_and_the_old_ones_removed_behi
         let o = out.report.outcomes.iter().find(|o| o.tenant == t).unwrap();
         o.steps.iter().map(|(name, _)| name.clone()).collect()
     };
-    assert_eq!(steps("alpha")[0], "creating ut-alpha.next");
+    assert_eq!(
+        steps("alpha")[..2],
+        ["checking its data directories", "creating ut-alpha.next"]
+    );
     assert_eq!(steps("bravo")[0], "ut-bravo.next created ahead");
     assert_eq!(steps("charlie")[0], "ut-charlie.next created ahead");
 }
@@ -438,6 +458,7 @@ async fn blocked_tenant_fails_in_place_and_stops_the_rollout() {
             }],
             labels: BTreeMap::new(),
             networks: vec![],
+            mounts: vec![],
         });
     let s = specs(&V1);
     let out = apply(&engine, &s).await;
@@ -542,16 +563,71 @@ async fn prune_backs_up_then_removes() {
             .iter()
             .all(|c| c.name != "ut-charlie")
     );
-    let backups: Vec<_> = std::fs::read_dir(&o.backup_dir)
+    let files: Vec<_> = std::fs::read_dir(&o.backup_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(backups.len(), 1, "{backups:?}");
-    let entries = backup::list(&backups[0], None).unwrap();
+    assert_eq!(files.len(), 1, "nothing but the archive: {files:?}");
+    // An ordinary backup: listed as `mtp backup --list` lists, and it verifies as
+    // `mtp restore` reads it.
+    let listed = crate::backup::list(&o.backup_dir, FLEET).unwrap();
+    assert_eq!(listed.len(), 1, "{files:?}");
+    assert_eq!(listed[0].tenant, "charlie");
+    let read = std::fs::File::open(&listed[0].path).unwrap();
+    let key: &dyn age::Identity = &*BACKUP_KEY;
+    let v = crate::backup::archive::verify_with(
+        read,
+        std::iter::once(key),
+        crate::backup::Budget::default(),
+    )
+    .unwrap();
+    assert_eq!(v.manifest.tenant, "charlie");
+    assert_eq!(v.manifest.method, crate::backup::Method::Offline);
     assert!(
-        entries.contains(&".openclaw/openclaw.json".to_string()),
-        "{entries:?}"
+        v.manifest.files.iter().any(|f| f.path == "openclaw.json"),
+        "{:?}",
+        v.manifest.files
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn prune_without_recipients_keeps_the_tenant() {
+    let (engine, s) = fleet_v1().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fewer: Vec<ContainerSpec> = s
+        .iter()
+        .filter(|x| x.instance != "charlie")
+        .cloned()
+        .collect();
+    let live = engine.state();
+    let plan = plan_for(&fewer, &live, true);
+    let mut o = opts(dir.path());
+    o.backup_recipients = None;
+    let exec = Executor {
+        engine: &engine,
+        plan: &plan,
+        specs: fewer
+            .iter()
+            .map(|s| (s.instance.clone(), s.clone()))
+            .collect(),
+        live: &live,
+        opts: &o,
+        probe: &NoProbe,
+        audit: &MemoryAudit::default(),
+        progress: &Quiet,
+        cancel: Cancel::default(),
+        sources: Default::default(),
+    };
+    let r = exec.run(None).await;
+    assert_eq!(status_of(&r, "charlie"), Status::Failed);
+    let charlie = engine
+        .state()
+        .containers
+        .into_iter()
+        .find(|c| c.name == "ut-charlie")
+        .expect("still there");
+    assert_eq!(charlie.state, RunState::Running);
+    assert!(!o.backup_dir.exists() || std::fs::read_dir(&o.backup_dir).unwrap().count() == 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -667,7 +743,11 @@ async fn a_changed_config_is_written_after_the_old_stops_and_restored_on_rollbac
         .iter()
         .map(String::as_str)
         .filter(|c| {
-            !c.starts_with("inspect") && !c.starts_with("observe") && !c.starts_with("logs")
+            !c.starts_with("inspect")
+                && !c.starts_with("observe")
+                && !c.starts_with("logs")
+                && !c.starts_with("host-")
+                && !c.starts_with("write-host-file")
         })
         .collect();
     let new_id = format!("{:064x}", 4);

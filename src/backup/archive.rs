@@ -288,12 +288,17 @@ pub(crate) fn take_live<W: Write>(
     Ok(())
 }
 
-/// An age writer to `recipients` over `out`.
-pub(crate) fn encrypt_to<W: Write>(
+/// Encrypts to `recipients`, and to `also` (a throwaway key this process holds only in memory, so it
+/// can read the archive back to verify it; the key dies with the process).
+pub(crate) fn encrypt_to_and<W: Write>(
     recipients: &crate::secrets::Recipients,
+    also: Option<&age::x25519::Recipient>,
     out: W,
 ) -> Result<age::stream::StreamWriter<W>, String> {
-    let enc = age::Encryptor::with_recipients(recipients.as_age()).map_err(|e| e.to_string())?;
+    let all = recipients
+        .as_age()
+        .chain(also.map(|r| r as &dyn age::Recipient));
+    let enc = age::Encryptor::with_recipients(all).map_err(|e| e.to_string())?;
     enc.wrap_output(out).map_err(|e| e.to_string())
 }
 
@@ -323,6 +328,10 @@ pub enum Refused {
     NotARecipient,
     #[error("it is not an mtp backup archive: {0}")]
     Unreadable(String),
+    #[error(
+        "it is a backup taken before a prune by an earlier mtp (`.tar.gz.age`: a gzipped tar of the state directory `.openclaw/`, without a manifest), which `mtp restore` does not read; unpack it by hand: `age -d -i KEY FILE | tar -xz`"
+    )]
+    OldPrePrune,
     #[error("entry `{path}` is a {kind}: only regular files and directories are restored")]
     EntryKind { path: String, kind: String },
     #[error("it holds {0}")]
@@ -354,10 +363,20 @@ pub fn verify(
     identity: &crate::secrets::Identity,
     budget: Budget,
 ) -> Result<Verified, Refused> {
+    verify_with(encrypted, identity.as_age(), budget)
+}
+
+/// [`verify`] with any age identities (a backup's own read-back key, see
+/// [`encrypt_to_and`]).
+pub(crate) fn verify_with<'a>(
+    encrypted: impl Read,
+    identities: impl Iterator<Item = &'a dyn age::Identity>,
+    budget: Budget,
+) -> Result<Verified, Refused> {
     let unreadable = |e: &dyn std::fmt::Display| Refused::Unreadable(e.to_string());
     let dec =
         age::Decryptor::new(std::io::BufReader::new(encrypted)).map_err(|e| unreadable(&e))?;
-    let plain = dec.decrypt(identity.as_age()).map_err(|e| match e {
+    let plain = dec.decrypt(identities).map_err(|e| match e {
         age::DecryptError::NoMatchingKeys => Refused::NotARecipient,
         other => unreadable(&other),
     })?;
@@ -367,6 +386,11 @@ pub fn verify(
     let mut manifest_text: Option<Vec<u8>> = None;
     let (mut entries, mut bytes) = (0usize, 0u64);
     let mut seen = BTreeMap::new();
+    let mut plain = std::io::BufReader::new(plain);
+    let head = std::io::BufRead::fill_buf(&mut plain).map_err(|e| unreadable(&e))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Err(Refused::OldPrePrune);
+    }
     let mut archive = tar::Archive::new(plain);
     for entry in archive.entries().map_err(|e| unreadable(&e))? {
         let mut entry = entry.map_err(|e| unreadable(&e))?;
@@ -578,7 +602,7 @@ mod tests {
 
     fn sealed(r: &crate::secrets::Recipients, plain: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut w = encrypt_to(r, &mut out).unwrap();
+        let mut w = encrypt_to_and(r, None, &mut out).unwrap();
         w.write_all(plain).unwrap();
         w.finish().unwrap();
         out

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::archive::{self, Composed, Writer};
+use super::partial::Partial;
 use super::{BackupManifest, FORMAT, GatewayBackup, archive_name};
 use crate::engine::spool::{Spool, blocking};
 use crate::engine::{Engine, EngineError, LiveContainer};
@@ -49,6 +50,9 @@ pub struct Target {
     pub gate_timeout_s: u64,
     /// Stop it for the copy even when it could make its own backup.
     pub force_stop: bool,
+    /// Read the written archive back in full (decrypted, every file against the manifest)
+    /// before it takes its name: for the backup a removal depends on.
+    pub verify: bool,
 }
 
 impl BackupError {
@@ -307,14 +311,25 @@ pub async fn backup<E: Engine>(
     };
     let recipients = recipients.clone();
     let out_dir = dir.to_path_buf();
-    let written = blocking(move || compose(&out_dir, &name, &recipients, gateway, &live, manifest))
-        .await
-        .and_then(|r| r)
-        .map_err(|message| BackupError::Write {
-            tenant: tenant.clone(),
-            dir: dir.to_path_buf(),
-            message,
-        })?;
+    let verify = target.verify;
+    let written = blocking(move || {
+        compose(
+            &out_dir,
+            &name,
+            &recipients,
+            gateway,
+            &live,
+            manifest,
+            verify,
+        )
+    })
+    .await
+    .and_then(|r| r)
+    .map_err(|message| BackupError::Write {
+        tenant: tenant.clone(),
+        dir: dir.to_path_buf(),
+        message,
+    })?;
     let (path, manifest) = written;
     if let Some(message) = restart_failed {
         return Err(BackupError::NotHealthyAfter {
@@ -339,8 +354,9 @@ pub async fn backup<E: Engine>(
     })
 }
 
-/// Builds the archive into a temporary file in `dir`, encrypted to `recipients`; it takes
-/// its final name only once complete.
+/// Builds the archive into a partial in `dir` (see [`super::partial`]), encrypted to
+/// `recipients` as it is written, so no plaintext ever reaches the disk; it takes its final
+/// name only once complete (and, with `verify`, read back through decryption).
 fn compose(
     dir: &Path,
     name: &str,
@@ -348,15 +364,13 @@ fn compose(
     gateway: Option<(Arc<Spool>, GatewayResult)>,
     live: &Spool,
     mut manifest: BackupManifest,
+    verify: bool,
 ) -> Result<(PathBuf, BackupManifest), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".mtp-backup-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| e.to_string())?;
-    let file = tmp.reopen().map_err(|e| e.to_string())?;
-    let enc = archive::encrypt_to(recipients, std::io::BufWriter::new(file))?;
+    let partial = Partial::create(dir).map_err(|e| e.to_string())?;
+    let file = partial.file().map_err(|e| e.to_string())?;
+    let read_back = verify.then(age::x25519::Identity::generate);
+    let also = read_back.as_ref().map(|k| k.to_public());
+    let enc = archive::encrypt_to_and(recipients, also.as_ref(), std::io::BufWriter::new(file))?;
     let mtime = manifest.created_at.timestamp().max(0) as u64;
     let mut w = Writer::new(enc, mtime);
     let mut composed = Composed::default();
@@ -390,9 +404,23 @@ fn compose(
     std::io::Write::flush(&mut file).map_err(|e| e.to_string())?;
     let file = file.into_inner().map_err(|e| e.to_string())?;
     file.sync_all().map_err(|e| e.to_string())?;
+    if let Some(key) = &read_back {
+        let budget = archive::Budget {
+            max_bytes: u64::MAX,
+            max_entries: usize::MAX,
+        };
+        let back = archive::verify_with(
+            partial.file().map_err(|e| e.to_string())?,
+            std::iter::once(key as &dyn age::Identity),
+            budget,
+        )
+        .map_err(|e| format!("the archive does not read back: {e}"))?;
+        if back.manifest != manifest {
+            return Err("the archive read back holds another manifest than was written".into());
+        }
+    }
     let path = dir.join(name);
-    tmp.persist_noclobber(&path)
-        .map_err(|e| e.error.to_string())?;
+    partial.persist(&path).map_err(|e| e.to_string())?;
     Ok((std::fs::canonicalize(&path).unwrap_or(path), manifest))
 }
 

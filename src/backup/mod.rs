@@ -21,6 +21,7 @@
 
 pub mod archive;
 pub mod create;
+pub mod partial;
 pub mod restore;
 
 use std::path::{Path, PathBuf};
@@ -197,6 +198,20 @@ pub async fn backup_fleet<E: crate::engine::Engine>(
     force_stop: bool,
 ) -> Result<Vec<(String, Result<BackupReport, BackupError>)>, crate::secrets::SecretsError> {
     let recipients = session.store().recipients()?;
+    match partial::sweep(dir) {
+        Ok(gone) => {
+            for p in gone {
+                tracing::warn!(
+                    "removed the leftover of an interrupted backup: {}",
+                    p.display()
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            "cannot sweep {} for interrupted backups: {e}",
+            dir.display()
+        ),
+    }
     let manifest = &session.loaded.manifest;
     let fleet = session.fleet();
     let chosen: Vec<crate::manifest::Instance> = manifest
@@ -264,6 +279,7 @@ pub async fn backup_fleet<E: crate::engine::Engine>(
                             stop_timeout_s: inst.stop_timeout.std().as_secs(),
                             gate_timeout_s: inst.health.gate_timeout.std().as_secs(),
                             force_stop,
+                            verify: false,
                         };
                         create::backup(engine, c, &target, &recipients, dir).await
                     }

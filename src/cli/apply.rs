@@ -15,8 +15,8 @@ use crate::apply::cancel::forward_signals;
 use crate::apply::lock::{self, LockError};
 use crate::apply::ws_probe::WsProbe;
 use crate::apply::{
-    ApplyReport, Cancel, Progress, Status, TenantOutcome, check_rederived, check_saved_plan,
-    parse_saved_plan,
+    ApplyOptions, ApplyReport, Cancel, Progress, Status, TenantOutcome, check_rederived,
+    check_saved_plan, parse_saved_plan,
 };
 use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
@@ -91,6 +91,11 @@ pub struct Args {
     /// change (the same new image, the same forcing fields) are skipped, not failed one by one.
     #[arg(long)]
     pub keep_going: bool,
+    /// Adopt TENANT's existing data directories, which mtp did not create (data from the
+    /// scripts mtp replaces): they are marked as the tenant's and given to its container.
+    /// Without it, apply refuses a tenant directory it did not create.
+    #[arg(long, value_name = "TENANT")]
+    pub adopt: Vec<String>,
     /// Write the outcome (per tenant: status, detail, timings) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -121,6 +126,7 @@ pub fn run_to(fleet: &Path, args: Args, goal: Goal) -> Result<ExitCode> {
     session
         .check_tenants(&args.targets)
         .map_err(common::report)?;
+    session.check_tenants(&args.adopt).map_err(common::report)?;
     let desired = match goal {
         Goal::Manifest => session
             .desired(&common::keyring()?)
@@ -336,13 +342,16 @@ async fn execute(
         hosts,
         data_roots: session.data_roots(),
         probe: &WsProbe::default(),
-        options: session.apply_options(&converge::Settings {
-            parallel: args.parallel,
-            direct_checks: !args.docker_health_only,
-            delete_data: args.delete_data,
-            keep_going: args.keep_going,
-            actor: format!("{}@{}", lock::username(), lock::hostname()),
-        }),
+        options: ApplyOptions {
+            adopt: args.adopt.clone(),
+            ..session.apply_options(&converge::Settings {
+                parallel: args.parallel,
+                direct_checks: !args.docker_health_only,
+                delete_data: args.delete_data,
+                keep_going: args.keep_going,
+                actor: format!("{}@{}", lock::username(), lock::hostname()),
+            })
+        },
         audit,
         progress: &progress,
         cancel: cancel.clone(),
@@ -403,6 +412,12 @@ pub fn summary(r: &ApplyReport) -> String {
     );
     if let Some(why) = &r.halted {
         out.push_str(&format!("Stopped: {why}\n"));
+    }
+    for p in &r.removed_partials {
+        out.push_str(&format!(
+            "Removed the leftover of an interrupted backup: {}\n",
+            p.display()
+        ));
     }
     for line in &r.leftovers {
         out.push_str(&format!(

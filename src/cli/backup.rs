@@ -41,6 +41,15 @@ pub fn run_backup(fleet: &Path, args: BackupArgs) -> Result<ExitCode> {
             .into_iter()
             .filter(|l| args.tenants.is_empty() || args.tenants.contains(&l.tenant))
             .collect();
+        let partials = backup::partial::leftovers(&dir)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read {}", dir.display()))?;
+        for p in &partials {
+            eprintln!(
+                "leftover of an interrupted backup (encrypted, incomplete): {}; the next `mtp backup` or `mtp apply` removes it",
+                p.display()
+            );
+        }
         if args.output.is_json() {
             println!(
                 "{}",

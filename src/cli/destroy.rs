@@ -50,6 +50,7 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             no_preflight: true,
             keep_going: false,
             report: None,
+            adopt: Vec::new(),
         },
         Goal::Nothing,
     )

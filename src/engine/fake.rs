@@ -28,6 +28,8 @@ pub struct World {
     pub state: LiveState,
     next_id: u64,
     pub markers: Vec<Marker>,
+    /// The engine host's files as [`Engine::host_entries`] sees them (absent: missing).
+    pub host_fs: BTreeMap<std::path::PathBuf, HostEntry>,
     pub networks: BTreeSet<String>,
     /// The last `openclaw.json` written into each container, by id.
     pub configs: BTreeMap<String, String>,
@@ -315,6 +317,7 @@ impl Engine for FakeEngine {
             ports: LivePort::published(spec),
             labels: labels.clone(),
             networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
+            mounts: spec.mounts.iter().map(|m| m.source.clone()).collect(),
         });
         Ok(id)
     }
@@ -746,5 +749,42 @@ impl Engine for FakeEngine {
         let mut w = self.lock();
         w.call("find-marker", name, false)?;
         Ok(w.markers.iter().find(|m| m.name == name).cloned())
+    }
+
+    async fn host_entries(
+        &self,
+        _fleet: &str,
+        root: &std::path::Path,
+        paths: &[String],
+    ) -> Result<Vec<HostEntry>, EngineError> {
+        let mut w = self.lock();
+        w.call("host-entries", &root.display().to_string(), false)?;
+        Ok(paths
+            .iter()
+            .map(|p| {
+                w.host_fs
+                    .get(&root.join(p))
+                    .cloned()
+                    .unwrap_or(HostEntry::Missing)
+            })
+            .collect())
+    }
+
+    async fn write_host_file(
+        &self,
+        _fleet: &str,
+        root: &std::path::Path,
+        dir: &str,
+        name: &str,
+        content: &[u8],
+    ) -> Result<(), EngineError> {
+        let mut w = self.lock();
+        w.call("write-host-file", &format!("{dir}/{name}"), false)?;
+        w.host_fs.insert(root.join(dir), HostEntry::Dir);
+        w.host_fs.insert(
+            root.join(dir).join(name),
+            HostEntry::File(Some(content.to_vec())),
+        );
+        Ok(())
     }
 }

@@ -131,6 +131,9 @@ pub struct LiveContainer {
     /// Names of the networks it is connected to.
     #[serde(default)]
     pub networks: Vec<String>,
+    /// Host paths bind-mounted into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
 }
 
 impl LiveContainer {
@@ -366,6 +369,7 @@ impl LiveContainer {
             ports: LivePort::published(spec),
             labels: container_labels(spec, fleet, None, None),
             networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
+            mounts: spec.mounts.iter().map(|m| m.source.clone()).collect(),
         }
     }
 }
@@ -768,6 +772,29 @@ pub trait Engine: Sync {
         sink: &mut (dyn std::io::Write + Send),
     ) -> impl Future<Output = Result<u64, EngineError>> + Send;
 
+    /// What is at each of `paths` (relative to `root`) on the engine's host, never following
+    /// a link, looked at through a never-started helper container (named after `fleet`)
+    /// that mounts `root` read-only (Docker makes `root` if it is missing). Files of at most
+    /// [`HOST_FILE_MAX`] bytes are read.
+    fn host_entries(
+        &self,
+        fleet: &str,
+        root: &std::path::Path,
+        paths: &[String],
+    ) -> impl Future<Output = Result<Vec<HostEntry>, EngineError>> + Send;
+
+    /// Writes `content` as `root/<dir>/<name>` on the engine's host (owned by root, mode
+    /// 0600, in a directory of mode 0700), through a never-started helper container that
+    /// mounts `root`.
+    fn write_host_file(
+        &self,
+        fleet: &str,
+        root: &std::path::Path,
+        dir: &str,
+        name: &str,
+        content: &[u8],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
     /// Creates a marker container `name` (never started). A taken name is
     /// [`EngineError::Conflict`].
     fn create_marker(
@@ -779,6 +806,22 @@ pub trait Engine: Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<Marker>, EngineError>> + Send;
+}
+
+/// The largest host file [`Engine::host_entries`] reads.
+pub const HOST_FILE_MAX: u64 = 64 * 1024;
+
+/// What is at a path on an engine's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEntry {
+    Missing,
+    Dir,
+    /// A regular file, with its content when small enough to be read.
+    File(Option<Vec<u8>>),
+    /// A symbolic link, with where it points.
+    Link(String),
+    /// A device, socket, FIFO.
+    Other,
 }
 
 /// Name of the volume recording that mtp made a tenant's container: `<fleet>-<tenant>.mtp`.

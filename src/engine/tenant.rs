@@ -120,6 +120,7 @@ mod tests {
             ports: vec![],
             labels,
             networks: vec![],
+            mounts: vec![],
         }
     }
 

@@ -110,6 +110,7 @@ impl Session {
             actor: s.actor.clone(),
             direct_checks: s.direct_checks,
             keep_going: s.keep_going,
+            adopt: Vec::new(),
         }
     }
 
@@ -155,6 +156,15 @@ impl<E: Engine, P: GatewayProbe> Run<'_, E, P> {
         observed: &Observed,
         locks: &mut [HostLock],
     ) -> ApplyReport {
+        // A backup interrupted by a kill left its (encrypted, incomplete) partial behind.
+        let removed_partials = crate::backup::partial::sweep(&self.options.backup_dir)
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    "cannot sweep {} for interrupted backups: {e}",
+                    self.options.backup_dir.display()
+                );
+                Vec::new()
+            });
         let specs = desired.by_tenant();
         let empty = LiveState::default();
         let sub = |host: &str, moves: bool| Plan {
@@ -265,7 +275,9 @@ impl<E: Engine, P: GatewayProbe> Run<'_, E, P> {
             let report = exec.run(None).await;
             reports.push((h.name.clone(), report));
         }
-        merge(reports)
+        let mut report = merge(reports);
+        report.removed_partials = removed_partials;
+        report
     }
 }
 
@@ -277,6 +289,7 @@ fn merge(reports: Vec<(String, ApplyReport)>) -> ApplyReport {
         interrupted: false,
         halted: None,
         leftovers: Vec::new(),
+        removed_partials: Vec::new(),
     };
     let mut halted = Vec::new();
     for (host, r) in reports {

@@ -208,12 +208,17 @@ proptest! {
         let opts_apply = crate::apply::ApplyOptions {
             parallel: 1,
             backup_dir: dir.path().join("backups"),
-        backup_recipients: None,
+        backup_recipients: crate::secrets::Recipients::parse(
+                std::path::Path::new("recipients.txt"),
+                &age::x25519::Identity::generate().to_public().to_string(),
+            )
+            .ok(),
             data_root: dir.path().join("data"),
             delete_data: false,
             actor: "prop@test".into(),
             direct_checks: false,
             keep_going: false,
+            adopt: Vec::new(),
         };
         let audit = crate::apply::audit::MemoryAudit::default();
         let exec = crate::apply::Executor {
@@ -409,6 +414,7 @@ fn a_helper_left_by_a_killed_mtp_is_removed_one_still_working_is_left_alone() {
             (crate::engine::LABEL_OWNER.to_string(), owner.to_string()),
         ]),
         networks: vec![],
+        mounts: vec![],
     };
     live.helpers = vec![
         helper("expired", 1_000, "elsewhere 1"),

@@ -132,6 +132,7 @@ async fn apply(engine: &FakeEngine, specs: &[ContainerSpec]) {
         actor: "test@host".into(),
         direct_checks: true,
         keep_going: false,
+        adopt: Vec::new(),
     };
     let audit = MemoryAudit::default();
     let report = Executor {

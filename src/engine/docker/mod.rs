@@ -189,7 +189,73 @@ pub(crate) fn classify(host: &str, action: &str, e: bollard::errors::Error) -> E
 /// Image of the lock marker container: an empty filesystem imported once per engine.
 pub const LOCK_IMAGE: &str = "mtp-lock:1";
 
+/// Where a host helper container mounts the host directory it looks at.
+const HOST_ROOT: &str = "/mtp-host";
+
 impl DockerEngine {
+    /// A never-started container of the lock image mounting `root` at [`HOST_ROOT`]: the
+    /// archive API reads and writes the host through it, on a remote engine too.
+    async fn host_helper(
+        &self,
+        fleet: &str,
+        root: &std::path::Path,
+        read_only: bool,
+    ) -> Result<String, EngineError> {
+        self.ensure_lock_image().await?;
+        let name = format!("{fleet}.mtp-dirs-{:08x}", rand::random::<u32>());
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(&name)
+            .build();
+        let ro = if read_only { ":ro" } else { "" };
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(LOCK_IMAGE.to_string()),
+            cmd: Some(vec!["/mtp-lock".to_string()]),
+            network_disabled: Some(true),
+            host_config: Some(bollard::models::HostConfig {
+                binds: Some(vec![format!("{}:{HOST_ROOT}{ro}", root.display())]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map(|r| r.id)
+            .map_err(|e| classify(&self.host, &format!("create {name}"), e))
+    }
+
+    /// What is at `path` of a host helper (lstat: a link is not followed).
+    async fn host_entry(&self, id: &str, path: &str) -> Result<HostEntry, EngineError> {
+        let opts = bollard::query_parameters::ContainerArchiveInfoOptionsBuilder::default()
+            .path(path)
+            .build();
+        let stat = match self.docker.get_container_archive_info(id, Some(opts)).await {
+            Ok(s) => s,
+            Err(e) => {
+                return match classify(&self.host, "look at a host path", e) {
+                    EngineError::NotFound { .. } => Ok(HostEntry::Missing),
+                    other => Err(other),
+                };
+            }
+        };
+        // Go's os.FileMode bits, as Docker reports them.
+        const DIR: u32 = 1 << 31;
+        const LINK: u32 = 1 << 27;
+        const SPECIAL: u32 = (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
+        let mode = stat.file_mode;
+        Ok(if mode & LINK != 0 || !stat.link_target.is_empty() {
+            HostEntry::Link(stat.link_target)
+        } else if mode & DIR != 0 {
+            HostEntry::Dir
+        } else if mode & SPECIAL != 0 {
+            HostEntry::Other
+        } else if u64::try_from(stat.size).is_ok_and(|s| s <= HOST_FILE_MAX) {
+            HostEntry::File(read_file(self, id, path).await?)
+        } else {
+            HostEntry::File(None)
+        })
+    }
+
     /// Imports the lock image (an empty filesystem) unless present.
     async fn ensure_lock_image(&self) -> Result<(), EngineError> {
         if self.docker.inspect_image(LOCK_IMAGE).await.is_ok() {
@@ -960,6 +1026,62 @@ impl Engine for DockerEngine {
             n += chunk.len() as u64;
         }
         Ok(n)
+    }
+
+    async fn host_entries(
+        &self,
+        fleet: &str,
+        root: &std::path::Path,
+        paths: &[String],
+    ) -> Result<Vec<HostEntry>, EngineError> {
+        let id = self.host_helper(fleet, root, true).await?;
+        let looked = async {
+            let mut out = Vec::new();
+            for p in paths {
+                out.push(self.host_entry(&id, &format!("{HOST_ROOT}/{p}")).await?);
+            }
+            Ok(out)
+        }
+        .await;
+        let _ = self.remove(&id).await;
+        looked
+    }
+
+    async fn write_host_file(
+        &self,
+        fleet: &str,
+        root: &std::path::Path,
+        dir: &str,
+        name: &str,
+        content: &[u8],
+    ) -> Result<(), EngineError> {
+        let id = self.host_helper(fleet, root, false).await?;
+        let written = async {
+            let mut b = tar::Builder::new(Vec::new());
+            let io = |e: std::io::Error| EngineError::Other(format!("building the archive: {e}"));
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o700);
+            h.set_size(0);
+            b.append_data(&mut h, format!("{dir}/"), &[][..])
+                .map_err(io)?;
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o600);
+            h.set_size(content.len() as u64);
+            b.append_data(&mut h, format!("{dir}/{name}"), content)
+                .map_err(io)?;
+            let tar = b.into_inner().map_err(io)?;
+            let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                .path(HOST_ROOT)
+                .build();
+            self.docker
+                .upload_to_container(&id, Some(opts), bollard::body_full(tar.into()))
+                .await
+                .map_err(|e| classify(&self.host, "write a file on the host", e))
+        }
+        .await;
+        let _ = self.remove(&id).await;
+        written
     }
 
     async fn create_marker(

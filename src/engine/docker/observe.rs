@@ -244,8 +244,16 @@ fn live_container(c: ContainerSummary) -> LiveContainer {
         .map(|n| n.into_keys().collect())
         .unwrap_or_default();
     networks.sort();
+    let mut mounts: Vec<String> = c
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.source)
+        .collect();
+    mounts.sort();
     LiveContainer {
         networks,
+        mounts,
         id: c.id.unwrap_or_default(),
         name,
         image: c.image.unwrap_or_default(),
@@ -278,6 +286,7 @@ mod tests {
             }],
             labels: BTreeMap::new(),
             networks: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 

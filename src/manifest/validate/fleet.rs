@@ -75,6 +75,12 @@ impl Checker<'_> {
                 )
                 .maybe_label(self.spans.value(&["fleet", "data_root"]), "contains `..`"),
             );
+        } else if let Some(why) = system_directory(&fleet.data_root) {
+            self.findings.push(data_root_system_finding(
+                &fleet.data_root,
+                why,
+                self.spans.value(&["fleet", "data_root"]),
+            ));
         }
         if let Some(net) = &fleet.network {
             let ok = net
@@ -317,6 +323,146 @@ impl Checker<'_> {
                      [\"curl\", \"-fs\", \"http://127.0.0.1:18789/readyz\"]",
                 ),
             );
+        }
+    }
+}
+
+/// Directories whose whole subtree belongs to the system: a data root in them would hand
+/// system files to a tenant's container.
+const SYSTEM_SUBTREES: &[&str] = &[
+    "/etc",
+    "/usr",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/root",
+    "/run",
+    "/var/run",
+    "/var/lib/docker",
+    "/var/log",
+    "/var/spool",
+    "/var/mail",
+    "/var/cache",
+    "/var/backups",
+    "/snap",
+];
+/// Directories that are the system's themselves, though directories made under them for
+/// mtp are fine (`/srv/mtp`, `/var/lib/mtp`, `/opt/mtp`).
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/var",
+    "/var/lib",
+    "/var/local",
+    "/var/opt",
+    "/home",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+    "/tmp",
+    "/var/tmp",
+    "/usr/local",
+];
+
+/// Why `path` (absolute, without `..`) cannot be a data root, if it cannot: `<data_root>/<tenant>`
+/// is made the gateway's (uid 1000, 0700) and mounted writable into its container.
+pub(crate) fn system_directory(path: &std::path::Path) -> Option<&'static str> {
+    let clean: std::path::PathBuf = path.components().collect();
+    if let Some(dir) = SYSTEM_DIRS
+        .iter()
+        .find(|d| clean == std::path::Path::new(d))
+    {
+        return Some(if *dir == "/" {
+            "it is the root of the host's filesystem"
+        } else {
+            "it is a system directory"
+        });
+    }
+    if SYSTEM_SUBTREES.iter().any(|d| clean.starts_with(d)) {
+        return Some("it is in a system directory");
+    }
+    // A user's home itself: `<home>/<tenant>` could be their `bin` or their keys.
+    if clean.parent() == Some(std::path::Path::new("/home")) {
+        return Some("it is a user's home directory");
+    }
+    None
+}
+
+pub(super) fn data_root_system_finding(
+    root: &std::path::Path,
+    why: &str,
+    span: Option<std::ops::Range<usize>>,
+) -> Finding {
+    Finding::error(
+        "data-root",
+        format!(
+            "data_root `{}` cannot hold tenant data: {why}",
+            root.display()
+        ),
+    )
+    .maybe_label(span, "a system directory")
+    .help(
+        "each tenant's directory under it is given to the tenant's container (uid 1000, \
+         mode 0700, writable): use a directory of its own, e.g. data_root = \"/srv/mtp\" or \
+         \"/var/lib/mtp/prod\"",
+    )
+}
+
+#[cfg(test)]
+mod system_dir_tests {
+    use super::system_directory;
+    use std::path::Path;
+
+    #[test]
+    fn system_directories_are_refused_and_directories_of_their_own_are_not() {
+        for bad in [
+            "/",
+            "/etc",
+            "/etc/",
+            "/etc/mtp",
+            "/usr",
+            "/usr/local",
+            "/usr/share/x",
+            "/var",
+            "/var/lib",
+            "/proc/1",
+            "/sys",
+            "/dev/shm",
+            "/root",
+            "/root/mtp",
+            "/home",
+            "/home/alice",
+            "/boot",
+            "/bin",
+            "/sbin",
+            "/lib64",
+            "/opt",
+            "/run/mtp",
+            "/tmp",
+            "/srv",
+            "/var/lib/docker/volumes",
+            "//etc",
+            "/./etc",
+        ] {
+            assert!(system_directory(Path::new(bad)).is_some(), "{bad} accepted");
+        }
+        for good in [
+            "/var/lib/mtp/prod",
+            "/srv/mtp",
+            "/opt/mtp",
+            "/home/alice/mtp",
+            "/tmp/x/data",
+            "/data/mtp",
+            "/mnt/disk1/mtp",
+        ] {
+            assert_eq!(system_directory(Path::new(good)), None, "{good} refused");
         }
     }
 }

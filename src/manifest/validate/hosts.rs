@@ -102,6 +102,24 @@ impl Checker<'_> {
                     .maybe_label(self.spans.key(&at(&["ssh_key"])), "only for ssh://"),
                 );
             }
+            if let Some(root) = &h.data_root {
+                let span = self.spans.value(&at(&["data_root"]));
+                if !is_absolute_unix(root) || root.components().any(|c| c.as_os_str() == "..") {
+                    self.findings.push(
+                        Finding::error(
+                            "data-root",
+                            format!(
+                                "data_root `{}` of host `{name}` must be an absolute path without `..`",
+                                root.display()
+                            ),
+                        )
+                        .maybe_label(span, "not an absolute path"),
+                    );
+                } else if let Some(why) = super::fleet::system_directory(root) {
+                    self.findings
+                        .push(super::fleet::data_root_system_finding(root, why, span));
+                }
+            }
             if scheme == "tcp" && h.tls.is_none() {
                 self.findings.push(
                     Finding::warning(
