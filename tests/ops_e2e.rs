@@ -247,3 +247,48 @@ fn removing_every_tenant_leaves_no_network_behind() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(nets().trim(), "", "networks left behind:\n{}", text(&o));
 }
+
+#[test]
+fn doctor_lists_the_host_ports_a_tenant_reaches_and_warns_of_a_listener_beyond_loopback() {
+    let mut f = TestFleet::new("op-ports");
+    // A host service on every address, as `mtp watch` with `listen = "0.0.0.0:..."` would be.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    f.defaults_extra = format!("\n[watch]\nlisten = \"0.0.0.0:{port}\"\n");
+    f.declare(vec![Tenant::new("alpha")]);
+    let o = f.mtp(&["validate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("binds beyond loopback"), "{}", text(&o));
+    f.apply_ok();
+
+    let o = f.mtp(&["doctor", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let find = |tenant: &str, check: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["tenant"] == tenant && c["check"] == check)
+            .unwrap_or_else(|| panic!("no {check} check for {tenant}: {r:#}"))
+            .clone()
+    };
+    let listeners = find("(fleet)", "listeners");
+    assert_eq!(listeners["outcome"], "warn", "{listeners:#}");
+    let ports = find("alpha", "host-ports");
+    assert_eq!(ports["outcome"], "warn", "{ports:#}");
+    let detail = ports["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{port} (mtp watch's status endpoint)")),
+        "{detail}"
+    );
+    // The probe's container is gone.
+    let left = docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=mtp.doctor={}", f.name),
+    ]);
+    assert_eq!(left, "", "the probe's container was left behind");
+    drop(listener);
+}

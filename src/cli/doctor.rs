@@ -38,22 +38,27 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             .collect::<Option<crate::doctor::Tokens>>()
     });
     let rt = common::runtime()?;
-    let report = rt.block_on(async {
+    let mut report = rt.block_on(async {
         let hosts = common::connect_hosts(&session, &[]).await?;
         let observed = hosts
             .observe(session.fleet(), &session.all_claims(), false, 8)
             .await;
-        Ok::<_, miette::Report>(
-            crate::doctor::audit(
-                &desired,
-                &hosts,
-                &observed,
-                tokens.as_ref(),
-                &WsProbe::default(),
-            )
-            .await,
+        let mut report = crate::doctor::audit(
+            &desired,
+            &hosts,
+            &observed,
+            tokens.as_ref(),
+            &WsProbe::default(),
         )
+        .await;
+        report.checks.extend(
+            crate::doctor::host_ports(&desired, &hosts, &observed, &session.loaded.manifest).await,
+        );
+        Ok::<_, miette::Report>(report)
     })?;
+    report
+        .checks
+        .splice(0..0, crate::doctor::listeners(&session.loaded.manifest));
     if args.output.is_json() {
         println!(
             "{}",

@@ -21,6 +21,8 @@ use crate::plan::Desired;
 pub enum Outcome {
     Pass,
     Fail,
+    /// Worth the operator's attention but not failed (doctor still exits 0).
+    Warn,
     /// Not checked, with why (a stopped container, no identity, a remote engine).
     Skip,
 }
@@ -350,6 +352,215 @@ pub async fn audit<E: Engine, P: GatewayProbe>(
     }
 }
 
+/// What doctor says of mtp's own listeners (watch's status endpoint, as the manifest sets
+/// it): a warning when it binds beyond loopback, where every tenant can reach it.
+pub fn listeners(manifest: &crate::manifest::Manifest) -> Vec<Check> {
+    let watch = manifest.watch.clone().unwrap_or_default();
+    vec![match watch.listen_beyond_loopback() {
+        Some(addr) => check(
+            FLEET_CHECK,
+            "listeners",
+            Outcome::Warn,
+            crate::manifest::beyond_loopback_why(&addr),
+        ),
+        None => check(
+            FLEET_CHECK,
+            "listeners",
+            Outcome::Pass,
+            "watch's status endpoint listens on loopback",
+        ),
+    }]
+}
+
+/// The `tenant` of checks about the fleet as a whole.
+pub const FLEET_CHECK: &str = "(fleet)";
+
+/// The label of doctor's throwaway probe containers (value: the fleet), so a leftover is
+/// found and is never taken for a tenant's container.
+pub const LABEL_DOCTOR: &str = "mtp.doctor";
+
+/// The probe of the host's ports, run by `node -e` in a throwaway container of a tenant's own
+/// image (node is there on the real gateway image and the stub answers the same command): it
+/// reads the network's gateway address (the host, from the container's side) from its default
+/// route, connects to every TCP port in the range given (`1-65535`), 256 at a time with a
+/// 300 ms timeout each, and prints `{"gateway": ADDR, "open": [PORTS]}`.
+pub const HOST_PORTS_SCRIPT: &str = r#"// mtp-host-ports
+const net = require('net');
+const fs = require('fs');
+const route = fs.readFileSync('/proc/net/route', 'utf8').split('\n').slice(1)
+  .map((l) => l.trim().split(/\s+/))
+  .find((f) => f[1] === '00000000' && f[2] && f[2] !== '00000000');
+if (!route) { console.log(JSON.stringify({ error: 'no default route' })); process.exit(0); }
+const gw = [6, 4, 2, 0].map((i) => parseInt(route[2].substr(i, 2), 16)).join('.');
+const [from, to] = (process.argv[1] || '1-65535').split('-').map(Number);
+const open = [];
+let next = from, active = 0, finished = false;
+const done = () => {
+  if (finished) return;
+  finished = true;
+  console.log(JSON.stringify({ gateway: gw, open: open.sort((a, b) => a - b) }));
+  process.exit(0);
+};
+const one = () => {
+  if (next > to) { if (active === 0) done(); return; }
+  const port = next++;
+  active++;
+  let settled = false;
+  const s = net.connect({ host: gw, port });
+  const end = (ok) => {
+    if (settled) return;
+    settled = true;
+    if (ok) open.push(port);
+    s.destroy();
+    active--;
+    one();
+  };
+  s.setTimeout(300, () => end(false));
+  s.once('connect', () => end(true));
+  s.once('error', () => end(false));
+};
+for (let i = 0; i < 256; i++) one();
+"#;
+
+/// Which of the host's TCP ports a tenant reaches on its network's gateway address, probed
+/// from a throwaway container of its image on its network (one tenant per host: every
+/// tenant's bridge gives the same view of the host). A warning lists them; mtp's own
+/// listeners there are named.
+pub async fn host_ports<E: Engine>(
+    desired: &Desired,
+    hosts: &Hosts<E>,
+    observed: &Observed,
+    manifest: &crate::manifest::Manifest,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    for spec in &desired.specs {
+        if done.contains(&spec.host.as_str()) {
+            continue;
+        }
+        let (Some(engine), Some(live)) = (hosts.get(&spec.host), observed.of(&spec.host)) else {
+            continue;
+        };
+        let running = live.containers.iter().any(|c| {
+            c.name == spec.name
+                && c.fleet() == Some(desired.fleet.as_str())
+                && c.state == RunState::Running
+        });
+        let Some(network) = spec.networks.first().filter(|_| running) else {
+            continue;
+        };
+        done.push(&spec.host);
+        let t = spec.instance.as_str();
+        let job = crate::engine::OneOff {
+            name: format!("{}.mtp-doctor-{:08x}", desired.fleet, rand::random::<u32>()),
+            image: spec.image.clone(),
+            cmd: vec![
+                "node".into(),
+                "-e".into(),
+                HOST_PORTS_SCRIPT.into(),
+                "1-65535".into(),
+            ],
+            env: Vec::new(),
+            files: Vec::new(),
+            labels: std::collections::BTreeMap::from([(
+                LABEL_DOCTOR.to_string(),
+                desired.fleet.clone(),
+            )]),
+            timeout: std::time::Duration::from_secs(120),
+            binds: Vec::new(),
+        };
+        let out = engine.run_oneoff_on(&job, &network.name).await;
+        let answer = out.as_ref().ok().and_then(|o| {
+            o.stdout
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        });
+        checks.push(match (out, answer) {
+            (Err(e), _) => check(
+                t,
+                "host-ports",
+                Outcome::Skip,
+                format!("probe not run: {e}"),
+            ),
+            (Ok(o), None) => check(
+                t,
+                "host-ports",
+                Outcome::Skip,
+                format!(
+                    "the probe printed no answer (exit {:?}): {}",
+                    o.exit_code,
+                    o.stderr.trim()
+                ),
+            ),
+            (Ok(_), Some(v)) => host_ports_check(t, &network.name, &v, manifest),
+        });
+    }
+    checks
+}
+
+/// The check from the probe's answer (pure).
+fn host_ports_check(
+    tenant: &str,
+    network: &str,
+    answer: &serde_json::Value,
+    manifest: &crate::manifest::Manifest,
+) -> Check {
+    let Some(gateway) = answer["gateway"].as_str() else {
+        return check(
+            tenant,
+            "host-ports",
+            Outcome::Skip,
+            format!(
+                "the probe found no gateway address: {}",
+                answer["error"].as_str().unwrap_or("no answer")
+            ),
+        );
+    };
+    let open: Vec<u16> = answer["open"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if open.is_empty() {
+        return check(
+            tenant,
+            "host-ports",
+            Outcome::Pass,
+            format!("no TCP port of the host answers on {gateway} from {network}"),
+        );
+    }
+    let watch_port = manifest
+        .watch
+        .as_ref()
+        .and_then(|w| w.listen_beyond_loopback())
+        .map(|a| a.port());
+    let listed: Vec<String> = open
+        .iter()
+        .map(|p| {
+            if Some(*p) == watch_port {
+                format!("{p} (mtp watch's status endpoint)")
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    check(
+        tenant,
+        "host-ports",
+        Outcome::Warn,
+        format!(
+            "every tenant reaches these TCP ports of the host on its network's gateway address \
+             ({gateway} from {network}): {}; bind host services to 127.0.0.1 or firewall the \
+             bridges",
+            listed.join(", ")
+        ),
+    )
+}
+
 /// The report for a terminal: failures and skips in full, passes counted.
 pub fn human(r: &Report) -> String {
     use std::fmt::Write;
@@ -359,6 +570,7 @@ pub fn human(r: &Report) -> String {
         let mark = match c.outcome {
             Outcome::Pass => "ok  ",
             Outcome::Fail => "FAIL",
+            Outcome::Warn => "warn",
             Outcome::Skip => "skip",
         };
         let _ = writeln!(
@@ -370,10 +582,11 @@ pub fn human(r: &Report) -> String {
     let count = |o| r.checks.iter().filter(|c| c.outcome == o).count();
     let _ = writeln!(
         out,
-        "\n{} checks: {} passed, {} failed, {} skipped",
+        "\n{} checks: {} passed, {} failed, {} warned, {} skipped",
         r.checks.len(),
         count(Outcome::Pass),
         count(Outcome::Fail),
+        count(Outcome::Warn),
         count(Outcome::Skip)
     );
     out

@@ -428,6 +428,11 @@ impl Engine for FakeEngine {
             }))
     }
 
+    async fn run_oneoff_on(&self, job: &OneOff, network: &str) -> Result<ExecOutput, EngineError> {
+        self.lock().call("oneoff-on", network, false)?;
+        self.run_oneoff(job).await
+    }
+
     async fn exec(
         &self,
         id: &str,

@@ -682,6 +682,13 @@ pub trait Engine: Sync {
         &self,
         job: &OneOff,
     ) -> impl Future<Output = Result<ExecOutput, EngineError>> + Send;
+    /// [`Engine::run_oneoff`] with the container on `network` (and nothing else) instead of
+    /// none: doctor's probe of what a tenant's network reaches.
+    fn run_oneoff_on(
+        &self,
+        job: &OneOff,
+        network: &str,
+    ) -> impl Future<Output = Result<ExecOutput, EngineError>> + Send;
 
     /// Runs a command in a running container and waits for it, at most `timeout`.
     fn exec(

@@ -275,6 +275,25 @@ pub struct WatchSettings {
     pub allowed_signers: Option<PathBuf>,
 }
 
+impl WatchSettings {
+    /// The status endpoint's address when it binds beyond loopback (`0.0.0.0`, `::`, a
+    /// host address): every tenant reaches it through its bridge network's gateway address.
+    pub fn listen_beyond_loopback(&self) -> Option<std::net::SocketAddr> {
+        self.listen
+            .as_deref()
+            .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+            .filter(|a| !a.ip().is_loopback())
+    }
+}
+
+/// Why a listener beyond loopback matters, for validate and doctor alike.
+pub fn beyond_loopback_why(addr: &std::net::SocketAddr) -> String {
+    format!(
+        "`[watch] listen = \"{addr}\"` binds beyond loopback: every tenant reaches it through \
+         its bridge network's gateway address on the host, and its /status shows the whole fleet"
+    )
+}
+
 /// One webhook of `[watch]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

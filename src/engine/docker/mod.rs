@@ -289,6 +289,100 @@ impl DockerEngine {
 
 use futures_util::StreamExt;
 
+impl DockerEngine {
+    /// A throwaway container: no network, or only `network` (a tenant's, for doctor's probe
+    /// of the host's ports), removed whatever happens.
+    async fn oneoff(&self, job: &OneOff, network: Option<&str>) -> Result<ExecOutput, EngineError> {
+        use bollard::models::{ContainerCreateBody, HostConfig};
+
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(&job.name)
+            .build();
+        let body = ContainerCreateBody {
+            image: Some(job.image.clone()),
+            cmd: Some(job.cmd.clone()),
+            env: Some(job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(job.labels.clone().into_iter().collect()),
+            user: Some(format!(
+                "{}:{}",
+                crate::manifest::GATEWAY_UID,
+                crate::manifest::GATEWAY_GID
+            )),
+            network_disabled: Some(network.is_none()),
+            host_config: Some(HostConfig {
+                network_mode: Some(network.unwrap_or("none").into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                memory: Some(2 * 1024 * 1024 * 1024),
+                pids_limit: Some(256),
+                init: Some(true),
+                binds: (!job.binds.is_empty()).then(|| job.binds.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| classify(&self.host, &format!("create {}", job.name), e))?
+            .id;
+        let run = async {
+            let tar = oneoff_archive(&job.files)
+                .map_err(|e| EngineError::Other(format!("building the archive: {e}")))?;
+            let up = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                .path("/")
+                .build();
+            self.docker
+                .upload_to_container(&id, Some(up), bollard::body_full(tar.into()))
+                .await
+                .map_err(|e| classify(&self.host, "upload files", e))?;
+            self.start(&id).await?;
+            let mut wait = self
+                .docker
+                .wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
+            let code = match wait.next().await {
+                Some(Ok(r)) => Some(r.status_code),
+                // A nonzero exit comes back as an error carrying the code.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Some(code)
+                }
+                Some(Err(e)) => return Err(classify(&self.host, "wait", e)),
+                None => None,
+            };
+            let opts = bollard::query_parameters::LogsOptionsBuilder::new()
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut logs = self.docker.logs(&id, Some(opts));
+            let mut out = ExecOutput {
+                exit_code: code,
+                ..Default::default()
+            };
+            while let Some(item) = logs.next().await {
+                match item.map_err(|e| classify(&self.host, "logs", e))? {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        out.stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    other => out
+                        .stdout
+                        .push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                }
+            }
+            Ok(out)
+        };
+        let result = tokio::time::timeout(job.timeout, run).await;
+        let _ = self.remove(&id).await;
+        result.map_err(|_| {
+            EngineError::Other(format!(
+                "{} did not finish within {}s",
+                job.name,
+                job.timeout.as_secs()
+            ))
+        })?
+    }
+}
+
 impl Engine for DockerEngine {
     fn host(&self) -> &str {
         &self.host
@@ -608,92 +702,11 @@ impl Engine for DockerEngine {
     }
 
     async fn run_oneoff(&self, job: &OneOff) -> Result<ExecOutput, EngineError> {
-        use bollard::models::{ContainerCreateBody, HostConfig};
-        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::new()
-            .name(&job.name)
-            .build();
-        let body = ContainerCreateBody {
-            image: Some(job.image.clone()),
-            cmd: Some(job.cmd.clone()),
-            env: Some(job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(job.labels.clone().into_iter().collect()),
-            user: Some(format!(
-                "{}:{}",
-                crate::manifest::GATEWAY_UID,
-                crate::manifest::GATEWAY_GID
-            )),
-            network_disabled: Some(true),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
-                cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges".into()]),
-                memory: Some(2 * 1024 * 1024 * 1024),
-                pids_limit: Some(256),
-                init: Some(true),
-                binds: (!job.binds.is_empty()).then(|| job.binds.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let id = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(|e| classify(&self.host, &format!("create {}", job.name), e))?
-            .id;
-        let run = async {
-            let tar = oneoff_archive(&job.files)
-                .map_err(|e| EngineError::Other(format!("building the archive: {e}")))?;
-            let up = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
-                .path("/")
-                .build();
-            self.docker
-                .upload_to_container(&id, Some(up), bollard::body_full(tar.into()))
-                .await
-                .map_err(|e| classify(&self.host, "upload files", e))?;
-            self.start(&id).await?;
-            let mut wait = self
-                .docker
-                .wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
-            let code = match wait.next().await {
-                Some(Ok(r)) => Some(r.status_code),
-                // A nonzero exit comes back as an error carrying the code.
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
-                    Some(code)
-                }
-                Some(Err(e)) => return Err(classify(&self.host, "wait", e)),
-                None => None,
-            };
-            let opts = bollard::query_parameters::LogsOptionsBuilder::new()
-                .stdout(true)
-                .stderr(true)
-                .build();
-            let mut logs = self.docker.logs(&id, Some(opts));
-            let mut out = ExecOutput {
-                exit_code: code,
-                ..Default::default()
-            };
-            while let Some(item) = logs.next().await {
-                match item.map_err(|e| classify(&self.host, "logs", e))? {
-                    bollard::container::LogOutput::StdErr { message } => {
-                        out.stderr.push_str(&String::from_utf8_lossy(&message))
-                    }
-                    other => out
-                        .stdout
-                        .push_str(&String::from_utf8_lossy(&other.into_bytes())),
-                }
-            }
-            Ok(out)
-        };
-        let result = tokio::time::timeout(job.timeout, run).await;
-        let _ = self.remove(&id).await;
-        result.map_err(|_| {
-            EngineError::Other(format!(
-                "{} did not finish within {}s",
-                job.name,
-                job.timeout.as_secs()
-            ))
-        })?
+        self.oneoff(job, None).await
+    }
+
+    async fn run_oneoff_on(&self, job: &OneOff, network: &str) -> Result<ExecOutput, EngineError> {
+        self.oneoff(job, Some(network)).await
     }
 
     async fn exec(

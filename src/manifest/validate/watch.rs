@@ -65,6 +65,23 @@ impl Checker<'_> {
                 );
             }
         }
+        if let Some(addr) = w.listen_beyond_loopback() {
+            self.findings.push(
+                Finding::warning(
+                    "listen-beyond-loopback",
+                    crate::manifest::beyond_loopback_why(&addr),
+                )
+                .maybe_label(
+                    self.spans
+                        .value(&["watch".to_string(), "listen".to_string()]),
+                    "reachable from every tenant",
+                )
+                .help(format!(
+                    "listen on 127.0.0.1:{} and reach it through a reverse proxy or an ssh tunnel",
+                    addr.port()
+                )),
+            );
+        }
         if let Some(listen) = &w.listen
             && listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -117,6 +134,38 @@ mod tests {
         assert!(codes.iter().any(|c| c.contains("ftp://x")));
         assert!(codes.iter().any(|c| c.contains("`HOOK`")));
         assert!(codes.iter().any(|c| c.contains("nowhere")));
+    }
+
+    #[test]
+    fn a_listener_beyond_loopback_is_warned_about() {
+        for (listen, warned) in [
+            ("0.0.0.0:9469", true),
+            ("[::]:9469", true),
+            ("10.1.2.3:9469", true),
+            ("127.0.0.1:9469", false),
+            ("[::1]:9469", false),
+        ] {
+            let text = format!(
+                "[fleet]\nname = \"f\"\ndata_root = \"/srv/f\"\n\n[watch]\nlisten = \"{listen}\"\n\n\
+                 [tenants.acme]\nport = 18801\nimage = \"gw:1\"\n"
+            );
+            let available: AvailableSecrets = [(
+                "acme".to_string(),
+                ["OPENCLAW_GATEWAY_TOKEN".to_string()].into(),
+            )]
+            .into();
+            let v = crate::manifest::validate_source(
+                std::path::Path::new("fleet.toml"),
+                text,
+                &available,
+            );
+            let found = v
+                .report
+                .findings
+                .iter()
+                .any(|f| f.to_string().contains("binds beyond loopback"));
+            assert_eq!(found, warned, "{listen}");
+        }
     }
 
     #[test]

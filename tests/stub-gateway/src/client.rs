@@ -278,3 +278,56 @@ async fn call_once(url: &str, token: &str, method: &str, params: Value) -> Resul
     }
     Err(fail("gateway closed the connection".into()))
 }
+
+/// `node -e "<mtp doctor's host-ports script>" FROM-TO`, as node runs it: the default
+/// route's gateway from `/proc/net/route`, every TCP port in the range tried (256 at a time,
+/// 300 ms each), `{"gateway": ADDR, "open": [PORTS]}` on stdout.
+pub fn host_ports(range: Option<&str>) -> i32 {
+    let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let gateway = route.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"00000000") && f.get(2).is_some_and(|g| *g != "00000000"))
+            .then(|| u32::from_str_radix(f[2], 16).ok())
+            .flatten()
+    });
+    let Some(gw) = gateway else {
+        println!("{}", json!({ "error": "no default route" }));
+        return 0;
+    };
+    // The kernel prints the address in host byte order (little-endian here).
+    let ip = std::net::Ipv4Addr::from(gw.to_le_bytes());
+    let (from, to) = range
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+        .unwrap_or((1, 65535));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut open: Vec<u16> = rt.block_on(async {
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
+        let mut tasks = Vec::new();
+        for port in from..=to {
+            let permit = limit.clone().acquire_owned().await.expect("open semaphore");
+            tasks.push(tokio::spawn(async move {
+                let _permit = permit;
+                let connect = tokio::net::TcpStream::connect((ip, port));
+                matches!(
+                    tokio::time::timeout(Duration::from_millis(300), connect).await,
+                    Ok(Ok(_))
+                )
+                .then_some(port)
+            }));
+        }
+        let mut open = Vec::new();
+        for t in tasks {
+            if let Ok(Some(p)) = t.await {
+                open.push(p);
+            }
+        }
+        open
+    });
+    open.sort_unstable();
+    println!("{}", json!({ "gateway": ip.to_string(), "open": open }));
+    0
+}

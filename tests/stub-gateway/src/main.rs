@@ -14,6 +14,7 @@
 //!   node <dir>/mtp-restore.mjs <aside|back|drop> <state dir>   (mtp's restore helper)
 //!   node <dir>/mtp-preflight.mjs <config.json>...   (mtp's preflight: one JSON line a file)
 //!   node -e "<script with a http:// URL>"      (the healthcheck: GET, exit 0 on 2xx)
+//!   node -e "// mtp-host-ports ..." FROM-TO    (mtp doctor's probe of the host's ports)
 //!   openclaw-stub probe [--path /readyz] [--port N]
 //!   openclaw-stub http <METHOD> <http://URL>   (prints the status line's code and the body;
 //!                                                exit 0 on 2xx: tests' client in a container)
@@ -69,6 +70,10 @@ fn run(args: &[String]) -> i32 {
         let script = rest.get(1).copied().unwrap_or("");
         if script.contains("rmSync(process.argv[1]") {
             return backup::rm_sync(rest.get(2).copied());
+        }
+        // mtp doctor's probe of the host's ports (`mtp::doctor::HOST_PORTS_SCRIPT`).
+        if script.contains("mtp-host-ports") {
+            return client::host_ports(rest.get(2).copied());
         }
         return client::eval_script(script);
     }
