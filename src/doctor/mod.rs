@@ -375,10 +375,6 @@ pub fn listeners(manifest: &crate::manifest::Manifest) -> Vec<Check> {
 /// The `tenant` of checks about the fleet as a whole.
 pub const FLEET_CHECK: &str = "(fleet)";
 
-/// The label of doctor's throwaway probe containers (value: the fleet), so a leftover is
-/// found and is never taken for a tenant's container.
-pub const LABEL_DOCTOR: &str = "mtp.doctor";
-
 /// The probe of the host's ports, run by `node -e` in a throwaway container of a tenant's own
 /// image (node is there on the real gateway image and the stub answers the same command): it
 /// reads the network's gateway address (the host, from the container's side) from its default
@@ -462,10 +458,11 @@ pub async fn host_ports<E: Engine>(
             ],
             env: Vec::new(),
             files: Vec::new(),
-            labels: std::collections::BTreeMap::from([(
-                LABEL_DOCTOR.to_string(),
-                desired.fleet.clone(),
-            )]),
+            labels: crate::engine::OneOff::helper_labels(
+                &desired.fleet,
+                "doctor",
+                std::time::Duration::from_secs(120),
+            ),
             timeout: std::time::Duration::from_secs(120),
             binds: Vec::new(),
         };

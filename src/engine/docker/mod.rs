@@ -207,9 +207,17 @@ impl DockerEngine {
             .name(&name)
             .build();
         let ro = if read_only { ":ro" } else { "" };
+        // Never started; labelled as the fleet's helper so a leftover (mtp killed between
+        // create and remove) is planned away.
+        let labels = crate::engine::OneOff::helper_labels(
+            fleet,
+            "dirs",
+            std::time::Duration::from_secs(300),
+        );
         let body = bollard::models::ContainerCreateBody {
             image: Some(LOCK_IMAGE.to_string()),
             cmd: Some(vec!["/mtp-lock".to_string()]),
+            labels: Some(labels.into_iter().collect()),
             network_disabled: Some(true),
             host_config: Some(bollard::models::HostConfig {
                 binds: Some(vec![format!("{}:{HOST_ROOT}{ro}", root.display())]),
