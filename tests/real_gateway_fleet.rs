@@ -71,7 +71,7 @@ fn real_gateway_example_fleet_converges() {
     let f = TestFleet::real("rg-example");
     example_fleet(&f);
     let t = Instant::now();
-    // Every gate check: Docker health, /readyz, and the WebSocket `health` call with each
+    // Every gate check: Docker health, /startupz, and the WebSocket `health` call with each
     // instance's token (proves the token from the secrets file is the one it accepts).
     let o = f.apply(&["--parallel", "3"]);
     eprintln!("{}", text(&o));
