@@ -235,3 +235,159 @@ fn prune_backs_up_then_removes_and_keeps_the_data_dir() {
     assert!(audit.contains("\"action\":\"remove\""), "{audit}");
     f.assert_converged();
 }
+
+/// A tenant with a Telegram channel (a fake bot token: the stub, like the real gateway here,
+/// never reaches Telegram) and `extra` on its table.
+fn telegram_fleet(prefix: &str, extra: &str) -> TestFleet {
+    let mut f = TestFleet::new(prefix);
+    f.declare(vec![
+        Tenant::new("acme")
+            .with("secrets = [\"TELEGRAM_BOT_TOKEN\"]")
+            .with("telegram = { dm_policy = \"pairing\" }")
+            .with(extra),
+    ]);
+    f.set_secret(
+        "acme",
+        "TELEGRAM_BOT_TOKEN",
+        "123456:AAfakeBotTokenForTests-x1",
+    );
+    f
+}
+
+/// `gateway call config.get` inside the container, as the gateway itself answers it.
+fn config_get(id: &str) -> serde_json::Value {
+    let out = docker_ok(&[
+        "exec",
+        id,
+        "node",
+        "dist/index.js",
+        "gateway",
+        "call",
+        "config.get",
+        "--json",
+    ]);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn a_refused_hot_reload_is_put_in_force_by_a_restart() {
+    let mut f = telegram_fleet("ac-inforce", "");
+    f.apply_ok();
+    let before = f.container("acme");
+    f.tenant_mut("acme").extra = f.tenant_mut("acme").extra.replace(
+        "dm_policy = \"pairing\"",
+        "dm_policy = \"allowlist\", allow_from = [\"123456789\"]",
+    );
+    f.write();
+    let plan = f.mtp(&["plan"]);
+    assert!(stdout(&plan).contains("~ patch"), "{}", text(&plan));
+    let o = f.apply_ok();
+    let out = stdout(&o);
+    // The gateway did not finish the hot reload (it waits for the running Telegram channel,
+    // as the real one does), although `appliedConfigHash` already named the new revision:
+    // apply restarted the same container and had the gateway confirm the new revision.
+    assert!(
+        out.contains("config in force after a restart")
+            && out.contains("has not finished the reload"),
+        "{}",
+        text(&o)
+    );
+    let logs = std::process::Command::new("docker")
+        .args(["logs", &before.id])
+        .output()
+        .unwrap();
+    let logs = text(&logs);
+    assert!(
+        logs.contains("evaluating reload (channels.telegram"),
+        "{logs}"
+    );
+    let after = f.container("acme");
+    assert_eq!(after.id, before.id, "a patch keeps its container");
+    assert!(after.healthy(), "{after:?}");
+    let v = config_get(&after.id);
+    assert_eq!(v["configRevisionHash"], v["appliedConfigHash"], "{v}");
+    assert_eq!(
+        v["parsed"]["channels"]["telegram"]["dmPolicy"], "allowlist",
+        "{v}"
+    );
+    f.assert_converged();
+}
+
+#[test]
+fn a_patch_that_cannot_be_put_in_force_fails_and_stays_in_the_plan() {
+    // Every start after the first fails: the restart that would put the config in force,
+    // and the one with the old config put back.
+    let mut f = telegram_fleet("ac-notinforce", "env = { STUB_FAIL_BOOT_AFTER = \"1\" }");
+    f.apply_ok();
+    let id = f.container("acme").id;
+    // A model change: the gateway refuses it while Telegram runs, as the real one does.
+    f.tenant_mut("acme")
+        .extra
+        .push_str("model = \"anthropic/m2\"\n");
+    f.write();
+    let o = f.apply(&[]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        out.contains("0 done, 0 rolled back, 1 failed"),
+        "{}",
+        text(&o)
+    );
+    assert!(out.contains("refused the reload"), "{}", text(&o));
+    assert!(!out.contains("patched in place"), "{}", text(&o));
+    let logs = text(
+        &std::process::Command::new("docker")
+            .args(["logs", &id])
+            .output()
+            .unwrap(),
+    );
+    assert!(logs.contains("still owns running work"), "{logs}");
+    // Not in force, so not recorded as applied: the plan still shows the change.
+    let plan = f.mtp(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    assert!(stdout(&plan).contains("acme"), "{}", text(&plan));
+}
+
+#[test]
+fn a_channel_that_cannot_reach_its_service_leaves_the_gateway_healthy_and_is_reported() {
+    // The channel's connect grace cut to half a second: past it /readyz answers 503
+    // `failing: ["telegram"]`, as the real gateway's does after 120 s without Telegram.
+    let f = telegram_fleet(
+        "ac-channel",
+        "env = { STUB_CHANNEL_CONNECT_GRACE_MS = \"500\" }",
+    );
+    f.apply_ok();
+    let id = f.container("acme").id;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        let o = f.mtp_ok(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let row = v["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["tenant"] == "acme")
+            .cloned()
+            .unwrap();
+        if row["failing_channels"] == serde_json::json!(["telegram"]) {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reported: {row}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    // The gateway itself is judged: Docker keeps calling it healthy, and nothing drifted.
+    assert_eq!(status["health"], "healthy", "{status}");
+    assert_eq!(f.inspect(&id, "{{.State.Health.Status}}"), "healthy");
+    let table = stdout(&f.mtp_ok(&["status"]));
+    assert!(table.contains("healthy (telegram failing)"), "{table}");
+    let doctor = f.mtp(&["doctor"]);
+    assert!(
+        text(&doctor).contains("telegram failing"),
+        "{}",
+        text(&doctor)
+    );
+    f.assert_converged();
+}

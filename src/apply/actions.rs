@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use super::gate::{self, GateFailure, GatePolicy, ProbeReport};
 use super::*;
 use crate::engine::{Files, RunState, read_file};
+use crate::gateway::InForce;
 use crate::plan::{DriftKind, Resume};
 use crate::render::SECRETS_FILE;
 
@@ -19,14 +20,16 @@ use crate::render::SECRETS_FILE;
 pub const LEASE_HELD: &str = "Another Gateway owner lease is still active";
 /// How long a dead gateway's lease can block a successor: its 5-minute TTL, and a margin.
 const LEASE_WAIT: Duration = Duration::from_secs(330);
-/// How long a patch waits for the gateway to confirm it applied the new config.
+/// How long a patch waits for the gateway to confirm it applied the new config (at most the
+/// tenant's gate timeout).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// What the gateway said about a config written under it.
 enum Confirmation {
-    /// It reports the file's revision as the one it applied.
+    /// It reports the file's revision as the one it runs.
     Applied,
-    /// Written, but the gateway did not confirm it applied it (what it said, in words).
+    /// Written, but the gateway does not run it (a refused reload, no config watch), or could
+    /// not say: what it said, in words.
     Unconfirmed(String),
     /// The gateway rejected the config or fell over after it.
     Rejected(String),
@@ -199,7 +202,6 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             return;
         }
         let (outcome, detail) = match result {
-            Ok(d) if d.contains("reload not confirmed") => ("unconfirmed", d.clone()),
             Ok(d) => ("ok", d.clone()),
             Err(f) if f.status == Status::RolledBack => ("rolled-back", f.detail.clone()),
             Err(f) => ("failed", f.detail.clone()),
@@ -782,20 +784,27 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
                 .write_files(id, &files)
                 .await
                 .map_err(|e| Failure::failed(format!("cannot write openclaw.json: {e}")))?;
-            match self.confirm(id, spec, restarts_before, run).await {
+            let old_config = a
+                .changes
+                .iter()
+                .find(|c| c.field == "config")
+                .and_then(|c| c.old.as_ref())
+                .and_then(Value::as_str);
+            let within = CONFIRM_TIMEOUT.min(GatePolicy::for_spec(spec).timeout);
+            match self
+                .confirm(id, spec, &spec.config, restarts_before, within, run)
+                .await
+            {
                 Confirmation::Applied => {
                     done.push("config reload confirmed (the gateway applied it)".to_string())
                 }
-                Confirmation::Unconfirmed(why) => {
-                    done.push(format!("config written, reload not confirmed: {why}"))
-                }
+                // Written but not in force (a refused reload, a gateway that cannot watch its
+                // config): a restart puts it in force, or the old config is put back.
+                Confirmation::Unconfirmed(why) => done.push(
+                    self.restart_into_force(spec, id, old_config, &why, run)
+                        .await?,
+                ),
                 Confirmation::Rejected(reason) => {
-                    let old_config = a
-                        .changes
-                        .iter()
-                        .find(|c| c.field == "config")
-                        .and_then(|c| c.old.as_ref())
-                        .and_then(Value::as_str);
                     let Some(old_config) = old_config else {
                         return Err(Failure::failed(format!("after the config change {reason}")));
                     };
@@ -821,7 +830,9 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         if has(ChangeClass::MtpOnly) {
             done.push("mtp settings recorded".to_string());
         }
-        // Docker cannot relabel a container: the applied spec is recorded beside it.
+        // Docker cannot relabel a container: the applied spec is recorded beside it, and only
+        // once it is in force (the gateway confirmed the config revision it runs), so a change
+        // written but not in force stays a difference the next plan shows.
         let fields = spec.fields();
         let hash = crate::render::hash_fields(&fields);
         let seq = self
@@ -855,16 +866,21 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
 
     /// After a config rewrite: the container must stay up and healthy (and where reachable
     /// the gateway must answer `health`); then the gateway itself is asked, through its own
-    /// `gateway call config.get` inside the container, whether the revision on disk is the
-    /// one it applied.
+    /// `gateway call config.get` inside the container, whether the revision on disk (which
+    /// must be `expected`) is the one it runs: `appliedConfigHash`, the revision its runtime
+    /// accepted, equal to `configRevisionHash`, the file's. A refused reload leaves
+    /// `appliedConfigHash` at the old revision (the real gateway publishes it only once the
+    /// runtime committed the new config). Asked again for up to `within`.
     async fn confirm(
         &self,
         id: &str,
         spec: &ContainerSpec,
+        expected: &str,
         restarts_before: i64,
+        within: Duration,
         run: &mut Run<'_>,
     ) -> Confirmation {
-        self.step(run, "confirming the reload");
+        self.step(run, "confirming the config is in force");
         let policy = GatePolicy::for_spec(spec);
         let t = Instant::now();
         tokio::time::sleep(policy.settle).await;
@@ -884,52 +900,28 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             run.waits.health_ms += t.elapsed().as_millis() as u64;
             return Confirmation::Rejected(g.to_string());
         }
-        let cmd = gateway_cli(spec, &["gateway", "call", "config.get", "--json"]);
-        let deadline = t + CONFIRM_TIMEOUT;
+        let deadline = t + within;
         let mut last;
         loop {
-            last = match self.engine.exec(id, &cmd, Duration::from_secs(30)).await {
-                Err(e) => format!("`gateway call config.get` could not run: {e}"),
-                Ok(out) => match serde_json::from_str::<Value>(out.stdout.trim()) {
-                    Err(_) => format!(
-                        "`gateway call config.get` answered {}",
-                        out.stdout.trim().chars().take(200).collect::<String>()
-                    ),
-                    Ok(v) if v["ok"] == false => {
-                        format!("the gateway answered {}", v["error"]["message"])
-                    }
-                    Ok(v) if v["valid"] == false => {
-                        run.waits.health_ms += t.elapsed().as_millis() as u64;
-                        return Confirmation::Rejected(format!(
-                            "the gateway rejected the new config: {}",
-                            v["issues"]
-                        ));
-                    }
-                    Ok(v) => {
-                        // `raw` is redacted away (null) for a config with file SecretRefs:
-                        // the file itself says whether the revision on disk is mtp's.
-                        let path = format!("{}/openclaw.json", crate::manifest::STATE_DIR);
-                        let ours = read_file(self.engine, id, &path)
-                            .await
-                            .ok()
-                            .flatten()
-                            .is_some_and(|b| b == spec.config.as_bytes());
-                        let applied = !v["configRevisionHash"].is_null()
-                            && v["configRevisionHash"] == v["appliedConfigHash"];
-                        if ours && applied {
-                            run.waits.health_ms += t.elapsed().as_millis() as u64;
-                            return Confirmation::Applied;
-                        }
-                        if !ours {
-                            "the config on disk is not the one mtp wrote".to_string()
-                        } else {
-                            format!(
-                                "the gateway reports applied revision {} while the file on disk is {}",
-                                v["appliedConfigHash"], v["configRevisionHash"]
-                            )
-                        }
-                    }
-                },
+            last = match crate::gateway::config_in_force(self.engine, id, &spec.command, expected)
+                .await
+            {
+                Ok(InForce::Yes) => {
+                    run.waits.health_ms += t.elapsed().as_millis() as u64;
+                    return Confirmation::Applied;
+                }
+                Ok(InForce::Invalid(issues)) => {
+                    run.waits.health_ms += t.elapsed().as_millis() as u64;
+                    return Confirmation::Rejected(format!(
+                        "the gateway rejected the new config: {issues}"
+                    ));
+                }
+                Ok(InForce::Refused(why)) => {
+                    // Refused: asking again does not change the gateway's mind.
+                    run.waits.health_ms += t.elapsed().as_millis() as u64;
+                    return Confirmation::Unconfirmed(why);
+                }
+                Ok(InForce::No(why)) | Err(why) => why,
             };
             if Instant::now() >= deadline || self.cancel.is_aborted() {
                 break;
@@ -938,6 +930,112 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         }
         run.waits.health_ms += t.elapsed().as_millis() as u64;
         Confirmation::Unconfirmed(last)
+    }
+
+    /// A config the running gateway did not take (`why`): the same container is restarted,
+    /// health-gated, and the gateway asked again which revision it runs. If that fails, the
+    /// old config is put back and the container restarted again: the tenant is then rolled
+    /// back (the old config in force, confirmed) or failed. Never done without confirmation.
+    async fn restart_into_force(
+        &self,
+        spec: &ContainerSpec,
+        id: &str,
+        old_config: Option<&str>,
+        why: &str,
+        run: &mut Run<'_>,
+    ) -> Result<String, Failure> {
+        let within = CONFIRM_TIMEOUT.min(GatePolicy::for_spec(spec).timeout);
+        let token = spec.gateway_token();
+        self.step(run, "the gateway did not take the config: restarting it");
+        let killed = self
+            .stop_gateway(id, spec.stop_timeout_s, run)
+            .await
+            .map_err(|e| {
+                Failure::failed(format!(
+                    "the config is written but not in force ({why}), and stopping the container failed: {e}"
+                ))
+            })?;
+        let killed_note = killed.map(|k| format!("; {k}")).unwrap_or_default();
+        let attempt = self
+            .restart_and_confirm(id, spec, token, &spec.config, within, run)
+            .await;
+        let reason = match attempt {
+            Ok(()) => {
+                return Ok(format!(
+                    "config in force after a restart (the gateway did not take it hot: {why}){killed_note}"
+                ));
+            }
+            Err(r) => format!(
+                "the config was not in force ({why}) and after a restart {r}{}{killed_note}",
+                self.failure_context(id).await
+            ),
+        };
+        if self.cancel.is_aborted() {
+            return Err(Failure::failed(format!(
+                "{reason}; interrupted: the next plan shows the tenant's config as not applied"
+            )));
+        }
+        let Some(old_config) = old_config else {
+            return Err(Failure::failed(format!(
+                "{reason}; the previous config is not recorded, so it cannot be put back"
+            )));
+        };
+        self.step(run, "putting the previous config back and restarting");
+        let back = async {
+            // Stopped first: a gateway in a crash loop is not mid-read when the file changes.
+            self.stop_gateway(id, spec.stop_timeout_s, run)
+                .await
+                .map_err(|e| format!("stopping it failed: {e}"))?;
+            let restore = Files {
+                config: Some(old_config),
+                secrets: None,
+                live: false,
+            };
+            self.engine
+                .write_files(id, &restore)
+                .await
+                .map_err(|e| format!("restoring the previous openclaw.json failed: {e}"))?;
+            self.restart_and_confirm(id, spec, token, old_config, within, run)
+                .await
+                .map_err(|e| format!("with the previous config {e}"))
+        }
+        .await;
+        match back {
+            Ok(()) => Err(Failure {
+                status: Status::RolledBack,
+                detail: format!(
+                    "{reason}; rolled back: the previous config is back in force (confirmed by the gateway)"
+                ),
+            }),
+            Err(e) => Err(Failure::failed(format!("{reason}; {e}"))),
+        }
+    }
+
+    /// Starts a stopped container, gates it, and has the gateway confirm that `expected` is
+    /// the config it runs.
+    async fn restart_and_confirm(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        token: Option<&str>,
+        expected: &str,
+        within: Duration,
+        run: &mut Run<'_>,
+    ) -> Result<(), String> {
+        self.start_gated(id, spec, token, run).await?;
+        let restarts = self
+            .engine
+            .status(id)
+            .await
+            .map(|s| s.restart_count)
+            .map_err(|e| format!("cannot inspect the container: {e}"))?;
+        match self
+            .confirm(id, spec, expected, restarts, within, run)
+            .await
+        {
+            Confirmation::Applied => Ok(()),
+            Confirmation::Unconfirmed(w) | Confirmation::Rejected(w) => Err(w),
+        }
     }
 
     async fn start(
@@ -1073,10 +1171,4 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
 /// Docker proxy does not.
 fn runs_gateway(spec: &ContainerSpec) -> bool {
     spec.kind != crate::manifest::InstanceKind::Proxy
-}
-
-/// The gateway's own command line inside its container (`node dist/index.js <args>`), taken
-/// from the instance's command when it starts the same way.
-pub fn gateway_cli(spec: &ContainerSpec, args: &[&str]) -> Vec<String> {
-    crate::gateway::cli(&spec.command, args)
 }

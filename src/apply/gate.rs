@@ -2,8 +2,13 @@
 //!
 //! Docker's own health status first, polled through inspect, so the gate works over a remote
 //! engine. Then, where the published port is reachable from here, the gateway itself is asked:
-//! `GET /readyz`, and (when a [`GatewayProbe`] is given) a WebSocket `health` call with the
+//! `GET /startupz`, and (when a [`GatewayProbe`] is given) a WebSocket `health` call with the
 //! tenant's token, which proves the token is wired right.
+//!
+//! The gate judges the gateway, never its channels: `/startupz` is the gateway's own startup
+//! state (started, or starting/draining), where `/readyz` also fails while a channel cannot
+//! reach its service (Telegram down), which no restart or rollback fixes. The container's
+//! healthcheck (see `manifest::resolve::DEFAULT_HEALTH_COMMAND`) passes on `/startupz` too.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,7 +75,7 @@ pub trait GatewayProbe: Sync {
     ) -> impl Future<Output = Result<ProbeReport, ProbeError>> + Send;
 }
 
-/// No WebSocket check: only Docker's health and `/readyz`.
+/// No WebSocket check: only Docker's health and `/startupz`.
 pub struct NoProbe;
 
 impl GatewayProbe for NoProbe {
@@ -203,8 +208,8 @@ pub async fn reachable_addr(spec: &ContainerSpec, engine_is_local: bool) -> Opti
     }
 }
 
-/// `GET /readyz` on the gateway: `Ok` on HTTP 200.
-pub async fn readyz(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+/// `GET /startupz` on the gateway: `Ok` on HTTP 200 (started; not starting or draining).
+pub async fn startupz(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     // Loopback only: never through a proxy the environment may name.
     let client = CLIENT.get_or_init(|| {
@@ -214,13 +219,13 @@ pub async fn readyz(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
             .unwrap_or_default()
     });
     let res = client
-        .get(format!("http://{addr}/readyz"))
+        .get(format!("http://{addr}/startupz"))
         .timeout(timeout)
         .send()
         .await
         .map_err(|e| {
             if e.is_timeout() {
-                "/readyz did not answer in time".to_string()
+                "/startupz did not answer in time".to_string()
             } else {
                 e.without_url().to_string()
             }
@@ -228,11 +233,11 @@ pub async fn readyz(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     if res.status() == reqwest::StatusCode::OK {
         Ok(())
     } else {
-        Err(format!("/readyz answered `{}`", res.status()))
+        Err(format!("/startupz answered `{}`", res.status()))
     }
 }
 
-/// The direct checks, where the gateway is reachable: `/readyz` (retried until the deadline,
+/// The direct checks, where the gateway is reachable: `/startupz` (retried until the deadline,
 /// since Docker's probe and ours race), then the `health` RPC with `token` (skipped when the
 /// token the container runs with is not known).
 pub async fn direct_checks<P: GatewayProbe>(
@@ -247,7 +252,7 @@ pub async fn direct_checks<P: GatewayProbe>(
     };
     let started = Instant::now();
     loop {
-        match readyz(addr, Duration::from_secs(2)).await {
+        match startupz(addr, Duration::from_secs(2)).await {
             Ok(()) => break,
             Err(reason) if started.elapsed() >= deadline => {
                 return Err(GateFailure::NotReady {

@@ -85,7 +85,7 @@ pub struct ApplyOptions {
     pub delete_data: bool,
     /// `user@host`, for the audit log.
     pub actor: String,
-    /// Also check `/readyz` and the gateway's `health` RPC where the port is reachable.
+    /// Also check `/startupz` and the gateway's `health` RPC where the port is reachable.
     /// Off: Docker's health status only.
     pub direct_checks: bool,
     /// Go on past a failed tenant. Tenants carrying the same change as one that failed (the

@@ -71,7 +71,7 @@ pub struct Args {
     /// others at most this long. Renewed between tenants.
     #[arg(long, value_name = "DURATION", env = "MTP_LOCK_TTL", default_value = "30m", value_parser = humantime::parse_duration)]
     pub lock_ttl: Duration,
-    /// Gate on Docker's health status only; skip the direct `/readyz` and WebSocket `health`
+    /// Gate on Docker's health status only; skip the direct `/startupz` and WebSocket `health`
     /// checks mtp otherwise makes where a tenant's port is reachable from here.
     #[arg(long)]
     pub docker_health_only: bool,

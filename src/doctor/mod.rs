@@ -4,7 +4,8 @@
 //! memory limit, not privileged, the gateway's uid), ports published where the manifest says,
 //! the data directory private to the gateway's uid (0700), the token present and accepted
 //! (the gateway's WebSocket `health` call, where its port is reachable from here), networks
-//! (only its own), and an image pinned by tag or digest. The expected values come from the
+//! (only its own), an image pinned by tag or digest, and the channels the gateway's last
+//! health probe names failing. The expected values come from the
 //! spec rendered without decrypting anything; the token check needs the identity.
 
 use schemars::JsonSchema;
@@ -331,6 +332,34 @@ pub async fn audit<E: Engine, P: GatewayProbe>(
             (Some(_), None) => check(t, "token", Outcome::Skip, "no published port"),
         };
         checks.push(token_check);
+
+        // Channels, from the gateway's last health probe (no extra call into the gateway): a
+        // channel that cannot reach its service is the gateway's report, not its health.
+        if c.state == RunState::Running {
+            checks.push(match engine.status(&c.id).await {
+                Ok(st) => {
+                    let failing = st
+                        .last_probe_output
+                        .as_deref()
+                        .map(crate::gateway::failing_channels)
+                        .unwrap_or_default();
+                    if failing.is_empty() {
+                        check(t, "channels", Outcome::Pass, "no channel reported failing")
+                    } else {
+                        check(
+                            t,
+                            "channels",
+                            Outcome::Fail,
+                            format!(
+                                "the gateway reports {} failing: it cannot reach its service (a wrong credential, or the service or the network is down); the gateway itself stays up and is not restarted for it",
+                                failing.join(", ")
+                            ),
+                        )
+                    }
+                }
+                Err(e) => check(t, "channels", Outcome::Skip, e.to_string()),
+            });
+        }
 
         checks.push(if image_pinned(&c.image) {
             check(t, "image", Outcome::Pass, format!("{} is pinned", c.image))

@@ -88,7 +88,7 @@ pub async fn release_all<E: Engine>(hosts: &Hosts<E>, locks: Vec<HostLock>) -> V
 pub struct Settings {
     /// Creates and patches run up to this many at a time.
     pub parallel: usize,
-    /// Also check `/readyz` and the gateway's `health` RPC where the port is reachable.
+    /// Also check `/startupz` and the gateway's `health` RPC where the port is reachable.
     pub direct_checks: bool,
     /// Delete a removed tenant's data dir after its verified backup (local engine only).
     pub delete_data: bool,

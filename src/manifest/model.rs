@@ -431,7 +431,8 @@ impl RestartPolicy {
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
     /// Exec-form healthcheck command, without the leading `CMD`. Default: a `node -e` one-liner
-    /// that fetches `http://127.0.0.1:18789/readyz`.
+    /// that passes on the gateway's own `/startupz` (not `/readyz`, which fails while a
+    /// channel cannot reach its service) and prints `/readyz`'s failing channels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     /// Time between checks. Default `"5s"`: a gateway that is ready is seen within one

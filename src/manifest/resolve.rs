@@ -36,11 +36,19 @@ pub const DEFAULT_COMMAND: &[&str] = &[
     "--port",
     "18789",
 ];
-/// Upstream's exec-form healthcheck: works on the real image and on the stub.
+/// The exec-form healthcheck: it judges the gateway itself, not its channels. Its exit code
+/// is `/startupz` (200 once the gateway has started, 503 while it starts or drains; the real
+/// gateway's "startup checker that excludes downstream channel health", which upstream's own
+/// docker-healthcheck also leaves channels out of), so a channel that cannot reach its
+/// service (Telegram down: `/readyz` answers 503 `failing: ["telegram"]` after its 120 s
+/// connect grace) never makes the container unhealthy. It prints `/readyz`'s `ready` and
+/// `failing` (a loopback caller gets them), which Docker keeps as the probe's output: that
+/// is how status and doctor name a failing channel without an extra call. One `node` start
+/// either way: the second fetch costs next to nothing. Works on the real image and the stub.
 pub const DEFAULT_HEALTH_COMMAND: &[&str] = &[
     "node",
     "-e",
-    "fetch('http://127.0.0.1:18789/readyz').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))",
+    "Promise.all([fetch('http://127.0.0.1:18789/startupz'),fetch('http://127.0.0.1:18789/readyz').then(r=>r.json()).then(j=>console.log(JSON.stringify({ready:j.ready,failing:j.failing})),()=>{})]).then(([s])=>process.exit(s.ok?0:1),()=>process.exit(1))",
 ];
 pub const DEFAULT_MEMORY: ByteSize = ByteSize(2 * ByteSize::GIB);
 /// Health timings that fit the real gateway, which needs 20-60 s to become ready on a busy

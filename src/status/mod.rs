@@ -58,8 +58,13 @@ pub struct TenantStatus {
     pub state: State,
     /// Declared `enabled`.
     pub enabled: bool,
-    /// Docker's health status (`none` without a healthcheck or while stopped).
+    /// Docker's health status (`none` without a healthcheck or while stopped): the gateway's
+    /// own health, which a channel that cannot reach its service does not change.
     pub health: Option<String>,
+    /// Channels the gateway reports failing (e.g. `telegram` when Telegram cannot be reached),
+    /// from its last health probe: reported, never a reason to restart or roll back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing_channels: Vec<String>,
     /// The image declared, and the one running when it differs.
     pub image: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +144,7 @@ pub async fn fleet_status<E: Engine>(
             state: State::Unknown,
             enabled: inst.enabled,
             health: None,
+            failing_channels: Vec::new(),
             image: inst.image.clone(),
             live_image: None,
             port: inst.port,
@@ -232,6 +238,7 @@ pub async fn fleet_status<E: Engine>(
                 },
                 enabled: false,
                 health: None,
+                failing_channels: Vec::new(),
                 image: c.image.clone(),
                 live_image: None,
                 port: c.ports.first().map_or(0, |p| p.host_port),
@@ -288,6 +295,11 @@ pub async fn fleet_status<E: Engine>(
         match st {
             Ok(st) => {
                 row.restarts = Some(st.restart_count);
+                row.failing_channels = st
+                    .last_probe_output
+                    .as_deref()
+                    .map(crate::gateway::failing_channels)
+                    .unwrap_or_default();
                 match st.started_at {
                     Some(t) => row.uptime_s = Some((chrono::Utc::now() - t).num_seconds()),
                     None => row
@@ -438,7 +450,11 @@ pub fn table(st: &FleetStatus) -> String {
             r.tenant.clone(),
             r.host.clone(),
             r.state.word().to_string(),
-            r.health.clone().unwrap_or_else(|| "-".into()),
+            match (&r.health, r.failing_channels.is_empty()) {
+                (None, _) => "-".into(),
+                (Some(h), true) => h.clone(),
+                (Some(h), false) => format!("{h} ({} failing)", r.failing_channels.join(", ")),
+            },
             match &r.live_image {
                 Some(l) => format!("{l} (declared {})", r.image),
                 None => r.image.clone(),

@@ -4,7 +4,7 @@
 //!
 //! The containers run the stub gateway image (`tests/stub-gateway`, built once per run by
 //! `scripts/build-stub-image.sh`) with the gateway's own command and healthcheck, so the
-//! health gate's `/readyz` and WebSocket checks run for real. Faults are the stub's knobs, set
+//! health gate's `/startupz` and WebSocket checks run for real. Faults are the stub's knobs, set
 //! as tenant env: `STUB_NEVER_READY`, `STUB_CRASH_AFTER_S`, `STUB_EXIT_AT_ONCE`.
 #![allow(dead_code)]
 
@@ -246,7 +246,7 @@ impl TestFleet {
         o
     }
 
-    /// `mtp apply --auto-approve`, with every gate check (Docker health, `/readyz`, the
+    /// `mtp apply --auto-approve`, with every gate check (Docker health, `/startupz`, the
     /// WebSocket `health` call with the tenant's token).
     pub fn apply(&self, extra: &[&str]) -> Output {
         let mut args = vec!["apply", "--auto-approve"];

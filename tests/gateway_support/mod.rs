@@ -18,12 +18,13 @@ use bollard::models::{
     PortBinding,
 };
 
-/// The healthcheck mtp gives a tenant by default (the gateway's own `node -e fetch(...)`).
+/// The healthcheck mtp gives a tenant by default (`node -e`: exit by `/startupz`, print
+/// `/readyz`'s failing channels).
 pub const HEALTH_CMD: [&str; 4] = [
     "CMD",
     "node",
     "-e",
-    "fetch('http://127.0.0.1:18789/readyz').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))",
+    "Promise.all([fetch('http://127.0.0.1:18789/startupz'),fetch('http://127.0.0.1:18789/readyz').then(r=>r.json()).then(j=>console.log(JSON.stringify({ready:j.ready,failing:j.failing})),()=>{})]).then(([s])=>process.exit(s.ok?0:1),()=>process.exit(1))",
 ];
 
 /// Fails the test loudly when no engine answers: a skipped e2e test must not pass.

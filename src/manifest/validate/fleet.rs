@@ -319,8 +319,8 @@ impl Checker<'_> {
                 )
                 .maybe_label(self.spans.value(&at(&["health", "command"])), "empty")
                 .help(
-                    "leave it out for the default `/readyz` check, or give the exec form, e.g. \
-                     [\"curl\", \"-fs\", \"http://127.0.0.1:18789/readyz\"]",
+                    "leave it out for the default `/startupz` check, or give the exec form, e.g. \
+                     [\"curl\", \"-fs\", \"http://127.0.0.1:18789/startupz\"]",
                 ),
             );
         }

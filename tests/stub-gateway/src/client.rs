@@ -20,8 +20,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{config, flag, gateway, port_from, port_with_config, secrets};
 
-/// GET `url` (plain http); the status code.
-fn http_get(url: &str) -> Result<u16, String> {
+/// GET `url` (plain http); the status code and the body.
+fn http_get(url: &str) -> Result<(u16, String), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http URL: {url}"))?;
@@ -48,16 +48,19 @@ fn http_get(url: &str) -> Result<u16, String> {
     .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    let head = String::from_utf8_lossy(&buf);
-    head.split_whitespace()
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "no HTTP answer".to_string())
+        .ok_or_else(|| "no HTTP answer".to_string())?;
+    Ok((code, body.to_string()))
 }
 
 fn exit_for(url: &str) -> i32 {
     match http_get(url) {
-        Ok(code) if (200..300).contains(&code) => 0,
+        Ok((code, _)) if (200..300).contains(&code) => 0,
         Ok(_) => 1,
         Err(e) => {
             eprintln!("{e}");
@@ -66,17 +69,30 @@ fn exit_for(url: &str) -> i32 {
     }
 }
 
-/// `node -e "<script>"`: the script's first http:// URL is fetched; 2xx exits 0.
+/// `node -e "<script>"`: a healthcheck. Every http:// URL in the script is fetched in order;
+/// the first one's answer decides (2xx exits 0); with more than one, the last one's body is
+/// printed (mtp's probe: exit by `/startupz`, print `/readyz`, which names failing channels).
 pub fn eval_script(script: &str) -> i32 {
-    let Some(start) = script.find("http://") else {
+    let urls: Vec<String> = script
+        .match_indices("http://")
+        .map(|(start, _)| {
+            script[start..]
+                .chars()
+                .take_while(|c| !matches!(c, '\'' | '"' | '`' | ')' | ' '))
+                .collect()
+        })
+        .collect();
+    let Some(first) = urls.first() else {
         eprintln!("the stub gateway's `node -e` only runs fetch(<http URL>) healthchecks");
         return 1;
     };
-    let url: String = script[start..]
-        .chars()
-        .take_while(|c| !matches!(c, '\'' | '"' | '`' | ')' | ' '))
-        .collect();
-    exit_for(&url)
+    let code = exit_for(first);
+    if let Some(last) = urls.get(1..).and_then(<[String]>::last)
+        && let Ok((_, body)) = http_get(last)
+    {
+        println!("{}", body.trim());
+    }
+    code
 }
 
 /// `http <METHOD> <URL>`: one request, the status code and the body on stdout.

@@ -77,6 +77,13 @@ pub struct Live {
     pub last_reload_at: Option<u64>,
     pub last_error: Option<String>,
     pub restart_pending: bool,
+    /// Since when the Telegram channel has been running without reaching Telegram (there is
+    /// no network here): past the connect grace /readyz names it failing.
+    pub telegram_since: Option<Instant>,
+    /// A reload waits, forever, for the running Telegram channel to drain (see `reload`).
+    pub reload_stuck: bool,
+    /// The hash of the last config file evaluated: a read of the same file is not a change.
+    pub held: Option<String>,
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -277,11 +284,22 @@ async fn serve(
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    if let Err(e) = write_state(&state) {
+    let boots = match write_state(&state) {
+        Ok(n) => n,
+        Err(e) => {
+            lease.release();
+            return fail(&format!(
+                "cannot write state under {}: {e}",
+                state.display()
+            ));
+        }
+    };
+    if let Some(max) = env_var("STUB_FAIL_BOOT_AFTER").and_then(|v| v.parse::<u64>().ok())
+        && boots > max
+    {
         lease.release();
         return fail(&format!(
-            "cannot write state under {}: {e}",
-            state.display()
+            "fatal: STUB_FAIL_BOOT_AFTER={max}: boot {boots} of this state directory fails"
         ));
     }
     let (shutdown, _) = broadcast::channel(4);
@@ -299,6 +317,9 @@ async fn serve(
             last_reload_at: None,
             last_error: None,
             restart_pending: false,
+            telegram_since: None,
+            reload_stuck: false,
+            held: None,
         }),
         state_dir: state,
         tick_ms: knob_ms("STUB_TICK_MS", 30_000).max(10),
@@ -355,6 +376,12 @@ async fn lifecycle(gw: Arc<Gateway>) {
         .phase
         .compare_exchange(STARTING, STARTED, Ordering::SeqCst, Ordering::SeqCst);
     log("gateway", "ready");
+    {
+        let mut live = gw.config.lock().unwrap();
+        if methods::telegram_running(&live) {
+            live.telegram_since = Some(Instant::now());
+        }
+    }
     // A gateway that writes its credentials into its output (a debug log, a client library's
     // error with the request URL in it): what `mtp logs` must never show.
     if knob_on("STUB_DEBUG_AUTH") {
@@ -411,8 +438,9 @@ async fn signals(gw: Arc<Gateway>) -> i32 {
     }
 }
 
-/// The state the gateway keeps: its directories and a boot record.
-fn write_state(state: &std::path::Path) -> std::io::Result<()> {
+/// The state the gateway keeps: its directories and a boot record. Returns this boot's
+/// number (1 for the state directory's first).
+fn write_state(state: &std::path::Path) -> std::io::Result<u64> {
     std::fs::create_dir_all(state.join("workspace"))?;
     std::fs::create_dir_all(state.join("sessions"))?;
     let file = state.join("stub-state.json");
@@ -422,7 +450,8 @@ fn write_state(state: &std::path::Path) -> std::io::Result<()> {
         .and_then(|v| v["bootCount"].as_u64())
         .unwrap_or(0);
     let v = json!({"bootCount": boots + 1, "lastStartAt": now_ms(), "version": crate::VERSION});
-    config::write_atomic(&file, &serde_json::to_string_pretty(&v).unwrap())
+    config::write_atomic(&file, &serde_json::to_string_pretty(&v).unwrap())?;
+    Ok(boots + 1)
 }
 
 // --- config hot reload ----------------------------------------------------------------------
@@ -495,7 +524,11 @@ pub fn reload(gw: &Gateway) {
             return;
         }
     };
-    if new.hash == live.loaded.hash {
+    // Unchanged, or a change already refused or waiting: nothing new to evaluate.
+    if new.hash == live.loaded.hash || live.held.as_ref() == Some(&new.hash) {
+        return;
+    }
+    if live.reload_stuck {
         return;
     }
     let changed = config::changed_paths(&live.loaded.source, &new.source);
@@ -517,6 +550,30 @@ pub fn reload(gw: &Gateway) {
             "[SECRETS_RELOADER_DEGRADED] Secret resolution failed; runtime remains on the last-known-good snapshot.",
         );
         let e = format!("config reload failed: {}", f.detail);
+        log("reload", &e);
+        live.last_error = Some(e);
+        return;
+    }
+    // A running Telegram channel that cannot reach Telegram keeps its poller's work, and the
+    // real gateway refuses to replace the channel and agent plugins under it (measured on
+    // 2026.9.6: model changes refused): the old config stays in force, `appliedConfigHash`
+    // with it, until the process restarts.
+    let channel_holds = methods::telegram_running(&live) && !knob_on("STUB_TELEGRAM_RELOADS");
+    // A change to the running channel itself (its `dmPolicy`, say) waits for the channel's
+    // work before restarting it, which with Telegram unreachable never ends (measured on
+    // 2026.9.6: "evaluating reload" and no outcome; `appliedConfigHash` already reports the
+    // new revision, the channel still runs the old config). Later changes queue behind it.
+    live.held = Some(new.hash.clone());
+    if channel_holds && changed.iter().any(|p| p.starts_with("channels.telegram")) {
+        live.applied_rev = config::revision_hash(&new.source);
+        live.reload_stuck = true;
+        return;
+    }
+    if channel_holds && changed.iter().any(|p| refused_under_channel(p)) {
+        let e = format!(
+            "config reload failed: PluginRuntimeApplicationError: Plugin operation failed during activate: Channel telegram/default still owns running work. Gateway generation {}: replacement not applied.",
+            live.reload_count + 1
+        );
         log("reload", &e);
         live.last_error = Some(e);
         return;
@@ -552,9 +609,22 @@ pub fn reload(gw: &Gateway) {
     live.token = effective_token(&new.resolved, &res);
     live.secrets = res;
     live.loaded = new;
+    live.telegram_since = match (live.telegram_since, methods::telegram_running(&live)) {
+        (since @ Some(_), true) => since,
+        (None, true) if gw.phase.load(Ordering::SeqCst) == STARTED => Some(Instant::now()),
+        _ => None,
+    };
     live.reload_count += 1;
     live.last_reload_at = Some(now_ms());
     live.last_error = None;
+}
+
+/// Whether a changed config path makes the gateway replace the channel or agent plugins (what
+/// it cannot do while a channel holds running work).
+fn refused_under_channel(path: &str) -> bool {
+    ["channels.", "agents.", "plugins.", "models."]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 // --- HTTP -----------------------------------------------------------------------------------
@@ -599,11 +669,19 @@ async fn ready(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let phase = gw.phase.load(Ordering::SeqCst);
-    // A channel whose credentials did not resolve keeps the gateway not ready.
+    // A channel whose credentials did not resolve keeps the gateway not ready, and so does one
+    // that has not reached its service within the connect grace (the real's
+    // DEFAULT_CHANNEL_CONNECT_GRACE_MS, 120 s): /readyz judges the channels, /startupz the
+    // gateway alone.
+    let channel_down = |live: &Live| {
+        methods::telegram_failure(live).is_some()
+            || live.telegram_since.is_some_and(|t| {
+                t.elapsed()
+                    >= Duration::from_millis(knob_ms("STUB_CHANNEL_CONNECT_GRACE_MS", 120_000))
+            })
+    };
     let failing: Vec<&str> = match phase {
-        STARTED if methods::telegram_failure(&gw.config.lock().unwrap()).is_some() => {
-            vec!["telegram"]
-        }
+        STARTED if channel_down(&gw.config.lock().unwrap()) => vec!["telegram"],
         STARTED => vec![],
         DRAINING => vec!["draining"],
         _ => vec!["startup-sidecars"],

@@ -40,7 +40,22 @@
 //! seconds after becoming ready; fractions allowed), STUB_EXIT_AT_ONCE=1, STUB_IGNORE_SIGTERM=1,
 //! STUB_TICK_MS (the tick interval, default 30000), STUB_NO_BACKUP=1 (no `backup`
 //! command, as an older gateway), STUB_LEASE_TTL_MS (the owner lease's TTL,
-//! default 300000 as the real's; it is renewed every TTL/10).
+//! default 300000 as the real's; it is renewed every TTL/10), STUB_FAIL_BOOT_AFTER=N (every
+//! start after the state directory's N-th exits 1: a gateway that no longer starts),
+//! STUB_CHANNEL_CONNECT_GRACE_MS (how long a running Telegram channel, which never reaches
+//! Telegram here, counts as connecting before /readyz names it failing; default 120000 as the
+//! real's), STUB_TELEGRAM_RELOADS=1 (hot reloads go through while Telegram runs, as if its
+//! work had drained).
+//!
+//! Channels, as the real 2026.9.6 with Telegram unreachable (both seen here): while a
+//! Telegram channel runs, a change to it (`channels.telegram.*`, e.g. `dmPolicy`) logs
+//! `config change detected; evaluating reload (...)` and never an outcome: the reload waits
+//! for the channel's work, `appliedConfigHash` already reports the new revision, and later
+//! changes queue behind it until the process restarts; a change that replaces the agent
+//! plugins (`agents.*`, `plugins.*`, `models.*`, other channels) is refused: `config reload
+//! failed: ... Channel telegram/default still owns running work ... replacement not applied`,
+//! the old config (and `appliedConfigHash`) stays in force. Past the connect grace /readyz
+//! answers 503 `failing: ["telegram"]` while /startupz and /healthz stay 200.
 
 mod backup;
 mod client;

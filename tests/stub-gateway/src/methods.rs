@@ -107,6 +107,12 @@ pub fn unavailable(f: &OwnerFailure) -> String {
     )
 }
 
+/// Whether the Telegram channel runs (enabled, with a token that resolved): with no network
+/// here, a running poller never connects.
+pub fn telegram_running(live: &Live) -> bool {
+    telegram_accounts(live).is_some_and(|a| a[0]["running"] == true)
+}
+
 fn telegram_accounts(live: &Live) -> Option<Vec<Value>> {
     let tg = config::get(&live.loaded.resolved, "channels.telegram")?;
     let enabled = tg.get("enabled").and_then(Value::as_bool).unwrap_or(true);
