@@ -331,3 +331,99 @@ fn destroy_removes_every_container_network_and_record_and_keeps_the_data() {
     let o = f.mtp_ok(&["destroy", "--auto-approve"]);
     assert!(!text(&o).contains("- remove"), "{}", text(&o));
 }
+
+/// The stub image with a preflight as slow as `ms` (the preflight's container gets the image's
+/// env, not the tenant's), under a tag of this test's own; removed when dropped.
+struct SlowPreflightImage(String);
+
+impl SlowPreflightImage {
+    fn new(ms: u64) -> Self {
+        let tag = format!("mtp-stub-gateway:slow-preflight-{}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!("FROM {IMAGE_A}\nENV STUB_PREFLIGHT_DELAY_MS={ms}\n"),
+        )
+        .unwrap();
+        let o = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", &tag, dir.path().to_str().unwrap()])
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        SlowPreflightImage(tag)
+    }
+}
+
+impl Drop for SlowPreflightImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn killing_plan_or_apply_during_the_preflight_leaves_no_helper_after_the_next_apply() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    test_images();
+    let slow = SlowPreflightImage::new(6_000);
+    let mut f = TestFleet::new("pfkill");
+    f.image = slow.0.clone();
+    f.declare(vec![Tenant::new("alpha")]);
+    f.apply_ok();
+    let helpers = |f: &TestFleet| {
+        docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=mtp.fleet={}", f.name),
+            "--filter",
+            "label=mtp.helper",
+        ])
+    };
+    assert_eq!(helpers(&f), "", "a finished apply leaves no helper");
+
+    let cases: [(&[&str], Signal); 4] = [
+        (&["plan"], Signal::SIGKILL),
+        (&["plan"], Signal::SIGTERM),
+        (&["apply", "--auto-approve"], Signal::SIGKILL),
+        (&["apply", "--auto-approve"], Signal::SIGTERM),
+    ];
+    for (i, (args, signal)) in cases.into_iter().enumerate() {
+        // A model change: a patch, whose config the preflight checks.
+        f.tenant_mut("alpha").extra = format!("model = \"anthropic/k{i}\"\n");
+        f.write();
+        let mut child = f
+            .cmd(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while helpers(&f).is_empty() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "mtp {args:?} started no preflight"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        child.wait().unwrap();
+        let o = f.apply(&[]);
+        assert!(
+            o.status.success(),
+            "after {signal} of {args:?}: {}",
+            text(&o)
+        );
+        assert_eq!(
+            helpers(&f),
+            "",
+            "after {signal} of mtp {args:?} and an apply, a helper is left:\n{}",
+            text(&o)
+        );
+        f.assert_converged();
+    }
+}

@@ -26,7 +26,11 @@ fn every_marked_sample_in_the_readme_is_the_snapshot_of_a_real_output() {
             .unwrap_or_else(|| panic!("no text block after the marker of {snap}"));
         let text = std::fs::read_to_string(root.join(snap))
             .unwrap_or_else(|e| panic!("README names {snap}: {e}"));
-        let mut body = text.splitn(3, "---\n").nth(2).unwrap_or_default().to_string();
+        let mut body = text
+            .splitn(3, "---\n")
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
         for (from, to) in FILLED {
             body = body.replace(from, to);
         }

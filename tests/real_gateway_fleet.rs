@@ -282,6 +282,22 @@ fn real_gateway_backup_and_restore_round_trip() {
     let mut f = TestFleet::real("rg-backup");
     f.declare(vec![Tenant::new("acme")]);
     f.apply_ok();
+    // Recycled first (its token rotated): what is backed up, restored and billed is the
+    // container a recycle left, which Docker keeps labelled `mtp.role=next`.
+    f.mtp_ok(&[
+        "secrets",
+        "gen",
+        "--force",
+        "acme",
+        "OPENCLAW_GATEWAY_TOKEN",
+    ]);
+    let o = f.apply_ok();
+    assert!(text(&o).contains("recycle"), "{}", text(&o));
+    let c = f.container("acme");
+    assert_eq!(
+        f.inspect(&c.id, "{{index .Config.Labels \"mtp.role\"}}"),
+        "next"
+    );
     let dir = f.data_dir("acme");
     for (p, c) in [
         ("mtp-test/notes.txt", "the customer's notes\n"),
@@ -338,6 +354,12 @@ fn real_gateway_backup_and_restore_round_trip() {
     );
     assert!(dir.join("state/openclaw.sqlite").exists() || dir.join("openclaw.json").exists());
     assert!(f.container("acme").healthy());
+    // Its usage is read from the recycled, restored gateway (no "unread").
+    let o = f.mtp(&["usage", "--days", "1", "--json"]);
+    eprintln!("usage: {}", text(&o));
+    assert!(o.status.success(), "{}", text(&o));
+    let u: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(u["tenants"][0]["tenant"], "acme", "{u}");
 }
 
 /// `gateway call config.get` inside a tenant's container: the gateway's own word on the

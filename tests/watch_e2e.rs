@@ -200,6 +200,14 @@ fn repo_with_hook_secret(f: &TestFleet) -> std::path::PathBuf {
     remote
 }
 
+/// Whether the tenant's container is one a recycle made (Docker keeps its `.next` label).
+fn recycled(f: &TestFleet, t: &str) -> bool {
+    f.containers().iter().any(|c| {
+        c.name == format!("{}-{t}", f.name)
+            && f.inspect(&c.id, "{{index .Config.Labels \"mtp.role\"}}") == "next"
+    })
+}
+
 /// `mtp watch` on `remote`, polling every second, its status on a free loopback port.
 fn start_watch(f: &TestFleet, remote: &std::path::Path) -> (Daemon, u16) {
     let port = free_port();
@@ -422,7 +430,12 @@ fn a_budget_crossing_sends_its_webhooks_and_stop_stops_the_tenant() {
         Tenant::new("alpha").with("budget = { usd_per_month = 1, action = \"stop\" }"),
         Tenant::new("bravo").with("budget = { usd_per_month = 10, action = \"alert\" }"),
     ]);
-    push(&f, "two tenants with budgets");
+    // Both were applied before and are recycled by watch's first commit (a new image): the
+    // budget reads and stops the containers a recycle left, labelled `mtp.role=next`.
+    f.apply_ok();
+    f.image = IMAGE_B.into();
+    f.write();
+    push(&f, "two tenants with budgets, on a new image");
     let (_daemon, port) = start_watch(&f, &remote);
     let running = |f: &TestFleet, t: &str| {
         f.containers()
@@ -434,8 +447,11 @@ fn a_budget_crossing_sends_its_webhooks_and_stop_stops_the_tenant() {
             .iter()
             .any(|c| c.name == format!("{}-{t}", f.name) && c.healthy())
     };
-    wait(port, "both created", Duration::from_secs(90), || {
-        healthy(&f, "alpha") && healthy(&f, "bravo")
+    wait(port, "both recycled", Duration::from_secs(90), || {
+        healthy(&f, "alpha")
+            && healthy(&f, "bravo")
+            && recycled(&f, "alpha")
+            && recycled(&f, "bravo")
     });
     // This month's spend, as each stub's usage.cost will report it: alpha $2 (over its $1,
     // stop), bravo $8.50 (85 % of its $10, alert).
@@ -533,8 +549,15 @@ fn watch_takes_scheduled_backups_once_per_period() {
     let remote = repo_with_hook_secret(&f);
     f.defaults_extra = "\n[backup]\nevery = \"1h\"\nkeep = 3\n".into();
     f.declare(vec![Tenant::new("alpha")]);
-    push(&f, "alpha, backed up hourly");
+    // Recycled by watch's first commit: the backup is of the container a recycle left.
+    f.apply_ok();
+    f.image = IMAGE_B.into();
+    f.write();
+    push(&f, "alpha, backed up hourly, on a new image");
     let (_daemon, port) = start_watch(&f, &remote);
+    wait(port, "alpha recycled", Duration::from_secs(90), || {
+        recycled(&f, "alpha")
+    });
     let dir = f.path().join("state/watch/backups");
     let archives = || -> Vec<String> {
         std::fs::read_dir(&dir)

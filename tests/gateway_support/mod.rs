@@ -76,12 +76,22 @@ pub fn real_image() -> &'static str {
     TAG.get_or_init(|| build_image("scripts/build-real-gateway-image.sh", "MTP_REAL_IMAGE"))
 }
 
+/// A loopback port free now and never handed out before in this test process (the kernel
+/// may hand a just-released port out again: sixty tenants drawn at once would collide).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn unique(prefix: &str) -> String {

@@ -45,7 +45,8 @@
 //! STUB_CHANNEL_CONNECT_GRACE_MS (how long a running Telegram channel, which never reaches
 //! Telegram here, counts as connecting before /readyz names it failing; default 120000 as the
 //! real's), STUB_TELEGRAM_RELOADS=1 (hot reloads go through while Telegram runs, as if its
-//! work had drained).
+//! work had drained), STUB_PREFLIGHT_DELAY_MS (mtp's preflight waits that long first; set in an
+//! image's env, since the preflight's throwaway container gets none of the tenant's).
 //!
 //! Channels, as the real 2026.9.6 with Telegram unreachable (both seen here): while a
 //! Telegram channel runs, a change to it (`channels.telegram.*`, e.g. `dmPolicy`) logs

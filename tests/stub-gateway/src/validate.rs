@@ -243,8 +243,16 @@ fn preflight_one(file: &str) -> String {
     }
 }
 
-/// `node <dir>/mtp-preflight.mjs <file>...`.
+/// `node <dir>/mtp-preflight.mjs <file>...`. `STUB_PREFLIGHT_DELAY_MS` (an image's env, as
+/// the preflight container gets no tenant env) makes it as slow as the real one, or slower,
+/// for tests that interrupt mtp during its preflight.
 pub fn preflight(files: &[&str]) -> i32 {
+    if let Some(ms) = std::env::var("STUB_PREFLIGHT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     for f in files {
         println!("{}", preflight_one(f));
     }
