@@ -27,15 +27,19 @@ fn primary_endpoint() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
-/// Rewrites the manifest with the hosts appended (declare() rewrites it without them).
+/// Rewrites the manifest with the hosts appended (declare() rewrites it without them). Both
+/// engines run on this one machine, so host b's tenant networks take their subnets from a
+/// pool of its own (the upper half of its slot): a tenant moving from a to b has a network
+/// on each at once, and two bridges of one subnet on one machine would shadow each other.
 fn with_hosts(f: &TestFleet, b: &SecondEngine, b_root: &Path) {
     let path = f.path().join("fleet.toml");
     let mut s = std::fs::read_to_string(&path).unwrap();
     s.push_str(&format!(
-        "[hosts.a]\nendpoint = \"{}\"\n\n[hosts.b]\nendpoint = \"{}\"\ndata_root = \"{}\"\n",
+        "[hosts.a]\nendpoint = \"{}\"\n\n[hosts.b]\nendpoint = \"{}\"\ndata_root = \"{}\"\nsubnet_pool = \"10.{}.128.0/17\"\n",
         primary_endpoint(),
         b.endpoint(),
-        b_root.display()
+        b_root.display(),
+        b.octet()
     ));
     std::fs::write(path, s).unwrap();
 }
