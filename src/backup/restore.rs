@@ -101,6 +101,7 @@ async fn helper<E: Engine>(
     spec: &ContainerSpec,
     fleet: &str,
     op: &str,
+    owner: (u32, u32),
 ) -> Result<(), String> {
     let job = OneOff {
         name: format!("{fleet}.mtp-restore-{:08x}", rand::random::<u32>()),
@@ -116,6 +117,61 @@ async fn helper<E: Engine>(
         labels: OneOff::helper_labels(fleet, "restore", Duration::from_secs(600)),
         timeout: Duration::from_secs(600),
         binds: vec![format!("{}:{STATE_DIR}", spec.data_dir)],
+        user: format!("{}:{}", owner.0, owner.1),
+        cap_add: Vec::new(),
+    };
+    let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
+    if out.exit_code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", out.exit(), out.cause()))
+    }
+}
+
+/// Where the re-owning helper mounts the tenant's secrets directory.
+const OWN_SECRETS: &str = "/mtp-secrets";
+
+/// Gives tenant `spec`'s data and secrets directories, and everything in them, to `owner`
+/// (uid, gid), through a throwaway container of its image that mounts both, run as root
+/// with only the capabilities chown needs, no network; links are re-owned, never followed.
+/// Its containers must be stopped. How a tenant whose uid changes keeps its data: before
+/// the new container starts, and back before an old one is restarted.
+pub async fn own<E: Engine>(
+    engine: &E,
+    spec: &ContainerSpec,
+    fleet: &str,
+    owner: (u32, u32),
+) -> Result<(), String> {
+    let secrets_dir = spec
+        .mounts
+        .iter()
+        .find(|m| m.target == crate::render::SECRETS_DIR)
+        .map(|m| m.source.clone())
+        .ok_or("the tenant has no secrets directory")?;
+    let job = OneOff {
+        name: format!("{fleet}.mtp-own-{:08x}", rand::random::<u32>()),
+        image: spec.image.clone(),
+        cmd: vec![
+            "node".into(),
+            HELPER_PATH.into(),
+            "own".into(),
+            STATE_DIR.into(),
+            owner.0.to_string(),
+            owner.1.to_string(),
+            OWN_SECRETS.into(),
+        ],
+        env: Vec::new(),
+        files: vec![(HELPER_PATH.to_string(), HELPER_SCRIPT.to_string())],
+        labels: OneOff::helper_labels(fleet, "own", Duration::from_secs(600)),
+        timeout: Duration::from_secs(600),
+        binds: vec![
+            format!("{}:{STATE_DIR}", spec.data_dir),
+            format!("{secrets_dir}:{OWN_SECRETS}"),
+        ],
+        user: "0:0".into(),
+        cap_add: ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"]
+            .map(String::from)
+            .to_vec(),
     };
     let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
     if out.exit_code == Some(0) {
@@ -142,6 +198,9 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
         state: state.into(),
     };
     let was_running = c.state.is_running();
+    // The container's own uid owns the data (a uid change not yet applied changes it later,
+    // with the recycle that brings it).
+    let owner = c.owner();
     let started = Instant::now();
     let restart_old = |state: &'static str| async move {
         if was_running {
@@ -160,12 +219,12 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
             .await
             .map_err(|e| failed("stopping the tenant", e.to_string(), "nothing was changed"))?;
     }
-    if let Err(e) = helper(engine, spec, fleet, "aside").await {
+    if let Err(e) = helper(engine, spec, fleet, "aside", owner).await {
         let state = restart_old("its data is as it was").await;
         return Err(failed("setting the current data aside", e, &state));
     }
     let put_back = || async {
-        match helper(engine, spec, fleet, "back").await {
+        match helper(engine, spec, fleet, "back", owner).await {
             Ok(()) => restart_old("the previous data is back").await,
             Err(e) => format!(
                 "putting the previous data back failed too ({e}): it is in {}/{ASIDE_DIR} on the host",
@@ -178,10 +237,22 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
         let state = put_back().await;
         return Err(failed("writing the restored data", e.to_string(), &state));
     }
+    // The archive's files are written as the image's 1000: give them to the tenant's uid.
+    if owner != (crate::manifest::GATEWAY_UID, crate::manifest::GATEWAY_GID)
+        && let Err(e) = own(engine, spec, fleet, owner).await
+    {
+        let state = put_back().await;
+        return Err(failed(
+            "giving the restored data to the tenant's uid",
+            e,
+            &state,
+        ));
+    }
     // The tenant's configuration is what fleet.toml says now, not what it said then.
     let files = crate::engine::Files {
         config: Some(&spec.config),
         secrets: None,
+        owner,
         live: false,
     };
     if let Err(e) = engine.write_files(&c.id, &files).await {
@@ -221,7 +292,7 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
         gated = true;
     }
     let downtime_ms = started.elapsed().as_millis() as u64;
-    let previous_data = match helper(engine, spec, fleet, "drop").await {
+    let previous_data = match helper(engine, spec, fleet, "drop", owner).await {
         Ok(()) => "removed after the gate passed".to_string(),
         Err(e) => {
             tracing::warn!(tenant = %tenant, "the set-aside data stays: {e}");
