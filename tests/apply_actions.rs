@@ -19,9 +19,10 @@ fn create_starts_healthy_containers_with_config_and_hardening() {
     let c = f.container("acme");
     assert!(c.healthy(), "{c:?}");
     let fmt = "{{.Config.User}} {{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}} {{.HostConfig.Init}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}} {{.Config.StopTimeout}}";
+    let uid = f.uid_of("acme");
     assert_eq!(
         f.inspect(&c.id, fmt),
-        "1000:1000 [\"ALL\"] [\"no-new-privileges\"] true 512 unless-stopped 2"
+        format!("{uid}:{uid} [\"ALL\"] [\"no-new-privileges\"] true 512 unless-stopped 2")
     );
     // Its own network, under its own name; and the same hostname for every container of it.
     let aliases = f.inspect(
