@@ -45,7 +45,7 @@ fn create_starts_healthy_containers_with_config_and_hardening() {
     assert!(text.contains("anthropic/m1"), "{text}");
     for p in [&dir, &cfg] {
         let m = std::fs::metadata(p).unwrap();
-        assert_eq!((m.uid(), m.gid()), (1000, 1000), "{}", p.display());
+        assert_eq!((m.uid(), m.gid()), (uid, uid), "{}", p.display());
     }
     f.assert_converged();
     // A second apply has nothing to do.

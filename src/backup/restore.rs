@@ -101,7 +101,6 @@ async fn helper<E: Engine>(
     spec: &ContainerSpec,
     fleet: &str,
     op: &str,
-    owner: (u32, u32),
 ) -> Result<(), String> {
     let job = OneOff {
         name: format!("{fleet}.mtp-restore-{:08x}", rand::random::<u32>()),
@@ -117,8 +116,11 @@ async fn helper<E: Engine>(
         labels: OneOff::helper_labels(fleet, "restore", Duration::from_secs(600)),
         timeout: Duration::from_secs(600),
         binds: vec![format!("{}:{STATE_DIR}", spec.data_dir)],
-        user: format!("{}:{}", owner.0, owner.1),
-        cap_add: Vec::new(),
+        // Whoever owns what is there (the gateway's uid, an earlier one): root, with only the
+        // capabilities renames and removals across owners need; [`own`] then gives it all
+        // to the tenant's uid.
+        user: "0:0".into(),
+        cap_add: OWN_CAPS.map(String::from).to_vec(),
     };
     let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
     if out.exit_code == Some(0) {
@@ -127,6 +129,10 @@ async fn helper<E: Engine>(
         Err(format!("{}: {}", out.exit(), out.cause()))
     }
 }
+
+/// The only capabilities the helpers keep (they run as root): change owners, and reach and
+/// rearrange files whoever owns them.
+const OWN_CAPS: [&str; 4] = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"];
 
 /// Where the re-owning helper mounts the tenant's secrets directory.
 const OWN_SECRETS: &str = "/mtp-secrets";
@@ -169,9 +175,7 @@ pub async fn own<E: Engine>(
             format!("{secrets_dir}:{OWN_SECRETS}"),
         ],
         user: "0:0".into(),
-        cap_add: ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"]
-            .map(String::from)
-            .to_vec(),
+        cap_add: OWN_CAPS.map(String::from).to_vec(),
     };
     let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
     if out.exit_code == Some(0) {
@@ -219,12 +223,12 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
             .await
             .map_err(|e| failed("stopping the tenant", e.to_string(), "nothing was changed"))?;
     }
-    if let Err(e) = helper(engine, spec, fleet, "aside", owner).await {
+    if let Err(e) = helper(engine, spec, fleet, "aside").await {
         let state = restart_old("its data is as it was").await;
         return Err(failed("setting the current data aside", e, &state));
     }
     let put_back = || async {
-        match helper(engine, spec, fleet, "back", owner).await {
+        match helper(engine, spec, fleet, "back").await {
             Ok(()) => restart_old("the previous data is back").await,
             Err(e) => format!(
                 "putting the previous data back failed too ({e}): it is in {}/{ASIDE_DIR} on the host",
@@ -237,10 +241,9 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
         let state = put_back().await;
         return Err(failed("writing the restored data", e.to_string(), &state));
     }
-    // The archive's files are written as the image's 1000: give them to the tenant's uid.
-    if owner != (crate::manifest::GATEWAY_UID, crate::manifest::GATEWAY_GID)
-        && let Err(e) = own(engine, spec, fleet, owner).await
-    {
+    // The archive's files are written as the image's 1000, the set-aside ones are root's
+    // or an earlier uid's: give everything to the tenant's uid.
+    if let Err(e) = own(engine, spec, fleet, owner).await {
         let state = put_back().await;
         return Err(failed(
             "giving the restored data to the tenant's uid",
@@ -292,7 +295,7 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
         gated = true;
     }
     let downtime_ms = started.elapsed().as_millis() as u64;
-    let previous_data = match helper(engine, spec, fleet, "drop", owner).await {
+    let previous_data = match helper(engine, spec, fleet, "drop").await {
         Ok(()) => "removed after the gate passed".to_string(),
         Err(e) => {
             tracing::warn!(tenant = %tenant, "the set-aside data stays: {e}");
