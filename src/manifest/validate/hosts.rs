@@ -82,7 +82,8 @@ impl Checker<'_> {
                 .push(inst);
         }
         for ((host, uid), users) in by_uid {
-            if users.len() < 2 {
+            // Two uids from one port: the duplicate port is the error, reported above.
+            if users.len() < 2 || users.iter().all(|i| self.origin(i, &["uid"]).is_none()) {
                 continue;
             }
             let on = if host == crate::manifest::DEFAULT_HOST {
