@@ -19,9 +19,10 @@ fn create_starts_healthy_containers_with_config_and_hardening() {
     let c = f.container("acme");
     assert!(c.healthy(), "{c:?}");
     let fmt = "{{.Config.User}} {{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}} {{.HostConfig.Init}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}} {{.Config.StopTimeout}}";
+    let uid = f.uid_of("acme");
     assert_eq!(
         f.inspect(&c.id, fmt),
-        "1000:1000 [\"ALL\"] [\"no-new-privileges\"] true 512 unless-stopped 2"
+        format!("{uid}:{uid} [\"ALL\"] [\"no-new-privileges\"] true 512 unless-stopped 2")
     );
     // Its own network, under its own name; and the same hostname for every container of it.
     let aliases = f.inspect(
@@ -44,7 +45,7 @@ fn create_starts_healthy_containers_with_config_and_hardening() {
     assert!(text.contains("anthropic/m1"), "{text}");
     for p in [&dir, &cfg] {
         let m = std::fs::metadata(p).unwrap();
-        assert_eq!((m.uid(), m.gid()), (1000, 1000), "{}", p.display());
+        assert_eq!((m.uid(), m.gid()), (uid, uid), "{}", p.display());
     }
     f.assert_converged();
     // A second apply has nothing to do.

@@ -47,7 +47,7 @@ fn an_existing_directory_mtp_did_not_create_is_left_untouched_until_adopted() {
     // Adopted on purpose: from then on it is the tenant's.
     let o = f.apply(&["--adopt", "acme"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(owner_mode(&dir), (1000, 0o700));
+    assert_eq!(owner_mode(&dir), (f.uid_of("acme"), 0o700));
     assert_eq!(
         std::fs::read_to_string(dir.join("keep.txt")).unwrap(),
         "the host's own file"

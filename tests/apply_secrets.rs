@@ -1,4 +1,4 @@
-//! A tenant's secrets reach its container's private secrets file (uid 1000, 0600, one link,
+//! A tenant's secrets reach its container's private secrets file (its own uid, 0600, one link,
 //! mounted into that container only) and nothing else: not the container's environment or
 //! anything `docker inspect` shows, not mtp's output, not the audit log, not the labels.
 
@@ -15,7 +15,7 @@ fn secrets_file(f: &TestFleet, tenant: &str) -> String {
         .join(tenant)
         .join("secrets.json");
     let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(meta.uid(), 1000, "owned by the gateway's uid");
+    assert_eq!(meta.uid(), f.uid_of(tenant), "owned by the gateway's uid");
     assert_eq!(meta.mode() & 0o777, 0o600, "private to it");
     assert_eq!(
         meta.nlink(),

@@ -195,12 +195,15 @@ fn a_running_tenant_is_backed_up_online_and_restored_byte_for_byte() {
         let m = std::fs::metadata(f.data_dir("acme").join(d)).unwrap();
         assert_eq!(
             (m.uid(), m.permissions().mode() & 0o777),
-            (1000, 0o700),
+            (f.uid_of("acme"), 0o700),
             "{d}"
         );
     }
     let m = std::fs::metadata(f.data_dir("acme").join("notes/customer.txt")).unwrap();
-    assert_eq!((m.uid(), m.permissions().mode() & 0o777), (1000, 0o600));
+    assert_eq!(
+        (m.uid(), m.permissions().mode() & 0o777),
+        (f.uid_of("acme"), 0o600)
+    );
     assert!(f.container("acme").healthy());
     f.assert_converged();
 }

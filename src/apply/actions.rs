@@ -435,10 +435,25 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
                 )),
             }
         };
+        // A tenant with data (its container gone, or made by an mtp before `uid`) may have it
+        // under another uid: give it to this container's before it starts.
+        if keep && runs_gateway(spec) {
+            self.step(run, "giving its data to its uid");
+            if let Err(e) =
+                crate::backup::restore::own(self.engine, spec, fleet, spec.owner()).await
+            {
+                return Err(undo(format!(
+                    "cannot give its data to uid {}: {e}",
+                    spec.owner().0
+                ))
+                .await);
+            }
+        }
         let secrets = Zeroizing::new(spec.secrets_json());
         let files = Files {
             config: Some(&spec.config),
             secrets: Some(&secrets),
+            owner: spec.owner(),
             live: false,
         };
         if runs_gateway(spec)
@@ -535,6 +550,17 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             .and_then(Value::as_str);
         let config_changed = a.changes.iter().any(|c| c.field == "config");
         let secrets_changed = a.changes.iter().any(|c| c.field.starts_with("secrets."));
+        // A changed uid: the old gateway stops first, then the data and secrets are given to
+        // the new uid before the new container starts; a rollback gives them back first.
+        let old_owner = a
+            .changes
+            .iter()
+            .find(|c| c.field == "security")
+            .and_then(|c| c.old.as_ref())
+            .and_then(|v| v.get("user"))
+            .and_then(Value::as_str)
+            .map(crate::render::parse_user)
+            .filter(|o| *o != spec.owner() && runs_gateway(spec));
         let old_secrets: Option<Zeroizing<String>> = if secrets_changed {
             read_file(self.engine, old_id, SECRETS_FILE)
                 .await
@@ -562,11 +588,19 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             let files = Files {
                 config: Some(&spec.config),
                 secrets: Some(&secrets),
+                owner: spec.owner(),
                 live: false,
             };
             let write = async {
                 if !runs_gateway(spec) {
                     return Ok(());
+                }
+                if old_owner.is_some() {
+                    crate::backup::restore::own(self.engine, spec, &self.plan.fleet, spec.owner())
+                        .await
+                        .map_err(|e| {
+                            format!("cannot give the data to uid {}: {e}", spec.owner().0)
+                        })?;
                 }
                 self.engine
                     .write_files(new_id, &files)
@@ -575,7 +609,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             };
             if old.running {
                 self.step(run, "stopping the old container");
-                if config_changed || secrets_changed {
+                if config_changed || secrets_changed || old_owner.is_some() {
                     killed = self
                         .stop_gateway(old_id, spec.stop_timeout_s, run)
                         .await
@@ -641,11 +675,22 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
                     "{reason}; giving the old container its name back failed: {e}; it is stopped as {old_name}"
                 )));
             }
+            // The data may be the new uid's already: give it back to the old one.
+            if let Some(owner) = old_owner
+                && let Err(e) =
+                    crate::backup::restore::own(self.engine, spec, &self.plan.fleet, owner).await
+            {
+                return Err(Failure::failed(format!(
+                    "{reason}; giving the data back to uid {} failed ({e}); the old container is stopped",
+                    owner.0
+                )));
+            }
             // The new files may already be in the shared dirs: put the old ones back.
             if config_changed || secrets_changed {
                 let restore = Files {
                     config: if config_changed { old_config } else { None },
                     secrets: old_secrets.as_deref().map(String::as_str),
+                    owner: old_owner.unwrap_or(spec.owner()),
                     live: false,
                 };
                 let restored = if config_changed && old_config.is_none() {
@@ -778,6 +823,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             let files = Files {
                 config: Some(&spec.config),
                 secrets: None,
+                owner: spec.owner(),
                 live: true,
             };
             self.engine
@@ -811,6 +857,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
                     let restore = Files {
                         config: Some(old_config),
                         secrets: None,
+                        owner: spec.owner(),
                         live: true,
                     };
                     return match self.engine.write_files(id, &restore).await {
@@ -989,6 +1036,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             let restore = Files {
                 config: Some(old_config),
                 secrets: None,
+                owner: spec.owner(),
                 live: false,
             };
             self.engine

@@ -147,11 +147,22 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             Err(e) => return Err(undo(format!("copying the data failed: {e}"), Some(new_id)).await),
         };
 
-        // 4. Its config and secrets, then start and gate.
+        // 4. The copied data is the old container's uid's: give it to this one's. Then its
+        // config and secrets, then start and gate.
+        if let Err(e) =
+            crate::backup::restore::own(self.engine, spec, &self.plan.fleet, spec.owner()).await
+        {
+            return Err(undo(
+                format!("cannot give the data to uid {}: {e}", spec.owner().0),
+                Some(new_id),
+            )
+            .await);
+        }
         let secrets = Zeroizing::new(spec.secrets_json());
         let write = Files {
             config: Some(&spec.config),
             secrets: Some(&secrets),
+            owner: spec.owner(),
             live: false,
         };
         if let Err(e) = self.engine.write_files(&new_id, &write).await {

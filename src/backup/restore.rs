@@ -116,6 +116,66 @@ async fn helper<E: Engine>(
         labels: OneOff::helper_labels(fleet, "restore", Duration::from_secs(600)),
         timeout: Duration::from_secs(600),
         binds: vec![format!("{}:{STATE_DIR}", spec.data_dir)],
+        // Whoever owns what is there (the gateway's uid, an earlier one): root, with only the
+        // capabilities renames and removals across owners need; [`own`] then gives it all
+        // to the tenant's uid.
+        user: "0:0".into(),
+        cap_add: OWN_CAPS.map(String::from).to_vec(),
+    };
+    let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
+    if out.exit_code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", out.exit(), out.cause()))
+    }
+}
+
+/// The only capabilities the helpers keep (they run as root): change owners, and reach and
+/// rearrange files whoever owns them.
+const OWN_CAPS: [&str; 4] = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"];
+
+/// Where the re-owning helper mounts the tenant's secrets directory.
+const OWN_SECRETS: &str = "/mtp-secrets";
+
+/// Gives tenant `spec`'s data and secrets directories, and everything in them, to `owner`
+/// (uid, gid), through a throwaway container of its image that mounts both, run as root
+/// with only the capabilities chown needs, no network; links are re-owned, never followed.
+/// Its containers must be stopped. How a tenant whose uid changes keeps its data: before
+/// the new container starts, and back before an old one is restarted.
+pub async fn own<E: Engine>(
+    engine: &E,
+    spec: &ContainerSpec,
+    fleet: &str,
+    owner: (u32, u32),
+) -> Result<(), String> {
+    let secrets_dir = spec
+        .mounts
+        .iter()
+        .find(|m| m.target == crate::render::SECRETS_DIR)
+        .map(|m| m.source.clone())
+        .ok_or("the tenant has no secrets directory")?;
+    let job = OneOff {
+        name: format!("{fleet}.mtp-own-{:08x}", rand::random::<u32>()),
+        image: spec.image.clone(),
+        cmd: vec![
+            "node".into(),
+            HELPER_PATH.into(),
+            "own".into(),
+            STATE_DIR.into(),
+            owner.0.to_string(),
+            owner.1.to_string(),
+            OWN_SECRETS.into(),
+        ],
+        env: Vec::new(),
+        files: vec![(HELPER_PATH.to_string(), HELPER_SCRIPT.to_string())],
+        labels: OneOff::helper_labels(fleet, "own", Duration::from_secs(600)),
+        timeout: Duration::from_secs(600),
+        binds: vec![
+            format!("{}:{STATE_DIR}", spec.data_dir),
+            format!("{secrets_dir}:{OWN_SECRETS}"),
+        ],
+        user: "0:0".into(),
+        cap_add: OWN_CAPS.map(String::from).to_vec(),
     };
     let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
     if out.exit_code == Some(0) {
@@ -142,6 +202,9 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
         state: state.into(),
     };
     let was_running = c.state.is_running();
+    // The container's own uid owns the data (a uid change not yet applied changes it later,
+    // with the recycle that brings it).
+    let owner = c.owner();
     let started = Instant::now();
     let restart_old = |state: &'static str| async move {
         if was_running {
@@ -178,10 +241,21 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
         let state = put_back().await;
         return Err(failed("writing the restored data", e.to_string(), &state));
     }
+    // The archive's files are written as the image's 1000, the set-aside ones are root's
+    // or an earlier uid's: give everything to the tenant's uid.
+    if let Err(e) = own(engine, spec, fleet, owner).await {
+        let state = put_back().await;
+        return Err(failed(
+            "giving the restored data to the tenant's uid",
+            e,
+            &state,
+        ));
+    }
     // The tenant's configuration is what fleet.toml says now, not what it said then.
     let files = crate::engine::Files {
         config: Some(&spec.config),
         secrets: None,
+        owner,
         live: false,
     };
     if let Err(e) = engine.write_files(&c.id, &files).await {

@@ -256,10 +256,11 @@ pub async fn audit<E: Engine, P: GatewayProbe>(
         match engine.path_owner(&c.id, path).await {
             Ok((uid, mode)) => {
                 let mut bad = Vec::new();
-                if uid != u64::from(crate::manifest::GATEWAY_UID) {
+                // The uid its container runs as (a uid change not yet applied is the plan's).
+                let want = c.owner().0;
+                if uid != u64::from(want) {
                     bad.push(format!(
-                        "{path} is owned by uid {uid}, not {}",
-                        crate::manifest::GATEWAY_UID
+                        "{path} is owned by uid {uid}, not {want}, the uid its gateway runs as"
                     ));
                 }
                 if mode & 0o077 != 0 {
@@ -493,6 +494,9 @@ pub async fn host_ports<E: Engine>(
                 std::time::Duration::from_secs(120),
             ),
             timeout: std::time::Duration::from_secs(120),
+            // What the tenant can reach, as the tenant.
+            user: spec.security.user.clone(),
+            cap_add: Vec::new(),
             binds: Vec::new(),
         };
         let out = engine.run_oneoff_on(&job, &network.name).await;

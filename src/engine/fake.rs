@@ -607,7 +607,9 @@ impl Engine for FakeEngine {
     async fn path_owner(&self, id: &str, _path: &str) -> Result<(u64, u32), EngineError> {
         let mut w = self.lock();
         w.call("archive-head", id, false)?;
-        Ok((u64::from(crate::manifest::GATEWAY_UID), 0o700))
+        // The user the container was made with owns its directories.
+        let uid = w.container(id)?.owner().0;
+        Ok((u64::from(uid), 0o700))
     }
 
     async fn memory_usage(&self, id: &str) -> Result<Option<u64>, EngineError> {

@@ -160,6 +160,19 @@ impl LiveContainer {
     pub fn recorded_fields(&self) -> Option<BTreeMap<String, Value>> {
         decode_fields(self.labels.get(LABEL_SPEC)?)
     }
+
+    /// The uid and gid it was made to run as (its recorded `security.user`): the owner its
+    /// gateway needs for its data. Containers made before `uid` ran as the image's 1000.
+    pub fn owner(&self) -> (u32, u32) {
+        self.recorded_fields()
+            .and_then(|f| {
+                f.get("security")?
+                    .get("user")?
+                    .as_str()
+                    .map(crate::render::parse_user)
+            })
+            .unwrap_or((crate::manifest::GATEWAY_UID, crate::manifest::GATEWAY_GID))
+    }
 }
 
 /// What a patch changed on a live container. Docker cannot relabel a running container, so
@@ -476,8 +489,11 @@ pub struct Files<'a> {
     /// `openclaw.json`, into the state directory.
     pub config: Option<&'a str>,
     /// The private secrets file (`/run/mtp/secrets.json`): secret values, written with one
-    /// link, uid 1000, mode 0600.
+    /// link, owned by [`Files::owner`], mode 0600.
     pub secrets: Option<&'a str>,
+    /// The uid and gid the container runs as ([`crate::render::ContainerSpec::owner`]): they
+    /// own the state and secrets directories and the files written.
+    pub owner: (u32, u32),
     /// The gateway runs and watches its config: the config goes in as a staging file first
     /// and then a hard link, so the watcher never reads half a file. Otherwise (before the
     /// container starts) it is written directly.
@@ -535,6 +551,11 @@ pub struct OneOff {
     /// Host directories bind-mounted into it, `source:target` (none but for restores, which
     /// rearrange a stopped tenant's data directory).
     pub binds: Vec<String>,
+    /// `uid:gid` it runs as (a tenant's helper: the tenant's own).
+    pub user: String,
+    /// Capabilities kept (all others are dropped): only the helper that re-owns a tenant's
+    /// data has any (`CHOWN`, `DAC_OVERRIDE`, `FOWNER`), running as root.
+    pub cap_add: Vec<String>,
 }
 
 impl OneOff {
@@ -633,7 +654,7 @@ pub trait Engine: Sync {
     ) -> impl Future<Output = Result<String, EngineError>> + Send;
 
     /// Writes `files` into the container's mounts (the tenant's data dir and secrets dir,
-    /// both given to the gateway's uid/gid 1000, mode 0700).
+    /// both given to `files.owner`, mode 0700).
     fn write_files(
         &self,
         id: &str,

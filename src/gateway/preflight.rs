@@ -181,6 +181,13 @@ async fn run<E: Engine>(
         labels,
         timeout,
         binds: Vec::new(),
+        // No tenant's data: the image's own user, which owns its home.
+        user: format!(
+            "{}:{}",
+            crate::manifest::GATEWAY_UID,
+            crate::manifest::GATEWAY_GID
+        ),
+        cap_add: Vec::new(),
     };
     let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
     let mut found = Vec::new();

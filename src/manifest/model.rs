@@ -88,6 +88,14 @@ macro_rules! settings_table {
             /// enforces: `{ usd_per_month = 50, action = "alert" }` (or `"stop"`).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub budget: Option<BudgetSettings>,
+            /// The uid (and gid) the gateway runs as, owning its data and secrets. Default
+            /// `200000 + port`: unique per host and stable, so no two tenants share a user (nor
+            /// per-user kernel limits such as inotify instances). `1000` is the image's own
+            /// `node` user, what mtp used before; set in `[defaults]`, tenants may share it.
+            /// Not 0. Changing it recycles the tenant and re-owns its data.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(range(min = 1, max = 2147483647))]
+            pub uid: Option<u32>,
         }
 
         impl $name {
@@ -111,6 +119,7 @@ macro_rules! settings_table {
                     secrets: self.secrets.clone(),
                     env: self.env.clone(),
                     budget: self.budget.clone(),
+                    uid: self.uid,
                 }
             }
         }

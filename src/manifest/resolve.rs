@@ -23,9 +23,14 @@ pub const ADMIN_PROXY: &str = "admin-proxy";
 pub const PROXY_HOST: &str = "tcp://docker-proxy:2375";
 /// Where the gateway keeps its state inside the container.
 pub const STATE_DIR: &str = "/home/node/.openclaw";
-/// uid:gid the gateway runs as in the upstream image (user `node`).
+/// uid:gid the gateway runs as in the upstream image (user `node`): what every instance
+/// ran as before `uid`, kept with `uid = 1000`.
 pub const GATEWAY_UID: u32 = 1000;
 pub const GATEWAY_GID: u32 = 1000;
+/// An instance's default uid (and gid) is this plus its host port: ports are unique per host
+/// and stable, so the uid is too, with no state kept anywhere. Far above ordinary accounts
+/// (which start at 1000); a host whose `/etc/subuid` hands out ids there sets `uid` itself.
+pub const UID_BASE: u32 = 200_000;
 
 pub const DEFAULT_COMMAND: &[&str] = &[
     "node",
@@ -101,6 +106,15 @@ pub struct Instance {
     pub secrets: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub budget: Option<BudgetSettings>,
+    /// The uid and gid the gateway runs as: `uid`, else [`UID_BASE`] + port.
+    pub uid: u32,
+}
+
+impl Instance {
+    /// `uid:gid` for the container's `User`.
+    pub fn user(&self) -> String {
+        format!("{}:{}", self.uid, self.uid)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -343,6 +357,7 @@ impl Manifest {
             secrets,
             env,
             budget: pick!(budget),
+            uid: pick!(uid).unwrap_or(UID_BASE + u32::from(port)),
         }
     }
 }

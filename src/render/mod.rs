@@ -10,8 +10,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::manifest::{
-    ADMIN_PROXY, DockerSocket, GATEWAY_GID, GATEWAY_PORT, GATEWAY_UID, Instance, InstanceKind,
-    Manifest, RestartPolicy, STATE_DIR,
+    ADMIN_PROXY, DockerSocket, GATEWAY_PORT, Instance, InstanceKind, Manifest, RestartPolicy,
+    STATE_DIR,
 };
 use crate::secrets::SecretValue;
 
@@ -162,7 +162,7 @@ pub struct ContainerSpec {
     pub networks: Vec<NetworkAttachment>,
     /// The host directory mounted as the gateway's state directory.
     pub data_dir: String,
-    /// The private secrets file, `/run/mtp/secrets.json` (uid 1000, 0600): the secrets the
+    /// The private secrets file, `/run/mtp/secrets.json` (the gateway's uid, 0600): the secrets the
     /// config refers to by SecretRef. Never in the environment, never in `docker inspect`.
     pub secrets_file: BTreeMap<String, SecretValue>,
     pub limits: Limits,
@@ -193,6 +193,12 @@ pub enum FieldClass {
 }
 
 impl ContainerSpec {
+    /// The uid and gid the container runs as (`security.user`, `uid:gid`), which own its
+    /// data and secrets.
+    pub fn owner(&self) -> (u32, u32) {
+        parse_user(&self.security.user)
+    }
+
     /// The spec as a flat, ordered map of field path -> value. This is what is hashed, stamped
     /// in the `mtp.spec` label and compared by the planner. Secrets appear as fingerprints.
     pub fn fields(&self) -> BTreeMap<String, Value> {
@@ -376,7 +382,7 @@ pub fn render(
             start_period_ms: inst.health.start_period.std().as_millis() as u64,
         },
         security: Security {
-            user: format!("{GATEWAY_UID}:{GATEWAY_GID}"),
+            user: inst.user(),
             cap_drop: vec!["ALL".to_string()],
             no_new_privileges: true,
             init: true,
@@ -486,4 +492,13 @@ pub fn to_display_json(spec: &ContainerSpec) -> String {
         obj.insert("spec_hash".into(), Value::from(spec.hash()));
     }
     serde_json::to_string_pretty(&v).expect("JSON value serializes")
+}
+
+/// `uid:gid` (or `uid`) as Docker's `User`; the image's `node` (1000) for anything else.
+pub fn parse_user(user: &str) -> (u32, u32) {
+    let (u, g) = user.split_once(':').unwrap_or((user, user));
+    match (u.parse(), g.parse()) {
+        (Ok(u), Ok(g)) => (u, g),
+        _ => (crate::manifest::GATEWAY_UID, crate::manifest::GATEWAY_GID),
+    }
 }

@@ -314,6 +314,12 @@ impl TestFleet {
             .unwrap_or_else(|| panic!("no container {name}: {:?}", self.containers()))
     }
 
+    /// The uid a tenant's gateway runs as by default: 200000 + its host port.
+    pub fn uid_of(&self, tenant: &str) -> u32 {
+        let t = self.tenants.iter().find(|t| t.name == tenant).unwrap();
+        200_000 + u32::from(t.port)
+    }
+
     pub fn inspect(&self, id: &str, format: &str) -> String {
         docker_ok(&["inspect", "--format", format, id])
     }

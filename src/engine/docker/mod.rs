@@ -117,7 +117,7 @@ impl DockerEngine {
 }
 
 /// The files of a one-off container, owned by the gateway's uid (directories made on the way).
-fn oneoff_archive(files: &[(String, String)]) -> std::io::Result<Vec<u8>> {
+fn oneoff_archive(files: &[(String, String)], owner: (u32, u32)) -> std::io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     let mut dirs = std::collections::BTreeSet::new();
     for (path, text) in files {
@@ -133,16 +133,16 @@ fn oneoff_archive(files: &[(String, String)]) -> std::io::Result<Vec<u8>> {
                 let mut h = tar::Header::new_ustar();
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(0o755);
-                h.set_uid(u64::from(crate::manifest::GATEWAY_UID));
-                h.set_gid(u64::from(crate::manifest::GATEWAY_GID));
+                h.set_uid(u64::from(owner.0));
+                h.set_gid(u64::from(owner.1));
                 h.set_size(0);
                 b.append_data(&mut h, format!("{}/", d.display()), &[][..])?;
             }
         }
         let mut h = tar::Header::new_ustar();
         h.set_mode(0o644);
-        h.set_uid(u64::from(crate::manifest::GATEWAY_UID));
-        h.set_gid(u64::from(crate::manifest::GATEWAY_GID));
+        h.set_uid(u64::from(owner.0));
+        h.set_gid(u64::from(owner.1));
         h.set_size(text.len() as u64);
         b.append_data(&mut h, rel, text.as_bytes())?;
     }
@@ -311,15 +311,12 @@ impl DockerEngine {
             cmd: Some(job.cmd.clone()),
             env: Some(job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(job.labels.clone().into_iter().collect()),
-            user: Some(format!(
-                "{}:{}",
-                crate::manifest::GATEWAY_UID,
-                crate::manifest::GATEWAY_GID
-            )),
+            user: Some(job.user.clone()),
             network_disabled: Some(network.is_none()),
             host_config: Some(HostConfig {
                 network_mode: Some(network.unwrap_or("none").into()),
                 cap_drop: Some(vec!["ALL".into()]),
+                cap_add: (!job.cap_add.is_empty()).then(|| job.cap_add.clone()),
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 memory: Some(2 * 1024 * 1024 * 1024),
                 pids_limit: Some(256),
@@ -336,7 +333,7 @@ impl DockerEngine {
             .map_err(|e| classify(&self.host, &format!("create {}", job.name), e))?
             .id;
         let run = async {
-            let tar = oneoff_archive(&job.files)
+            let tar = oneoff_archive(&job.files, crate::render::parse_user(&job.user))
                 .map_err(|e| EngineError::Other(format!("building the archive: {e}")))?;
             let up = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
                 .path("/")
@@ -536,8 +533,8 @@ impl Engine for DockerEngine {
             files,
             crate::manifest::STATE_DIR,
             crate::render::SECRETS_DIR,
-            u64::from(crate::manifest::GATEWAY_UID),
-            u64::from(crate::manifest::GATEWAY_GID),
+            u64::from(files.owner.0),
+            u64::from(files.owner.1),
             now,
         )
         .map_err(|e| EngineError::Other(format!("building the files archive: {e}")))?;

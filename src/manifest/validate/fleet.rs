@@ -372,7 +372,7 @@ const SYSTEM_DIRS: &[&str] = &[
 ];
 
 /// Why `path` (absolute, without `..`) cannot be a data root, if it cannot: `<data_root>/<tenant>`
-/// is made the gateway's (uid 1000, 0700) and mounted writable into its container.
+/// is made the gateway's (its uid, 0700) and mounted writable into its container.
 pub(crate) fn system_directory(path: &std::path::Path) -> Option<&'static str> {
     let clean: std::path::PathBuf = path.components().collect();
     if let Some(dir) = SYSTEM_DIRS
@@ -409,7 +409,7 @@ pub(super) fn data_root_system_finding(
     )
     .maybe_label(span, "a system directory")
     .help(
-        "each tenant's directory under it is given to the tenant's container (uid 1000, \
+        "each tenant's directory under it is given to the tenant's container (its own uid, \
          mode 0700, writable): use a directory of its own, e.g. data_root = \"/srv/mtp\" or \
          \"/var/lib/mtp/prod\"",
     )

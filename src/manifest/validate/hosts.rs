@@ -52,6 +52,77 @@ impl Checker<'_> {
         }
     }
 
+    /// uids: never 0, and one per host unless shared on purpose (the `[defaults]` uid, such
+    /// as `uid = 1000`, what every tenant ran as before): a uid shared by chance gives one
+    /// tenant the other's data and secrets, and one pool of per-user kernel limits.
+    pub(super) fn uids(&mut self, instances: &[Instance], shared: Option<u32>) {
+        let mut by_uid: BTreeMap<(&str, u32), Vec<&Instance>> = BTreeMap::new();
+        for inst in instances {
+            if self.was_dropped(inst, &["uid"]) {
+                continue;
+            }
+            if inst.uid == 0 {
+                self.issue(
+                    inst,
+                    Severity::Error,
+                    "root-uid",
+                    &["uid"],
+                    |table| format!("`uid = 0` in {table}: the gateway would run as root"),
+                    "root",
+                    Some(
+                        "leave `uid` out (each tenant gets 200000 + its port) or name another uid"
+                            .into(),
+                    ),
+                );
+                continue;
+            }
+            by_uid
+                .entry((inst.host.as_str(), inst.uid))
+                .or_default()
+                .push(inst);
+        }
+        for ((host, uid), users) in by_uid {
+            // Two uids from one port: the duplicate port is the error, reported above.
+            if users.len() < 2 || users.iter().all(|i| self.origin(i, &["uid"]).is_none()) {
+                continue;
+            }
+            let on = if host == crate::manifest::DEFAULT_HOST {
+                String::new()
+            } else {
+                format!(" on host `{host}`")
+            };
+            let names: Vec<String> = users.iter().map(|i| format!("`{}`", i.name)).collect();
+            let mut labels: Vec<Label> = users
+                .iter()
+                .filter_map(|i| {
+                    let (path, _) = self.origin(i, &["uid"])?;
+                    let span = self.spans.value(&path)?;
+                    Some(Label::new(span, format!("uid of `{}`", i.name)))
+                })
+                .collect();
+            labels.sort_by_key(|l| std::cmp::Reverse(l.span.start));
+            labels.dedup_by_key(|l| l.span.clone());
+            let mut finding = if shared == Some(uid) {
+                Finding::warning(
+                    "shared-uid",
+                    format!(
+                        "{} run as the same uid {uid}{on}: each can read the others' data and secrets, and they share per-user kernel limits (inotify instances)",
+                        names.join(" and ")
+                    ),
+                )
+                .help("leave `uid` out of [defaults] to give each tenant its own (200000 + its port)")
+            } else {
+                Finding::error(
+                    "duplicate-uid",
+                    format!("uid {uid}{on} is used by {}", names.join(" and ")),
+                )
+                .help("every instance of a host needs its own uid: leave `uid` out (200000 + its port) or pick another; only the `[defaults]` uid may be shared")
+            };
+            finding.labels = labels;
+            self.findings.push(finding);
+        }
+    }
+
     /// `[hosts]`: names, endpoints, the host each instance names, and declared capacity.
     pub(super) fn hosts(&mut self, manifest: &Manifest, instances: &[Instance]) {
         for (name, h) in &manifest.hosts {

@@ -100,6 +100,7 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
     };
     let instances = manifest.instances();
     c.ports(&instances);
+    c.uids(&instances, parsed.defaults.uid);
     c.hosts(&manifest, &instances);
     let structurally_sound = !parsed.findings.iter().any(Finding::is_error);
     for inst in &instances {

@@ -236,7 +236,7 @@ fn verify_archive(path: &Path, root: &str) -> Result<(), String> {
 pub fn restore_helper(args: &[&str]) -> i32 {
     const ASIDE: &str = ".mtp-restore-aside";
     let (Some(op), Some(dir)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: mtp-restore.mjs <aside|back|drop> <dir>");
+        eprintln!("usage: mtp-restore.mjs <aside|back|drop|own> <dir>");
         return 2;
     };
     let dir = Path::new(dir);
@@ -287,6 +287,31 @@ pub fn restore_helper(args: &[&str]) -> i32 {
             "drop" => {
                 if aside.exists() {
                     fs::remove_dir_all(&aside)?;
+                }
+            }
+            // `own <dir> <uid> <gid> [<dir>...]`: everything to uid:gid, links themselves.
+            "own" => {
+                let id = |i: usize| {
+                    args.get(i)
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .filter(|v| *v > 0)
+                };
+                let (Some(uid), Some(gid)) = (id(2), id(3)) else {
+                    eprintln!("own needs a uid and a gid above 0");
+                    return Ok(2);
+                };
+                fn walk(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+                    std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+                    if fs::symlink_metadata(p)?.is_dir() {
+                        for e in fs::read_dir(p)? {
+                            walk(&e?.path(), uid, gid)?;
+                        }
+                    }
+                    Ok(())
+                }
+                walk(dir, uid, gid)?;
+                for d in args.iter().skip(4) {
+                    walk(Path::new(d), uid, gid)?;
                 }
             }
             other => {
