@@ -311,7 +311,11 @@ fn real_gateway_backup_and_restore_round_trip() {
         std::fs::write(&path, c).unwrap();
     }
     let _ = std::process::Command::new("chown")
-        .args(["-R", "1000:1000", dir.to_str().unwrap()])
+        .args([
+            "-R",
+            &format!("{0}:{0}", f.uid_of("acme")),
+            dir.to_str().unwrap(),
+        ])
         .status();
     let session = std::fs::read(dir.join("agents/main/sessions/mtp-test.jsonl")).unwrap();
     let before = plain_files(&dir);

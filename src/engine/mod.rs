@@ -518,6 +518,18 @@ impl ExecOutput {
     /// The line of its output that says what went wrong: an error line where node printed
     /// one (not its stack frames nor its closing `Node.js v..` line), else the last line.
     pub fn cause(&self) -> String {
+        // A command that printed a JSON error (`{"ok":false,"error":{"message":..}}`) said it.
+        for text in [&self.stdout, &self.stderr] {
+            if let Ok(v) = serde_json::from_str::<Value>(text.trim()) {
+                let m = v["error"]["message"]
+                    .as_str()
+                    .or(v["error"].as_str())
+                    .or(v["message"].as_str());
+                if let Some(m) = m {
+                    return m.chars().take(300).collect();
+                }
+            }
+        }
         let lines: Vec<&str> = self
             .stderr
             .lines()
