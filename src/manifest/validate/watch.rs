@@ -105,11 +105,8 @@ impl Checker<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    pub(super) fn webhook_urls_secrets_and_listen_address_are_checked() {
-        let text = "[fleet]\nname = \"f\"\ndata_root = \"/srv/f\"\n\n[watch]\nlisten = \"nowhere\"\n\
-                    webhooks = [{ url = \"ftp://x\", secret = \"HOOK\" }, { url = \"https://ok\", secret = \"HAVE\" }]\n\n\
-                    [tenants.acme]\nport = 18801\nimage = \"gw:1\"\n";
+    /// Validates `text` where acme has its token and the fleet a secret `HAVE`.
+    fn validate(text: &str) -> crate::manifest::Validation {
         let available: AvailableSecrets = [
             (
                 "acme".to_string(),
@@ -118,11 +115,19 @@ mod tests {
             ("_fleet".to_string(), ["HAVE".to_string()].into()),
         ]
         .into();
-        let v = crate::manifest::validate_source(
+        crate::manifest::validate_source(
             std::path::Path::new("fleet.toml"),
             text.to_string(),
             &available,
-        );
+        )
+    }
+
+    #[test]
+    pub(super) fn webhook_urls_secrets_and_listen_address_are_checked() {
+        let text = "[fleet]\nname = \"f\"\ndata_root = \"/srv/f\"\n\n[watch]\nlisten = \"nowhere\"\n\
+                    webhooks = [{ url = \"ftp://x\", secret = \"HOOK\" }, { url = \"https://ok\", secret = \"HAVE\" }]\n\n\
+                    [tenants.acme]\nport = 18801\nimage = \"gw:1\"\n";
+        let v = validate(text);
         let codes: Vec<String> = v
             .report
             .findings
@@ -149,16 +154,7 @@ mod tests {
                 "[fleet]\nname = \"f\"\ndata_root = \"/srv/f\"\n\n[watch]\nlisten = \"{listen}\"\n\n\
                  [tenants.acme]\nport = 18801\nimage = \"gw:1\"\n"
             );
-            let available: AvailableSecrets = [(
-                "acme".to_string(),
-                ["OPENCLAW_GATEWAY_TOKEN".to_string()].into(),
-            )]
-            .into();
-            let v = crate::manifest::validate_source(
-                std::path::Path::new("fleet.toml"),
-                text,
-                &available,
-            );
+            let v = validate(&text);
             let found = v
                 .report
                 .findings
@@ -173,19 +169,7 @@ mod tests {
         let text = "[fleet]\nname = \"f\"\ndata_root = \"/srv/f\"\n\n[watch]\n\
                     webhooks = [{ url = \"https://u:pw-9x@hooks.example/h?token=tk-7y\" }, { url = \"https://ok\", secret = \"HAVE\" }]\n\n\
                     [tenants.acme]\nport = 18801\nimage = \"gw:1\"\n";
-        let available: AvailableSecrets = [
-            (
-                "acme".to_string(),
-                ["OPENCLAW_GATEWAY_TOKEN".to_string()].into(),
-            ),
-            ("_fleet".to_string(), ["HAVE".to_string()].into()),
-        ]
-        .into();
-        let v = crate::manifest::validate_source(
-            std::path::Path::new("fleet.toml"),
-            text.to_string(),
-            &available,
-        );
+        let v = validate(text);
         let unsigned: Vec<String> = v
             .report
             .findings
