@@ -102,23 +102,37 @@ async fn helper<E: Engine>(
     fleet: &str,
     op: &str,
 ) -> Result<(), String> {
+    run_helper(engine, spec, fleet, "restore", &[op, STATE_DIR], Vec::new()).await
+}
+
+/// Runs `node mtp-restore.mjs <args>` in a throwaway container of the tenant's image that
+/// mounts its data directory (and `binds`), labelled as the fleet's `kind` helper.
+async fn run_helper<E: Engine>(
+    engine: &E,
+    spec: &ContainerSpec,
+    fleet: &str,
+    kind: &str,
+    args: &[&str],
+    binds: Vec<String>,
+) -> Result<(), String> {
     let job = OneOff {
-        name: format!("{fleet}.mtp-restore-{:08x}", rand::random::<u32>()),
+        name: format!("{fleet}.mtp-{kind}-{:08x}", rand::random::<u32>()),
         image: spec.image.clone(),
-        cmd: vec![
-            "node".into(),
-            HELPER_PATH.into(),
-            op.into(),
-            STATE_DIR.into(),
-        ],
+        cmd: ["node", HELPER_PATH]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect(),
         env: Vec::new(),
         files: vec![(HELPER_PATH.to_string(), HELPER_SCRIPT.to_string())],
-        labels: OneOff::helper_labels(fleet, "restore", Duration::from_secs(600)),
+        labels: OneOff::helper_labels(fleet, kind, Duration::from_secs(600)),
         timeout: Duration::from_secs(600),
-        binds: vec![format!("{}:{STATE_DIR}", spec.data_dir)],
+        binds: std::iter::once(format!("{}:{STATE_DIR}", spec.data_dir))
+            .chain(binds)
+            .collect(),
         // Whoever owns what is there (the gateway's uid, an earlier one): root, with only the
-        // capabilities renames and removals across owners need; [`own`] then gives it all
-        // to the tenant's uid.
+        // capabilities renames, removals and chown across owners need; [`own`] then gives it
+        // all to the tenant's uid.
         user: "0:0".into(),
         cap_add: OWN_CAPS.map(String::from).to_vec(),
     };
@@ -154,35 +168,16 @@ pub async fn own<E: Engine>(
         .find(|m| m.target == crate::render::SECRETS_DIR)
         .map(|m| m.source.clone())
         .ok_or("the tenant has no secrets directory")?;
-    let job = OneOff {
-        name: format!("{fleet}.mtp-own-{:08x}", rand::random::<u32>()),
-        image: spec.image.clone(),
-        cmd: vec![
-            "node".into(),
-            HELPER_PATH.into(),
-            "own".into(),
-            STATE_DIR.into(),
-            owner.0.to_string(),
-            owner.1.to_string(),
-            OWN_SECRETS.into(),
-        ],
-        env: Vec::new(),
-        files: vec![(HELPER_PATH.to_string(), HELPER_SCRIPT.to_string())],
-        labels: OneOff::helper_labels(fleet, "own", Duration::from_secs(600)),
-        timeout: Duration::from_secs(600),
-        binds: vec![
-            format!("{}:{STATE_DIR}", spec.data_dir),
-            format!("{secrets_dir}:{OWN_SECRETS}"),
-        ],
-        user: "0:0".into(),
-        cap_add: OWN_CAPS.map(String::from).to_vec(),
-    };
-    let out = engine.run_oneoff(&job).await.map_err(|e| e.to_string())?;
-    if out.exit_code == Some(0) {
-        Ok(())
-    } else {
-        Err(format!("{}: {}", out.exit(), out.cause()))
-    }
+    let (uid, gid) = (owner.0.to_string(), owner.1.to_string());
+    run_helper(
+        engine,
+        spec,
+        fleet,
+        "own",
+        &["own", STATE_DIR, &uid, &gid, OWN_SECRETS],
+        vec![format!("{secrets_dir}:{OWN_SECRETS}")],
+    )
+    .await
 }
 
 /// Restores `verified` into tenant `spec`'s container `c` (on `engine`).

@@ -193,6 +193,29 @@ pub const LOCK_IMAGE: &str = "mtp-lock:1";
 const HOST_ROOT: &str = "/mtp-host";
 
 impl DockerEngine {
+    /// Appends a container's output stream to `out`, stderr and stdout apart.
+    async fn read_output(
+        &self,
+        stream: impl futures_util::Stream<
+            Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+        >,
+        out: &mut ExecOutput,
+        what: &str,
+    ) -> Result<(), EngineError> {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item.map_err(|e| classify(&self.host, what, e))? {
+                bollard::container::LogOutput::StdErr { message } => {
+                    out.stderr.push_str(&String::from_utf8_lossy(&message))
+                }
+                other => out
+                    .stdout
+                    .push_str(&String::from_utf8_lossy(&other.into_bytes())),
+            }
+        }
+        Ok(())
+    }
+
     /// A never-started container of the lock image mounting `root` at [`HOST_ROOT`]: the
     /// archive API reads and writes the host through it, on a remote engine too.
     async fn host_helper(
@@ -359,21 +382,12 @@ impl DockerEngine {
                 .stdout(true)
                 .stderr(true)
                 .build();
-            let mut logs = self.docker.logs(&id, Some(opts));
             let mut out = ExecOutput {
                 exit_code: code,
                 ..Default::default()
             };
-            while let Some(item) = logs.next().await {
-                match item.map_err(|e| classify(&self.host, "logs", e))? {
-                    bollard::container::LogOutput::StdErr { message } => {
-                        out.stderr.push_str(&String::from_utf8_lossy(&message))
-                    }
-                    other => out
-                        .stdout
-                        .push_str(&String::from_utf8_lossy(&other.into_bytes())),
-                }
-            }
+            self.read_output(self.docker.logs(&id, Some(opts)), &mut out, "logs")
+                .await?;
             Ok(out)
         };
         let result = tokio::time::timeout(job.timeout, run).await;
@@ -742,16 +756,8 @@ impl Engine for DockerEngine {
                 .await
                 .map_err(|e| classify(&self.host, "exec", e))?
             {
-                while let Some(item) = output.next().await {
-                    match item.map_err(|e| classify(&self.host, "exec output", e))? {
-                        bollard::container::LogOutput::StdErr { message } => {
-                            out.stderr.push_str(&String::from_utf8_lossy(&message))
-                        }
-                        other => out
-                            .stdout
-                            .push_str(&String::from_utf8_lossy(&other.into_bytes())),
-                    }
-                }
+                self.read_output(&mut output, &mut out, "exec output")
+                    .await?;
             }
             out.exit_code = self
                 .docker
