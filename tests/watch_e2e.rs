@@ -210,6 +210,11 @@ fn recycled(f: &TestFleet, t: &str) -> bool {
 
 /// `mtp watch` on `remote`, polling every second, its status on a free loopback port.
 fn start_watch(f: &TestFleet, remote: &std::path::Path) -> (Daemon, u16) {
+    start_watch_rechecking(f, remote, "30s")
+}
+
+/// [`start_watch`] with the drift re-check every `recheck`.
+fn start_watch_rechecking(f: &TestFleet, remote: &std::path::Path, recheck: &str) -> (Daemon, u16) {
     let port = free_port();
     let state = f.path().join("state/watch");
     let daemon = Daemon(
@@ -224,7 +229,7 @@ fn start_watch(f: &TestFleet, remote: &std::path::Path) -> (Daemon, u16) {
             "--interval",
             "1s",
             "--recheck",
-            "30s",
+            recheck,
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--log-format",
@@ -540,6 +545,75 @@ fn a_budget_crossing_sends_its_webhooks_and_stop_stops_the_tenant() {
         for e in hook.events() {
             assert!(!e.to_string().contains(&s));
         }
+    }
+}
+
+#[test]
+fn a_failing_channel_is_announced_and_shown_and_nothing_restarts() {
+    let mut f = TestFleet::new("wchan");
+    let hook = hook_receiver();
+    let remote = repo_with_hook_secret(&f);
+    f.defaults_extra = format!(
+        "\n[watch]\nwebhooks = [{{ url = \"http://127.0.0.1:{}/hook\", secret = \"WEBHOOK_SECRET\" }}]\n",
+        hook.port
+    );
+    // acme's Telegram cannot connect (the stub's grace cut to half a second, as the real
+    // gateway's is 120 s): `/readyz` names it failing, the gateway stays healthy.
+    f.declare(vec![
+        Tenant::new("acme")
+            .with("secrets = [\"TELEGRAM_BOT_TOKEN\"]")
+            .with("telegram = { dm_policy = \"pairing\" }")
+            .with("env = { STUB_CHANNEL_CONNECT_GRACE_MS = \"500\" }"),
+        Tenant::new("bravo"),
+    ]);
+    f.set_secret(
+        "acme",
+        "TELEGRAM_BOT_TOKEN",
+        "123456:AAfakeBotTokenForTests-x1",
+    );
+    push(
+        &f,
+        "acme with an unreachable telegram, bravo without channels",
+    );
+    let (_daemon, port) = start_watch_rechecking(&f, &remote, "2s");
+    let e = hook.wait_for("channel", None, Duration::from_secs(120));
+    assert_eq!(e["tenants"][0]["tenant"], "acme", "{e}");
+    assert_eq!(e["tenants"][0]["action"], "telegram", "{e}");
+    assert_eq!(e["tenants"][0]["outcome"], "failing", "{e}");
+    wait(port, "/status naming it", Duration::from_secs(10), || {
+        status(port)["failing_channels"]["acme"] == serde_json::json!(["telegram"])
+    });
+    let metrics = http_get(port, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("mtp_channel_failing{tenant=\"acme\",channel=\"telegram\"} 1"),
+        "{metrics}"
+    );
+    // Announced once, however many re-checks follow.
+    let mut rechecks = std::collections::BTreeSet::new();
+    wait(port, "two more re-checks", Duration::from_secs(60), || {
+        let st = status(port);
+        if st["last_sync"]["reason"] == "drift re-check" {
+            rechecks.insert(st["last_sync"]["at"].to_string());
+        }
+        rechecks.len() >= 3
+    });
+    let n = hook
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "channel")
+        .count();
+    assert_eq!(n, 1, "{:?}", hook.events());
+    // Nothing restarted or recycled for it, and bravo was never named.
+    for c in f.containers() {
+        assert_eq!(f.inspect(&c.id, "{{.RestartCount}}"), "0", "{}", c.name);
+        assert!(c.healthy(), "{} is {}", c.name, c.state);
+    }
+    assert!(status(port)["failing_channels"].get("bravo").is_none());
+    for s in f.secret_values() {
+        for e in hook.events() {
+            assert!(!e.to_string().contains(&s));
+        }
+        assert!(!metrics.contains(&s));
     }
 }
 

@@ -25,7 +25,8 @@ pub struct Args {
     /// Only this host (repeatable); the others are not contacted.
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
-    /// Wait this long for the fleet's lock when an apply holds it (e.g. `5m`).
+    /// Wait this long for the fleet's lock when another apply holds it (e.g. `5m`).
+    /// Default: fail at once, showing the holder.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
 }

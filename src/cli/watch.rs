@@ -66,9 +66,9 @@ pub struct Args {
     /// Run up to N creates and patches at once.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub parallel: usize,
-    /// Wait this long for the fleet's lock when a manual apply holds it (e.g. `5m`). Longer
-    /// than apply's (0s: a person is waiting there); past it, the reconcile is retried later.
-    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    /// Wait this long for the fleet's lock when an apply holds it (e.g. `5m`). Default: do
+    /// not wait; the sync is reported waiting and tried again at the next poll.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
     /// How long the lock stays valid without renewal (see `mtp apply --lock-ttl`).
     #[arg(long, value_name = "DURATION", env = "MTP_LOCK_TTL", default_value = "30m", value_parser = humantime::parse_duration)]

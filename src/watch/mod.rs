@@ -12,6 +12,7 @@
 pub mod backoff;
 mod backups;
 pub mod budget;
+pub mod channels;
 pub mod git;
 pub mod source;
 pub mod status;
@@ -137,6 +138,8 @@ pub struct Daemon<E: Engine, P: GatewayProbe, C: Connector<E>> {
     budgets: budget::Book,
     /// When usage was last read for the budgets.
     usage_read: Option<Instant>,
+    /// Channels each tenant's gateway reported failing at the last re-check.
+    channels: channels::Channels,
 }
 
 fn now_rfc3339() -> String {
@@ -156,6 +159,13 @@ impl Progress for LogProgress {
     fn end(&self, o: &TenantOutcome) {
         tracing::info!(tenant = %o.tenant, action = o.action.verb(), outcome = o.status.word(), elapsed_ms = o.elapsed_ms, detail = %o.detail, "tenant done");
     }
+}
+
+/// Why a sync's apply did not run.
+enum ApplyError {
+    /// Another apply holds the fleet's lock: not a failure, the sync waits for the next poll.
+    Locked(String),
+    Other(String),
 }
 
 /// Runs blocking work on the blocking pool; its panic is a plain error.
@@ -205,6 +215,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             converged: None,
             budgets,
             usage_read: None,
+            channels: channels::Channels::default(),
             cancel,
         })
     }
@@ -219,6 +230,61 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
     fn usage_every(&self) -> Duration {
         self.watch_setting(|w| w.usage_every.map(|d| d.std()))
             .unwrap_or(DEFAULT_USAGE_EVERY)
+    }
+
+    /// At each drift re-check: reads which channels each running tenant's gateway reports
+    /// failing, and announces each channel that started or stopped failing.
+    async fn check_channels(
+        &mut self,
+        session: &Session,
+        observed: &Observed,
+        commit: Option<String>,
+    ) {
+        let tenants: Vec<(String, String)> = session
+            .loaded
+            .manifest
+            .instances()
+            .into_iter()
+            .filter(|i| i.enabled)
+            .map(|i| (i.name, i.host))
+            .collect();
+        let (now, read) = channels::read(&self.hosts, observed, session.fleet(), &tenants).await;
+        let changes = self.channels.update(now, &read);
+        self.shared.status().failing_channels = self.channels.all().fold(
+            BTreeMap::new(),
+            |mut m: BTreeMap<String, Vec<String>>, (t, c)| {
+                m.entry(t.to_string()).or_default().push(c.to_string());
+                m
+            },
+        );
+        for c in changes {
+            let msg = if c.failing {
+                format!(
+                    "tenant `{}`: channel {} is failing (its gateway cannot reach the service; \
+                     the gateway stays up, a restart does not fix it)",
+                    c.tenant, c.channel
+                )
+            } else {
+                format!("tenant `{}`: channel {} recovered", c.tenant, c.channel)
+            };
+            if c.failing {
+                tracing::warn!(tenant = %c.tenant, channel = %c.channel, "{msg}");
+            } else {
+                tracing::info!(tenant = %c.tenant, channel = %c.channel, "{msg}");
+            }
+            if let Some(n) = self.notifier() {
+                n.send(&self.event(
+                    EventKind::Channel,
+                    commit.clone(),
+                    vec![TenantNote {
+                        tenant: c.tenant.clone(),
+                        action: c.channel.clone(),
+                        outcome: if c.failing { "failing" } else { "recovered" }.into(),
+                    }],
+                    &msg,
+                ));
+            }
+        }
     }
 
     /// Whether the tenant is held stopped by its budget (drift repair leaves it alone).
@@ -627,6 +693,10 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         self.check_budgets(&session, &observed, commit.clone())
             .await;
         self.scheduled_backups(&session).await;
+        if refresh {
+            self.check_channels(&session, &observed, commit.clone())
+                .await;
+        }
         let work: BTreeSet<&str> = plan
             .actions
             .iter()
@@ -670,7 +740,13 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         // 4. Apply, under the engine-held lock, what is not held back.
         let report = match self.apply(&session, &desired, refresh).await {
             Ok(r) => r,
-            Err(e) => return (Outcome::Error, e),
+            Err(ApplyError::Locked(e)) => {
+                return (
+                    Outcome::Waiting,
+                    format!("{e}; tried again at the next poll"),
+                );
+            }
+            Err(ApplyError::Other(e)) => return (Outcome::Error, e),
         };
         self.conclude(&fleet, commit, &session, report).await
     }
@@ -711,10 +787,13 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         session: &Session,
         desired: &Desired,
         refresh: bool,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, ApplyError> {
         let mut held = converge::acquire_all(&self.hosts, &desired.fleet, &self.opts.lock)
             .await
-            .map_err(|(host, e)| format!("host `{host}`: {e}"))?;
+            .map_err(|(host, e)| match e {
+                lock::LockError::Held { .. } => ApplyError::Locked(format!("host `{host}`: {e}")),
+                e => ApplyError::Other(format!("host `{host}`: {e}")),
+            })?;
         let result = async {
             let (mut plan, observed) = self.plan(session, desired, refresh).await?;
             let commit = desired.commit.clone();
@@ -795,7 +874,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         for w in converge::release_all(&self.hosts, held).await {
             tracing::warn!("{w}");
         }
-        result
+        result.map_err(ApplyError::Other)
     }
 
     /// Records the outcome of an apply: backoff per tenant, status, webhooks.

@@ -1,6 +1,7 @@
 //! What `mtp watch` knows about itself and the fleet, served over HTTP: `/healthz`,
 //! `/status` (JSON) and `/metrics` (OpenMetrics text, through prometheus-client).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -84,6 +85,10 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Tenants not tried in the last sync, and why.
     pub waiting: Vec<Waiting>,
+    /// Channels each running tenant's gateway reports failing (read at each drift re-check):
+    /// the gateway is healthy, the channel cannot reach its service.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing_channels: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,12 +157,19 @@ struct StateLabel {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    tenant: String,
+    channel: String,
+}
+
 /// The daemon's metrics.
 pub struct Metrics {
     registry: Registry,
     syncs: Family<OutcomeLabel, Counter>,
     sync_duration: Histogram,
     tenants: Family<StateLabel, Gauge>,
+    failing_channels: Family<ChannelLabel, Gauge>,
     pending_drift: Gauge,
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     apply_failures: Counter,
@@ -169,6 +181,7 @@ impl Default for Metrics {
         let syncs = Family::<OutcomeLabel, Counter>::default();
         let sync_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
         let tenants = Family::<StateLabel, Gauge>::default();
+        let failing_channels = Family::<ChannelLabel, Gauge>::default();
         let pending_drift = Gauge::default();
         let last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let apply_failures = Counter::default();
@@ -179,6 +192,11 @@ impl Default for Metrics {
             sync_duration.clone(),
         );
         registry.register("mtp_tenants", "Tenant containers by state", tenants.clone());
+        registry.register(
+            "mtp_channel_failing",
+            "Channels a running tenant's gateway reports failing (1 each)",
+            failing_channels.clone(),
+        );
         registry.register(
             "mtp_pending_drift",
             "Tenants with a pending action",
@@ -199,6 +217,7 @@ impl Default for Metrics {
             syncs,
             sync_duration,
             tenants,
+            failing_channels,
             pending_drift,
             last_success,
             apply_failures,
@@ -237,6 +256,17 @@ impl Metrics {
             self.tenants.get_or_create(&StateLabel { state }).inc();
         }
         self.pending_drift.set(s.pending_drift.len() as i64);
+        self.failing_channels.clear();
+        for (tenant, channels) in &s.failing_channels {
+            for channel in channels {
+                self.failing_channels
+                    .get_or_create(&ChannelLabel {
+                        tenant: tenant.clone(),
+                        channel: channel.clone(),
+                    })
+                    .set(1);
+            }
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -321,6 +351,8 @@ mod tests {
             spec_hash: None,
             commit: None,
         });
+        s.failing_channels
+            .insert("a".into(), vec!["telegram".into()]);
         m.observe(&s);
         let text = m.encode();
         for want in [
@@ -329,6 +361,7 @@ mod tests {
             "mtp_sync_duration_seconds_count 2",
             "mtp_tenants{state=\"running-healthy\"} 1",
             "mtp_pending_drift 0",
+            "mtp_channel_failing{tenant=\"a\",channel=\"telegram\"} 1",
             "mtp_apply_failures_total 2",
             "mtp_last_successful_sync_timestamp_seconds ",
         ] {

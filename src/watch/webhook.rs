@@ -24,6 +24,9 @@ pub enum EventKind {
     Refused,
     /// A tenant's month-to-date spend crossed 80 % or 100 % of its budget.
     Budget,
+    /// A running tenant's gateway reports a channel failing (it cannot reach its service),
+    /// or a channel reported failing recovered. The gateway stays healthy: no restart fixes it.
+    Channel,
 }
 
 #[derive(Debug, Clone, Serialize)]
