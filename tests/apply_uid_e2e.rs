@@ -146,3 +146,105 @@ fn validate_refuses_root_and_a_uid_two_tenants_share_by_chance() {
     assert!(o.status.success(), "{out}");
     assert!(out.contains("shared-uid"), "{out}");
 }
+
+/// Starts the stub's inotify hog inside `id` (as the container's uid), detached, so that it
+/// holds that uid's instances until the container stops; returns what a second hog then
+/// finds left ("holding 0 ...": the first one took them all).
+fn hog_inotify(id: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    docker_ok(&["exec", "-d", id, "node", "hog-inotify"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut child = std::process::Command::new("docker")
+            .args(["exec", id, "node", "hog-inotify"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        if line.starts_with("holding 0 ") || std::time::Instant::now() > deadline {
+            return line;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// `bolt` stopped (giving back its own gateway's instance), every instance left to acme's
+/// uid taken by a hog in acme, `bolt` started again, then its model changed. Returns what
+/// the hog found left, the apply's output, and bolt's log since its start: whether its
+/// gateway could watch its config (no "cannot watch", the change hot-reloaded in place).
+fn hog_then_restart_and_patch(f: &mut TestFleet) -> (String, String, String) {
+    let id = f.container("bolt").id;
+    docker_ok(&["stop", "-t", "2", &id]);
+    let said = hog_inotify(&f.container("acme").id);
+    let since = chrono::Utc::now().to_rfc3339();
+    docker_ok(&["start", &id]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f.container("bolt").healthy() {
+        assert!(std::time::Instant::now() < deadline, "bolt never healthy");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    f.tenant_mut("bolt").extra = "model = \"openai/m2\"\n".into();
+    f.write();
+    let o = f.mtp(&["apply", "--auto-approve"]);
+    let logs = std::process::Command::new("docker")
+        .args(["logs", "--since", &since, &id])
+        .output()
+        .unwrap();
+    (
+        said,
+        text(&o),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&logs.stderr)
+        ),
+    )
+}
+
+/// `fs.inotify.max_user_instances` is per uid. With a uid per tenant, one tenant that uses up
+/// its instances (a leak, a plugin gone wrong, a hostile workload) leaves the others' config
+/// watching and hot reloads alone; under one shared uid (what every tenant ran as before,
+/// `uid = 1000`) the same hog takes the other tenant's config watch with it.
+#[test]
+fn a_tenant_exhausting_its_inotify_instances_no_longer_takes_the_others() {
+    let max: u32 = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Own uids (the default).
+    let mut f = TestFleet::new("uid-ino");
+    f.declare(vec![Tenant::new("acme"), Tenant::new("bolt")]);
+    f.apply_ok();
+    let (said, apply, logs) = hog_then_restart_and_patch(&mut f);
+    assert!(said.starts_with("holding 0 "), "{said}");
+    assert!(said.contains("Too many open files"), "{said}");
+    assert!(!logs.contains("cannot watch"), "{logs}");
+    assert!(
+        apply.contains("patched in place: config reload confirmed"),
+        "{apply}"
+    );
+
+    // The same, all tenants under one uid, as under the old `uid = 1000` (another number,
+    // so that tests running beside this one under 1000 keep their instances).
+    let mut g = TestFleet::new("uid-inoshared");
+    g.defaults_extra = "uid = 4243\n".into();
+    g.declare(vec![Tenant::new("acme"), Tenant::new("bolt")]);
+    g.apply_ok();
+    let (said, apply, logs) = hog_then_restart_and_patch(&mut g);
+    assert!(said.starts_with("holding 0 "), "{said}");
+    assert!(logs.contains("cannot watch the config"), "{logs}");
+    assert!(
+        !apply.contains("patched in place: config reload confirmed"),
+        "a gateway that cannot watch its config confirmed a hot reload: {apply}"
+    );
+    println!(
+        "own uids: bolt watched and hot-reloaded while acme's uid held all {max} instances; \
+         one shared uid: bolt logged `cannot watch the config`"
+    );
+}

@@ -76,6 +76,24 @@ fn main() {
     std::process::exit(run(&args));
 }
 
+/// A tenant that uses up its uid's inotify instances (`fs.inotify.max_user_instances`, per
+/// user): opens them until the kernel refuses one, says how many, and holds them until killed.
+/// Tests exec it inside one tenant's container to show that the others' gateways, under
+/// other uids, still watch their config.
+fn hog_inotify() -> i32 {
+    let mut held = Vec::new();
+    let why = loop {
+        match inotify::Inotify::init() {
+            Ok(i) => held.push(i),
+            Err(e) => break e,
+        }
+    };
+    println!("holding {} inotify instances; the next: {why}", held.len());
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 fn run(args: &[String]) -> i32 {
     let mut rest: Vec<&str> = args.iter().map(String::as_str).collect();
     if rest.first() == Some(&"--version") || rest.first() == Some(&"-v") {
@@ -113,6 +131,7 @@ fn run(args: &[String]) -> i32 {
     }
     match rest.first().copied() {
         Some("probe") => client::probe(&rest[1..]),
+        Some("hog-inotify") => hog_inotify(),
         Some("http") => client::http(&rest[1..]),
         Some("gateway") if rest.get(1) == Some(&"call") => client::call(&rest[2..]),
         Some("gateway") => gateway::run(&rest[1..]),
