@@ -46,7 +46,7 @@ pub struct Args {
     /// live state changed since it was made. Without it, a plan is made now.
     pub planfile: Option<PathBuf>,
     /// Apply without asking for confirmation (needed when stdin is not a terminal).
-    #[arg(long)]
+    #[arg(long, short = 'y', visible_alias = "yes")]
     pub auto_approve: bool,
     /// Apply only to this tenant (repeatable). Not with PLANFILE.
     #[arg(long = "target", value_name = "TENANT")]

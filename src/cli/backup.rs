@@ -165,7 +165,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub check: bool,
     /// Replace the tenant's data without asking (needed without a terminal).
-    #[arg(long, short = 'y')]
+    #[arg(long, short = 'y', visible_alias = "auto-approve")]
     pub yes: bool,
     /// Refuse archives with more bytes of content than this.
     #[arg(long, value_name = "BYTES")]

@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
     /// Destroy without asking for confirmation (needed when stdin is not a terminal).
-    #[arg(long)]
+    #[arg(long, short = 'y', visible_alias = "yes")]
     pub auto_approve: bool,
     /// Also delete each tenant's data directory after its verified backup. Only with an
     /// engine on this machine. Without it the data stays where it is.

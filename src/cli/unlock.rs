@@ -11,8 +11,8 @@ use crate::engine::Engine;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Remove the lock without asking.
-    #[arg(long)]
+    /// Remove the lock without asking (needed without a terminal).
+    #[arg(long, short = 'y', visible_alias = "auto-approve")]
     pub yes: bool,
     /// Only the lock on this host (repeatable; default: every host of the fleet).
     #[arg(long = "host", value_name = "HOST")]
