@@ -2,6 +2,7 @@
 //! interrupted one), patch, start, stop, remove. Each leaves, at every instant, a state the
 //! planner describes (see the module documentation of [`super`]).
 
+use crate::plan::Field;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -545,17 +546,17 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         let old_config = a
             .changes
             .iter()
-            .find(|c| c.field == "config")
+            .find(|c| c.field == Field::Config)
             .and_then(|c| c.old.as_ref())
             .and_then(Value::as_str);
-        let config_changed = a.changes.iter().any(|c| c.field == "config");
-        let secrets_changed = a.changes.iter().any(|c| c.field.starts_with("secrets."));
+        let config_changed = a.changes.iter().any(|c| c.field == Field::Config);
+        let secrets_changed = a.changes.iter().any(|c| c.field.is_secret());
         // A changed uid: the old gateway stops first, then the data and secrets are given to
         // the new uid before the new container starts; a rollback gives them back first.
         let old_owner = a
             .changes
             .iter()
-            .find(|c| c.field == "security")
+            .find(|c| c.field == Field::Security)
             .and_then(|c| c.old.as_ref())
             .and_then(|v| v.get("user"))
             .and_then(Value::as_str)
@@ -790,7 +791,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             let before: Vec<String> = a
                 .changes
                 .iter()
-                .find(|c| c.field == "networks")
+                .find(|c| c.field == Field::Networks)
                 .and_then(|c| c.old.as_ref())
                 .and_then(|v| v.as_array())
                 .map(|v| {
@@ -833,7 +834,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             let old_config = a
                 .changes
                 .iter()
-                .find(|c| c.field == "config")
+                .find(|c| c.field == Field::Config)
                 .and_then(|c| c.old.as_ref())
                 .and_then(Value::as_str);
             let within = CONFIRM_TIMEOUT.min(GatePolicy::for_spec(spec).timeout);

@@ -146,7 +146,6 @@ pub async fn check<E: Engine>(
             _ => {}
         }
     }
-    plan.summary = crate::plan::summarize(&plan.actions, &plan.drift);
     plan.preflight = checks.clone();
     checks
 }

@@ -1,5 +1,6 @@
 //! The planner, a pure function: (desired, live) -> [`Plan`].
 
+use super::Field;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -251,7 +252,6 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
     for a in actions.iter_mut() {
         a.host = opts.host.clone();
     }
-    let summary = summarize(&actions, &fleet_drift);
     Plan {
         format: PLAN_FORMAT,
         fleet: fleet.to_string(),
@@ -261,7 +261,6 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
         engine: opts.engine.clone(),
         targets: opts.targets.clone(),
         prune: opts.prune,
-        summary,
         actions,
         drift: fleet_drift,
         preflight: Vec::new(),
@@ -488,8 +487,8 @@ fn plan_instance(
     {
         let what: Vec<String> = diff_fields(rec, obs)
             .iter()
-            .map(|c| match c.field.as_str() {
-                "config" => "openclaw.json edited".to_string(),
+            .map(|c| match &c.field {
+                Field::Config => "openclaw.json edited".to_string(),
                 f => format!(
                     "{f}: {} -> {}",
                     c.old.as_ref().map(Value::to_string).unwrap_or_default(),
@@ -547,7 +546,7 @@ fn plan_instance(
     }
     for c in &changes {
         if c.class == ChangeClass::Recycle {
-            forced_by.push(c.field.clone());
+            forced_by.push(c.field.to_string());
         }
     }
     action.config_diff = config_diff(old_fields, &desired_fields);
@@ -631,7 +630,7 @@ fn is_secret(v: Option<&Value>) -> bool {
 
 fn change(field: &str, old: Option<Value>, new: Option<Value>) -> FieldChange {
     FieldChange {
-        field: field.to_string(),
+        field: Field::parse(field),
         class: ChangeClass::Recycle,
         secret: is_secret(old.as_ref()) || is_secret(new.as_ref()),
         old,

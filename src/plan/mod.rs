@@ -2,6 +2,7 @@
 //! printed by `mtp plan`, saved by `--out`, and executed by `mtp apply`.
 
 mod diff;
+mod field;
 pub mod hosts;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use diff::{Desired, PlanOptions, plan};
+pub use field::Field;
 
 /// For tests: `specs` of fleet `fleet` planned against `live` on one engine.
 #[cfg(test)]
@@ -117,8 +119,7 @@ pub enum ChangeClass {
 /// One field whose value differs between live and desired.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FieldChange {
-    /// Field path: `image`, `env.FOO`, `limits.memory`, `config`, ...
-    pub field: String,
+    pub field: Field,
     pub class: ChangeClass,
     /// A secret: `old`/`new` are keyed fingerprints, never values.
     pub secret: bool,
@@ -266,15 +267,12 @@ impl TenantAction {
         let recycle = self.action == ActionKind::Recycle;
         for c in &self.changes {
             if c.secret
-                || matches!(
-                    c.field.as_str(),
-                    "ports" | "mounts" | "network" | "networks"
-                )
-                || (recycle && c.class != ChangeClass::Recycle && c.field != "config")
+                || c.field.is_per_tenant()
+                || (recycle && c.class != ChangeClass::Recycle && c.field != Field::Config)
             {
                 continue;
             }
-            if c.field == "config" {
+            if c.field == Field::Config {
                 let parse = |v: &Option<Value>| {
                     v.as_ref()
                         .and_then(Value::as_str)
@@ -421,8 +419,11 @@ impl Capacity {
     }
 }
 
+// Its summary is derived from its actions ([`Plan::summary`]), never stored: the JSON document
+// (`mtp plan --json`, a saved plan) carries it for its readers, and a plan read back recomputes it.
 /// The whole changeset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(remote = "Self")]
 pub struct Plan {
     /// Format version of this document ([`PLAN_FORMAT`]).
     pub format: u32,
@@ -438,7 +439,6 @@ pub struct Plan {
     /// Restricted to these tenants (`--target`), empty for all.
     pub targets: Vec<String>,
     pub prune: bool,
-    pub summary: Summary,
     /// In execution order: the admin instance first, then tenants by name, removals last.
     pub actions: Vec<TenantAction>,
     /// Drift not tied to a declared tenant (orphans are listed as remove actions or here).
@@ -538,13 +538,51 @@ pub type Fields = BTreeMap<String, Value>;
 #[cfg(test)]
 mod tests;
 
+impl Plan {
+    /// Counts per action, blocked tenants and drift, from the actions as they are.
+    pub fn summary(&self) -> Summary {
+        summarize(&self.actions, &self.drift)
+    }
+}
+
+/// The plan as a document: its fields and its summary.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Plan", description = "The whole changeset.")]
+pub struct PlanDocument<'a> {
+    #[serde(flatten, serialize_with = "plan_fields")]
+    #[schemars(with = "Plan")]
+    plan: &'a Plan,
+    summary: Summary,
+}
+
+fn plan_fields<S: serde::Serializer>(plan: &&Plan, s: S) -> Result<S::Ok, S::Error> {
+    Plan::serialize(plan, s)
+}
+
+impl Serialize for Plan {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PlanDocument {
+            plan: self,
+            summary: self.summary(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Plan {
+    /// A saved plan's `summary` is ignored: it is derived again from its actions.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Plan::deserialize(d)
+    }
+}
+
 /// Where the schema of `mtp plan --json` (and of saved plan files) lives.
 pub const PLAN_SCHEMA_PATH: &str = "schemas/plan.schema.json";
 
 /// The JSON Schema of a plan document, as checked in.
 pub fn plan_schema_json() -> String {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
-    let value = generator.into_root_schema_for::<Plan>().to_value();
+    let value = generator.into_root_schema_for::<PlanDocument>().to_value();
     let mut text = serde_json::to_string_pretty(&value).expect("a schema serializes");
     text.push('\n');
     text

@@ -327,13 +327,13 @@ fn memory_and_model_changes_patch_in_place() {
     let classes: Vec<_> = a
         .changes
         .iter()
-        .map(|c| (c.field.as_str(), c.class))
+        .map(|c| (c.field.clone(), c.class))
         .collect();
     assert_eq!(
         classes,
         vec![
-            ("config", ChangeClass::HotReload),
-            ("limits.memory", ChangeClass::DockerUpdate)
+            (Field::Config, ChangeClass::HotReload),
+            (Field::Memory, ChangeClass::DockerUpdate)
         ]
     );
     assert!(
@@ -348,7 +348,7 @@ fn memory_and_model_changes_patch_in_place() {
 fn unchanged_fleet_plans_nothing() {
     let p = plan_between(&one(0, 0, 0, 0), &one(0, 0, 0, 0));
     assert!(!p.has_changes());
-    assert_eq!(p.summary.noop, 1);
+    assert_eq!(p.summary().noop, 1);
 }
 
 #[test]

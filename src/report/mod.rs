@@ -1,6 +1,7 @@
 //! Renderings of a plan for people (terminal text, Markdown for pull requests) and machines
 //! (JSON, see `schemas/plan.schema.json`).
 
+use crate::plan::Field;
 use std::fmt::Write;
 use std::io::IsTerminal;
 
@@ -44,7 +45,7 @@ impl Style {
 
 /// The summary line: `Plan: 2 to create, 1 to patch, 3 to recycle, 0 to remove`.
 pub fn summary_line(plan: &Plan) -> String {
-    let s = &plan.summary;
+    let s = &plan.summary();
     let mut line = format!(
         "Plan: {} to create, {} to patch, {} to recycle, {} to remove",
         s.create, s.patch, s.recycle, s.remove
@@ -273,13 +274,13 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
         );
     }
     if matches!(a.action, ActionKind::Create | ActionKind::Move) {
-        let pick = |f: &str| a.changes.iter().find(|c| c.field == f);
-        for f in ["image", "ports", "limits.memory", "limits.nano_cpus"] {
+        let pick = |f: Field| a.changes.iter().find(|c| c.field == f);
+        for f in [Field::Image, Field::Ports, Field::Memory, Field::NanoCpus] {
             if let Some(c) = pick(f) {
                 let _ = writeln!(
                     out,
                     "      {}: {}",
-                    field_label(&c.field),
+                    c.field.label(),
                     show_value(&c.field, c.new.as_ref())
                 );
             }
@@ -295,7 +296,7 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
         );
     }
     for c in &a.changes {
-        if c.field == "config" {
+        if c.field == Field::Config {
             continue;
         }
         let mark = if c.class == ChangeClass::Recycle {
@@ -306,7 +307,7 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
         let _ = writeln!(
             out,
             "      {}: {}  ({mark})",
-            field_label(&c.field),
+            c.field.label(),
             show_change(c)
         );
     }
@@ -314,7 +315,7 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
         let class = a
             .changes
             .iter()
-            .find(|c| c.field == "config")
+            .find(|c| c.field == Field::Config)
             .map(|c| c.class)
             .unwrap_or(ChangeClass::HotReload);
         let _ = writeln!(out, "      openclaw.json ({}):", class_word(class));
@@ -390,7 +391,7 @@ fn show_change(c: &FieldChange) -> String {
 pub use crate::plan::field_label;
 
 /// A field value for people: sizes and CPUs in their units, ports as Docker writes them.
-pub fn show_value(field: &str, v: Option<&Value>) -> String {
+pub fn show_value(field: &Field, v: Option<&Value>) -> String {
     let Some(v) = v else {
         return "(none)".into();
     };
@@ -400,21 +401,21 @@ pub fn show_value(field: &str, v: Option<&Value>) -> String {
         return "(secret)".into();
     }
     match (field, v) {
-        ("limits.memory", Value::Number(n)) => n
+        (Field::Memory, Value::Number(n)) => n
             .as_u64()
             .map(|b| ByteSize(b).to_string())
             .unwrap_or_else(|| n.to_string()),
-        ("limits.nano_cpus", Value::Number(n)) => n
+        (Field::NanoCpus, Value::Number(n)) => n
             .as_f64()
             .map(|c| format!("{}", c / 1e9))
             .unwrap_or_else(|| n.to_string()),
-        ("stop_timeout_s" | "gate_timeout_s", Value::Number(n)) => format!("{n}s"),
-        ("networks", Value::Array(nets)) => nets
+        (Field::StopTimeout | Field::GateTimeout, Value::Number(n)) => format!("{n}s"),
+        (Field::Networks, Value::Array(nets)) => nets
             .iter()
             .filter_map(|n| n["name"].as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        ("ports", Value::Array(ports)) => ports
+        (Field::Ports, Value::Array(ports)) => ports
             .iter()
             .map(|p| {
                 format!(

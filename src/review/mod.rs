@@ -123,6 +123,7 @@ pub struct Review {
     pub secrets: Vec<SecretChange>,
     pub copied: Vec<CopiedSecret>,
     /// The head planned against the base as applied (the same value `mtp plan` prints).
+    #[schemars(with = "crate::plan::PlanDocument<'static>")]
     pub plan: Plan,
 }
 

@@ -171,7 +171,7 @@ fn classified(plan: &Plan) -> Vec<Classified> {
         .map(|a| {
             let mut forced = a.forced_by.clone();
             forced.sort();
-            let mut fields: Vec<String> = a.changes.iter().map(|c| c.field.clone()).collect();
+            let mut fields: Vec<String> = a.changes.iter().map(|c| c.field.to_string()).collect();
             fields.sort();
             (
                 a.tenant.clone(),
@@ -205,6 +205,6 @@ proptest! {
         let assumed = LiveState::converged(FLEET, &offline_base);
         let offline_plan = plan_of(&specs(&head, false), &assumed);
         prop_assert_eq!(classified(&offline_plan), classified(&live_plan));
-        prop_assert_eq!(offline_plan.summary, live_plan.summary);
+        prop_assert_eq!(offline_plan.summary(), live_plan.summary());
     }
 }

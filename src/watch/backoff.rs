@@ -150,7 +150,7 @@ mod tests {
             action: ActionKind::Recycle,
             reasons: vec![],
             changes: vec![FieldChange {
-                field: "image".into(),
+                field: crate::plan::Field::Image,
                 class: ChangeClass::Recycle,
                 secret: false,
                 old: Some("gw:1".into()),

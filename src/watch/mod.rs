@@ -823,7 +823,6 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
                     None => true,
                 }
             });
-            plan.summary = crate::plan::summarize(&plan.actions, &plan.drift);
             crate::gateway::preflight::check(
                 &self.hosts,
                 &mut plan,
