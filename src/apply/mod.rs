@@ -309,7 +309,8 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .plan
             .actions
             .iter()
-            .filter(|a| a.has_work() || a.blocked.is_some())
+            // A tenant held for later is left alone, and that is not a failure.
+            .filter(|a| a.waiting.is_none() && (a.has_work() || a.blocked.is_some()))
             .collect();
         let failures = Failures::default();
         let mut report = ApplyReport {

@@ -21,7 +21,7 @@ use crate::apply::{
 use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
 use crate::fleet::converge::{self, LockPolicy};
-use crate::fleet::{Hosts, PlanRequest, Session};
+use crate::fleet::{Hosts, PlanRequest, Session, pipeline};
 use crate::plan::{ActionKind, Plan};
 use crate::report;
 
@@ -182,7 +182,15 @@ pub fn run_to(fleet: &Path, args: Args, goal: Goal) -> Result<ExitCode> {
             wait: args.lock_timeout,
             command: std::env::args().collect::<Vec<_>>().join(" "),
         };
-        let mut held = converge::acquire_all(&hosts, session.fleet(), &policy)
+        let work = async |held: &mut Vec<converge::HostLock>| {
+            for l in held.iter() {
+                for note in &l.lock.notes {
+                    eprintln!("lock ({}): {note}", l.host);
+                }
+            }
+            execute(&hosts, &session, &desired, saved, &args, &audit, held, goal).await
+        };
+        let (result, warnings) = pipeline::locked(&hosts, session.fleet(), &policy, work)
             .await
             .map_err(|(host, e)| {
                 let on = if hosts.hosts.len() > 1 {
@@ -198,13 +206,7 @@ pub fn run_to(fleet: &Path, args: Args, goal: Goal) -> Result<ExitCode> {
                     other => miette!("{other}{on}"),
                 }
             })?;
-        for l in &held {
-            for note in &l.lock.notes {
-                eprintln!("lock ({}): {note}", l.host);
-            }
-        }
-        let result = execute(&hosts, &session, &desired, saved, &args, &audit, &mut held, goal).await;
-        for w in converge::release_all(&hosts, held).await {
+        for w in warnings {
             eprintln!("warning: {w}");
         }
         result
@@ -234,6 +236,7 @@ async fn execute(
                 targets: s.targets.clone(),
                 prune: s.prune,
                 refresh: s.refreshed,
+                ..Default::default()
             },
             !s.preflight.is_empty(),
         ),
@@ -242,39 +245,27 @@ async fn execute(
                 targets: args.targets.clone(),
                 prune: args.prune,
                 refresh: args.refresh,
+                ..Default::default()
             },
             !args.no_preflight,
         ),
     };
-    let observed = hosts
-        .observe(
-            &desired.fleet,
-            &session.all_claims(),
-            req.refresh,
-            super::plan::REFRESH_CONCURRENCY,
-        )
-        .await;
+    let observed = pipeline::observe(session, hosts, req.refresh).await;
     let plan = {
-        let mut plan = session.plan_hosts(desired, hosts, &observed, &req);
         if let Some(s) = &saved {
+            // Bound to the manifest and the live state it was made from.
+            let live = session.plan_hosts(desired, hosts, &observed, &req);
             check_saved_plan(
                 s,
                 &desired.fleet,
                 &desired.manifest_hash,
-                &plan.live_fingerprint,
+                &live.live_fingerprint,
             )
             .map_err(refused)?;
             session.check_tenants(&s.targets).map_err(common::report)?;
         }
-        if preflight {
-            crate::gateway::preflight::check(
-                hosts,
-                &mut plan,
-                &desired.by_tenant(),
-                &mut Default::default(),
-            )
-            .await;
-        }
+        let mut cache = preflight.then(Default::default);
+        let plan = pipeline::plan(session, desired, hosts, &observed, req, cache.as_mut()).await;
         // What runs is always the plan derived now; a saved one only has to equal it.
         if let Some(s) = &saved {
             check_rederived(s, &plan).map_err(refused)?;

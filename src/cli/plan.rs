@@ -6,11 +6,9 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, Result, WrapErr};
 
 use super::common;
-use crate::fleet::PlanRequest;
+use crate::fleet::{PlanRequest, pipeline};
 use crate::plan::Plan;
 
-/// Containers inspected at once by `--refresh`.
-pub const REFRESH_CONCURRENCY: usize = 8;
 use crate::report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,24 +83,17 @@ pub fn make_plan(
     let t_load = t0.elapsed();
     let rt = common::runtime()?;
     rt.block_on(async {
-        let name = session.fleet().to_string();
-        let claims = session.all_claims();
-        let refresh = req.refresh;
         let hosts = common::connect_hosts(&session, only_hosts).await?;
-        let observe = tokio::spawn(async move {
-            let t = std::time::Instant::now();
-            let observed = hosts
-                .observe(&name, &claims, refresh, REFRESH_CONCURRENCY)
-                .await;
-            (hosts, observed, t.elapsed())
-        });
+        let t_obs = std::time::Instant::now();
+        let observe = pipeline::observe_detached(&session, hosts, req.refresh);
         // Rendering runs on this thread; the observation on the runtime's workers.
         let t = std::time::Instant::now();
         let desired = session
             .desired(&common::keyring()?)
             .map_err(common::report)?;
         let t_render = t.elapsed();
-        let (hosts, observed, t_observe) = observe.await.into_diagnostic()?;
+        let (hosts, observed) = observe.await.into_diagnostic()?;
+        let t_observe = t_obs.elapsed();
         if let [(host, why)] = hosts.unreachable().as_slice()
             && hosts.hosts.len() == 1
         {
@@ -112,21 +103,11 @@ pub fn make_plan(
             ));
         }
         let t = std::time::Instant::now();
-        let mut plan = session.plan_hosts(&desired, &hosts, &observed, req);
-        let t_diff = t.elapsed();
-        let t = std::time::Instant::now();
-        if preflight {
-            crate::gateway::preflight::check(
-                &hosts,
-                &mut plan,
-                &desired.by_tenant(),
-                &mut Default::default(),
-            )
-            .await;
-        }
+        let mut cache = preflight.then(Default::default);
+        let plan = pipeline::plan(&session, &desired, &hosts, &observed, req.clone(), cache.as_mut()).await;
         if std::env::var_os("MTP_TIMINGS").is_some() {
             eprintln!(
-                "timings: load+validate {t_load:?}, decrypt+render {t_render:?}, connect+observe {t_observe:?} (concurrent), diff {t_diff:?}, preflight {:?}, total {:?}",
+                "timings: load+validate {t_load:?}, decrypt+render {t_render:?}, connect+observe {t_observe:?} (concurrent), plan+preflight {:?}, total {:?}",
                 t.elapsed(),
                 t0.elapsed()
             );
@@ -140,6 +121,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         targets: args.targets.clone(),
         prune: args.prune,
         refresh: args.refresh,
+        ..Default::default()
     };
     if let Some(base) = &args.against {
         return review(fleet, base, &req, &args);

@@ -12,6 +12,7 @@ use crate::manifest::DEFAULT_HOST;
 use crate::plan::{Desired, HostLive, Plan, PlanOptions};
 
 /// One host of the fleet and its engine, or why it could not be reached.
+#[derive(Clone)]
 pub struct Host<E> {
     pub name: String,
     /// Its engine's address, for messages.
@@ -20,6 +21,7 @@ pub struct Host<E> {
 }
 
 /// The engines of the fleet's hosts, by name (sorted: the order locks are taken in).
+#[derive(Clone)]
 pub struct Hosts<E> {
     pub hosts: Vec<Host<E>>,
 }
@@ -264,6 +266,8 @@ impl Session {
             elsewhere: BTreeMap::new(),
             now: chrono::Utc::now().timestamp(),
             dead_helpers: Default::default(),
+            holds: req.holds.clone(),
+            preflight: req.preflight.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod converge;
 pub mod desired;
 pub mod files;
 pub mod hosts;
+pub mod pipeline;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -269,6 +270,10 @@ pub struct PlanRequest {
     pub prune: bool,
     /// The live state was refreshed by inspecting each container.
     pub refresh: bool,
+    /// Verdicts and holds from outside the planner (the preflight's, watch's), by tenant.
+    pub holds: crate::plan::Holds,
+    /// What the preflight checked, recorded in the plan.
+    pub preflight: Vec<crate::gateway::preflight::ImageCheck>,
 }
 
 /// The identity secrets are decrypted with, shared by every decryption of a session.

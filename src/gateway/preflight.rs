@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::engine::{Engine, OneOff};
-use crate::plan::{ActionKind, ChangeClass, Plan};
+use crate::plan::{ActionKind, ChangeClass, Hold, Plan};
 use crate::render::ContainerSpec;
 
 /// The script run by the image's node (`scripts/mtp-preflight.mjs`): one JSON line per file.
@@ -60,7 +60,7 @@ fn config_hash(config: &str) -> String {
 fn needs_check(plan: &Plan) -> Vec<&str> {
     plan.actions
         .iter()
-        .filter(|a| a.blocked.is_none())
+        .filter(|a| a.blocked.is_none() && a.waiting.is_none())
         .filter(|a| match a.action {
             ActionKind::Create | ActionKind::Recycle => true,
             ActionKind::Patch => a.changes.iter().any(|c| c.class == ChangeClass::HotReload),
@@ -70,14 +70,15 @@ fn needs_check(plan: &Plan) -> Vec<&str> {
         .collect()
 }
 
-/// Checks the configs of the tenants `plan` changes, each on the host it goes to, blocks
-/// those the gateway rejects, and returns what each image cost.
-pub async fn check<E: Engine>(
+/// Checks the configs of the tenants `plan` changes, each on the host it goes to. Returns
+/// what each image cost, and the verdicts as holds for the planner: a config the gateway
+/// rejects blocks its tenant, one that could not be checked is noted.
+pub async fn verdicts<E: Engine>(
     hosts: &crate::fleet::Hosts<E>,
-    plan: &mut Plan,
+    plan: &Plan,
     specs: &BTreeMap<String, ContainerSpec>,
     cache: &mut Cache,
-) -> Vec<ImageCheck> {
+) -> (Vec<ImageCheck>, crate::plan::Holds) {
     let mut by_image: BTreeMap<(&str, &str), Vec<&ContainerSpec>> = BTreeMap::new();
     for t in needs_check(plan) {
         if let Some(s) = specs.get(t).filter(|s| s.enabled && !s.config.is_empty()) {
@@ -133,21 +134,22 @@ pub async fn check<E: Engine>(
             error,
         });
     }
-    for a in plan.actions.iter_mut() {
-        match verdicts.get(&a.tenant) {
-            Some(Verdict::Rejected(why)) => {
-                a.blocked = Some(format!(
+    let holds = verdicts
+        .into_iter()
+        .filter_map(|(tenant, v)| {
+            let hold = match v {
+                Verdict::Rejected(why) => Hold::Block(format!(
                     "the gateway of its image rejects its openclaw.json: {why}"
-                ));
-            }
-            Some(Verdict::NotChecked(why)) => a
-                .reasons
-                .push(format!("its config was not checked by the gateway: {why}")),
-            _ => {}
-        }
-    }
-    plan.preflight = checks.clone();
-    checks
+                )),
+                Verdict::NotChecked(why) => {
+                    Hold::Note(format!("its config was not checked by the gateway: {why}"))
+                }
+                _ => return None,
+            };
+            Some((tenant, vec![hold]))
+        })
+        .collect();
+    (checks, holds)
 }
 
 /// Runs the check of `configs` in one throwaway container of `image`.

@@ -49,6 +49,10 @@ pub struct PlanOptions {
     pub now: i64,
     /// Helpers (by container id) whose mtp process is known to be gone.
     pub dead_helpers: BTreeSet<String>,
+    /// Verdicts and holds from outside the planner, by tenant (see [`super::Hold`]).
+    pub holds: super::Holds,
+    /// What the preflight checked, recorded in the plan.
+    pub preflight: Vec<crate::gateway::preflight::ImageCheck>,
 }
 
 /// A live container's effective spec: the newest patch record for it, else its labels.
@@ -252,6 +256,7 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
     for a in actions.iter_mut() {
         a.host = opts.host.clone();
     }
+    super::apply_holds(&mut actions, &opts.holds);
     Plan {
         format: PLAN_FORMAT,
         fleet: fleet.to_string(),
@@ -263,7 +268,7 @@ pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
         prune: opts.prune,
         actions,
         drift: fleet_drift,
-        preflight: Vec::new(),
+        preflight: opts.preflight.clone(),
         refreshed: opts.refresh,
         hosts: Vec::new(),
     }
@@ -283,6 +288,7 @@ pub(super) fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
         live: None,
         drift: Vec::new(),
         blocked: None,
+        waiting: None,
         backup_required: false,
         resume: None,
         new_networks: Vec::new(),

@@ -77,6 +77,9 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
                 .filter(|(_, host)| **host != h.name)
                 .map(|(t, host)| (t.clone(), host.clone()))
                 .collect(),
+            // Put on the whole plan's actions below, once.
+            holds: Default::default(),
+            preflight: Vec::new(),
             ..base.clone()
         };
         let mut sub = super::plan(
@@ -164,6 +167,8 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
     let order = |a: &TenantAction| (a.action == ActionKind::Move) as u8;
     actions.sort_by(|a, b| order(a).cmp(&order(b)).then(a.host.cmp(&b.host)));
 
+    super::apply_holds(&mut actions, &base.holds);
+
     let mut fp = Sha256::new();
     for hp in &host_plans {
         fp.update(hp.name.as_bytes());
@@ -185,7 +190,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
         prune: base.prune,
         actions,
         drift,
-        preflight: Vec::new(),
+        preflight: base.preflight.clone(),
         refreshed,
         hosts: host_plans,
     }

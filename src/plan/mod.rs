@@ -237,8 +237,13 @@ pub struct TenantAction {
     pub live: Option<LiveRef>,
     /// Drift concerning this tenant, with what apply does about it.
     pub drift: Vec<Drift>,
-    /// Set when something apply must not touch stands in the way (a squatter).
+    /// Set when something apply must not touch stands in the way (a squatter): apply fails
+    /// the tenant without touching it.
     pub blocked: Option<String>,
+    /// Set when the tenant's work is held back for later (watch's backoff after a failure, a
+    /// budget stop): apply leaves it alone, and that is not a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// The tenant's data must be backed up first (remove).
     pub backup_required: bool,
     /// Set when a recycle was interrupted: how apply finishes or undoes it first.
@@ -344,6 +349,9 @@ pub struct Summary {
     pub noop: usize,
     pub drift: usize,
     pub blocked: usize,
+    /// Tenants whose work is held back for later (see [`TenantAction::waiting`]).
+    #[serde(default)]
+    pub waiting: usize,
 }
 
 /// A network apply creates, and the subnet it is given.
@@ -458,7 +466,9 @@ pub struct Plan {
 impl Plan {
     /// Whether apply has anything to do.
     pub fn has_changes(&self) -> bool {
-        self.actions.iter().any(TenantAction::has_work)
+        self.actions
+            .iter()
+            .any(|a| a.has_work() && a.waiting.is_none())
             || self
                 .drift
                 .iter()
@@ -499,6 +509,9 @@ pub(crate) fn summarize(actions: &[TenantAction], drift: &[Drift]) -> Summary {
         s.drift += a.drift.len();
         if a.blocked.is_some() {
             s.blocked += 1;
+        }
+        if a.waiting.is_some() {
+            s.waiting += 1;
         }
     }
     s.drift += drift.len();
@@ -542,6 +555,40 @@ impl Plan {
     /// Counts per action, blocked tenants and drift, from the actions as they are.
     pub fn summary(&self) -> Summary {
         summarize(&self.actions, &self.drift)
+    }
+}
+
+/// What the planner is told about a tenant beyond the manifest and the engines: verdicts of
+/// checks made outside it (the preflight) and holds of whoever runs the plan (watch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// Refused before anything runs; apply fails the tenant without touching it (a config
+    /// the gateway of its image rejects).
+    Block(String),
+    /// Left for later, not a failure (a backoff after a failure, a budget stop).
+    Wait(String),
+    /// Runs, with this said of it (its config could not be checked).
+    Note(String),
+}
+
+/// Holds by tenant.
+pub type Holds = BTreeMap<String, Vec<Hold>>;
+
+/// Puts each tenant's holds on its action: the last step of planning.
+pub(crate) fn apply_holds(actions: &mut [TenantAction], holds: &Holds) {
+    for a in actions.iter_mut() {
+        for h in holds.get(&a.tenant).into_iter().flatten() {
+            match h {
+                Hold::Block(why) => {
+                    a.blocked.get_or_insert_with(|| why.clone());
+                }
+                Hold::Wait(why) if a.has_work() => {
+                    a.waiting.get_or_insert_with(|| why.clone());
+                }
+                Hold::Wait(_) => {}
+                Hold::Note(why) => a.reasons.push(why.clone()),
+            }
+        }
     }
 }
 

@@ -185,6 +185,8 @@ fn opts(prune: bool) -> PlanOptions {
         elsewhere: Default::default(),
         now: 0,
         dead_helpers: Default::default(),
+        holds: Default::default(),
+        preflight: Vec::new(),
     }
 }
 

@@ -64,6 +64,9 @@ pub fn summary_line(plan: &Plan) -> String {
     if s.drift > 0 {
         extra.push(format!("{} drift", s.drift));
     }
+    if s.waiting > 0 {
+        extra.push(format!("{} waiting", s.waiting));
+    }
     if s.blocked > 0 {
         extra.push(format!("{} blocked", s.blocked));
     }
@@ -259,6 +262,9 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
         st.paint("1", &a.tenant),
         a.reasons.join("; "),
     );
+    if let Some(w) = &a.waiting {
+        let _ = writeln!(out, "      {} {w}", st.paint("33", "waiting:"));
+    }
     if let Some(b) = &a.blocked {
         let _ = writeln!(out, "      {} {b}", st.paint("31;1", "blocked:"));
     }

@@ -162,6 +162,7 @@ mod tests {
             live: None,
             drift: vec![],
             blocked: None,
+            waiting: None,
             backup_required: false,
             resume: None,
             new_networks: Vec::new(),

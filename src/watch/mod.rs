@@ -38,7 +38,7 @@ use crate::apply::lock;
 use crate::apply::{ApplyReport, Cancel, Progress, Status as TenantStatus, TenantOutcome};
 use crate::engine::{Engine, LiveState};
 use crate::fleet::converge::{self, LockPolicy};
-use crate::fleet::{Hosts, Keyring, Observed, Session, SessionError};
+use crate::fleet::{Hosts, Keyring, Observed, Session, SessionError, pipeline};
 use crate::plan::{ActionKind, Desired, Plan};
 use backoff::Backoffs;
 use source::{Candidate, Follow, Follower, Refusal, SignerPolicy};
@@ -685,7 +685,10 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         let desired = good.desired.clone();
 
         // 2. Plan against the live engine (no lock needed to find out there is nothing to do).
-        let (plan, observed) = match self.plan(&session, &desired, refresh).await {
+        let (plan, observed) = match self
+            .plan(&session, &desired, refresh, Default::default(), false)
+            .await
+        {
             Ok(p) => p,
             Err(e) => return (Outcome::Error, e),
         };
@@ -738,7 +741,8 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         }
 
         // 4. Apply, under the engine-held lock, what is not held back.
-        let report = match self.apply(&session, &desired, refresh).await {
+        let holds = self.holds(&session, &plan, commit.as_deref());
+        let report = match self.apply(&session, &desired, refresh, holds).await {
             Ok(r) => r,
             Err(ApplyError::Locked(e)) => {
                 return (
@@ -753,17 +757,17 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
 
     /// Observes every host (with `refresh`, inspecting each container too, a few at a
     /// time) and plans the revision in force. A host that does not answer has its tenants
-    /// left alone; the others are planned.
+    /// left alone; the others are planned. `holds` (backoffs, budget stops) and, with a
+    /// preflight, the gateway's verdicts are inputs of the plan.
     async fn plan(
-        &self,
+        &mut self,
         session: &Session,
         desired: &Desired,
         refresh: bool,
+        holds: crate::plan::Holds,
+        preflight: bool,
     ) -> Result<(Plan, Observed), String> {
-        let observed = self
-            .hosts
-            .observe(session.fleet(), &session.all_claims(), refresh, 4)
-            .await;
+        let observed = pipeline::observe(session, &self.hosts, refresh).await;
         if observed.live.values().all(|r| r.is_err()) {
             let why: Vec<String> = observed
                 .live
@@ -774,72 +778,65 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         }
         let req = crate::fleet::PlanRequest {
             refresh,
+            holds,
             ..Default::default()
         };
-        let plan = session.plan_hosts(desired, &self.hosts, &observed, &req);
+        let cache = preflight.then_some(&mut self.preflight);
+        let plan = pipeline::plan(session, desired, &self.hosts, &observed, req, cache).await;
         Ok((plan, observed))
     }
 
-    /// Takes the lock, plans again under it, leaves out the tenants that must wait, and
-    /// executes the rest, going on past a failed tenant.
+    /// What holds each tenant's work back: its budget, or a backoff after a failure.
+    fn holds(&self, session: &Session, plan: &Plan, commit: Option<&str>) -> crate::plan::Holds {
+        let now = chrono::Utc::now();
+        let mut holds = crate::plan::Holds::new();
+        for a in plan.actions.iter().filter(|a| a.has_work()) {
+            let why = if self.budget_holds(session, &a.tenant) {
+                "stopped by its budget until next month or a change of its budget or enabled"
+                    .to_string()
+            } else if let Some(h) = self.backoff.hold(a, commit, now) {
+                h.describe()
+            } else {
+                continue;
+            };
+            holds
+                .entry(a.tenant.clone())
+                .or_default()
+                .push(crate::plan::Hold::Wait(why));
+        }
+        holds
+    }
+
+    /// Takes the lock, plans again under it with what must wait as an input, and executes
+    /// the rest, going on past a failed tenant.
     async fn apply(
         &mut self,
         session: &Session,
         desired: &Desired,
         refresh: bool,
+        holds: crate::plan::Holds,
     ) -> Result<Applied, ApplyError> {
-        let mut held = converge::acquire_all(&self.hosts, &desired.fleet, &self.opts.lock)
-            .await
-            .map_err(|(host, e)| match e {
-                lock::LockError::Held { .. } => ApplyError::Locked(format!("host `{host}`: {e}")),
-                e => ApplyError::Other(format!("host `{host}`: {e}")),
-            })?;
-        let result = async {
-            let (mut plan, observed) = self.plan(session, desired, refresh).await?;
-            let commit = desired.commit.clone();
-            let now = chrono::Utc::now();
-            let mut waiting = Vec::new();
-            plan.actions.retain(|a| {
-                if !a.has_work() {
-                    return true;
-                }
-                if self.budget_holds(session, &a.tenant) {
-                    waiting.push(Waiting {
+        let hosts = self.hosts.clone();
+        let policy = self.opts.lock.clone();
+        let work = async |held: &mut Vec<converge::HostLock>| -> Result<Applied, String> {
+            let (plan, observed) = self.plan(session, desired, refresh, holds, true).await?;
+            let waiting: Vec<Waiting> = plan
+                .actions
+                .iter()
+                .filter_map(|a| {
+                    let reason = a.waiting.clone().or_else(|| a.blocked.clone())?;
+                    Some(Waiting {
                         tenant: a.tenant.clone(),
                         action: a.action.verb().to_string(),
-                        reason: "stopped by its budget until next month or a change of its budget or enabled".into(),
-                    });
-                    return false;
-                }
-                match self.backoff.hold(a, commit.as_deref(), now) {
-                    Some(h) => {
-                        waiting.push(Waiting {
-                            tenant: a.tenant.clone(),
-                            action: a.action.verb().to_string(),
-                            reason: h.describe(),
-                        });
-                        false
-                    }
-                    None => true,
-                }
-            });
-            crate::gateway::preflight::check(
-                &self.hosts,
-                &mut plan,
-                &desired.by_tenant(),
-                &mut self.preflight,
-            )
-            .await;
-            for a in plan.actions.iter().filter(|a| a.blocked.is_some()) {
-                waiting.push(Waiting {
-                    tenant: a.tenant.clone(),
-                    action: a.action.verb().to_string(),
-                    reason: a.blocked.clone().unwrap_or_default(),
-                });
-            }
-            plan.actions.retain(|a| a.blocked.is_none());
+                        reason,
+                    })
+                })
+                .collect();
             self.shared.status().waiting = waiting.clone();
-            let report = if plan.has_changes() {
+            // Blocked tenants wait too: watch does not fail a rollout on them.
+            let mut run_plan = plan.clone();
+            run_plan.actions.retain(|a| a.blocked.is_none());
+            let report = if run_plan.has_changes() {
                 let audit_path = session.audit_path(&self.opts.state_dir);
                 let audit = AuditLog::open(&audit_path).map_err(|e| {
                     format!("cannot open the audit log {}: {e}", audit_path.display())
@@ -859,7 +856,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
                     progress: &LogProgress,
                     cancel: self.cancel.clone(),
                 };
-                Some(run.execute(&plan, desired, &observed, &mut held).await)
+                Some(run.execute(&run_plan, desired, &observed, held).await)
             } else {
                 None
             };
@@ -868,12 +865,19 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
                 report,
                 waiting,
             })
+        };
+        match pipeline::locked(&hosts, &desired.fleet, &policy, work).await {
+            Ok((result, warnings)) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                result.map_err(ApplyError::Other)
+            }
+            Err((host, e @ lock::LockError::Held { .. })) => {
+                Err(ApplyError::Locked(format!("host `{host}`: {e}")))
+            }
+            Err((host, e)) => Err(ApplyError::Other(format!("host `{host}`: {e}"))),
         }
-        .await;
-        for w in converge::release_all(&self.hosts, held).await {
-            tracing::warn!("{w}");
-        }
-        result.map_err(ApplyError::Other)
     }
 
     /// Records the outcome of an apply: backoff per tenant, status, webhooks.
