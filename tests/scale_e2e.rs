@@ -47,6 +47,11 @@ fn sixty_stub_tenants_on_a_stock_engine_converge_and_leave_no_network() {
         shown.contains(&format!("subnets: {TENANTS} new of")),
         "{shown}"
     );
+    // And what each tenant gets of the kernel: a uid of its own, its own inotify limits.
+    assert!(
+        shown.contains(&format!("inotify: each of {TENANTS} uids gets")),
+        "{shown}"
+    );
 
     let t = std::time::Instant::now();
     let o = f.apply(&["--parallel", "8"]);
@@ -92,6 +97,15 @@ fn sixty_stub_tenants_on_a_stock_engine_converge_and_leave_no_network() {
     assert!(healthy >= TENANTS, "status:\n{}", text(&status));
     let doctor = f.mtp(&["doctor"]);
     assert!(doctor.status.success(), "doctor failed:\n{}", text(&doctor));
+    for check in ["memory", "subnets", "pids", "inotify", "ports"] {
+        assert!(
+            stdout(&doctor)
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains("(host local)") && l.contains(check)),
+            "{check}:\n{}",
+            text(&doctor)
+        );
+    }
 
     // Every tenant gone: pruned (backed up, removed), and their networks with them.
     f.declare(Vec::new());

@@ -65,6 +65,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
                     capacity: None,
                     subnets: None,
                     leftover_networks: Vec::new(),
+                    kernel: None,
                 });
                 continue;
             }
@@ -92,6 +93,10 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
             .subnet_pool
             .map(|pool| place_networks(&h.name, &specs, live, &pool, &mut sub.actions));
         let leftover_networks = leftover_networks(&specs, live);
+        let kernel = super::capacity::kernel_capacity(&specs, live);
+        if let Some(k) = &kernel {
+            super::capacity::block_taken_ports(&h.name, k, &mut sub.actions);
+        }
         refreshed |= sub.refreshed;
         let declared: u64 = specs
             .iter()
@@ -116,6 +121,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
             capacity,
             subnets,
             leftover_networks,
+            kernel,
         });
         actions.extend(sub.actions);
         drift.extend(sub.drift);
