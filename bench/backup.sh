@@ -7,20 +7,20 @@
 #
 #   bench/backup.sh                # SIZE_MB=500
 #   SIZE_MB=2000 bench/backup.sh
+#   MTP=/path/to/mtp bench/backup.sh  # a prebuilt binary (default: a release build)
 #
 # The fleet (container, network, data, archives) lives in a temp dir removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 SIZE_MB=${SIZE_MB:-500}
 docker info >/dev/null 2>&1 || { echo "backup.sh: no Docker engine answers" >&2; exit 1; }
-cargo build --release --bin mtp -q
-MTP=$PWD/target/release/mtp
+MTP=$(mtp_binary)
 IMAGE=$(scripts/build-stub-image.sh)
 work=$(mktemp -d)
 NAME=benchbk$(( $$ % 100000 ))
 cleanup() {
-  docker ps -aq --filter "label=mtp.fleet=$NAME" | xargs -r docker rm -f -v >/dev/null
-  docker network ls -q --filter "label=mtp.fleet=$NAME" | xargs -r docker network rm >/dev/null 2>&1 || true
+  remove_fleet "$NAME"
   rm -rf "$work"
 }
 trap cleanup EXIT
