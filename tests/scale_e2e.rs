@@ -27,8 +27,8 @@ fn sixty_stub_tenants_on_a_stock_engine_converge_and_leave_no_network() {
         // Sixty healthchecks every 250 ms are more execs than two cores answer within the
         // stub's 2 s probe timeout: probed every 2 s here, with room under load.
         let text = std::fs::read_to_string(&manifest).unwrap().replace(
-            "health = { interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }",
-            "health = { interval = \"2s\", timeout = \"10s\", retries = 3, start_period = \"0s\", gate_timeout = \"60s\" }",
+            "health = { interval = \"250ms\", running_interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }",
+            "health = { interval = \"2s\", running_interval = \"2s\", timeout = \"10s\", retries = 3, start_period = \"0s\", gate_timeout = \"60s\" }",
         );
         assert!(text.contains("interval = \"2s\""), "{text}");
         std::fs::write(&manifest, format!("{text}\n{hosts}")).unwrap();
