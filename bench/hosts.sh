@@ -113,7 +113,7 @@ make_fleet() {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$fleet" "$dir"
     printf '[defaults]\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
     printf 'env = { STUB_STARTUP_MS = "100" }\n'
-    printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
+    printf 'health = { interval = "1s", running_interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
     # The stub idles far below its 1g limit: room declared for every size run here.
     host_table a "$n" 126 unix:///var/run/docker.sock
     if [ "$hosts" = 2 ]; then

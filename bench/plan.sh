@@ -56,7 +56,7 @@ for N in $SIZES; do
     host_table local "$N" 121
     printf '[defaults]\nhost = "local"\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
     printf 'env = { STUB_STARTUP_MS = "100" }\n'
-    printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
+    printf 'health = { interval = "1s", running_interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
     for i in $(seq 1 "$N"); do printf '[tenants.t%04d]\nport = %d\n\n' "$i" $((30000 + i)); done
   } > "$dir/fleet.toml"
   export MTP_FLEET=$dir/fleet.toml
