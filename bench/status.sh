@@ -54,6 +54,14 @@ echo "   $running running" >&2
 rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
 cpu=$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {print u + s}' "$work/time.txt")
 echo "mtp status at $N tenants: peak memory $((rss / 1024)) MiB ($rss KiB), CPU ${cpu} s" >&2
+# Every running tenant's figures were read: the engine took the reads issued together.
+python3 - "$work/status.json" "$N" <<'PY' >&2
+import json, sys
+rows = json.load(open(sys.argv[1]))["tenants"]
+missing = [r["tenant"] for r in rows if r["memory_used"] is None or r["uptime_s"] is None]
+print(f"   figures read for {len(rows) - len(missing)} of {len(rows)} tenants")
+sys.exit(1 if missing or len(rows) != int(sys.argv[2]) else 0)
+PY
 hyperfine -N --warmup 1 --runs "$RUNS" \
   -n "mtp status ($N tenants)" "$MTP status" \
   -n "docker ps + docker stats --no-stream ($N containers)" \
