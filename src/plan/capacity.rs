@@ -92,8 +92,30 @@ pub struct PortTaken {
     pub listener: String,
 }
 
-/// What `specs` (one host's instances) need of its kernel, when `live` read it.
-pub fn kernel_capacity(specs: &[ContainerSpec], live: &LiveState) -> Option<KernelCapacity> {
+/// Host ports each tenant's containers publish, on whichever of the fleet's hosts: a tenant
+/// moving between two engines of one machine finds its port held by its own old container.
+pub type OwnPorts = BTreeMap<String, std::collections::BTreeSet<u16>>;
+
+/// The host ports the fleet's containers publish on every host read.
+pub fn own_ports<'a>(fleet: &str, lives: impl IntoIterator<Item = &'a LiveState>) -> OwnPorts {
+    let mut own = OwnPorts::new();
+    for c in lives.into_iter().flat_map(|l| &l.containers) {
+        if let Some(t) = c.tenant().filter(|_| c.fleet() == Some(fleet)) {
+            own.entry(t.to_string())
+                .or_default()
+                .extend(c.ports.iter().map(|p| p.host_port));
+        }
+    }
+    own
+}
+
+/// What `specs` (one host's instances) need of its kernel, when `live` read it. `own`: the
+/// ports the fleet's containers publish on any host, by tenant.
+pub fn kernel_capacity(
+    specs: &[ContainerSpec],
+    live: &LiveState,
+    own: &OwnPorts,
+) -> Option<KernelCapacity> {
     let kernel = live.host.as_ref()?;
     let enabled: Vec<&ContainerSpec> = specs.iter().filter(|s| s.enabled).collect();
     let tasks = kernel.tasks().map(|available| TaskCapacity {
@@ -131,14 +153,19 @@ pub fn kernel_capacity(specs: &[ContainerSpec], live: &LiveState) -> Option<Kern
     Some(KernelCapacity {
         tasks,
         inotify,
-        ports_taken: ports_taken(specs, live, kernel),
+        ports_taken: ports_taken(specs, live, kernel, own),
     })
 }
 
 /// Declared ports a host socket listens on that no container of the engine publishes
 /// (Docker's userland proxy listens for each published port; those are the plan's squatters
 /// or the tenant's own).
-fn ports_taken(specs: &[ContainerSpec], live: &LiveState, kernel: &HostKernel) -> Vec<PortTaken> {
+fn ports_taken(
+    specs: &[ContainerSpec],
+    live: &LiveState,
+    kernel: &HostKernel,
+    own: &OwnPorts,
+) -> Vec<PortTaken> {
     let published: std::collections::BTreeSet<u16> = live
         .containers
         .iter()
@@ -146,7 +173,10 @@ fn ports_taken(specs: &[ContainerSpec], live: &LiveState, kernel: &HostKernel) -
         .collect();
     let mut taken = Vec::new();
     for s in specs.iter().filter(|s| s.enabled) {
-        for p in s.ports.iter().filter(|p| !published.contains(&p.host_port)) {
+        let its_own = own.get(&s.instance);
+        for p in s.ports.iter().filter(|p| {
+            !published.contains(&p.host_port) && !its_own.is_some_and(|o| o.contains(&p.host_port))
+        }) {
             let declared: Option<IpAddr> = p.host_ip.parse().ok();
             let clash = kernel.listening.iter().find(|l| {
                 l.port == p.host_port
@@ -284,7 +314,11 @@ mod tests {
     #[test]
     fn a_remote_hosts_kernel_is_not_read_and_nothing_is_claimed_of_it() {
         assert_eq!(
-            kernel_capacity(&[spec("a", 18801, 5000, 512)], &LiveState::default()),
+            kernel_capacity(
+                &[spec("a", 18801, 5000, 512)],
+                &LiveState::default(),
+                &OwnPorts::new()
+            ),
             None
         );
     }
@@ -298,14 +332,20 @@ mod tests {
             host: Some(kernel(&[])),
             ..LiveState::default()
         };
-        let k = kernel_capacity(&specs[..60], &live).unwrap();
+        let k = kernel_capacity(&specs[..60], &live, &OwnPorts::new()).unwrap();
         let t = k.tasks.clone().unwrap();
         assert_eq!((t.declared, t.available), (60 * 512, 32768));
         assert_eq!(t.source, "kernel.pid_max");
         assert!(!t.over());
-        let t = kernel_capacity(&specs, &live).unwrap().tasks.unwrap();
+        let t = kernel_capacity(&specs, &live, &OwnPorts::new())
+            .unwrap()
+            .tasks
+            .unwrap();
         assert!(t.over(), "{t:?}");
-        assert!(describe(&kernel_capacity(&specs, &live).unwrap())[0].contains("33280 of 32768"));
+        assert!(
+            describe(&kernel_capacity(&specs, &live, &OwnPorts::new()).unwrap())[0]
+                .contains("33280 of 32768")
+        );
     }
 
     #[test]
@@ -317,10 +357,13 @@ mod tests {
         let own: Vec<ContainerSpec> = (0..3)
             .map(|i| spec(&format!("t{i}"), 18000 + i, 200_000 + u32::from(i), 512))
             .collect();
-        let i = kernel_capacity(&own, &live).unwrap().inotify.unwrap();
+        let i = kernel_capacity(&own, &live, &OwnPorts::new())
+            .unwrap()
+            .inotify
+            .unwrap();
         assert_eq!((i.uids, i.busiest_instances), (3, 1));
         assert!(!i.over());
-        let said = describe(&kernel_capacity(&own, &live).unwrap()).join("; ");
+        let said = describe(&kernel_capacity(&own, &live, &OwnPorts::new()).unwrap()).join("; ");
         assert!(
             said.contains("each of 3 uids gets 128 instances and 8192 watches"),
             "{said}"
@@ -329,10 +372,13 @@ mod tests {
         let shared: Vec<ContainerSpec> = (0..130)
             .map(|i| spec(&format!("t{i}"), 18000 + i, 1000, 8))
             .collect();
-        let i = kernel_capacity(&shared, &live).unwrap().inotify.unwrap();
+        let i = kernel_capacity(&shared, &live, &OwnPorts::new())
+            .unwrap()
+            .inotify
+            .unwrap();
         assert_eq!((i.uids, i.busiest_uid, i.busiest_instances), (1, 1000, 130));
         assert!(i.over());
-        let said = describe(&kernel_capacity(&shared, &live).unwrap()).join("; ");
+        let said = describe(&kernel_capacity(&shared, &live, &OwnPorts::new()).unwrap()).join("; ");
         assert!(
             said.contains("130 instances share uid 1000 and its 128 instances"),
             "{said}"
@@ -371,7 +417,7 @@ mod tests {
             networks: Vec::new(),
             mounts: Vec::new(),
         });
-        let k = kernel_capacity(&specs, &live).unwrap();
+        let k = kernel_capacity(&specs, &live, &OwnPorts::new()).unwrap();
         assert_eq!(k.ports_taken.len(), 1, "{k:?}");
         assert_eq!(k.ports_taken[0].tenant, "a");
         assert_eq!(k.ports_taken[0].listener, "0.0.0.0:18801");
@@ -385,6 +431,15 @@ mod tests {
         assert!(
             why.contains("0.0.0.0:18801") && why.contains("not a container's"),
             "{why}"
+        );
+
+        // The tenant's own container on another engine of this machine holds it (a move).
+        let own = OwnPorts::from([("a".to_string(), [18801].into())]);
+        assert!(
+            kernel_capacity(&specs, &live, &own)
+                .unwrap()
+                .ports_taken
+                .is_empty()
         );
     }
 }
