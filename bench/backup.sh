@@ -7,20 +7,20 @@
 #
 #   bench/backup.sh                # SIZE_MB=500
 #   SIZE_MB=2000 bench/backup.sh
+#   MTP=/path/to/mtp bench/backup.sh  # a prebuilt binary (default: a release build)
 #
 # The fleet (container, network, data, archives) lives in a temp dir removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 SIZE_MB=${SIZE_MB:-500}
 docker info >/dev/null 2>&1 || { echo "backup.sh: no Docker engine answers" >&2; exit 1; }
-cargo build --release --bin mtp -q
-MTP=$PWD/target/release/mtp
+MTP=$(mtp_binary)
 IMAGE=$(scripts/build-stub-image.sh)
 work=$(mktemp -d)
 NAME=benchbk$(( $$ % 100000 ))
 cleanup() {
-  docker ps -aq --filter "label=mtp.fleet=$NAME" | xargs -r docker rm -f -v >/dev/null
-  docker network ls -q --filter "label=mtp.fleet=$NAME" | xargs -r docker network rm >/dev/null 2>&1 || true
+  remove_fleet "$NAME"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -52,7 +52,8 @@ for i in $(seq 1 $(( SIZE_MB / 8 ))); do
   head -c $(( 8 << 20 )) /dev/urandom > "data/acme/media/blob-$i.bin"
 done
 for i in $(seq 1 20000); do echo "{\"role\":\"user\",\"n\":$i}"; done > data/acme/agents/main/sessions/s.jsonl
-chown -R 1000:1000 data/acme
+# Owned by the uid the tenant's gateway runs as: 200000 + its port.
+chown -R $((200000 + PORT)):$((200000 + PORT)) data/acme
 BYTES=$(du -sb data/acme | cut -f1)
 mb() { python3 -c "print(f'{$1/1048576:.0f}')"; }
 rate() { python3 -c "print(f'{$1/1048576/$2:.1f} MiB/s')"; }
@@ -68,6 +69,6 @@ t0=$(now); out=$("$MTP" backup acme --stop --json); t1=$(now)
 secs=$(python3 -c "print(f'{$t1-$t0:.2f}')")
 echo "$out" | python3 -c "import json,sys;b=json.load(sys.stdin)['backups'][0];print(f\"backup (--stop): {$secs}s, $(rate "$BYTES" "$secs"), method {b['method']}, downtime {b['downtime_ms']} ms\")"
 
-t0=$(now); "$MTP" restore acme "$ARCHIVE" --json > restore.json; t1=$(now)
+t0=$(now); "$MTP" restore acme "$ARCHIVE" --yes --json > restore.json; t1=$(now)
 secs=$(python3 -c "print(f'{$t1-$t0:.2f}')")
 python3 -c "import json;r=json.load(open('restore.json'));print(f\"restore: {$secs}s, $(rate "$BYTES" "$secs"), tenant down {r['downtime_ms']} ms, previous data {r['previous_data']}\")"

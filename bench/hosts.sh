@@ -5,11 +5,11 @@
 #
 #   bench/hosts.sh                 # SIZES=10 total tenants
 #
-# Every tenant has its own network, and an engine with Docker's default address pools holds
-# about 30 networks: both fleets on the machine's engine (N + N/2) must stay below that unless
-# its daemon.json declares larger `default-address-pools` (at 40 the create failed with "could
-# not find an available, non-overlapping IPv4 address pool").
+# Every tenant has its own network, its subnet from the fleet's own pool on each host (host
+# `a`: 10.126.0.0/16; host `b`: the upper half of its engine's 10.X.0.0/16), not Docker's
+# default pools, so no daemon.json change is needed at any size:
 #   SIZES=200 RUNS=50 PARALLEL=40 bench/hosts.sh
+#   MTP=/path/to/mtp bench/hosts.sh   # a prebuilt binary (default: a release build)
 #
 # Target: the two-host plan costs at most 1.3x the one-host plan (the script fails otherwise).
 #
@@ -36,8 +36,7 @@ command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
 for bin in dockerd ip python3; do
   command -v "$bin" >/dev/null || { echo "hosts.sh: $bin is needed" >&2; exit 1; }
 done
-cargo build --release --bin mtp -q
-MTP=$PWD/target/release/mtp
+MTP=$(mtp_binary)
 scripts/build-stub-image.sh >/dev/null
 
 work=$(mktemp -d)
@@ -69,8 +68,6 @@ cleanup() {
   for n in $SIZES; do
     for f in "${PREFIX}1x$n" "${PREFIX}2x$n"; do
       remove_fleet "$f"
-      nets=$(docker network ls -q --filter "label=mtp.fleet=$f")
-      [ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1 || true
     done
   done
   stop_second_engine
@@ -116,11 +113,13 @@ make_fleet() {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$fleet" "$dir"
     printf '[defaults]\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
     printf 'env = { STUB_STARTUP_MS = "100" }\n'
-    printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
+    printf 'health = { interval = "1s", running_interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
     # The stub idles far below its 1g limit: room declared for every size run here.
-    printf '[hosts.a]\nendpoint = "unix:///var/run/docker.sock"\nmemory = "1024g"\n\n'
+    host_table a "$n" 126 unix:///var/run/docker.sock
     if [ "$hosts" = 2 ]; then
-      printf '[hosts.b]\nendpoint = "unix://%s/docker.sock"\nmemory = "1024g"\ndata_root = "%s/data-b"\n\n' "$B_DIR" "$dir"
+      # Its bridges live in this machine's kernel too: a pool apart from every other's.
+      printf '[hosts.b]\nendpoint = "unix://%s/docker.sock"\nmemory = "%dg"\ndata_root = "%s/data-b"\nsubnet_pool = "10.%d.128.0/17"\n\n' \
+        "$B_DIR" $((n + 8)) "$dir" "$octet"
     fi
     for i in $(seq 1 "$n"); do
       printf '[tenants.t%04d]\nport = %d\n' "$i" $((base + i))

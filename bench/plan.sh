@@ -6,6 +6,7 @@
 #   bench/plan.sh                          # SIZES="10 100 1000", compose up to 100
 #   SIZES="10 100" bench/plan.sh
 #   COMPOSE_MAX=0 SIZES=1000 bench/plan.sh # mtp only
+#   MTP=/path/to/mtp bench/plan.sh         # a prebuilt binary (default: a release build)
 #
 # Targets: mtp plan under 0.5 s at 1,000 tenants, and at least 20x faster than compose.
 # Both are timed side by side in one run with hyperfine (installed from Debian if missing).
@@ -15,7 +16,9 @@
 # and, up to COMPOSE_MAX, a compose project of the same services (same image, command,
 # healthcheck, limits, labels, published ports), then times each doing nothing. The stub's
 # healthcheck runs every 60 s so 1,000 idle containers do not load the machine. Everything
-# it made is removed at the end, also on failure or Ctrl-C.
+# it made is removed at the end, also on failure or Ctrl-C. The fleet declares its host
+# (`[hosts.local]`, the machine's engine, with memory for N tenants of 1g and a subnet pool of
+# its own, 10.121.0.0/16) so the capacity check passes at every size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -26,9 +29,8 @@ PREFIX=${PREFIX:-benchpl}
 
 docker info >/dev/null 2>&1 || { echo "plan.sh: no Docker engine answers" >&2; exit 1; }
 command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
-command -v docker-compose >/dev/null || { echo "plan.sh: docker-compose (v1) is needed" >&2; exit 1; }
-cargo build --release --bin mtp -q
-MTP=$PWD/target/release/mtp
+[ "$COMPOSE_MAX" -eq 0 ] || command -v docker-compose >/dev/null || { echo "plan.sh: docker-compose (v1) is needed" >&2; exit 1; }
+MTP=$(mtp_binary)
 scripts/build-stub-image.sh >/dev/null
 
 work=$(mktemp -d)
@@ -51,9 +53,10 @@ for N in $SIZES; do
   fleet=$PREFIX$N
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$fleet" "$dir"
-    printf '[defaults]\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
+    host_table local "$N" 121
+    printf '[defaults]\nhost = "local"\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
     printf 'env = { STUB_STARTUP_MS = "100" }\n'
-    printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
+    printf 'health = { interval = "1s", running_interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
     for i in $(seq 1 "$N"); do printf '[tenants.t%04d]\nport = %d\n\n' "$i" $((30000 + i)); done
   } > "$dir/fleet.toml"
   export MTP_FLEET=$dir/fleet.toml
@@ -149,8 +152,7 @@ else:
 PY
   # Free the machine for the next size.
   [ -f "$dir/compose.yml" ] && docker-compose -p "${PREFIX}c$N" -f "$dir/compose.yml" down -v -t 1 >/dev/null 2>&1 || true
-  ids=$(docker ps -aq --filter "label=mtp.fleet=$fleet")
-  [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1 || true
+  remove_fleet "$fleet"
 done
 
 echo

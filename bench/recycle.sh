@@ -4,6 +4,7 @@
 #
 #   bench/recycle.sh            # N=50
 #   N=10 bench/recycle.sh
+#   MTP=/path/to/mtp bench/recycle.sh   # a prebuilt binary (default: a release build)
 #
 # It builds mtp (release) and the stub gateway image (scripts/build-stub-image.sh: tags
 # mtp-stub-gateway:dev and :dev-b, two image ids), creates a throwaway fleet of N tenants, applies it, switches the image (so every
@@ -22,8 +23,7 @@ N=${N:-50}
 FLEET=${FLEET:-benchrc}
 
 docker info >/dev/null 2>&1 || { echo "recycle.sh: no Docker engine answers" >&2; exit 1; }
-cargo build --release --bin mtp -q
-MTP=$PWD/target/release/mtp
+MTP=$(mtp_binary)
 
 work=$(mktemp -d)
 cleanup() {
@@ -40,7 +40,8 @@ export MTP_AGE_IDENTITY=$work/identity.txt MTP_FLEET=$work/fleet.toml NO_COLOR=1
 write_manifest() {
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$FLEET" "$work"
-    printf '[defaults]\nimage = "%s"\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "10s"\nenv = { STUB_STARTUP_MS = "200" }\n' "$1"
+    host_table local "$N" 123
+    printf '[defaults]\nhost = "local"\nimage = "%s"\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "10s"\nenv = { STUB_STARTUP_MS = "200" }\n' "$1"
     printf 'health = { interval = "500ms", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "30s" }\n\n'
     for i in $(seq 1 "$N"); do printf '[tenants.t%03d]\nport = %d\n\n' "$i" $((29000 + i)); done
   } > fleet.toml

@@ -4,6 +4,7 @@
 #
 #   bench/watch.sh                 # INTERVAL=5s, PUSHES=5, IDLE_S=120
 #   IDLE_S=300 bench/watch.sh
+#   MTP=/path/to/mtp bench/watch.sh  # a prebuilt binary (default: a release build)
 #
 # Targets: a push applied within the poll interval + 2 s (excluding the gateway's start);
 # idle under 30 MiB resident and near-zero CPU.
@@ -22,8 +23,7 @@ FLEET=${FLEET:-benchwt}
 PORT=${PORT:-19469}
 
 docker info >/dev/null 2>&1 || { echo "watch.sh: no Docker engine answers" >&2; exit 1; }
-cargo build --release --bin mtp -q
-MTP=$PWD/target/release/mtp
+MTP=$(mtp_binary)
 scripts/build-stub-image.sh >/dev/null
 
 work=$(mktemp -d)
@@ -44,15 +44,17 @@ printf 'data/\n' > .gitignore
 manifest() {
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$FLEET" "$work"
-    printf '[defaults]\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "5s"\nenv = { STUB_STARTUP_MS = "200" }\n'
+    host_table local $((2 + PUSHES)) 124
+    printf '[defaults]\nhost = "local"\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.25\nstop_timeout = "5s"\nenv = { STUB_STARTUP_MS = "200" }\n'
     printf 'health = { interval = "500ms", timeout = "5s", retries = 3, start_period = "0s", gate_timeout = "60s" }\n\n'
     for i in $(seq 1 "$1"); do printf '[tenants.t%02d]\nport = %d\n\n' "$i" $((29500 + i)); done
   } > fleet.toml
 }
-"$MTP" secrets init >/dev/null 2>&1
 n=2
-for i in $(seq 1 $((n + PUSHES))); do "$MTP" secrets gen "$(printf 't%02d' "$i")" >/dev/null 2>&1; done
+# The manifest first: `secrets init` writes the recipients it names.
 manifest $n
+"$MTP" secrets init >/dev/null
+for i in $(seq 1 $((n + PUSHES))); do "$MTP" secrets gen "$(printf 't%02d' "$i")" >/dev/null; done
 git add -A && git commit -qm "two tenants" && git push -q origin main
 
 "$MTP" watch --repo "$work/remote.git" --state-dir "$work/state" --interval "$INTERVAL" \

@@ -392,3 +392,38 @@ fn a_channel_that_cannot_reach_its_service_leaves_the_gateway_healthy_and_is_rep
     );
     f.assert_converged();
 }
+
+#[test]
+fn a_tenant_probed_every_30s_at_rest_passes_its_gate_as_quickly_as_before() {
+    let mut f = TestFleet::new("ac-probe");
+    // The default running interval; the fleet's 250 ms stays the pace while it starts.
+    f.declare(vec![
+        Tenant::new("acme").with("health = { running_interval = \"30s\" }"),
+    ]);
+    let t = std::time::Instant::now();
+    let o = f.apply_ok();
+    let took = t.elapsed();
+    assert!(stdout(&o).contains("1 done"), "{}", text_of(&o));
+    // An engine before API 1.44 first probes 30 s after the start: the gate ran the
+    // healthcheck itself rather than wait for it.
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "apply took {took:?}"
+    );
+    let c = f.container("acme");
+    assert_eq!(
+        f.inspect(&c.id, "{{.Config.Healthcheck.Interval}}"),
+        "30s",
+        "the engine probes a running tenant every 30 s"
+    );
+    let api: String = docker_ok(&["version", "--format", "{{.Server.APIVersion}}"]);
+    let start_interval = f.inspect(&c.id, "{{json .Config.Healthcheck}}");
+    let (major, minor) = api.trim().split_once('.').unwrap();
+    let takes = (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap()) >= (1, 44);
+    assert_eq!(
+        start_interval.contains("StartInterval"),
+        takes,
+        "API {api}: {start_interval}"
+    );
+    f.assert_converged();
+}

@@ -78,7 +78,7 @@ fn apply_without_a_terminal_needs_auto_approve() {
 /// Starts an apply that holds the lock for a while: its tenant's gate waits on a healthcheck
 /// with a long start period until the gate times out (then it rolls back).
 fn slow_apply(f: &mut TestFleet) -> std::process::Child {
-    f.tenant_mut("acme").extra = "env = { STUB_NEVER_READY = \"1\" }\nhealth = { interval = \"250ms\", timeout = \"1s\", retries = 1, start_period = \"60s\", gate_timeout = \"4s\" }\n".into();
+    f.tenant_mut("acme").extra = "env = { STUB_NEVER_READY = \"1\" }\nhealth = { interval = \"250ms\", running_interval = \"250ms\", timeout = \"1s\", retries = 1, start_period = \"60s\", gate_timeout = \"4s\" }\n".into();
     f.write();
     let child = f
         .cmd(&["apply", "--auto-approve", "--docker-health-only"])

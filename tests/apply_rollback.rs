@@ -56,7 +56,7 @@ fn rollback_case(prefix: &str, bad: &str) {
 fn never_ready_is_rolled_back() {
     rollback_case(
         "rb-never",
-        "env = { STUB_NEVER_READY = \"1\" }\nhealth = { interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"0s\", gate_timeout = \"3s\" }",
+        "env = { STUB_NEVER_READY = \"1\" }\nhealth = { interval = \"250ms\", running_interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"0s\", gate_timeout = \"3s\" }",
     );
 }
 
@@ -65,7 +65,7 @@ fn never_ready_within_the_gate_timeout_is_rolled_back() {
     // A start period longer than the gate: Docker says `starting` until mtp gives up.
     rollback_case(
         "rb-slow",
-        "env = { STUB_NEVER_READY = \"1\" }\nhealth = { interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"60s\", gate_timeout = \"2s\" }",
+        "env = { STUB_NEVER_READY = \"1\" }\nhealth = { interval = \"250ms\", running_interval = \"250ms\", timeout = \"1s\", retries = 2, start_period = \"60s\", gate_timeout = \"2s\" }",
     );
 }
 

@@ -292,3 +292,56 @@ fn doctor_lists_the_host_ports_a_tenant_reaches_and_warns_of_a_listener_beyond_l
     assert_eq!(left, "", "the probe's container was left behind");
     drop(listener);
 }
+
+#[test]
+fn a_port_a_host_process_holds_blocks_its_tenant_and_plan_and_doctor_count_the_hosts_kernel() {
+    let mut f = TestFleet::new("op-kernel");
+    // Something on the host that is not a container listens where bravo would publish.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = holder.local_addr().unwrap().port();
+    let mut bravo = Tenant::new("bravo");
+    bravo.port = held;
+    f.declare(vec![Tenant::new("alpha"), bravo]);
+
+    let o = f.mtp(&["plan"]);
+    let shown = stdout(&o);
+    let taken = format!("already listens on 127.0.0.1:{held} (not a container's port)");
+    assert!(shown.contains(&taken), "{}", text(&o));
+    // The only host is named with its figures since it falls short of a port.
+    assert!(
+        shown.contains("inotify: each of 2 uids gets") && shown.contains("(kernel.pid_max)"),
+        "{shown}"
+    );
+    let plan = f.mtp(&["plan", "--json"]);
+    let p: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let kernel = &p["hosts"][0]["kernel"];
+    assert_eq!(kernel["ports_taken"][0]["tenant"], "bravo", "{kernel:#}");
+    assert_eq!(kernel["inotify"]["uids"], 2, "{kernel:#}");
+    assert!(
+        kernel["tasks"]["declared"].as_u64().unwrap() > 0,
+        "{kernel:#}"
+    );
+
+    let o = f.mtp(&["doctor", "--json"]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let find = |tenant: &str, check: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["tenant"] == tenant && c["check"] == check)
+            .unwrap_or_else(|| panic!("no {check} check for {tenant}: {r:#}"))
+            .clone()
+    };
+    let ports = find("bravo", "ports");
+    assert_eq!(ports["outcome"], "fail", "{ports:#}");
+    assert!(
+        ports["detail"].as_str().unwrap().contains(&taken),
+        "{ports:#}"
+    );
+    for check in ["pids", "inotify", "subnets"] {
+        let c = find("(host default)", check);
+        assert_eq!(c["outcome"], "pass", "{c:#}");
+    }
+    drop(holder);
+}

@@ -27,8 +27,8 @@ fn sixty_stub_tenants_on_a_stock_engine_converge_and_leave_no_network() {
         // Sixty healthchecks every 250 ms are more execs than two cores answer within the
         // stub's 2 s probe timeout: probed every 2 s here, with room under load.
         let text = std::fs::read_to_string(&manifest).unwrap().replace(
-            "health = { interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }",
-            "health = { interval = \"2s\", timeout = \"10s\", retries = 3, start_period = \"0s\", gate_timeout = \"60s\" }",
+            "health = { interval = \"250ms\", running_interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }",
+            "health = { interval = \"2s\", running_interval = \"2s\", timeout = \"10s\", retries = 3, start_period = \"0s\", gate_timeout = \"60s\" }",
         );
         assert!(text.contains("interval = \"2s\""), "{text}");
         std::fs::write(&manifest, format!("{text}\n{hosts}")).unwrap();
@@ -45,6 +45,11 @@ fn sixty_stub_tenants_on_a_stock_engine_converge_and_leave_no_network() {
     );
     assert!(
         shown.contains(&format!("subnets: {TENANTS} new of")),
+        "{shown}"
+    );
+    // And what each tenant gets of the kernel: a uid of its own, its own inotify limits.
+    assert!(
+        shown.contains(&format!("inotify: each of {TENANTS} uids gets")),
         "{shown}"
     );
 
@@ -92,6 +97,15 @@ fn sixty_stub_tenants_on_a_stock_engine_converge_and_leave_no_network() {
     assert!(healthy >= TENANTS, "status:\n{}", text(&status));
     let doctor = f.mtp(&["doctor"]);
     assert!(doctor.status.success(), "doctor failed:\n{}", text(&doctor));
+    for check in ["memory", "subnets", "pids", "inotify", "ports"] {
+        assert!(
+            stdout(&doctor)
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains("(host local)") && l.contains(check)),
+            "{check}:\n{}",
+            text(&doctor)
+        );
+    }
 
     // Every tenant gone: pruned (backed up, removed), and their networks with them.
     f.declare(Vec::new());

@@ -291,7 +291,10 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         let mut lease_until: Option<Instant> = None;
         let r = async {
             loop {
-                match gate::wait_docker_healthy(self.engine, id, policy, &self.cancel).await {
+                let probe = gate::probe_command(&spec.healthcheck.test);
+                match gate::wait_docker_healthy(self.engine, id, policy, &probe, &self.cancel)
+                    .await
+                {
                     Ok(()) => break,
                     Err(g @ (GateFailure::Exited { .. } | GateFailure::CrashLoop { .. })) => {
                         let held = self

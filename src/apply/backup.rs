@@ -38,6 +38,8 @@ pub async fn before_removal<E: Engine>(
         commit: removal.commit.map(str::to_string),
         stop_timeout_s: 30,
         gate_timeout_s: 60,
+        probe: Vec::new(),
+        probe_every: std::time::Duration::from_secs(5),
         force_stop: false,
         verify: true,
     };

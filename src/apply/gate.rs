@@ -1,7 +1,10 @@
 //! Health gates: is a container that was just started (or re-configured) healthy?
 //!
 //! Docker's own health status first, polled through inspect, so the gate works over a remote
-//! engine. Then, where the published port is reachable from here, the gateway itself is asked:
+//! engine. While Docker still says `starting` (an engine before API 1.44 has no start
+//! interval and first probes a running interval, 30 s, after the start), the gate runs the
+//! container's healthcheck itself, by exec, every start interval: the same command and verdict,
+//! without waiting for the engine's turn. Then, where the published port is reachable from here, the gateway itself is asked:
 //! `GET /startupz`, and (when a [`GatewayProbe`] is given) a WebSocket `health` call with the
 //! tenant's token, which proves the token is wired right.
 //!
@@ -92,18 +95,34 @@ pub struct GatePolicy {
     /// After Docker first reports healthy, how long the container must stay up (a gateway that
     /// crashes right after its first good probe is not healthy).
     pub settle: Duration,
+    /// How often the gate runs the healthcheck itself while Docker still says `starting`.
+    pub probe_every: Duration,
 }
 
 impl GatePolicy {
     pub fn for_spec(spec: &ContainerSpec) -> Self {
-        let interval = Duration::from_millis(spec.healthcheck.interval_ms.max(1));
+        // The pace of a starting container's checks (the running interval is far longer).
+        let interval = Duration::from_millis(spec.healthcheck.start_interval_ms.max(1));
         GatePolicy {
             timeout: Duration::from_secs(spec.gate_timeout_s.max(1)),
             poll: (interval / 2).clamp(Duration::from_millis(100), Duration::from_millis(1000)),
             // Two probe intervals, so a gateway that crashes right after its first good probe
             // (a bad channel token, a plugin failing late) is caught before it is declared fine.
             settle: (interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
+            probe_every: interval.clamp(Duration::from_millis(250), Duration::from_secs(30)),
         }
+    }
+}
+
+/// The command of an exec-form healthcheck (`CMD`, args) or a shell one (`CMD-SHELL`, line),
+/// as an exec runs it; none for `NONE` or an empty test.
+pub fn probe_command(test: &[String]) -> Vec<String> {
+    match test.split_first() {
+        Some((kind, rest)) if kind == "CMD" => rest.to_vec(),
+        Some((kind, [line])) if kind == "CMD-SHELL" => {
+            vec!["/bin/sh".into(), "-c".into(), line.clone()]
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -136,23 +155,43 @@ fn check(st: &ContainerStatus, restarts_before: i64) -> Result<bool, GateFailure
     }
 }
 
-/// Waits until Docker reports container `id` healthy and it stays so for the settle time.
+/// Waits until container `id` is healthy and stays so for the settle time: Docker reports it
+/// healthy, or, while Docker still says `starting`, `probe` (the healthcheck's command) run in
+/// it exits 0.
 pub async fn wait_docker_healthy<E: Engine>(
     engine: &E,
     id: &str,
     policy: GatePolicy,
+    probe: &[String],
     cancel: &Cancel,
 ) -> Result<(), GateFailure> {
     let started = Instant::now();
     let mut restarts_before = None;
     let mut healthy_since: Option<Instant> = None;
+    let mut probed: Option<Instant> = None;
+    let mut probe_passed = false;
     loop {
         let st = engine
             .status(id)
             .await
             .map_err(|e| GateFailure::Engine(e.to_string()))?;
         let base = *restarts_before.get_or_insert(st.restart_count);
-        if check(&st, base)? {
+        let mut healthy = check(&st, base)?;
+        if !healthy
+            && st.health == HealthState::Starting
+            && st.state == RunState::Running
+            && !probe.is_empty()
+        {
+            if !probe_passed && probed.is_none_or(|t| t.elapsed() >= policy.probe_every) {
+                probed = Some(Instant::now());
+                probe_passed = engine
+                    .exec(id, probe, policy.probe_every.max(Duration::from_secs(5)))
+                    .await
+                    .is_ok_and(|o| o.exit_code == Some(0));
+            }
+            healthy = probe_passed;
+        }
+        if healthy {
             let since = *healthy_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= policy.settle {
                 return Ok(());

@@ -748,6 +748,8 @@ async fn a_changed_config_is_written_after_the_old_stops_and_restored_on_rollbac
                 && !c.starts_with("logs")
                 && !c.starts_with("host-")
                 && !c.starts_with("write-host-file")
+                // The gate's own healthcheck runs while Docker says starting.
+                && !c.starts_with("exec node")
         })
         .collect();
     let new_id = format!("{:064x}", 4);
@@ -1206,4 +1208,61 @@ async fn a_network_left_by_an_apply_that_stopped_is_removed_by_the_next() {
     assert!(!engine.world().networks.contains("ut-delta-net"));
     let plan = plan_with_pool(&s, &engine.state(), "10.112.0.0/16");
     assert!(!plan.has_changes(), "{plan:#?}");
+}
+
+#[tokio::test]
+async fn while_docker_says_starting_the_gate_runs_the_healthcheck_itself_and_takes_its_verdict() {
+    let spec = specs(&V1)[0].clone();
+    // The engine's interval for a running tenant is 30 s by default; `interval` is the start's.
+    assert_eq!(
+        (
+            spec.healthcheck.interval_ms,
+            spec.healthcheck.start_interval_ms
+        ),
+        (30_000, 100)
+    );
+    let probe = gate::probe_command(&spec.healthcheck.test);
+    assert_eq!(probe[0], "node", "{probe:?}");
+    let mut policy = gate::GatePolicy::for_spec(&spec);
+    policy.timeout = std::time::Duration::from_millis(1500);
+    for passes in [true, false] {
+        let mut engine = FakeEngine::default();
+        let mut c = engine.container_for(&spec, FLEET);
+        // An engine before API 1.44: no probe of its own yet, up to 30 s after the start.
+        c.health = crate::engine::HealthState::Starting;
+        let id = c.id.clone();
+        engine.state_mut().containers.push(c);
+        if passes {
+            engine.world().exec_answers.push((
+                "startupz".into(),
+                crate::engine::ExecOutput {
+                    exit_code: Some(0),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                },
+            ));
+        }
+        let t = std::time::Instant::now();
+        let r = gate::wait_docker_healthy(&engine, &id, policy, &probe, &Cancel::default()).await;
+        let execs = engine
+            .world()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("exec node"))
+            .count();
+        if passes {
+            assert_eq!(r, Ok(()));
+            assert!(t.elapsed() < policy.timeout, "{:?}", t.elapsed());
+            assert_eq!(execs, 1, "one passing probe is enough");
+        } else {
+            assert!(matches!(r, Err(gate::GateFailure::Timeout { .. })), "{r:?}");
+            // At the start interval (100 ms here, at least 250 ms), not at every poll.
+            assert!((2..=7).contains(&execs), "{execs} probes");
+        }
+    }
+    assert_eq!(
+        gate::probe_command(&["CMD-SHELL".into(), "curl -f x".into()]),
+        ["/bin/sh", "-c", "curl -f x"]
+    );
+    assert!(gate::probe_command(&["NONE".into()]).is_empty());
 }

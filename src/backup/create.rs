@@ -48,6 +48,10 @@ pub struct Target {
     pub stop_timeout_s: u64,
     /// How long a gateway stopped for the copy may take to be healthy again.
     pub gate_timeout_s: u64,
+    /// Its healthcheck's command, run by the gate while Docker still says starting, every
+    /// `probe_every` (the start interval).
+    pub probe: Vec<String>,
+    pub probe_every: Duration,
     /// Stop it for the copy even when it could make its own backup.
     pub force_stop: bool,
     /// Read the written archive back in full (decrypted, every file against the manifest)
@@ -273,10 +277,17 @@ pub async fn backup<E: Engine>(
                 timeout: Duration::from_secs(target.gate_timeout_s.max(1)),
                 poll: Duration::from_millis(250),
                 settle: Duration::ZERO,
+                probe_every: target.probe_every,
             };
             let cancel = crate::apply::Cancel::default();
-            if let Err(g) =
-                crate::apply::gate::wait_docker_healthy(engine, &c.id, policy, &cancel).await
+            if let Err(g) = crate::apply::gate::wait_docker_healthy(
+                engine,
+                &c.id,
+                policy,
+                &target.probe,
+                &cancel,
+            )
+            .await
             {
                 restart_failed = Some(g.to_string());
             }

@@ -278,6 +278,8 @@ pub async fn backup_fleet<E: crate::engine::Engine>(
                             commit: session.files.commit.clone(),
                             stop_timeout_s: inst.stop_timeout.std().as_secs(),
                             gate_timeout_s: inst.health.gate_timeout.std().as_secs(),
+                            probe: inst.health.command.clone(),
+                            probe_every: inst.health.interval.std(),
                             force_stop,
                             verify: false,
                         };

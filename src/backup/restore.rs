@@ -266,8 +266,9 @@ pub async fn restore<E: Engine, P: GatewayProbe>(
                 .await
                 .map_err(|e| gate::GateFailure::Engine(e.to_string()))?;
             let policy = GatePolicy::for_spec(spec);
-            gate::wait_docker_healthy(engine, &c.id, policy, &crate::apply::Cancel::default())
-                .await?;
+            let check = gate::probe_command(&spec.healthcheck.test);
+            let cancel = crate::apply::Cancel::default();
+            gate::wait_docker_healthy(engine, &c.id, policy, &check, &cancel).await?;
             gate::direct_checks(
                 spec,
                 spec.gateway_token(),

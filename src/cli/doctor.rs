@@ -51,6 +51,13 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             &WsProbe::default(),
         )
         .await;
+        let plan = session.plan_hosts(
+            &desired,
+            &hosts,
+            &observed,
+            &crate::fleet::PlanRequest::default(),
+        );
+        report.checks.extend(crate::doctor::capacity(&plan));
         report.checks.extend(
             crate::doctor::host_ports(&desired, &hosts, &observed, &session.loaded.manifest).await,
         );

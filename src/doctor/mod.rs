@@ -402,6 +402,95 @@ pub fn listeners(manifest: &crate::manifest::Manifest) -> Vec<Check> {
     }]
 }
 
+/// What the fleet needs of each host against what the host has, from the plan's figures:
+/// memory and subnets (over them, apply blocks: failed), declared ports a host socket holds
+/// (failed), tasks and per-uid inotify limits (warned), a kernel not read (skipped).
+pub fn capacity(plan: &crate::plan::Plan) -> Vec<Check> {
+    use crate::manifest::ByteSize;
+    let mut checks = Vec::new();
+    for h in plan.hosts.iter().filter(|h| h.unreachable.is_none()) {
+        let who = format!("(host {})", h.name);
+        let c = |name: &str, outcome, detail: String| check(&who, name, outcome, detail);
+        if let Some(m) = &h.capacity {
+            let detail = format!(
+                "{} declared of {} ({}), overcommit {}",
+                ByteSize(m.declared).human(),
+                ByteSize(m.available).human(),
+                m.source,
+                m.ratio
+            );
+            checks.push(if m.over() {
+                c("memory", Outcome::Fail, format!("{detail}: over capacity"))
+            } else {
+                c("memory", Outcome::Pass, detail)
+            });
+        }
+        if let Some(n) = &h.subnets {
+            let detail = format!(
+                "{} new of {} free in {} (/{})",
+                n.needed,
+                n.total.saturating_sub(n.taken),
+                n.pool,
+                n.size
+            );
+            checks.push(if n.over() {
+                c(
+                    "subnets",
+                    Outcome::Fail,
+                    format!("{detail}: out of subnets"),
+                )
+            } else {
+                c("subnets", Outcome::Pass, detail)
+            });
+        }
+        let Some(k) = &h.kernel else {
+            checks.push(c(
+                "kernel",
+                Outcome::Skip,
+                "the engine is not on this machine: its tasks, inotify limits and listening ports are not read".into(),
+            ));
+            continue;
+        };
+        let words = crate::plan::capacity::describe(k);
+        if let Some(t) = &k.tasks {
+            let outcome = if t.over() {
+                Outcome::Warn
+            } else {
+                Outcome::Pass
+            };
+            checks.push(c("pids", outcome, words[0].clone()));
+        }
+        if let Some(i) = &k.inotify {
+            let outcome = if i.over() {
+                Outcome::Warn
+            } else {
+                Outcome::Pass
+            };
+            let said = words.last().cloned().unwrap_or_default();
+            checks.push(c("inotify", outcome, said));
+        }
+        if k.ports_taken.is_empty() {
+            checks.push(c(
+                "ports",
+                Outcome::Pass,
+                "no declared port is held by a socket of the host".into(),
+            ));
+        }
+        for p in &k.ports_taken {
+            checks.push(check(
+                &p.tenant,
+                "ports",
+                Outcome::Fail,
+                format!(
+                    "host `{}` already listens on {} (not a container's port), which the tenant publishes as {}",
+                    h.name, p.listener, p.declared
+                ),
+            ));
+        }
+    }
+    checks
+}
+
 /// The `tenant` of checks about the fleet as a whole.
 pub const FLEET_CHECK: &str = "(fleet)";
 

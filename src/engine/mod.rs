@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod fake;
+pub mod host;
 pub mod spool;
 pub mod tenant;
 
@@ -213,6 +214,9 @@ pub struct LiveState {
     /// The engine's total memory (`docker info`), for the host's capacity line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_memory: Option<u64>,
+    /// The host's kernel limits and listening ports, when the engine runs on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<host::HostKernel>,
     /// What an inspect of each container found beyond the list call (`plan --refresh`), by
     /// container id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

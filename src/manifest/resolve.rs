@@ -61,6 +61,8 @@ pub const DEFAULT_MEMORY: ByteSize = ByteSize(2 * ByteSize::GIB);
 /// not count, and the first passing probe (at most one interval after start) ends the wait,
 /// so a quick container is not held for the whole period.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// The engine's probe of a running gateway: at most every 30 s.
+pub const DEFAULT_RUNNING_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_START_PERIOD: Duration = Duration::from_secs(120);
 /// Above start period + retries x interval, so Docker's verdict comes before the gate's.
 pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -121,6 +123,7 @@ impl Instance {
 pub struct Health {
     pub command: Vec<String>,
     pub interval: Duration,
+    pub running_interval: Duration,
     pub timeout: Duration,
     pub retries: u32,
     pub start_period: Duration,
@@ -338,6 +341,7 @@ impl Manifest {
                         .collect()
                 ),
                 interval: pick_h!(interval, DEFAULT_HEALTH_INTERVAL),
+                running_interval: pick_h!(running_interval, DEFAULT_RUNNING_HEALTH_INTERVAL),
                 timeout: pick_h!(timeout, Duration::from_secs(5)),
                 retries: pick_h!(retries, 3),
                 start_period: pick_h!(start_period, DEFAULT_START_PERIOD),

@@ -34,6 +34,10 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
     let mut host_plans = Vec::new();
     let mut refreshed = base.refresh;
     let mut unreachable = Vec::new();
+    let own_ports = super::capacity::own_ports(
+        &desired.fleet,
+        hosts.iter().filter_map(|h| h.live.as_ref().ok().copied()),
+    );
     for h in hosts {
         let specs: Vec<ContainerSpec> = desired
             .specs
@@ -65,6 +69,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
                     capacity: None,
                     subnets: None,
                     leftover_networks: Vec::new(),
+                    kernel: None,
                 });
                 continue;
             }
@@ -95,6 +100,10 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
             .subnet_pool
             .map(|pool| place_networks(&h.name, &specs, live, &pool, &mut sub.actions));
         let leftover_networks = leftover_networks(&specs, live);
+        let kernel = super::capacity::kernel_capacity(&specs, live, &own_ports);
+        if let Some(k) = &kernel {
+            super::capacity::block_taken_ports(&h.name, k, &mut sub.actions);
+        }
         refreshed |= sub.refreshed;
         let declared: u64 = specs
             .iter()
@@ -119,6 +128,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
             capacity,
             subnets,
             leftover_networks,
+            kernel,
         });
         actions.extend(sub.actions);
         drift.extend(sub.drift);

@@ -1,6 +1,7 @@
 //! The plan: the typed changeset that takes live state to desired state. The same value is
 //! printed by `mtp plan`, saved by `--out`, and executed by `mtp apply`.
 
+pub mod capacity;
 mod diff;
 mod field;
 pub mod hosts;
@@ -406,6 +407,23 @@ pub struct HostPlan {
     /// by an apply that stopped, or by tenants no longer declared): apply removes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leftover_networks: Vec<String>,
+    /// Its kernel (tasks, per-uid inotify limits, listening ports) against what the fleet
+    /// needs of it; read only where the engine runs on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<capacity::KernelCapacity>,
+}
+
+impl HostPlan {
+    /// Whether the fleet needs more of the host than it has, of anything counted.
+    pub fn short(&self) -> bool {
+        self.capacity.as_ref().is_some_and(Capacity::over)
+            || self.subnets.as_ref().is_some_and(SubnetCapacity::over)
+            || self.kernel.as_ref().is_some_and(|k| {
+                !k.ports_taken.is_empty()
+                    || k.tasks.as_ref().is_some_and(|t| t.over())
+                    || k.inotify.as_ref().is_some_and(|i| i.over())
+            })
+    }
 }
 
 /// Declared memory limits of a host's enabled instances against what it offers.

@@ -124,7 +124,11 @@ pub struct Limits {
 pub struct Healthcheck {
     /// Exec form, starting with `CMD`.
     pub test: Vec<String>,
+    /// Between the engine's checks of a running container.
     pub interval_ms: u64,
+    /// Between checks during the start period: the engine's where it supports a start
+    /// interval (API 1.44 and later), the gate's own everywhere.
+    pub start_interval_ms: u64,
     pub timeout_ms: u64,
     pub retries: u32,
     pub start_period_ms: u64,
@@ -376,7 +380,8 @@ pub fn render(
         stop_timeout_s: inst.stop_timeout.std().as_secs(),
         healthcheck: Healthcheck {
             test,
-            interval_ms: inst.health.interval.std().as_millis() as u64,
+            interval_ms: inst.health.running_interval.std().as_millis() as u64,
+            start_interval_ms: inst.health.interval.std().as_millis() as u64,
             timeout_ms: inst.health.timeout.std().as_millis() as u64,
             retries: inst.health.retries,
             start_period_ms: inst.health.start_period.std().as_millis() as u64,
@@ -448,6 +453,7 @@ pub fn render_proxy(manifest: &Manifest) -> Option<ContainerSpec> {
                 "0.0.0.0:2375".into(),
             ],
             interval_ms: 5_000,
+            start_interval_ms: 5_000,
             timeout_ms: 3_000,
             retries: 3,
             start_period_ms: 5_000,

@@ -143,7 +143,8 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
         vec![None]
     };
     for group in groups {
-        if let Some(h) = group {
+        // A fleet's only host is named when it falls short of something.
+        if let Some(h) = group.or(plan.hosts.first().filter(|h| h.short())) {
             let _ = writeln!(out, "\n{}", st.paint("1", &host_line(h)));
         }
         let mut unchanged = Vec::new();
@@ -236,6 +237,12 @@ pub fn host_line(h: &crate::plan::HostPlan) -> String {
             n.size,
             if n.over() { ": OUT OF SUBNETS" } else { "" }
         ));
+    }
+    if let Some(k) = &h.kernel {
+        for part in crate::plan::capacity::describe(k) {
+            line.push_str("; ");
+            line.push_str(&part);
+        }
     }
     line
 }

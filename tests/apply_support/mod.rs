@@ -142,7 +142,7 @@ impl TestFleet {
         } else {
             "memory = \"1g\"\ncpus = 0.5\nstop_timeout = \"2s\"\nmodel = \"anthropic/m1\"\n\
              env = { STUB_STARTUP_MS = \"200\" }\n\
-             health = { interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }\n"
+             health = { interval = \"250ms\", running_interval = \"250ms\", timeout = \"2s\", retries = 2, start_period = \"0s\", gate_timeout = \"8s\" }\n"
                 .to_string()
         };
         let mut s = format!(

@@ -22,10 +22,13 @@ pub(super) fn restart_policy(p: crate::manifest::RestartPolicy) -> bollard::mode
 
 /// The create request for a tenant's container: everything the spec says, nothing else. It
 /// joins the spec's first network; the others are connected before it starts (engines before
-/// API 1.44 take one network at create).
+/// API 1.44 take one network at create). `start_interval`: the engine takes a healthcheck's
+/// start interval (API 1.44 and later); older engines probe at the running interval from the
+/// start, and apply's gate probes in between.
 pub fn create_body(
     spec: &crate::render::ContainerSpec,
     labels: &BTreeMap<String, String>,
+    start_interval: bool,
 ) -> bollard::models::ContainerCreateBody {
     use bollard::models::{
         ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig,
@@ -80,7 +83,7 @@ pub fn create_body(
             timeout: Some(ms_to_ns(hc.timeout_ms)),
             retries: Some(i64::from(hc.retries)),
             start_period: Some(ms_to_ns(hc.start_period_ms)),
-            start_interval: None,
+            start_interval: start_interval.then(|| ms_to_ns(hc.start_interval_ms)),
         }),
         stop_timeout: Some(i64::try_from(spec.stop_timeout_s).unwrap_or(i64::MAX)),
         host_config: Some(HostConfig {

@@ -107,6 +107,13 @@ impl DockerEngine {
         Ok(DockerEngine { docker, host })
     }
 
+    /// Whether the API version spoken with the engine takes a healthcheck's start interval
+    /// (1.44, Docker 25, and later).
+    pub fn takes_start_interval(&self) -> bool {
+        let v = self.docker.client_version();
+        (v.major_version, v.minor_version) >= (1, 44)
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -526,7 +533,10 @@ impl Engine for DockerEngine {
             .build();
         let resp = self
             .docker
-            .create_container(Some(opts), create_body(spec, labels))
+            .create_container(
+                Some(opts),
+                create_body(spec, labels, self.takes_start_interval()),
+            )
             .await
             .map_err(|e| classify(&self.host, &format!("create container {name}"), e))?;
         for n in spec.networks.iter().skip(1) {

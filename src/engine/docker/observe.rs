@@ -131,6 +131,10 @@ impl DockerEngine {
             engine_memory: info
                 .and_then(|i| i.mem_total)
                 .and_then(|m| u64::try_from(m).ok()),
+            // The engine's host is this machine: its kernel is read here, a few small files.
+            host: self
+                .is_local()
+                .then(|| host::HostKernel::read(std::path::Path::new("/proc"))),
         })
     }
 
