@@ -70,7 +70,8 @@ pub struct Args {
 }
 
 /// Builds a plan from the manifest and the live engines. The engines are read while the
-/// secrets are decrypted and the specs rendered. `MTP_TIMINGS=1` prints the phases to stderr.
+/// specs are rendered (secrets by their current `# review:` fingerprints, decrypted only
+/// where a line is stale or missing, or a container carries an older mtp's labels). `MTP_TIMINGS=1` prints the phases to stderr.
 pub fn make_plan(
     fleet: &Path,
     req: &PlanRequest,
@@ -96,13 +97,21 @@ pub fn make_plan(
                 .await;
             (hosts, observed, t.elapsed())
         });
-        // Rendering runs on this thread; the observation on the runtime's workers.
+        // Rendering runs on this thread; the observation on the runtime's workers. Values
+        // with a current `# review:` line are not decrypted.
         let t = std::time::Instant::now();
-        let desired = session
-            .desired(&common::keyring()?)
+        let keyring = common::keyring()?;
+        let mut desired = session
+            .desired_fingerprinted(&keyring)
             .map_err(common::report)?;
         let t_render = t.elapsed();
         let (hosts, observed, t_observe) = observe.await.into_diagnostic()?;
+        // Containers labelled by an older mtp are compared with their values decrypted.
+        let t = std::time::Instant::now();
+        let legacy = session
+            .decrypt_legacy(&mut desired, &observed, &keyring)
+            .map_err(common::report)?;
+        let t_legacy = t.elapsed();
         if let [(host, why)] = hosts.unreachable().as_slice()
             && hosts.hosts.len() == 1
         {
@@ -126,7 +135,7 @@ pub fn make_plan(
         }
         if std::env::var_os("MTP_TIMINGS").is_some() {
             eprintln!(
-                "timings: load+validate {t_load:?}, decrypt+render {t_render:?}, connect+observe {t_observe:?} (concurrent), diff {t_diff:?}, preflight {:?}, total {:?}",
+                "timings: load+validate {t_load:?}, render {t_render:?}, connect+observe {t_observe:?} (concurrent), decrypt {legacy} older-labelled {t_legacy:?}, diff {t_diff:?}, preflight {:?}, total {:?}",
                 t.elapsed(),
                 t0.elapsed()
             );
