@@ -49,7 +49,12 @@ fn specs(tenants: &[T]) -> Vec<ContainerSpec> {
                 .map(|n| {
                     (
                         n.clone(),
-                        SecretValue::new(SecretString::from(token.to_string()), &key),
+                        SecretValue::new(
+                            SecretString::from(token.to_string()),
+                            &key,
+                            &inst.name,
+                            n,
+                        ),
                     )
                 })
                 .collect();
@@ -995,7 +1000,12 @@ async fn a_move_copies_the_data_and_leaves_one_container_on_the_new_host() {
                     .map(|n| {
                         (
                             n.clone(),
-                            SecretValue::new(SecretString::from("tok".to_string()), &key),
+                            SecretValue::new(
+                                SecretString::from("tok".to_string()),
+                                &key,
+                                &i.name,
+                                n,
+                            ),
                         )
                     })
                     .collect();

@@ -68,7 +68,8 @@ pub struct Args {
 }
 
 /// Builds a plan from the manifest and the live engines. The engines are read while the
-/// secrets are decrypted and the specs rendered. `MTP_TIMINGS=1` prints the phases to stderr.
+/// specs are rendered (secrets by their current `# review:` fingerprints, decrypted only
+/// where a line is stale or missing, or a container carries an older mtp's labels). `MTP_TIMINGS=1` prints the phases to stderr.
 pub fn make_plan(
     fleet: &Path,
     req: &PlanRequest,
@@ -88,12 +89,19 @@ pub fn make_plan(
         let observe = pipeline::observe_detached(&session, hosts, req.refresh);
         // Rendering runs on this thread; the observation on the runtime's workers.
         let t = std::time::Instant::now();
-        let desired = session
-            .desired(&common::keyring()?)
+        let keyring = common::keyring()?;
+        let mut desired = session
+            .desired_fingerprinted(&keyring)
             .map_err(common::report)?;
         let t_render = t.elapsed();
         let (hosts, observed) = observe.await.into_diagnostic()?;
         let t_observe = t_obs.elapsed();
+        // Containers labelled by an older mtp are compared with their values decrypted.
+        let t = std::time::Instant::now();
+        let legacy = session
+            .decrypt_legacy(&mut desired, &observed, &keyring)
+            .map_err(common::report)?;
+        let t_legacy = t.elapsed();
         if let [(host, why)] = hosts.unreachable().as_slice()
             && hosts.hosts.len() == 1
         {
@@ -107,7 +115,7 @@ pub fn make_plan(
         let plan = pipeline::plan(&session, &desired, &hosts, &observed, req.clone(), cache.as_mut()).await;
         if std::env::var_os("MTP_TIMINGS").is_some() {
             eprintln!(
-                "timings: load+validate {t_load:?}, decrypt+render {t_render:?}, connect+observe {t_observe:?} (concurrent), plan+preflight {:?}, total {:?}",
+                "timings: load+validate {t_load:?}, render {t_render:?}, connect+observe {t_observe:?} (concurrent), decrypt {legacy} older-labelled {t_legacy:?}, plan+preflight {:?}, total {:?}",
                 t.elapsed(),
                 t0.elapsed()
             );

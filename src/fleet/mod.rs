@@ -8,6 +8,8 @@ pub mod desired;
 pub mod files;
 pub mod hosts;
 pub mod pipeline;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -204,6 +206,62 @@ impl Session {
         }
     }
 
+    /// Renders every instance for a plan, decrypting as little as it can: a value whose
+    /// `# review:` line is current (names its very ciphertext, and that ciphertext is stored
+    /// nowhere else) enters the spec by that line's `rv:` fingerprint, which is what a
+    /// decrypted value's spec carries too; only values with a stale or missing line are
+    /// decrypted (with the fingerprint key, once). The specs hash as [`Self::desired`]'s do,
+    /// but their secrets are placeholders: for planning and printing, never for apply.
+    pub fn desired_fingerprinted(&self, keyring: &Keyring) -> Result<Desired, SessionError> {
+        let values = self.store.reviewed()?;
+        let copied: std::collections::BTreeSet<(String, String)> =
+            crate::secrets::copied_values(&values)
+                .into_iter()
+                .flatten()
+                .collect();
+        self.desired_from(&Fingerprinted {
+            store: &self.store,
+            identity: &keyring.identity,
+            values: &values,
+            copied: &copied,
+        })
+    }
+
+    /// Re-renders, with every value decrypted, the tenants whose containers carry the spec
+    /// fingerprints of an older mtp (`fp:`), so the planner can recognise them as converged
+    /// ([`crate::plan::legacy_tenants`]). A container keeps its older labels until its next
+    /// patch or recycle writes the current ones. Returns how many tenants were re-rendered.
+    pub fn decrypt_legacy(
+        &self,
+        desired: &mut Desired,
+        observed: &Observed,
+        keyring: &Keyring,
+    ) -> Result<usize, SessionError> {
+        let legacy: std::collections::BTreeSet<String> = observed
+            .live
+            .values()
+            .filter_map(|l| l.as_ref().ok())
+            .flat_map(|l| crate::plan::legacy_tenants(self.fleet(), l))
+            .collect();
+        let source = keyring.source(&self.store);
+        let mut n = 0;
+        for spec in desired.specs.iter_mut() {
+            if !legacy.contains(&spec.instance) {
+                continue;
+            }
+            let Some(inst) = self.loaded.manifest.instance(&spec.instance) else {
+                continue;
+            };
+            if inst.secrets.is_empty() {
+                continue;
+            }
+            let values = source.secrets_for(&inst)?;
+            *spec = crate::render::render(&self.loaded.manifest, &inst, &values)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Renders every instance with its secrets from `source`.
     pub fn desired_from(&self, source: &dyn SecretSource) -> Result<Desired, SessionError> {
         Ok(Desired {
@@ -320,6 +378,44 @@ impl Keyring {
         names: &[String],
     ) -> Result<std::collections::BTreeMap<String, SecretValue>, SecretsError> {
         store.decrypt_owner(&self.identity, owner, names)
+    }
+}
+
+/// Secrets known by their current `# review:` lines where they can be, decrypted where not.
+struct Fingerprinted<'a> {
+    store: &'a SecretStore,
+    identity: &'a Identity,
+    values: &'a std::collections::BTreeMap<(String, String), crate::secrets::Reviewed>,
+    /// Values whose ciphertext is stored under another owner or name too: decrypted, so a
+    /// copy fails as it does in apply (it is bound to where it was set).
+    copied: &'a std::collections::BTreeSet<(String, String)>,
+}
+
+impl SecretSource for Fingerprinted<'_> {
+    fn secrets_for(
+        &self,
+        inst: &crate::manifest::Instance,
+    ) -> Result<std::collections::BTreeMap<String, SecretValue>, SecretsError> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut decrypt = Vec::new();
+        for name in &inst.secrets {
+            let at = (inst.name.clone(), name.clone());
+            match self.values.get(&at).map(|r| &r.state) {
+                Some(crate::secrets::ReviewState::Fingerprinted(rv))
+                    if !self.copied.contains(&at) =>
+                {
+                    out.insert(name.clone(), SecretValue::opaque(rv));
+                }
+                _ => decrypt.push(name.clone()),
+            }
+        }
+        if !decrypt.is_empty() {
+            out.extend(
+                self.store
+                    .decrypt_owner(self.identity, &inst.name, &decrypt)?,
+            );
+        }
+        Ok(out)
     }
 }
 

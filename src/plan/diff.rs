@@ -79,6 +79,68 @@ fn effective(c: &LiveContainer, live: &LiveState) -> Effective {
     }
 }
 
+/// Whether a recorded field is a secret carried by the fingerprint of an older mtp (`fp:`).
+fn is_legacy_secret(v: &Value) -> bool {
+    v.get("secret")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.starts_with("fp:"))
+}
+
+/// The tenants with a container of `fleet` whose recorded spec carries a secret by the
+/// fingerprint of an older mtp (`fp:`, keyed on the value alone): to be compared, their
+/// values must be decrypted ([`carry_over`]).
+pub fn legacy_tenants(fleet: &str, live: &LiveState) -> BTreeSet<String> {
+    live.containers
+        .iter()
+        .filter(|c| c.fleet() == Some(fleet))
+        .filter(|c| {
+            let record = live
+                .records
+                .iter()
+                .filter(|r| r.container_id == c.id)
+                .max_by_key(|r| r.seq);
+            match record {
+                Some(r) => r.fields.values().any(is_legacy_secret),
+                None => c
+                    .labels
+                    .get(crate::render::LABEL_SPEC)
+                    .is_some_and(|l| l.contains(r#"{"secret":"fp:"#)),
+            }
+        })
+        .filter_map(|c| c.tenant().map(str::to_string))
+        .collect()
+}
+
+/// `old` read under the current hash definition: each secret recorded by its older
+/// fingerprint (`fp:`) that is the older fingerprint of the desired value (decrypted) is
+/// taken as the desired field. The same value, not a change: an upgrade of mtp recycles
+/// nothing. A container keeps its older labels until its next patch or recycle.
+fn carry_over(old: &Fields, spec: &ContainerSpec, desired: &Fields) -> Fields {
+    let legacy = spec.legacy_fingerprints();
+    let mut out = old.clone();
+    for (k, v) in out.iter_mut() {
+        let Some(fp) = v.get("secret").and_then(Value::as_str) else {
+            continue;
+        };
+        if fp.starts_with("fp:")
+            && legacy.get(k) == Some(&fp)
+            && let Some(want) = desired.get(k)
+        {
+            *v = want.clone();
+        }
+    }
+    out
+}
+
+/// Whether `eff` is the desired spec, under either hash definition.
+fn is_desired(eff: &Effective, spec: &ContainerSpec, desired: &Fields, desired_hash: &str) -> bool {
+    eff.hash.as_deref() == Some(desired_hash)
+        || eff.fields.as_ref().is_some_and(|f| {
+            eff.hash.as_deref() == Some(hash_fields(f).as_str())
+                && hash_fields(&carry_over(f, spec, desired)) == desired_hash
+        })
+}
+
 /// Plans the changes that take `live` to `desired`.
 pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions) -> Plan {
     let fleet = desired.fleet.as_str();
@@ -381,7 +443,7 @@ fn plan_instance(
             && !old.state.is_running()
             && c.state.is_running()
             && c.health == HealthState::Healthy
-            && effective(c, live).hash.as_deref() == Some(desired_hash.as_str())
+            && is_desired(&effective(c, live), spec, &desired_fields, &desired_hash)
         {
             action.drift.push(Drift {
                 kind: DriftKind::Interrupted,
@@ -510,7 +572,12 @@ fn plan_instance(
             remedy: Remedy::FixedByAction,
         });
     }
-    let old_fields = observed.as_ref().or(eff.fields.as_ref());
+    let observed = observed.map(|o| carry_over(&o, spec, &desired_fields));
+    let recorded = eff
+        .fields
+        .as_ref()
+        .map(|f| carry_over(f, spec, &desired_fields));
+    let old_fields = observed.as_ref().or(recorded.as_ref());
 
     let mut forced_by = Vec::new();
     let changes = match old_fields {

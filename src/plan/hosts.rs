@@ -461,7 +461,12 @@ mod tests {
                     .map(|n| {
                         (
                             n.clone(),
-                            SecretValue::new(SecretString::from("t".to_string()), &key),
+                            SecretValue::new(
+                                SecretString::from("t".to_string()),
+                                &key,
+                                &inst.name,
+                                n,
+                            ),
                         )
                     })
                     .collect();

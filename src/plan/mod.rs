@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use diff::{Desired, PlanOptions, plan};
+pub use diff::{Desired, PlanOptions, legacy_tenants, plan};
 pub use field::Field;
 
 /// For tests: `specs` of fleet `fleet` planned against `live` on one engine.

@@ -48,7 +48,7 @@ fn manifest_text(tenants: &[TenantChoice]) -> String {
 
 fn secret_value(v: &str) -> SecretValue {
     let key = FingerprintKey::new(SecretString::from("fleet-key".to_string()));
-    SecretValue::new(SecretString::from(v.to_string()), &key)
+    SecretValue::new(SecretString::from(v.to_string()), &key, "t", "KEY")
 }
 
 fn plaintext(tenant: usize, name: &str, token: u8) -> String {
@@ -439,4 +439,74 @@ fn a_helper_left_by_a_killed_mtp_is_removed_one_still_working_is_left_alone() {
     let mut without = live.clone();
     without.helpers.clear();
     assert_eq!(live.fingerprint(), without.fingerprint());
+}
+
+/// `c`, made from `spec`, as an mtp from before specs carried review fingerprints labelled it:
+/// each secret by its `fp:` fingerprint, and the spec hash over those fields.
+fn labelled_by_older_mtp(c: &mut crate::engine::LiveContainer, spec: &ContainerSpec) {
+    let legacy = spec.legacy_fingerprints();
+    assert!(!legacy.is_empty(), "the spec has decrypted secrets");
+    let mut fields = spec.fields();
+    for (k, fp) in legacy {
+        fields.insert(k, serde_json::json!({ "secret": fp }));
+    }
+    c.labels.insert(
+        crate::render::LABEL_SPEC.into(),
+        crate::engine::encode_fields(&fields),
+    );
+    c.labels.insert(
+        crate::render::LABEL_SPEC_HASH.into(),
+        crate::render::hash_fields(&fields),
+    );
+}
+
+fn plan_from_older_labels(before: &[TenantChoice], now: &[TenantChoice]) -> (Plan, LiveState) {
+    let mut engine = FakeEngine::default();
+    for spec in specs(before) {
+        let mut c = engine.container_for(&spec, FLEET);
+        labelled_by_older_mtp(&mut c, &spec);
+        engine.state_mut().containers.push(c);
+    }
+    let live = engine.state();
+    (plan(&desired(specs(now)), &live, &opts(false)), live)
+}
+
+#[test]
+fn a_fleet_labelled_by_an_older_mtp_is_converged_not_recycled() {
+    let (p, live) = plan_from_older_labels(&one(0, 0, 0, 0), &one(0, 0, 0, 0));
+    assert!(!p.has_changes(), "{}", crate::report::human(&p, false));
+    assert_eq!(p.summary().noop, 1);
+    assert_eq!(
+        legacy_tenants(FLEET, &live).into_iter().collect::<Vec<_>>(),
+        ["t0"]
+    );
+    // A container labelled by this mtp needs no decryption to be compared.
+    let mut engine = FakeEngine::default();
+    for spec in specs(&one(0, 0, 0, 0)) {
+        let c = engine.container_for(&spec, FLEET);
+        engine.state_mut().containers.push(c);
+    }
+    assert!(legacy_tenants(FLEET, &engine.state()).is_empty());
+}
+
+#[test]
+fn under_older_labels_a_rotated_secret_still_recycles_and_a_patch_stays_a_patch() {
+    let (p, _) = plan_from_older_labels(&one(0, 0, 0, 0), &one(0, 0, 0, 1));
+    let a = p.action("t0").unwrap();
+    assert_eq!(a.action, ActionKind::Recycle);
+    assert!(
+        a.forced_by
+            .contains(&"secrets.TELEGRAM_BOT_TOKEN".to_string())
+    );
+    assert!(
+        a.changes
+            .iter()
+            .all(|c| c.secret && c.field.is_secret())
+    );
+
+    let (p, _) = plan_from_older_labels(&one(0, 0, 0, 0), &one(0, 1, 0, 0));
+    let a = p.action("t0").unwrap();
+    assert_eq!(a.action, ActionKind::Patch);
+    let fields: Vec<String> = a.changes.iter().map(|c| c.field.to_string()).collect();
+    assert_eq!(fields, ["limits.memory"]);
 }

@@ -237,6 +237,23 @@ impl ContainerSpec {
         f
     }
 
+    /// Each secret field (as [`Self::fields`] names it) whose value was decrypted, with the
+    /// fingerprint specs of an older mtp carried for it (`fp:`): how the planner recognises
+    /// a container labelled before specs carried review fingerprints.
+    pub fn legacy_fingerprints(&self) -> BTreeMap<String, &str> {
+        let env = self.env.iter().filter_map(|(k, v)| match v {
+            EnvValue::Secret(s) => Some((format!("env.{k}"), s)),
+            EnvValue::Plain(_) => None,
+        });
+        let file = self
+            .secrets_file
+            .iter()
+            .map(|(k, v)| (format!("secrets.{k}"), v));
+        env.chain(file)
+            .filter_map(|(k, v)| v.legacy().map(|l| (k, l)))
+            .collect()
+    }
+
     /// The spec hash: SHA-256 over the canonical JSON of [`Self::fields`], shortened.
     /// Secrets enter only through their keyed fingerprints.
     pub fn hash(&self) -> String {

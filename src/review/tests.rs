@@ -102,7 +102,7 @@ fn specs(f: &[Option<T>], live: bool) -> Vec<ContainerSpec> {
                 .map(|n| {
                     let value = format!("{n}-{}-{token}", inst.name);
                     let v = if live {
-                        SecretValue::new(SecretString::from(value), &key)
+                        SecretValue::new(SecretString::from(value), &key, &inst.name, n)
                     } else {
                         SecretValue::opaque(&format!("rv:{value}"))
                     };

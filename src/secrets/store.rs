@@ -593,7 +593,10 @@ impl SecretStore {
             .iter()
             .map(|entry| {
                 let value = decrypt_entry(identity, &path, owner, entry)?;
-                Ok((entry.name.clone(), SecretValue::new(value, &key)))
+                Ok((
+                    entry.name.clone(),
+                    SecretValue::new(value, &key, owner, &entry.name),
+                ))
             })
             .collect()
     }

@@ -314,7 +314,11 @@ fn the_fingerprint_key_is_created_once_and_keys_decrypt_owner() {
     assert_eq!(values["TELEGRAM_BOT_TOKEN"].expose(), "123:abc");
     assert_eq!(
         values["TELEGRAM_BOT_TOKEN"].fingerprint(),
-        key.fingerprint("123:abc")
+        key.review("acme", "TELEGRAM_BOT_TOKEN", "123:abc")
+    );
+    assert_eq!(
+        values["TELEGRAM_BOT_TOKEN"].legacy(),
+        Some(key.fingerprint("123:abc").as_str())
     );
 
     let names = [

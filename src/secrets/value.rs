@@ -55,16 +55,29 @@ impl fmt::Debug for FingerprintKey {
 
 /// A secret's value with its fingerprint. `Debug`, `Display` and `Serialize` show only the
 /// fingerprint, so a value cannot leak through logging or a serialized spec by accident.
+///
+/// The fingerprint a spec carries (and so the spec hash and the `mtp.spec` label) is the
+/// value's review fingerprint (`rv:`, bound to owner and name): the one its `# review:` line
+/// holds, so a plan can know it without decrypting the value. Containers made before this
+/// carry the older `fp:` fingerprint; a decrypted value knows that one too ([`Self::legacy`]),
+/// so the planner can recognise such a container as converged instead of recycling it.
 #[derive(Clone)]
 pub struct SecretValue {
     value: SecretString,
     fingerprint: String,
+    legacy: Option<String>,
 }
 
 impl SecretValue {
-    pub fn new(value: SecretString, key: &FingerprintKey) -> Self {
-        let fingerprint = key.fingerprint(value.expose_secret());
-        SecretValue { value, fingerprint }
+    /// A decrypted value of `owner`'s secret `name`.
+    pub fn new(value: SecretString, key: &FingerprintKey, owner: &str, name: &str) -> Self {
+        let fingerprint = key.review(owner, name, value.expose_secret());
+        let legacy = Some(key.fingerprint(value.expose_secret()));
+        SecretValue {
+            value,
+            fingerprint,
+            legacy,
+        }
     }
 
     /// The plaintext. Call only where the value leaves mtp for its destination
@@ -73,8 +86,16 @@ impl SecretValue {
         self.value.expose_secret()
     }
 
+    /// What specs carry for this value: its review fingerprint (`rv:`), or for an opaque
+    /// value the token it was made with.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The fingerprint specs carried before the review fingerprint (`fp:`, keyed on the value
+    /// alone): known only when the value was decrypted.
+    pub fn legacy(&self) -> Option<&str> {
+        self.legacy.as_deref()
     }
 
     /// A value that was not decrypted, known only by what a keyless review compares: two
@@ -84,7 +105,13 @@ impl SecretValue {
         SecretValue {
             value: SecretString::from(OPAQUE_VALUE.to_string()),
             fingerprint: token.to_string(),
+            legacy: None,
         }
+    }
+
+    /// Whether this is a placeholder (see [`Self::opaque`]), not a decrypted value.
+    pub fn is_opaque(&self) -> bool {
+        self.legacy.is_none()
     }
 }
 
@@ -144,7 +171,17 @@ mod tests {
         assert_ne!(a, key("k2").fingerprint("hunter2"));
         assert_ne!(a, key("k1").fingerprint("hunter3"));
         assert!(a.starts_with("fp:") && a.len() == 19);
-        let v = SecretValue::new(SecretString::from("hunter2".to_string()), &key("k1"));
+        let v = SecretValue::new(
+            SecretString::from("hunter2".to_string()),
+            &key("k1"),
+            "acme",
+            "TOKEN",
+        );
+        assert_eq!(
+            v.fingerprint(),
+            key("k1").review("acme", "TOKEN", "hunter2")
+        );
+        assert_eq!(v.legacy(), Some(a.as_str()));
         for shown in [
             format!("{v:?}"),
             v.to_string(),
