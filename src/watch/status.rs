@@ -84,6 +84,9 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Tenants not tried in the last sync, and why.
     pub waiting: Vec<Waiting>,
+    /// Reconciles recorded so far (fleet-wide and per tenant): each one that ends adds one,
+    /// so a client can wait for the next to end.
+    pub syncs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

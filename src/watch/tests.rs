@@ -117,6 +117,7 @@ impl Repo {
             listen: Some("127.0.0.1:0".into()),
             once: false,
             parallel: 1,
+            concurrency: DEFAULT_CONCURRENCY,
             lock: LockPolicy {
                 ttl: Duration::from_secs(60),
                 wait: Duration::from_secs(5),
