@@ -349,8 +349,14 @@ async fn reconcile<E: Engine + Clone, P: GatewayProbe>(
 ) -> Result<Applied, WatchError> {
     let session = &ctx.session;
     let desired = &ctx.desired;
+    // A rollout plans the fleet (so a removal's network is removed after it, as `mtp apply`
+    // does) and works on its own tenants; a heal plans its tenant alone.
+    let targets: &[String] = match unit.kind {
+        UnitKind::Rollout => &[],
+        UnitKind::Heal => &unit.tenants,
+    };
     let (mut plan, observed) =
-        super::plan_under(session, desired, &ctx.hosts, ctx.refresh, &unit.tenants).await?;
+        super::plan_under(session, desired, &ctx.hosts, ctx.refresh, targets).await?;
     plan.actions.retain(|a| unit.tenants.contains(&a.tenant));
     plan.summary = crate::plan::summarize(&plan.actions, &plan.drift);
     let mut waiting = Vec::new();
