@@ -34,6 +34,15 @@ impl Cancel {
         }
     }
 
+    /// A cancel of its own for one part of the work: stopped with this one, and stoppable
+    /// alone (watch stops the reconciles of a host whose lock was lost).
+    pub fn child(&self) -> Cancel {
+        Cancel {
+            stop: self.stop.child_token(),
+            abort: self.abort.child_token(),
+        }
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stop.is_cancelled()
     }

@@ -66,8 +66,12 @@ pub struct Args {
     /// Run up to N creates and patches at once.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub parallel: usize,
-    /// Wait this long for the fleet's lock when an apply holds it (e.g. `5m`). Default: do
-    /// not wait; the sync is reported waiting and tried again at the next poll.
+    /// Heal up to N tenants of a host at once (containers stopped, removed or changed behind
+    /// mtp's back); a commit's changes still roll out one tenant at a time per host.
+    #[arg(long, value_name = "N", default_value_t = crate::watch::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Wait this long for the fleet's lock when a manual apply holds it (e.g. `5m`). Default:
+    /// do not wait; the reconcile is reported waiting and tried again later.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
     /// How long the lock stays valid without renewal (see `mtp apply --lock-ttl`).
@@ -143,6 +147,7 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         listen: args.listen.clone(),
         once: args.once,
         parallel: args.parallel.max(1),
+        concurrency: args.concurrency.max(1),
         lock: LockPolicy {
             ttl: args.lock_ttl,
             wait: args.lock_timeout,

@@ -39,6 +39,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             .into_iter()
             .filter(|i| i.kind == crate::manifest::InstanceKind::Tenant && i.enabled)
             .filter(|i| !self.budget_holds(session, &i.name))
+            .filter(|i| !self.sched.busy(&i.name))
             .filter(|i| {
                 let newest = listed
                     .iter()

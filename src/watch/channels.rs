@@ -113,6 +113,69 @@ pub async fn read<E: Engine>(
     (failing, read)
 }
 
+/// In the daemon: at each drift re-check, which channels each running tenant's gateway
+/// reports failing is read, and each channel that started or stopped failing is announced.
+impl<E, P, C> super::Daemon<E, P, C>
+where
+    E: Engine + Clone + Send + 'static,
+    P: crate::apply::gate::GatewayProbe,
+    C: super::Connector<E>,
+{
+    pub(super) async fn check_channels(
+        &mut self,
+        session: &crate::fleet::Session,
+        observed: &Observed,
+        commit: Option<String>,
+    ) {
+        use super::webhook::{EventKind, TenantNote};
+        let tenants: Vec<(String, String)> = session
+            .loaded
+            .manifest
+            .instances()
+            .into_iter()
+            .filter(|i| i.enabled)
+            .map(|i| (i.name, i.host))
+            .collect();
+        let (now, read) = read(&self.hosts, observed, session.fleet(), &tenants).await;
+        let changes = self.channels.update(now, &read);
+        self.shared.status().failing_channels = self.channels.all().fold(
+            BTreeMap::new(),
+            |mut m: BTreeMap<String, Vec<String>>, (t, c)| {
+                m.entry(t.to_string()).or_default().push(c.to_string());
+                m
+            },
+        );
+        for c in changes {
+            let msg = if c.failing {
+                format!(
+                    "tenant `{}`: channel {} is failing (its gateway cannot reach the service; \
+                     the gateway stays up, a restart does not fix it)",
+                    c.tenant, c.channel
+                )
+            } else {
+                format!("tenant `{}`: channel {} recovered", c.tenant, c.channel)
+            };
+            if c.failing {
+                tracing::warn!(tenant = %c.tenant, channel = %c.channel, "{msg}");
+            } else {
+                tracing::info!(tenant = %c.tenant, channel = %c.channel, "{msg}");
+            }
+            if let Some(n) = self.notifier() {
+                n.send(&self.event(
+                    EventKind::Channel,
+                    commit.clone(),
+                    vec![TenantNote {
+                        tenant: c.tenant.clone(),
+                        action: c.channel.clone(),
+                        outcome: if c.failing { "failing" } else { "recovered" }.into(),
+                    }],
+                    &msg,
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,49 +1,62 @@
 //! `mtp watch`: the server-side mode. Changes reach production only as commits (see
-//! [`source`]); on every tick the newest acceptable revision is planned against the live
-//! engine and applied with the same executor set-up as `mtp apply`. Drift is healed: Docker
-//! events trigger a re-check at once, and a periodic re-check catches what the event stream
-//! dropped (events streams drop; the loop always requeues, as kube-rs's runner does).
+//! [`source`]); on every poll the newest acceptable revision is planned against the live
+//! engines and applied with the same executor set-up as `mtp apply`. Drift is healed: Docker
+//! events trigger a reconcile of their tenant at once, and a periodic re-check catches what
+//! the event stream dropped (event streams drop; the loop always requeues, as kube-rs's
+//! runner does).
 //!
-//! Failure is per tenant: a tenant whose change fails is rolled back and backs off on its own
-//! ([`backoff`]) while the other tenants keep converging. Blocking work (git, decryption,
-//! ssh-keygen) runs off the async runtime, so `/healthz` answers and signals are honoured
-//! whatever a remote does.
+//! Work is keyed by tenant ([`reconcile`]): one reconcile per tenant at a time, tenants side
+//! by side within a bound per host, except that the changes of one commit roll out one tenant
+//! at a time per host and halt at a failure; healing a tenant does not wait for a rollout. A
+//! failed tenant is rolled back and backs off on its own ([`backoff`]), requeued when its
+//! backoff runs out, while the other tenants keep converging. The fleet-level steps (fetch,
+//! signer check, validation) stay fleet-wide. Blocking work (git, decryption, ssh-keygen)
+//! runs off the async runtime, so `/healthz` answers and signals are honoured whatever a
+//! remote does.
 
 pub mod backoff;
 mod backups;
 pub mod budget;
+mod budgets;
 pub mod channels;
+pub mod error;
 pub mod git;
+pub mod reconcile;
 pub mod source;
 pub mod status;
+pub mod triggers;
 pub mod webhook;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use git2::Oid;
-use secrecy::SecretString;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::apply::audit::AuditLog;
 use crate::apply::gate::GatewayProbe;
 use crate::apply::lock;
-use crate::apply::{ApplyReport, Cancel, Progress, Status as TenantStatus, TenantOutcome};
+use crate::apply::{Cancel, Progress, Status as TenantStatus, TenantOutcome};
 use crate::engine::{Engine, LiveState};
-use crate::fleet::converge::{self, LockPolicy};
+use crate::fleet::converge::LockPolicy;
 use crate::fleet::{Hosts, Keyring, Observed, Session, SessionError, pipeline};
-use crate::plan::{ActionKind, Desired, Plan};
+use crate::plan::{ActionKind, Desired, Plan, TenantAction};
 use backoff::Backoffs;
+use error::WatchError;
+use reconcile::{Scheduler, Unit, UnitDone, UnitId, UnitKind};
 use source::{Candidate, Follow, Follower, Refusal, SignerPolicy};
 use status::{DriftNote, Outcome, Shared, SyncRecord, Waiting};
-use webhook::{Event, EventKind, Notifier, TenantNote, Webhook};
+pub use triggers::Trigger;
+use webhook::{Event, EventKind, Notifier, TenantNote};
 
 /// How watch reaches the hosts a revision names (a commit can add or move one).
 pub trait Connector<E>: Sync {
@@ -64,6 +77,8 @@ pub struct WatchOptions {
     /// One sync, then exit (0 converged, 1 otherwise).
     pub once: bool,
     pub parallel: usize,
+    /// Heal reconciles at a time per host.
+    pub concurrency: usize,
     pub lock: LockPolicy,
     pub direct_checks: bool,
     pub signers: SignerPolicy,
@@ -77,27 +92,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
 /// How often usage is read for budgets, unless `[watch] usage_every` says otherwise.
 pub const DEFAULT_USAGE_EVERY: Duration = Duration::from_secs(15 * 60);
 
-/// Why a sync runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Start,
-    Poll,
-    Recheck,
-    DockerEvent,
-    FileChange,
-}
-
-impl Trigger {
-    fn word(self) -> &'static str {
-        match self {
-            Trigger::Start => "start",
-            Trigger::Poll => "poll",
-            Trigger::Recheck => "drift re-check",
-            Trigger::DockerEvent => "docker event",
-            Trigger::FileChange => "file change",
-        }
-    }
-}
+/// Heal reconciles run up to this many at a time per host, unless `--concurrency` says
+/// otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// A revision that loaded, validated and decrypted, ready to plan.
 struct Ready {
@@ -113,13 +110,41 @@ impl Ready {
     }
 }
 
+/// One trigger's reconcile: a fleet-wide cycle (the revision, then every tenant) or one
+/// tenant's; it ends when the units it started have.
+struct Cycle {
+    trigger: Trigger,
+    started: Instant,
+    /// Planned every tenant (a poll, a re-check, the start), not one.
+    fleet_wide: bool,
+    /// The newest commit was refused (the revision in force is converged to).
+    refused: bool,
+    session: Arc<Session>,
+    desired: Arc<Desired>,
+    commit: Option<String>,
+    /// Units still running.
+    units: BTreeSet<UnitId>,
+    /// Tenants with work left to a unit already running (or to the next rollout).
+    deferred: Vec<String>,
+    waiting: Vec<Waiting>,
+    /// The actions the units executed, their outcomes.
+    actions: Vec<TenantAction>,
+    outcomes: Vec<TenantOutcome>,
+    executed: bool,
+    interrupted: bool,
+    halted: Vec<String>,
+    errors: Vec<String>,
+}
+
+type Running = FuturesUnordered<Pin<Box<dyn Future<Output = UnitDone>>>>;
+
 pub struct Daemon<E: Engine, P: GatewayProbe, C: Connector<E>> {
     opts: WatchOptions,
     connector: C,
     /// The engines of the revision in force's hosts, with the endpoint each was reached at.
-    hosts: Hosts<E>,
+    hosts: Arc<Hosts<E>>,
     endpoints: BTreeMap<String, crate::engine::docker::Endpoint>,
-    probe: P,
+    probe: Arc<P>,
     keyring: Keyring,
     follower: Follower,
     pub shared: Shared,
@@ -130,7 +155,7 @@ pub struct Daemon<E: Engine, P: GatewayProbe, C: Connector<E>> {
     announced: Option<String>,
     backoff: Backoffs,
     /// Configs the gateway of their image checked already.
-    preflight: crate::gateway::preflight::Cache,
+    preflight: Arc<tokio::sync::Mutex<crate::gateway::preflight::Cache>>,
     /// The manifest hash of the last revision the fleet was converged to.
     converged: Option<String>,
     cancel: Cancel,
@@ -138,6 +163,20 @@ pub struct Daemon<E: Engine, P: GatewayProbe, C: Connector<E>> {
     budgets: budget::Book,
     /// When usage was last read for the budgets.
     usage_read: Option<Instant>,
+    /// Which tenants are being reconciled, and which wait for another go.
+    sched: Scheduler,
+    leases: Arc<reconcile::Leases<E>>,
+    /// The bound on heal reconciles per host.
+    permits: BTreeMap<String, Arc<Semaphore>>,
+    /// The spec (desired hash) each tenant last reached: work back to it is healing, work
+    /// toward another is a rollout.
+    reached: BTreeMap<String, Option<String>>,
+    cycles: BTreeMap<u64, Cycle>,
+    next_cycle: u64,
+    /// Tenants not tried, and why (served as `/status` `waiting`).
+    waiting: BTreeMap<String, Waiting>,
+    /// A rollout ran when a commit's changes came: a fleet-wide cycle follows it at once.
+    rollout_pending: bool,
     /// Channels each tenant's gateway reported failing at the last re-check.
     channels: channels::Channels,
 }
@@ -161,13 +200,6 @@ impl Progress for LogProgress {
     }
 }
 
-/// Why a sync's apply did not run.
-enum ApplyError {
-    /// Another apply holds the fleet's lock: not a failure, the sync waits for the next poll.
-    Locked(String),
-    Other(String),
-}
-
 /// Runs blocking work on the blocking pool; its panic is a plain error.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
@@ -175,51 +207,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| format!("internal error: {e}"))
 }
 
+/// What does not depend on the units: settings, webhooks.
 impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemon<E, P, C> {
-    pub fn new(
-        opts: WatchOptions,
-        connector: C,
-        probe: P,
-        keyring: Keyring,
-        cancel: Cancel,
-    ) -> Result<Self, String> {
-        std::fs::create_dir_all(&opts.state_dir).map_err(|e| {
-            format!(
-                "cannot create the state directory {}: {e}",
-                opts.state_dir.display()
-            )
-        })?;
-        git::set_network_timeouts(opts.fetch_timeout, opts.fetch_timeout);
-        let follower = Follower::open(&opts.follow, &opts.state_dir).map_err(|e| e.to_string())?;
-        let shared = Shared::default();
-        let budgets = budget::Book::load(&opts.state_dir);
-        {
-            let (source, branch) = follower.describe();
-            let mut st = shared.status();
-            st.source = source;
-            st.branch = branch;
-        }
-        Ok(Daemon {
-            opts,
-            connector,
-            hosts: Hosts { hosts: Vec::new() },
-            endpoints: BTreeMap::new(),
-            probe,
-            keyring,
-            follower,
-            shared,
-            good: None,
-            announced: None,
-            backoff: Backoffs::default(),
-            preflight: Default::default(),
-            converged: None,
-            budgets,
-            usage_read: None,
-            channels: channels::Channels::default(),
-            cancel,
-        })
-    }
-
     fn interval(&self) -> Duration {
         self.opts
             .interval
@@ -230,217 +219,6 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
     fn usage_every(&self) -> Duration {
         self.watch_setting(|w| w.usage_every.map(|d| d.std()))
             .unwrap_or(DEFAULT_USAGE_EVERY)
-    }
-
-    /// At each drift re-check: reads which channels each running tenant's gateway reports
-    /// failing, and announces each channel that started or stopped failing.
-    async fn check_channels(
-        &mut self,
-        session: &Session,
-        observed: &Observed,
-        commit: Option<String>,
-    ) {
-        let tenants: Vec<(String, String)> = session
-            .loaded
-            .manifest
-            .instances()
-            .into_iter()
-            .filter(|i| i.enabled)
-            .map(|i| (i.name, i.host))
-            .collect();
-        let (now, read) = channels::read(&self.hosts, observed, session.fleet(), &tenants).await;
-        let changes = self.channels.update(now, &read);
-        self.shared.status().failing_channels = self.channels.all().fold(
-            BTreeMap::new(),
-            |mut m: BTreeMap<String, Vec<String>>, (t, c)| {
-                m.entry(t.to_string()).or_default().push(c.to_string());
-                m
-            },
-        );
-        for c in changes {
-            let msg = if c.failing {
-                format!(
-                    "tenant `{}`: channel {} is failing (its gateway cannot reach the service; \
-                     the gateway stays up, a restart does not fix it)",
-                    c.tenant, c.channel
-                )
-            } else {
-                format!("tenant `{}`: channel {} recovered", c.tenant, c.channel)
-            };
-            if c.failing {
-                tracing::warn!(tenant = %c.tenant, channel = %c.channel, "{msg}");
-            } else {
-                tracing::info!(tenant = %c.tenant, channel = %c.channel, "{msg}");
-            }
-            if let Some(n) = self.notifier() {
-                n.send(&self.event(
-                    EventKind::Channel,
-                    commit.clone(),
-                    vec![TenantNote {
-                        tenant: c.tenant.clone(),
-                        action: c.channel.clone(),
-                        outcome: if c.failing { "failing" } else { "recovered" }.into(),
-                    }],
-                    &msg,
-                ));
-            }
-        }
-    }
-
-    /// Whether the tenant is held stopped by its budget (drift repair leaves it alone).
-    fn budget_holds(&self, session: &Session, tenant: &str) -> bool {
-        let month = budget::month_of(chrono::Utc::now());
-        session.loaded.manifest.instance(tenant).is_some_and(|i| {
-            self.budgets
-                .holds(tenant, &month, i.budget.as_ref(), i.enabled)
-        })
-    }
-
-    /// Every `usage_every`: reads this month's usage of the tenants with a budget, sends a
-    /// `budget` webhook per threshold newly crossed, and stops those whose action is `stop`
-    /// at 100 %, with an audit record.
-    async fn check_budgets(
-        &mut self,
-        session: &Session,
-        observed: &Observed,
-        commit: Option<String>,
-    ) {
-        if self
-            .usage_read
-            .is_some_and(|t| t.elapsed() < self.usage_every())
-        {
-            return;
-        }
-        let m = &session.loaded.manifest;
-        let with_budget: Vec<String> = m
-            .instances()
-            .into_iter()
-            .filter(|i| i.budget.is_some())
-            .map(|i| i.name)
-            .collect();
-        if with_budget.is_empty() {
-            return;
-        }
-        self.usage_read = Some(Instant::now());
-        let now = chrono::Utc::now();
-        let month = budget::month_of(now);
-        let range = crate::usage::Range::this_month(now.date_naive());
-        let usage = crate::usage::fleet_usage(
-            m,
-            session.fleet(),
-            &self.hosts,
-            observed,
-            range,
-            &with_budget,
-        )
-        .await;
-        for u in &usage.unread {
-            if !self.budget_holds(session, &u.tenant) {
-                tracing::warn!(tenant = %u.tenant, "budget: usage not read: {}", u.why);
-            }
-        }
-        let audit_path = session.audit_path(&self.opts.state_dir);
-        let audit = AuditLog::open(&audit_path).ok();
-        for t in &usage.tenants {
-            let Some(inst) = m.instance(&t.tenant) else {
-                continue;
-            };
-            let Some(b) = inst.budget.clone() else {
-                continue;
-            };
-            let spend = t.total.cost_usd;
-            let d = self
-                .budgets
-                .observe(&t.tenant, &month, spend, &b, inst.enabled);
-            let mut stopped = None;
-            if d.stop {
-                let live = observed.of(&inst.host);
-                let c = live.and_then(|l| {
-                    crate::engine::TenantView::of(l, session.fleet(), &t.tenant)
-                        .container()
-                        .ok()
-                });
-                let outcome = match (self.hosts.get(&inst.host), c) {
-                    (Some(engine), Some(c)) => engine
-                        .stop(&c.id, inst.stop_timeout.std().as_secs())
-                        .await
-                        .map(|_| c.id.clone())
-                        .map_err(|e| e.to_string()),
-                    _ => Err("its container was not found".to_string()),
-                };
-                let detail = format!(
-                    "stopped by its budget: ${spend:.2} of ${:.2} this month ({month}); \
-                     stays stopped until next month or a change of its budget or enabled",
-                    b.usd_per_month
-                );
-                if let Some(a) = &audit {
-                    use crate::apply::audit::AuditSink;
-                    a.record(&crate::apply::audit::AuditRecord {
-                        time: now_rfc3339(),
-                        actor: format!("mtp-watch@{}", lock::hostname()),
-                        fleet: session.fleet().to_string(),
-                        tenant: t.tenant.clone(),
-                        action: "budget-stop".into(),
-                        old_hash: None,
-                        new_hash: None,
-                        outcome: if outcome.is_ok() { "ok" } else { "failed" }.into(),
-                        container: outcome.as_ref().ok().cloned(),
-                        commit: commit.clone(),
-                        detail: Some(match &outcome {
-                            Ok(_) => detail.clone(),
-                            Err(e) => format!("{detail}; the stop failed: {e}"),
-                        }),
-                    });
-                }
-                match &outcome {
-                    Ok(_) => tracing::warn!(tenant = %t.tenant, "{detail}"),
-                    Err(e) => tracing::error!(tenant = %t.tenant, "budget stop failed: {e}"),
-                }
-                if outcome.is_ok()
-                    && let Some(engine) = self.hosts.get(&inst.host)
-                {
-                    let name = budget::marker_name(session.fleet(), &t.tenant);
-                    if let Ok(Some(old)) = engine.find_marker(&name).await {
-                        let _ = engine.remove(&old.id).await;
-                    }
-                    let labels = BTreeMap::from([
-                        (budget::LABEL_MONTH.to_string(), month.clone()),
-                        (budget::LABEL_DETAIL.to_string(), detail.clone()),
-                    ]);
-                    if let Err(e) = engine.create_marker(&name, &labels).await {
-                        tracing::warn!(tenant = %t.tenant, "cannot mark the budget stop: {e}");
-                    }
-                }
-                stopped = Some(outcome.is_ok());
-            }
-            for pct in &d.crossed {
-                let action = match (pct, stopped) {
-                    (100, Some(true)) => "stopped",
-                    (100, Some(false)) => "stop failed",
-                    _ => "alert",
-                };
-                let msg = format!(
-                    "tenant `{}` spent ${spend:.2} of its ${:.2} budget for {month} ({pct} %)",
-                    t.tenant, b.usd_per_month
-                );
-                if let Some(n) = self.notifier() {
-                    n.send(&self.event(
-                        EventKind::Budget,
-                        commit.clone(),
-                        vec![TenantNote {
-                            tenant: t.tenant.clone(),
-                            action: action.to_string(),
-                            outcome: format!("{pct}%"),
-                        }],
-                        &msg,
-                    ));
-                }
-                tracing::info!(tenant = %t.tenant, "budget: {msg}");
-            }
-        }
-        if let Err(e) = self.budgets.save(&self.opts.state_dir) {
-            tracing::warn!("cannot save the budget book: {e}");
-        }
     }
 
     fn recheck(&self) -> Duration {
@@ -458,88 +236,6 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             .as_ref()
             .and_then(|g| g.session.loaded.manifest.watch.as_ref())
             .and_then(f)
-    }
-
-    /// The newest revision, if it may be applied; off the runtime, bounded in time and
-    /// abandoned at a signal.
-    async fn candidate(&self) -> Option<Result<Candidate, Refusal>> {
-        let follower = self.follower.clone();
-        let in_force = self.good.as_ref().and_then(|g| g.commit);
-        let signers = self.opts.signers.clone();
-        let work = blocking(move || follower.candidate(in_force, &signers));
-        let limit = self.opts.fetch_timeout + Duration::from_secs(5);
-        tokio::select! {
-            r = tokio::time::timeout(limit, work) => Some(match r {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => Err(Refusal { kind: EventKind::Failed, message: e, commit: None }),
-                Err(_) => Err(Refusal {
-                    kind: EventKind::Failed,
-                    message: format!("reading the repository took longer than {}s; retrying next poll", limit.as_secs()),
-                    commit: None,
-                }),
-            }),
-            _ = self.cancel.stopping() => None,
-        }
-    }
-
-    /// Loads, validates and decrypts a revision (off the runtime).
-    async fn prepare(&self, c: Candidate) -> Result<Ready, String> {
-        let keyring = self.keyring.clone();
-        let commit = c.commit;
-        let (session, desired, hooks) = blocking(move || -> Result<_, String> {
-            let session = match Session::open(c.files) {
-                Ok(s) => s,
-                Err(SessionError::Invalid(report)) => {
-                    let first: Vec<String> = report
-                        .findings
-                        .iter()
-                        .filter(|f| f.is_error())
-                        .take(5)
-                        .map(|f| f.to_string())
-                        .collect();
-                    return Err(format!("{}: {}", report.summary(), first.join("; ")));
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-            let desired = session.desired(&keyring).map_err(|e| e.to_string())?;
-            let hooks = webhooks(&session, &keyring)?;
-            Ok((session, desired, hooks))
-        })
-        .await??;
-        Ok(Ready {
-            commit,
-            session: Arc::new(session),
-            desired: Arc::new(desired),
-            notifier: Notifier::new(hooks),
-        })
-    }
-
-    /// Takes `ready` as the revision in force, reaching the hosts it names (engines reached
-    /// before at the same endpoint are kept).
-    async fn adopt(&mut self, ready: Ready) {
-        let mut hosts = Vec::new();
-        let mut endpoints = BTreeMap::new();
-        let old = std::mem::take(&mut self.hosts.hosts);
-        let mut old: BTreeMap<String, crate::fleet::Host<E>> =
-            old.into_iter().map(|h| (h.name.clone(), h)).collect();
-        for (name, ep) in ready.session.endpoints() {
-            let kept = old
-                .remove(&name)
-                .filter(|h| h.engine.is_ok() && self.endpoints.get(&name) == Some(&ep));
-            let host = match kept {
-                Some(h) => h,
-                None => crate::fleet::Host {
-                    name: name.clone(),
-                    endpoint: ep.url.clone().unwrap_or_else(|| "DOCKER_HOST".into()),
-                    engine: self.connector.connect(&name, &ep).await,
-                },
-            };
-            endpoints.insert(name, ep);
-            hosts.push(host);
-        }
-        self.hosts = Hosts { hosts };
-        self.endpoints = endpoints;
-        self.good = Some(ready);
     }
 
     fn notifier(&self) -> Option<Notifier> {
@@ -585,14 +281,245 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             n.send(&self.event(p.kind, p.commit.clone(), Vec::new(), &p.message));
         }
     }
+}
 
-    /// One sync: pick the revision, plan it against the live engine, apply what may be
-    /// applied. Returns whether the fleet ended converged to the newest revision.
+impl<E: Engine + Clone + Send + 'static, P: GatewayProbe + 'static, C: Connector<E>>
+    Daemon<E, P, C>
+{
+    pub fn new(
+        opts: WatchOptions,
+        connector: C,
+        probe: P,
+        keyring: Keyring,
+        cancel: Cancel,
+    ) -> Result<Self, String> {
+        std::fs::create_dir_all(&opts.state_dir).map_err(|e| {
+            format!(
+                "cannot create the state directory {}: {e}",
+                opts.state_dir.display()
+            )
+        })?;
+        git::set_network_timeouts(opts.fetch_timeout, opts.fetch_timeout);
+        let follower = Follower::open(&opts.follow, &opts.state_dir).map_err(|e| e.to_string())?;
+        let shared = Shared::default();
+        let budgets = budget::Book::load(&opts.state_dir);
+        {
+            let (source, branch) = follower.describe();
+            let mut st = shared.status();
+            st.source = source;
+            st.branch = branch;
+        }
+        let leases = Arc::new(reconcile::Leases::new(opts.lock.clone()));
+        Ok(Daemon {
+            opts,
+            connector,
+            hosts: Arc::new(Hosts { hosts: Vec::new() }),
+            endpoints: BTreeMap::new(),
+            probe: Arc::new(probe),
+            keyring,
+            follower,
+            shared,
+            good: None,
+            announced: None,
+            backoff: Backoffs::default(),
+            preflight: Default::default(),
+            converged: None,
+            budgets,
+            usage_read: None,
+            cancel,
+            sched: Scheduler::default(),
+            leases,
+            permits: BTreeMap::new(),
+            reached: BTreeMap::new(),
+            cycles: BTreeMap::new(),
+            next_cycle: 0,
+            waiting: BTreeMap::new(),
+            rollout_pending: false,
+            channels: channels::Channels::default(),
+        })
+    }
+
+    /// The newest revision, if it may be applied; off the runtime, bounded in time and
+    /// abandoned at a signal.
+    async fn candidate(&self) -> Option<Result<Candidate, Refusal>> {
+        let follower = self.follower.clone();
+        let in_force = self.good.as_ref().and_then(|g| g.commit);
+        let signers = self.opts.signers.clone();
+        let work = blocking(move || follower.candidate(in_force, &signers));
+        let limit = self.opts.fetch_timeout + Duration::from_secs(5);
+        tokio::select! {
+            r = tokio::time::timeout(limit, work) => Some(match r {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => Err(Refusal { kind: EventKind::Failed, message: e, commit: None }),
+                Err(_) => Err(Refusal {
+                    kind: EventKind::Failed,
+                    message: format!("reading the repository took longer than {}s; retrying next poll", limit.as_secs()),
+                    commit: None,
+                }),
+            }),
+            _ = self.cancel.stopping() => None,
+        }
+    }
+
+    /// Loads, validates and decrypts a revision (off the runtime).
+    async fn prepare(&self, c: Candidate) -> Result<Ready, String> {
+        let keyring = self.keyring.clone();
+        let commit = c.commit;
+        let (session, desired, hooks) = blocking(move || -> Result<_, String> {
+            let session = match Session::open(c.files) {
+                Ok(s) => s,
+                Err(SessionError::Invalid(report)) => {
+                    let first: Vec<String> = report
+                        .findings
+                        .iter()
+                        .filter(|f| f.is_error())
+                        .take(5)
+                        .map(|f| f.to_string())
+                        .collect();
+                    return Err(format!("{}: {}", report.summary(), first.join("; ")));
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            let desired = session.desired(&keyring).map_err(|e| e.to_string())?;
+            let hooks = webhook::of_revision(&session, &keyring)?;
+            Ok((session, desired, hooks))
+        })
+        .await??;
+        Ok(Ready {
+            commit,
+            session: Arc::new(session),
+            desired: Arc::new(desired),
+            notifier: Notifier::new(hooks),
+        })
+    }
+
+    /// Takes `ready` as the revision in force, reaching the hosts it names (engines reached
+    /// before at the same endpoint are kept).
+    async fn adopt(&mut self, ready: Ready) {
+        let mut hosts = Vec::new();
+        let mut endpoints = BTreeMap::new();
+        let mut old: BTreeMap<String, &crate::fleet::Host<E>> = self
+            .hosts
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), h))
+            .collect();
+        for (name, ep) in ready.session.endpoints() {
+            let kept = old
+                .remove(&name)
+                .filter(|h| h.engine.is_ok() && self.endpoints.get(&name) == Some(&ep));
+            let host = match kept {
+                Some(h) => crate::fleet::Host {
+                    name: h.name.clone(),
+                    endpoint: h.endpoint.clone(),
+                    engine: h.engine.clone(),
+                },
+                None => crate::fleet::Host {
+                    name: name.clone(),
+                    endpoint: ep.url.clone().unwrap_or_else(|| "DOCKER_HOST".into()),
+                    engine: self.connector.connect(&name, &ep).await,
+                },
+            };
+            endpoints.insert(name, ep);
+            hosts.push(host);
+        }
+        let bound = self.opts.concurrency.max(1);
+        self.permits = hosts
+            .iter()
+            .map(|h| {
+                let s = self
+                    .permits
+                    .get(&h.name)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(bound)));
+                (h.name.clone(), s)
+            })
+            .collect();
+        self.hosts = Arc::new(Hosts { hosts });
+        self.endpoints = endpoints;
+        self.good = Some(ready);
+    }
+
+    /// One reconcile for `trigger`, driven until every unit it started has ended: a
+    /// fleet-wide one (the revision, then every tenant) or, for a trigger about one tenant,
+    /// that tenant's. Returns whether it ended converged.
     pub async fn sync(&mut self, trigger: Trigger) -> bool {
-        let started = Instant::now();
-        // The periodic re-check also inspects each container: what the event stream and the
-        // labels cannot show (`docker update`, a hand-edited openclaw.json).
-        let (outcome, message) = self.sync_inner(trigger == Trigger::Recheck).await;
+        let mut running = Running::new();
+        let Some(id) = self.start(trigger, &mut running).await else {
+            return matches!(
+                self.last_outcome(),
+                Some(Outcome::InSync | Outcome::Applied)
+            );
+        };
+        let mut done = VecDeque::new();
+        let mut result = None;
+        loop {
+            if let Some(d) = done.pop_front() {
+                if let (Some((c, outcome)), _) =
+                    drive(&mut running, &mut done, self.finish(d)).await
+                    && c == id
+                {
+                    result = Some(outcome);
+                }
+                continue;
+            }
+            if running.is_empty() {
+                break;
+            }
+            if let Some(d) = running.next().await {
+                done.push_back(d);
+            }
+        }
+        let outcome = result.or_else(|| self.last_outcome());
+        matches!(outcome, Some(Outcome::InSync | Outcome::Applied))
+    }
+
+    fn last_outcome(&self) -> Option<Outcome> {
+        self.shared.status().last_sync.as_ref().map(|s| s.outcome)
+    }
+
+    /// Starts the reconcile of `trigger`; its cycle's id when it started units (a cycle
+    /// without units is recorded at once).
+    async fn start(&mut self, trigger: Trigger, running: &mut Running) -> Option<u64> {
+        let (id, units) = match trigger.tenant().map(str::to_string) {
+            Some(tenant) => self.tenant_cycle(trigger, tenant).await,
+            None => self.fleet_cycle(trigger).await,
+        };
+        for u in units {
+            self.spawn(u, running);
+        }
+        id
+    }
+
+    fn new_cycle(&mut self, trigger: Trigger, fleet_wide: bool, refused: bool) -> Option<u64> {
+        let good = self.good.as_ref()?;
+        self.next_cycle += 1;
+        self.cycles.insert(
+            self.next_cycle,
+            Cycle {
+                trigger,
+                started: Instant::now(),
+                fleet_wide,
+                refused,
+                session: good.session.clone(),
+                desired: good.desired.clone(),
+                commit: good.commit_str(),
+                units: BTreeSet::new(),
+                deferred: Vec::new(),
+                waiting: Vec::new(),
+                actions: Vec::new(),
+                outcomes: Vec::new(),
+                executed: false,
+                interrupted: false,
+                halted: Vec::new(),
+                errors: Vec::new(),
+            },
+        );
+        Some(self.next_cycle)
+    }
+
+    /// Records how a reconcile ended: `/status`, metrics, the log.
+    fn record(&self, trigger: &Trigger, started: Instant, outcome: Outcome, message: &str) {
         let secs = started.elapsed().as_secs_f64();
         self.shared.metrics.sync(outcome, secs);
         let mut st = self.shared.status();
@@ -601,26 +528,360 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             outcome,
             reason: trigger.word().to_string(),
             duration_ms: (secs * 1000.0) as u64,
-            message: message.clone(),
+            message: message.to_string(),
         });
+        st.syncs += 1;
         if outcome.converged() {
             st.last_success = Some(now_rfc3339());
         }
         self.shared.metrics.observe(&st);
         tracing::info!(
             trigger = trigger.word(),
+            tenant = trigger.tenant().unwrap_or("-"),
             outcome = outcome.word(),
             duration_ms = (secs * 1000.0) as u64,
             "{message}"
         );
-        matches!(outcome, Outcome::InSync | Outcome::Applied)
     }
 
-    async fn sync_inner(&mut self, refresh: bool) -> (Outcome, String) {
-        // 1. The newest revision, if it may be applied.
+    fn publish_waiting(&self) {
+        self.shared.status().waiting = self.waiting.values().cloned().collect();
+    }
+
+    /// The revision (fetch, signers, validation: fleet-wide), then a plan of every tenant,
+    /// budgets and scheduled backups, and the work dispatched.
+    async fn fleet_cycle(&mut self, trigger: Trigger) -> (Option<u64>, Vec<Unit>) {
+        let started = Instant::now();
+        let refused = match self.revision().await {
+            Ok(r) => r,
+            Err((outcome, message)) => {
+                self.record(&trigger, started, outcome, &message);
+                return (None, Vec::new());
+            }
+        };
+        let Some(good) = &self.good else {
+            let (o, m) = (
+                Outcome::InvalidManifest,
+                "no good revision yet; nothing applied".to_string(),
+            );
+            self.record(&trigger, started, o, &m);
+            return (None, Vec::new());
+        };
+        let fleet = good.desired.fleet.clone();
+        let commit = good.commit_str();
+        {
+            let mut st = self.shared.status();
+            st.fleet = Some(fleet.clone());
+            st.target_commit = commit.clone();
+        }
+        let session = good.session.clone();
+        let desired = good.desired.clone();
+        // The periodic re-check also inspects each container: what the event stream and the
+        // labels cannot show (`docker update`, a hand-edited openclaw.json).
+        let refresh = trigger == Trigger::Recheck;
+        let (plan, observed) = match plan_under(&session, &desired, &self.hosts, refresh, &[], None).await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.record(&trigger, started, Outcome::Error, &e.to_string());
+                return (None, Vec::new());
+            }
+        };
+        self.record_plan(&fleet, &merged(&observed), &plan);
+        self.check_budgets(&session, &observed, commit.clone())
+            .await;
+        self.scheduled_backups(&session).await;
+        if refresh {
+            self.check_channels(&session, &observed, commit.clone())
+                .await;
+        }
+        let work: BTreeSet<&str> = plan
+            .actions
+            .iter()
+            .filter(|a| a.has_work() && !self.budget_holds(&session, &a.tenant))
+            .map(|a| a.tenant.as_str())
+            .collect();
+        self.backoff.retain(&work);
+        for a in plan.actions.iter().filter(|a| !a.has_work()) {
+            self.reached
+                .insert(a.tenant.clone(), a.desired_hash.clone());
+        }
+        if work.is_empty() {
+            self.waiting.retain(|t, _| self.sched.busy(t));
+            self.publish_waiting();
+            if self.sched.running() == 0 {
+                self.mark_converged(&session);
+            }
+            let (o, m) = if refused {
+                (
+                    Outcome::Refused,
+                    format!(
+                        "fleet `{fleet}` is converged to the revision in force; the newest commit was refused"
+                    ),
+                )
+            } else {
+                (Outcome::InSync, format!("fleet `{fleet}` is converged"))
+            };
+            self.record(&trigger, started, o, &m);
+            return (None, Vec::new());
+        }
+        let Some(id) = self.new_cycle(trigger, true, refused) else {
+            return (None, Vec::new());
+        };
+        // Waiting is re-derived from this plan: tenants of running units keep theirs.
+        self.waiting.retain(|t, _| self.sched.busy(t));
+        let units = self.dispatch(id, &plan, &session);
+        self.publish_waiting();
+        let units = self.close_if_idle(id, units).await;
+        (Some(id), units)
+    }
+
+    /// One tenant's reconcile (a Docker event about it, its requeue): the revision in force,
+    /// no fetch; the tenant alone is planned and worked on.
+    async fn tenant_cycle(&mut self, trigger: Trigger, tenant: String) -> (Option<u64>, Vec<Unit>) {
+        if !self.sched.trigger(&tenant) {
+            tracing::debug!(tenant = %tenant, "already being reconciled; once more after");
+            return (None, Vec::new());
+        }
+        let Some(good) = &self.good else {
+            return (None, Vec::new());
+        };
+        let session = good.session.clone();
+        let desired = good.desired.clone();
+        let started = Instant::now();
+        let targets = [tenant.clone()];
+        let plan = match plan_under(&session, &desired, &self.hosts, false, &targets, None).await {
+            Ok((p, _)) => p,
+            Err(e) => {
+                self.record(&trigger, started, Outcome::Error, &e.to_string());
+                return (None, Vec::new());
+            }
+        };
+        let Some(id) = self.new_cycle(trigger, false, false) else {
+            return (None, Vec::new());
+        };
+        self.waiting.remove(&tenant);
+        let units = self.dispatch(id, &plan, &session);
+        self.publish_waiting();
+        let units = self.close_if_idle(id, units).await;
+        (Some(id), units)
+    }
+
+    /// A cycle that started no unit ends at once.
+    async fn close_if_idle(&mut self, id: u64, units: Vec<Unit>) -> Vec<Unit> {
+        if units.is_empty()
+            && let Some(c) = self.cycles.remove(&id)
+        {
+            self.close(c).await;
+        }
+        units
+    }
+
+    /// Sorts the plan's work into units: held tenants wait; a tenant being reconciled is
+    /// left to its unit; work back to a spec the tenant reached is a heal unit of its own;
+    /// the rest is the commit's rollout (one at a time: a rollout running defers it).
+    fn dispatch(&mut self, id: u64, plan: &Plan, session: &Session) -> Vec<Unit> {
+        let now = chrono::Utc::now();
+        let commit = self.cycles.get(&id).and_then(|c| c.commit.clone());
+        let mut held = Vec::new();
+        let mut deferred = Vec::new();
+        let mut heal = Vec::new();
+        let mut roll = Vec::new();
+        let mut drift = Vec::new();
+        for a in plan.actions.iter().filter(|a| a.has_work()) {
+            if self.budget_holds(session, &a.tenant) {
+                held.push(Waiting {
+                    tenant: a.tenant.clone(),
+                    action: a.action.verb().to_string(),
+                    reason: "stopped by its budget until next month or a change of its budget or enabled".into(),
+                });
+                continue;
+            }
+            if self.sched.busy(&a.tenant) {
+                deferred.push(a.tenant.clone());
+                continue;
+            }
+            if let Some(h) = self.backoff.hold(a, commit.as_deref(), now) {
+                held.push(Waiting {
+                    tenant: a.tenant.clone(),
+                    action: a.action.verb().to_string(),
+                    reason: h.describe(),
+                });
+                continue;
+            }
+            drift.push(TenantNote {
+                tenant: a.tenant.clone(),
+                action: a.action.verb().to_string(),
+                outcome: a.reasons.join("; "),
+            });
+            let healing =
+                a.desired_hash.is_some() && self.reached.get(&a.tenant) == Some(&a.desired_hash);
+            if healing {
+                heal.push(a);
+            } else {
+                roll.push(a);
+            }
+        }
+        // The manifest in force was converged before: what differs now is drift.
+        let desired_hash = self
+            .cycles
+            .get(&id)
+            .map(|c| c.desired.manifest_hash.clone());
+        if !drift.is_empty() && self.converged.is_some() && self.converged == desired_hash {
+            let msg = format!("drift in {} tenant(s); converging", drift.len());
+            if let Some(n) = self.notifier() {
+                n.send(&self.event(EventKind::Drift, commit.clone(), drift, &msg));
+            }
+        }
+        let mut units = Vec::new();
+        if !roll.is_empty() {
+            if self.sched.rollout_running() {
+                deferred.extend(roll.iter().map(|a| a.tenant.clone()));
+                self.rollout_pending = true;
+            } else {
+                let tenants: Vec<String> = roll.iter().map(|a| a.tenant.clone()).collect();
+                let hosts: Vec<String> = self.hosts.hosts.iter().map(|h| h.name.clone()).collect();
+                units.push(self.sched.start(id, UnitKind::Rollout, tenants, hosts));
+            }
+        }
+        for a in heal {
+            let mut hosts = vec![a.host.clone()];
+            hosts.extend(a.from_host.clone());
+            units.push(
+                self.sched
+                    .start(id, UnitKind::Heal, vec![a.tenant.clone()], hosts),
+            );
+        }
+        for w in &held {
+            self.waiting.insert(w.tenant.clone(), w.clone());
+        }
+        if let Some(c) = self.cycles.get_mut(&id) {
+            c.waiting = held;
+            c.deferred = deferred;
+            c.units = units.iter().map(|u| u.id).collect();
+        }
+        units
+    }
+
+    /// Starts `unit` beside the others.
+    fn spawn(&mut self, unit: Unit, running: &mut Running) {
+        let Some(cycle) = self.cycles.get(&unit.cycle) else {
+            return;
+        };
+        tracing::info!(
+            unit = unit.id,
+            kind = ?unit.kind,
+            tenants = %unit.tenants.join(","),
+            "reconciling"
+        );
+        let permits = match unit.kind {
+            UnitKind::Heal => unit
+                .hosts
+                .first()
+                .and_then(|h| self.permits.get(h).cloned()),
+            UnitKind::Rollout => None,
+        };
+        let ctx = reconcile::Ctx {
+            hosts: self.hosts.clone(),
+            probe: self.probe.clone(),
+            leases: self.leases.clone(),
+            preflight: self.preflight.clone(),
+            session: cycle.session.clone(),
+            desired: cycle.desired.clone(),
+            state_dir: self.opts.state_dir.clone(),
+            parallel: self.opts.parallel,
+            direct_checks: self.opts.direct_checks,
+            refresh: cycle.trigger == Trigger::Recheck,
+            cancel: self.cancel.child(),
+            permits,
+        };
+        running.push(Box::pin(reconcile::run(ctx, unit)));
+    }
+
+    /// A unit ended: its tenants are free, its outcomes go to its cycle, and a cycle whose
+    /// units have all ended is concluded. Returns the cycle concluded, if one was, and the
+    /// triggers that follow (tenants triggered meanwhile, a deferred rollout).
+    async fn finish(&mut self, done: UnitDone) -> (Option<(u64, Outcome)>, Vec<Trigger>) {
+        let UnitDone { unit, result } = done;
+        let mut follow: Vec<Trigger> = self
+            .sched
+            .finish(unit.id)
+            .into_iter()
+            .map(Trigger::Requeue)
+            .collect();
+        if unit.kind == UnitKind::Rollout && self.rollout_pending {
+            self.rollout_pending = false;
+            follow.push(Trigger::Poll);
+        }
+        for t in &unit.tenants {
+            self.waiting.remove(t);
+        }
+        let Some(c) = self.cycles.get_mut(&unit.cycle) else {
+            return (None, follow);
+        };
+        c.units.remove(&unit.id);
+        match result {
+            Ok(applied) => {
+                for w in &applied.waiting {
+                    self.waiting.insert(w.tenant.clone(), w.clone());
+                }
+                c.waiting.extend(applied.waiting);
+                c.actions.extend(applied.plan.actions);
+                if let Some(r) = applied.report {
+                    c.executed = true;
+                    c.outcomes.extend(r.outcomes);
+                    c.interrupted |= r.interrupted;
+                    c.halted.extend(r.halted);
+                }
+            }
+            Err(e @ WatchError::Lock {
+                source: lock::LockError::Held { .. },
+                ..
+            }) => {
+                // Another apply holds the fleet's lock: not a failure; the next poll tries
+                // again.
+                let reason = format!("{e}; tried again at the next poll");
+                tracing::info!(tenants = %unit.tenants.join(","), "{reason}");
+                for t in &unit.tenants {
+                    let w = Waiting {
+                        tenant: t.clone(),
+                        action: "reconcile".into(),
+                        reason: reason.clone(),
+                    };
+                    self.waiting.insert(t.clone(), w.clone());
+                    c.waiting.push(w);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(tenants = %unit.tenants.join(","), "{e}");
+                c.errors.push(e.to_string());
+            }
+        }
+        let more = !c.units.is_empty();
+        self.publish_waiting();
+        if more {
+            return (None, follow);
+        }
+        let id = unit.cycle;
+        let c = self.cycles.remove(&id).expect("present");
+        let outcome = self.close(c).await;
+        (Some((id, outcome)), follow)
+    }
+
+    /// Concludes a cycle and records it.
+    async fn close(&mut self, c: Cycle) -> Outcome {
+        let (trigger, started) = (c.trigger.clone(), c.started);
+        let (outcome, message) = self.conclude(c).await;
+        self.record(&trigger, started, outcome, &message);
+        outcome
+    }
+
+    /// The revision to reconcile: the newest commit when it loads, validates and may be
+    /// applied, else the one in force. `Ok(refused)`, or how the cycle ended without one.
+    async fn revision(&mut self) -> Result<bool, (Outcome, String)> {
         let mut refused = false;
         match self.candidate().await {
-            None => return (Outcome::Interrupted, "stopped by a signal".into()),
+            None => return Err((Outcome::Interrupted, "stopped by a signal".into())),
             Some(Ok(c)) => {
                 let same = self
                     .good
@@ -668,251 +929,76 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
                 self.adopt(ready).await;
             }
         }
-        let Some(good) = &self.good else {
-            return (
-                Outcome::InvalidManifest,
-                "no good revision yet; nothing applied".into(),
-            );
-        };
-        let fleet = good.desired.fleet.clone();
-        let commit = good.commit_str();
-        {
-            let mut st = self.shared.status();
-            st.fleet = Some(fleet.clone());
-            st.target_commit = commit.clone();
-        }
-        let session = good.session.clone();
-        let desired = good.desired.clone();
+        Ok(refused)
+    }
 
-        // 2. Plan against the live engine (no lock needed to find out there is nothing to do).
-        let (plan, observed) = match self
-            .plan(&session, &desired, refresh, Default::default(), false)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return (Outcome::Error, e),
-        };
-        self.record_plan(&fleet, &merged(&observed), &plan);
-        self.check_budgets(&session, &observed, commit.clone())
-            .await;
-        self.scheduled_backups(&session).await;
-        if refresh {
-            self.check_channels(&session, &observed, commit.clone())
-                .await;
-        }
-        let work: BTreeSet<&str> = plan
-            .actions
-            .iter()
-            .filter(|a| a.has_work() && !self.budget_holds(&session, &a.tenant))
-            .map(|a| a.tenant.as_str())
-            .collect();
-        self.backoff.retain(&work);
-        if work.is_empty() {
-            self.shared.status().waiting.clear();
-            self.mark_converged(&session);
-            return if refused {
-                (
-                    Outcome::Refused,
-                    format!(
-                        "fleet `{fleet}` is converged to the revision in force; the newest commit was refused"
-                    ),
-                )
-            } else {
-                (Outcome::InSync, format!("fleet `{fleet}` is converged"))
-            };
-        }
-
-        // 3. The manifest in force was converged before: what differs now is drift.
-        if self.converged.as_deref() == Some(desired.manifest_hash.as_str()) {
-            let notes: Vec<TenantNote> = plan
-                .actions
-                .iter()
-                .filter(|a| a.has_work())
-                .map(|a| TenantNote {
-                    tenant: a.tenant.clone(),
-                    action: a.action.verb().to_string(),
-                    outcome: a.reasons.join("; "),
-                })
-                .collect();
-            let msg = format!("drift in {} tenant(s); converging", notes.len());
-            if let Some(n) = self.notifier() {
-                n.send(&self.event(EventKind::Drift, commit.clone(), notes, &msg));
+    /// What a cycle came to: backoff and requeue per tenant, status, webhooks.
+    async fn conclude(&mut self, c: Cycle) -> (Outcome, String) {
+        let fleet = c.desired.fleet.clone();
+        let commit = c.commit.clone();
+        let others: Vec<&str> = c.deferred.iter().map(String::as_str).collect();
+        if !c.executed {
+            if let Some(e) = c.errors.first() {
+                return (Outcome::Error, e.clone());
             }
-        }
-
-        // 4. Apply, under the engine-held lock, what is not held back.
-        let holds = self.holds(&session, &plan, commit.as_deref());
-        let report = match self.apply(&session, &desired, refresh, holds).await {
-            Ok(r) => r,
-            Err(ApplyError::Locked(e)) => {
+            if c.waiting.is_empty() && others.is_empty() {
+                return if c.fleet_wide && c.refused {
+                    (
+                        Outcome::Refused,
+                        format!(
+                            "fleet `{fleet}` is converged to the revision in force; the newest commit was refused"
+                        ),
+                    )
+                } else if c.fleet_wide {
+                    (Outcome::InSync, format!("fleet `{fleet}` is converged"))
+                } else {
+                    (
+                        Outcome::InSync,
+                        format!(
+                            "tenant `{}` is converged",
+                            c.trigger.tenant().unwrap_or("-")
+                        ),
+                    )
+                };
+            }
+            let mut names: Vec<&str> = c.waiting.iter().map(|w| w.tenant.as_str()).collect();
+            if names.is_empty() {
                 return (
                     Outcome::Waiting,
-                    format!("{e}; tried again at the next poll"),
+                    format!(
+                        "waiting for the reconcile in progress of {}",
+                        others.join(", ")
+                    ),
                 );
             }
-            Err(ApplyError::Other(e)) => return (Outcome::Error, e),
-        };
-        self.conclude(&fleet, commit, &session, report).await
-    }
-
-    /// Observes every host (with `refresh`, inspecting each container too, a few at a
-    /// time) and plans the revision in force. A host that does not answer has its tenants
-    /// left alone; the others are planned. `holds` (backoffs, budget stops) and, with a
-    /// preflight, the gateway's verdicts are inputs of the plan.
-    async fn plan(
-        &mut self,
-        session: &Session,
-        desired: &Desired,
-        refresh: bool,
-        holds: crate::plan::Holds,
-        preflight: bool,
-    ) -> Result<(Plan, Observed), String> {
-        let observed = pipeline::observe(session, &self.hosts, refresh).await;
-        if observed.live.values().all(|r| r.is_err()) {
-            let why: Vec<String> = observed
-                .live
-                .iter()
-                .filter_map(|(h, r)| r.as_ref().err().map(|e| format!("{h}: {e}")))
-                .collect();
-            return Err(format!("cannot observe the engine: {}", why.join("; ")));
-        }
-        let req = crate::fleet::PlanRequest {
-            refresh,
-            holds,
-            ..Default::default()
-        };
-        let cache = preflight.then_some(&mut self.preflight);
-        let plan = pipeline::plan(session, desired, &self.hosts, &observed, req, cache).await;
-        Ok((plan, observed))
-    }
-
-    /// What holds each tenant's work back: its budget, or a backoff after a failure.
-    fn holds(&self, session: &Session, plan: &Plan, commit: Option<&str>) -> crate::plan::Holds {
-        let now = chrono::Utc::now();
-        let mut holds = crate::plan::Holds::new();
-        for a in plan.actions.iter().filter(|a| a.has_work()) {
-            let why = if self.budget_holds(session, &a.tenant) {
-                "stopped by its budget until next month or a change of its budget or enabled"
-                    .to_string()
-            } else if let Some(h) = self.backoff.hold(a, commit, now) {
-                h.describe()
-            } else {
-                continue;
-            };
-            holds
-                .entry(a.tenant.clone())
-                .or_default()
-                .push(crate::plan::Hold::Wait(why));
-        }
-        holds
-    }
-
-    /// Takes the lock, plans again under it with what must wait as an input, and executes
-    /// the rest, going on past a failed tenant.
-    async fn apply(
-        &mut self,
-        session: &Session,
-        desired: &Desired,
-        refresh: bool,
-        holds: crate::plan::Holds,
-    ) -> Result<Applied, ApplyError> {
-        let hosts = self.hosts.clone();
-        let policy = self.opts.lock.clone();
-        let work = async |held: &mut Vec<converge::HostLock>| -> Result<Applied, String> {
-            let (plan, observed) = self.plan(session, desired, refresh, holds, true).await?;
-            let waiting: Vec<Waiting> = plan
-                .actions
-                .iter()
-                .filter_map(|a| {
-                    let reason = a.waiting.clone().or_else(|| a.blocked.clone())?;
-                    Some(Waiting {
-                        tenant: a.tenant.clone(),
-                        action: a.action.verb().to_string(),
-                        reason,
-                    })
-                })
-                .collect();
-            self.shared.status().waiting = waiting.clone();
-            // Blocked tenants wait too: watch does not fail a rollout on them.
-            let mut run_plan = plan.clone();
-            run_plan.actions.retain(|a| a.blocked.is_none());
-            let report = if run_plan.has_changes() {
-                let audit_path = session.audit_path(&self.opts.state_dir);
-                let audit = AuditLog::open(&audit_path).map_err(|e| {
-                    format!("cannot open the audit log {}: {e}", audit_path.display())
-                })?;
-                let run = converge::Run {
-                    hosts: &self.hosts,
-                    data_roots: session.data_roots(),
-                    probe: &self.probe,
-                    options: session.apply_options(&converge::Settings {
-                        parallel: self.opts.parallel,
-                        direct_checks: self.opts.direct_checks,
-                        delete_data: false,
-                        keep_going: true,
-                        actor: format!("mtp-watch@{}", lock::hostname()),
-                    }),
-                    audit: &audit,
-                    progress: &LogProgress,
-                    cancel: self.cancel.clone(),
-                };
-                Some(run.execute(&run_plan, desired, &observed, held).await)
-            } else {
-                None
-            };
-            Ok(Applied {
-                plan,
-                report,
-                waiting,
-            })
-        };
-        match pipeline::locked(&hosts, &desired.fleet, &policy, work).await {
-            Ok((result, warnings)) => {
-                for w in warnings {
-                    tracing::warn!("{w}");
-                }
-                result.map_err(ApplyError::Other)
-            }
-            Err((host, e @ lock::LockError::Held { .. })) => {
-                Err(ApplyError::Locked(format!("host `{host}`: {e}")))
-            }
-            Err((host, e)) => Err(ApplyError::Other(format!("host `{host}`: {e}"))),
-        }
-    }
-
-    /// Records the outcome of an apply: backoff per tenant, status, webhooks.
-    async fn conclude(
-        &mut self,
-        fleet: &str,
-        commit: Option<String>,
-        session: &Session,
-        applied: Applied,
-    ) -> (Outcome, String) {
-        let Applied {
-            plan,
-            report,
-            waiting,
-        } = applied;
-        let Some(report) = report else {
-            let names: Vec<&str> = waiting.iter().map(|w| w.tenant.as_str()).collect();
+            names.dedup();
             return (
                 Outcome::Waiting,
                 format!("waiting to retry {}", names.join(", ")),
             );
-        };
+        }
         let now = chrono::Utc::now();
         let base = self.interval();
         let mut failed = Vec::new();
-        for o in &report.outcomes {
-            let Some(a) = plan.action(&o.tenant) else {
+        for o in &c.outcomes {
+            let Some(a) = c.actions.iter().find(|a| a.tenant == o.tenant) else {
                 continue;
             };
             match o.status {
-                TenantStatus::Done => self.backoff.succeeded(&o.tenant),
+                TenantStatus::Done => {
+                    self.backoff.succeeded(&o.tenant);
+                    self.reached
+                        .insert(o.tenant.clone(), a.desired_hash.clone());
+                }
                 TenantStatus::Failed | TenantStatus::RolledBack => {
                     let delay = self
                         .backoff
                         .failed(a, commit.as_deref(), &o.detail, base, now);
+                    // Its own requeue: tried again when its backoff runs out, alone.
+                    self.sched.requeue_at(
+                        &o.tenant,
+                        tokio::time::Instant::now() + delay + Duration::from_secs(1),
+                    );
                     failed.push(format!(
                         "{}: {} (retry in {})",
                         o.tenant,
@@ -926,10 +1012,10 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         self.shared.metrics.apply_failures(failed.len() as u64);
         let after = self
             .hosts
-            .observe(fleet, &session.all_claims(), false, 4)
+            .observe(&fleet, &c.session.all_claims(), false, 4)
             .await;
-        self.shared.status().set_live(fleet, &merged(&after));
-        let notes: Vec<TenantNote> = report
+        self.shared.status().set_live(&fleet, &merged(&after));
+        let notes: Vec<TenantNote> = c
             .outcomes
             .iter()
             .map(|o| TenantNote {
@@ -938,28 +1024,40 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
                 outcome: o.status.word().to_string(),
             })
             .collect();
-        if report.interrupted {
+        if c.interrupted {
             return (Outcome::Interrupted, "stopped by a signal".into());
         }
-        if let Some(why) = &report.halted {
-            return (Outcome::Error, why.clone());
+        if !c.halted.is_empty() {
+            return (Outcome::Error, c.halted.join("; "));
         }
         if failed.is_empty() {
             let msg = format!("applied {} change(s) to fleet `{fleet}`", notes.len());
             if let Some(n) = self.notifier() {
                 n.send(&self.event(EventKind::Applied, commit, notes, &msg));
             }
-            if waiting.is_empty() {
-                self.mark_converged(session);
-                self.shared.status().pending_drift.clear();
+            if c.waiting.is_empty() && others.is_empty() && c.errors.is_empty() {
+                if c.fleet_wide {
+                    if self.sched.running() == 0 && !self.rollout_pending {
+                        self.mark_converged(&c.session);
+                        self.shared.status().pending_drift.clear();
+                    }
+                } else {
+                    let done: BTreeSet<&str> =
+                        c.outcomes.iter().map(|o| o.tenant.as_str()).collect();
+                    self.shared
+                        .status()
+                        .pending_drift
+                        .retain(|d| !done.contains(d.tenant.as_str()));
+                }
                 return (Outcome::Applied, msg);
             }
-            return (
-                Outcome::Waiting,
-                format!("{msg}; {} waiting", waiting.len()),
-            );
+            if let Some(e) = c.errors.first() {
+                return (Outcome::Error, format!("{msg}; {e}"));
+            }
+            let n = c.waiting.len() + others.len();
+            return (Outcome::Waiting, format!("{msg}; {n} waiting"));
         }
-        let rolled_back = report
+        let rolled_back = c
             .outcomes
             .iter()
             .any(|o| o.status == TenantStatus::RolledBack);
@@ -991,10 +1089,18 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
     }
 
     /// The revision in force is converged: remember it (and, in git, record it in
-    /// `refs/mtp/applied` for the next start).
-    fn mark_converged(&mut self, session: &Session) {
+    /// `refs/mtp/applied` for the next start). Only the revision in force is: a cycle of an
+    /// older one that ends late records nothing.
+    fn mark_converged(&mut self, session: &Arc<Session>) {
+        let Some(good) = self
+            .good
+            .as_ref()
+            .filter(|g| Arc::ptr_eq(&g.session, session))
+        else {
+            return;
+        };
         self.converged = Some(session.files.hash());
-        let commit = self.good.as_ref().and_then(|g| g.commit);
+        let commit = good.commit;
         self.shared.status().commit = commit.map(|c| c.to_string());
         if let Some(c) = commit
             && let Err(e) = self.follower.record_applied(c)
@@ -1003,9 +1109,10 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         }
     }
 
-    /// Runs until a signal: syncs on start, on every poll tick, on every drift re-check, and
-    /// on Docker events about the fleet's containers. Triggers that arrive while a sync runs
-    /// are coalesced into one more sync.
+    /// Runs until a signal: reconciles on start, on every poll tick and drift re-check (the
+    /// whole fleet), on Docker events (their tenant), and when a failed tenant's backoff runs
+    /// out (that tenant). Reconciles run side by side, one per tenant at a time; a trigger
+    /// for a tenant being reconciled is one more reconcile after it.
     pub async fn run(mut self) -> Result<bool, String> {
         if !self.opts.once {
             let listen = self
@@ -1025,12 +1132,12 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         if self.opts.once || self.cancel.is_stopping() {
             return Ok(converged);
         }
-        let (tx, mut rx) = mpsc::channel::<Trigger>(16);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
         let mut watchers = Vec::new();
         if let Some(fleet) = self.good.as_ref().map(|g| g.desired.fleet.clone()) {
             for h in &self.hosts.hosts {
                 if let Ok(engine) = &h.engine {
-                    watchers.push(tokio::spawn(docker_events(
+                    watchers.push(tokio::spawn(triggers::docker_events(
                         engine.clone(),
                         fleet.clone(),
                         tx.clone(),
@@ -1039,7 +1146,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             }
         }
         let _dir_watcher = match &self.opts.follow {
-            Follow::WorkTree { manifest } => Some(watch_dir(
+            Follow::WorkTree { manifest } => Some(triggers::watch_dir(
                 &crate::fleet::files::parent_dir(manifest),
                 tx.clone(),
             )?),
@@ -1047,24 +1154,75 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         };
         let mut poll = tokio::time::interval(self.interval());
         let mut recheck = tokio::time::interval(self.recheck());
-        // Ticks missed while a long sync ran are not made up in a burst.
+        let renew_every = (self.opts.lock.ttl / 4).max(Duration::from_secs(1));
+        let mut renew = tokio::time::interval(renew_every);
+        // Ticks missed while a long cycle ran are not made up in a burst.
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
         recheck.tick().await;
+        renew.tick().await;
+        let mut running = Running::new();
+        let mut done: VecDeque<UnitDone> = VecDeque::new();
+        let mut follow: VecDeque<Trigger> = VecDeque::new();
         loop {
-            let trigger = tokio::select! {
-                _ = poll.tick() => Trigger::Poll,
-                _ = recheck.tick() => Trigger::Recheck,
-                Some(t) = rx.recv() => t,
-                _ = self.cancel.stopping() => break,
-            };
-            // Everything queued so far is covered by this sync.
-            while rx.try_recv().is_ok() {}
-            self.sync(trigger).await;
+            if let Some(d) = done.pop_front() {
+                let (_, more) = drive(&mut running, &mut done, self.finish(d)).await;
+                follow.extend(more);
+                continue;
+            }
             if self.cancel.is_stopping() {
                 break;
             }
+            let trigger = match follow.pop_front() {
+                Some(t) => t,
+                None => {
+                    let requeue = self.sched.next_requeue();
+                    tokio::select! {
+                        _ = poll.tick() => Trigger::Poll,
+                        _ = recheck.tick() => Trigger::Recheck,
+                        Some(t) = rx.recv() => t,
+                        Some(d) = running.next(), if !running.is_empty() => {
+                            done.push_back(d);
+                            continue;
+                        }
+                        _ = tokio::time::sleep_until(requeue.unwrap_or_else(tokio::time::Instant::now)), if requeue.is_some() => {
+                            let due = self.sched.due(tokio::time::Instant::now());
+                            follow.extend(due.into_iter().map(Trigger::Requeue));
+                            continue;
+                        }
+                        _ = renew.tick() => {
+                            let leases = self.leases.clone();
+                            drive(&mut running, &mut done, leases.renew()).await;
+                            continue;
+                        }
+                        _ = self.cancel.stopping() => break,
+                    }
+                }
+            };
+            // A burst of triggers for one tenant is one reconcile; fleet-wide triggers queued
+            // behind this one are covered by it.
+            let fleet_wide = trigger.tenant().is_none();
+            let mut queued = Vec::new();
+            while let Ok(t) = rx.try_recv() {
+                if t.tenant().is_some() && !queued.contains(&t) && t != trigger {
+                    queued.push(t);
+                } else if t.tenant().is_none() && !fleet_wide && !queued.contains(&t) {
+                    queued.push(t);
+                }
+            }
+            follow.extend(queued);
+            let mut started = Running::new();
+            drive(&mut running, &mut done, self.start(trigger, &mut started)).await;
+            running.extend(started);
+        }
+        // Stopping: the units in hand finish (or roll back) their tenant, then end.
+        while let Some(d) = running.next().await {
+            done.push_back(d);
+        }
+        while let Some(d) = done.pop_front() {
+            self.finish(d).await;
         }
         for w in watchers {
             w.abort();
@@ -1074,6 +1232,53 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
     }
 }
 
+/// Drives `f` to its end while the running units go on; the units that end meanwhile are
+/// queued in `done`.
+async fn drive<T>(
+    running: &mut Running,
+    done: &mut VecDeque<UnitDone>,
+    f: impl Future<Output = T>,
+) -> T {
+    let mut f = std::pin::pin!(f);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut f => return out,
+            Some(d) = running.next(), if !running.is_empty() => done.push_back(d),
+        }
+    }
+}
+
+/// Observes every host (with `refresh`, inspecting each container too, a few at a time) and
+/// plans `targets` (every tenant when empty) of the revision in force, with the gateway's
+/// preflight verdicts as inputs when given its cache. A host that does not answer has its
+/// tenants left alone; the others are planned.
+pub(crate) async fn plan_under<E: Engine>(
+    session: &Session,
+    desired: &Desired,
+    hosts: &Hosts<E>,
+    refresh: bool,
+    targets: &[String],
+    preflight: Option<&mut crate::gateway::preflight::Cache>,
+) -> Result<(Plan, Observed), WatchError> {
+    let observed = pipeline::observe(session, hosts, refresh).await;
+    if observed.live.values().all(|r| r.is_err()) {
+        let why: Vec<String> = observed
+            .live
+            .iter()
+            .filter_map(|(h, r)| r.as_ref().err().map(|e| format!("{h}: {e}")))
+            .collect();
+        return Err(WatchError::Observe(why));
+    }
+    let req = crate::fleet::PlanRequest {
+        refresh,
+        targets: targets.to_vec(),
+        ..Default::default()
+    };
+    let plan = pipeline::plan(session, desired, hosts, &observed, req, preflight).await;
+    Ok((plan, observed))
+}
+
 /// Every host's containers as one live state, for `/status`.
 fn merged(observed: &Observed) -> LiveState {
     let mut all = LiveState::default();
@@ -1081,94 +1286,4 @@ fn merged(observed: &Observed) -> LiveState {
         all.containers.extend(live.containers.iter().cloned());
     }
     all
-}
-
-/// What one apply of watch did.
-struct Applied {
-    /// The plan executed (held tenants left out).
-    plan: Plan,
-    report: Option<ApplyReport>,
-    waiting: Vec<Waiting>,
-}
-
-/// The webhooks of a revision, their keys decrypted.
-fn webhooks(session: &Session, keyring: &Keyring) -> Result<Vec<Webhook>, String> {
-    session
-        .loaded
-        .manifest
-        .watch
-        .as_ref()
-        .map(|w| w.webhooks.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|h| {
-            let key = match &h.secret {
-                Some(name) => {
-                    let mut m = keyring
-                        .decrypt(
-                            session.store(),
-                            crate::secrets::FLEET_OWNER,
-                            std::slice::from_ref(name),
-                        )
-                        .map_err(|e| format!("webhook secret `{name}`: {e}"))?;
-                    m.remove(name)
-                        .map(|v| SecretString::from(v.expose().to_string()))
-                }
-                None => None,
-            };
-            Ok(Webhook { url: h.url, key })
-        })
-        .collect()
-}
-
-/// Docker events about the fleet's containers (died, stopped, removed) trigger a re-check;
-/// a burst (die, stop, destroy) is one trigger. Event streams drop: the periodic re-check
-/// covers what they miss, and the stream is re-opened after an error.
-async fn docker_events<E: Engine>(engine: E, fleet: String, tx: mpsc::Sender<Trigger>) {
-    loop {
-        let mut events = std::pin::pin!(engine.events(&fleet));
-        while let Some(ev) = events.next().await {
-            match ev {
-                Ok(ev) => {
-                    tracing::info!(action = %ev.action, container = %ev.container, "docker event");
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    // A full queue already holds a trigger that covers this one.
-                    if let Err(mpsc::error::TrySendError::Closed(_)) =
-                        tx.try_send(Trigger::DockerEvent)
-                    {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "docker event stream broke; re-opening");
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-/// Watches a working tree (recursively: the manifest and `secrets/`); editors' rename-saves
-/// show up as events on the directory.
-fn watch_dir(
-    dir: &std::path::Path,
-    tx: mpsc::Sender<Trigger>,
-) -> Result<notify::RecommendedWatcher, String> {
-    use notify::{RecursiveMode, Watcher};
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && !matches!(ev.kind, notify::EventKind::Access(_))
-            && ev.paths.iter().any(|p| {
-                !p.components().any(|c| c.as_os_str() == ".git")
-                    && !p.to_string_lossy().ends_with(".jsonl")
-            })
-        {
-            let _ = tx.try_send(Trigger::FileChange);
-        }
-    })
-    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    w.watch(dir, RecursiveMode::Recursive)
-        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    Ok(w)
 }

@@ -89,6 +89,9 @@ pub struct Status {
     /// the gateway is healthy, the channel cannot reach its service.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub failing_channels: BTreeMap<String, Vec<String>>,
+    /// Reconciles recorded so far (fleet-wide and per tenant): each one that ends adds one,
+    /// so a client can wait for the next to end.
+    pub syncs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

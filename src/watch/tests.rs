@@ -117,6 +117,7 @@ impl Repo {
             listen: Some("127.0.0.1:0".into()),
             once: false,
             parallel: 1,
+            concurrency: DEFAULT_CONCURRENCY,
             lock: LockPolicy {
                 ttl: Duration::from_secs(60),
                 wait: Duration::from_secs(5),
@@ -313,4 +314,238 @@ async fn a_force_push_is_refused_and_the_commit_in_force_stays() {
     assert_eq!(running(&engine)[0].1, "gw:1");
     let live = engine.observe("w", &Claims::default()).await.unwrap();
     assert_eq!(live.containers.len(), 1);
+}
+
+/// Polls `cond` every 20 ms for up to 20 s; whether it came true.
+async fn until(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// The engine calls that change something, in order (`create w-a.next`, `start w-b`, ...).
+fn changes(engine: &FakeEngine) -> Vec<String> {
+    const MUTATING: [&str; 7] = [
+        "create ",
+        "start ",
+        "stop ",
+        "remove ",
+        "rename ",
+        "update ",
+        "write-config ",
+    ];
+    engine
+        .world()
+        .calls
+        .iter()
+        .filter(|c| MUTATING.iter().any(|m| c.starts_with(m)))
+        .cloned()
+        .collect()
+}
+
+fn image_of(engine: &FakeEngine, tenant: &str) -> Option<String> {
+    running(engine)
+        .into_iter()
+        .find(|(n, _)| n == &format!("w-{tenant}"))
+        .map(|(_, i)| i)
+}
+
+/// Stops the tenant's container behind mtp's back and emits Docker's event about it.
+fn stop_by_hand(engine: &FakeEngine, tenant: &str) {
+    let name = format!("w-{tenant}");
+    for c in engine.clone().state_mut().containers.iter_mut() {
+        if c.name == name {
+            c.state = RunState::Exited;
+        }
+    }
+    engine.emit("die", &name);
+}
+
+const FIVE: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_stopped_by_hand_heals_while_a_commit_rolls_out_one_tenant_at_a_time() {
+    let r = Repo::new();
+    r.declare(&FIVE.map(|t| (t, "gw:1")));
+    r.commit("five tenants");
+    let engine = FakeEngine::default();
+    let mut d = r.daemon(&engine);
+    d.opts.interval = Some(Duration::from_millis(200));
+    let cancel = d.cancel.clone();
+    let shared = d.shared.clone();
+    let story = async {
+        assert!(
+            until(|| shared.status().commit.is_some()).await,
+            "first sync"
+        );
+        // Let the daemon subscribe to the engine's events after its first sync.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A commit changes a..d: each recycle gates about a second.
+        r.declare(&[
+            ("a", "gw:2"),
+            ("b", "gw:2"),
+            ("c", "gw:2"),
+            ("d", "gw:2"),
+            ("e", "gw:1"),
+        ]);
+        r.commit("a..d on gw:2");
+        assert!(
+            until(|| image_of(&engine, "a").as_deref() == Some("gw:2")).await,
+            "the rollout began"
+        );
+        stop_by_hand(&engine, "e");
+        assert!(
+            until(|| image_of(&engine, "e").is_some()).await,
+            "e was not healed"
+        );
+        let rollout_done = image_of(&engine, "d").as_deref() == Some("gw:2");
+        assert!(
+            !rollout_done,
+            "e waited for the rollout: {:?}",
+            changes(&engine)
+        );
+        assert!(
+            until(|| FIVE[..4]
+                .iter()
+                .all(|t| image_of(&engine, t).as_deref() == Some("gw:2")))
+            .await,
+            "the rollout did not complete: {:?}",
+            changes(&engine)
+        );
+        cancel.stop();
+    };
+    let (ran, ()) = tokio::join!(d.run(), story);
+    assert!(ran.unwrap());
+    // The commit's tenants one at a time, in order: each new container is created, started
+    // and promoted before the next tenant's is started.
+    let starts: Vec<String> = changes(&engine)
+        .into_iter()
+        .filter(|c| c.starts_with("start w-") && c.ends_with(".next"))
+        .collect();
+    assert_eq!(
+        starts,
+        ["a", "b", "c", "d"].map(|t| format!("start w-{t}.next")),
+        "{:?}",
+        changes(&engine)
+    );
+    assert_eq!(image_of(&engine, "e").as_deref(), Some("gw:1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_event_reconciles_its_tenant_only_and_once_per_burst() {
+    let r = Repo::new();
+    r.declare(&FIVE.map(|t| (t, "gw:1")));
+    r.commit("five tenants");
+    let engine = FakeEngine::default();
+    let d = r.daemon(&engine);
+    let cancel = d.cancel.clone();
+    let shared = d.shared.clone();
+    let syncs = || shared.status().syncs;
+    let story = async {
+        assert!(until(|| shared.status().commit.is_some()).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = changes(&engine).len();
+        let syncs_before = syncs();
+        // A burst about `b`: stopped, then three more events while it is being healed.
+        stop_by_hand(&engine, "b");
+        for _ in 0..3 {
+            engine.emit("die", "w-b");
+        }
+        assert!(until(|| image_of(&engine, "b").is_some()).await, "b healed");
+        // The event about `c` is reconciled after b's: once it is recorded, b's burst is too
+        // (the daemon takes events in order).
+        stop_by_hand(&engine, "c");
+        assert!(until(|| image_of(&engine, "c").is_some()).await, "c healed");
+        assert!(
+            until(|| {
+                let st = shared.status();
+                st.syncs > syncs_before + 1
+                    && st
+                        .last_sync
+                        .as_ref()
+                        .is_some_and(|s| s.message.contains("applied"))
+            })
+            .await
+        );
+        let mut after: Vec<String> = changes(&engine).split_off(before);
+        after.retain(|c| !c.ends_with(" w.mtp-lock"));
+        // Only b and c were touched, each started once: no second reconcile ran beside the first.
+        assert!(
+            after
+                .iter()
+                .all(|c| c.ends_with(" w-b") || c.ends_with(" w-c")),
+            "{after:?}"
+        );
+        let starts = |t: &str| {
+            after
+                .iter()
+                .filter(|c| *c == &format!("start w-{t}"))
+                .count()
+        };
+        assert_eq!((starts("b"), starts("c")), (1, 1), "{after:?}");
+        // Each burst is at most one reconcile more than its first event.
+        let n = syncs() - syncs_before;
+        assert!((2..=4).contains(&n), "{n} reconciles for two tenants");
+        cancel.stop();
+    };
+    let (ran, ()) = tokio::join!(d.run(), story);
+    assert!(ran.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_halts_its_change_and_the_failed_tenant_alone_is_requeued() {
+    let r = Repo::new();
+    r.declare(&FIVE.map(|t| (t, "gw:1")));
+    r.commit("five tenants");
+    let engine = FakeEngine::default();
+    engine
+        .world()
+        .behaviours
+        .insert("bad:2".into(), Behaviour::ExitAtOnce);
+    let mut d = r.daemon(&engine);
+    assert!(d.sync(Trigger::Start).await);
+    // b..d carry a's failing change; e an unrelated one that goes through.
+    r.declare(&[
+        ("a", "bad:2"),
+        ("b", "bad:2"),
+        ("c", "bad:2"),
+        ("d", "bad:2"),
+        ("e", "gw:3"),
+    ]);
+    r.commit("bad image");
+    let before = changes(&engine).len();
+    assert!(!d.sync(Trigger::Poll).await);
+    let after: Vec<String> = changes(&engine).split_off(before);
+    assert!(after.iter().any(|c| c == "create w-a.next"), "{after:?}");
+    for t in ["b", "c", "d"] {
+        // (Its new container may have been made ahead of its turn; it is removed unstarted.)
+        assert!(
+            !after
+                .iter()
+                .any(|c| c.starts_with(&format!("start w-{t}")) || c == &format!("stop w-{t}")),
+            "{t} was tried after a failed: {after:?}"
+        );
+        assert_eq!(image_of(&engine, t).as_deref(), Some("gw:1"));
+    }
+    assert_eq!(image_of(&engine, "e").as_deref(), Some("gw:3"));
+    // Only a is requeued, when its backoff runs out.
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    assert!(d.sched.next_requeue().is_some());
+    assert_eq!(d.sched.due(far), vec!["a".to_string()]);
+    // Its requeue reconciles a alone: still backing off, nothing is tried.
+    let before = changes(&engine).len();
+    assert!(!d.sync(Trigger::Requeue("a".into())).await);
+    assert_eq!(changes(&engine).len(), before);
+    let st = d.shared.status().clone();
+    let last = st.last_sync.unwrap();
+    assert_eq!(
+        (last.reason.as_str(), last.outcome),
+        ("requeue", Outcome::Waiting)
+    );
+    let waiting: Vec<&str> = st.waiting.iter().map(|w| w.tenant.as_str()).collect();
+    assert_eq!(waiting, ["a"], "{:?}", st.waiting);
 }

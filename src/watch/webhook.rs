@@ -143,6 +143,39 @@ impl Notifier {
     }
 }
 
+/// The webhooks of a revision, their keys decrypted.
+pub fn of_revision(
+    session: &crate::fleet::Session,
+    keyring: &crate::fleet::Keyring,
+) -> Result<Vec<Webhook>, String> {
+    session
+        .loaded
+        .manifest
+        .watch
+        .as_ref()
+        .map(|w| w.webhooks.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| {
+            let key = match &h.secret {
+                Some(name) => {
+                    let mut m = keyring
+                        .decrypt(
+                            session.store(),
+                            crate::secrets::FLEET_OWNER,
+                            std::slice::from_ref(name),
+                        )
+                        .map_err(|e| format!("webhook secret `{name}`: {e}"))?;
+                    m.remove(name)
+                        .map(|v| SecretString::from(v.expose().to_string()))
+                }
+                None => None,
+            };
+            Ok(Webhook { url: h.url, key })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
