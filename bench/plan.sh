@@ -1,36 +1,43 @@
 #!/usr/bin/env bash
-# Benchmark: `mtp plan` on a converged fleet of N stub gateway containers, against
-# `docker-compose up -d --no-recreate` doing nothing on the same fleet written as a compose
-# file (the seed scripts' way: one service per tenant, generated into a compose file).
+# Benchmark: `mtp plan` on a converged fleet of N stub gateway containers.
 #
-#   bench/plan.sh                          # SIZES="10 100 1000", compose up to 100
-#   SIZES="10 100" bench/plan.sh
-#   COMPOSE_MAX=0 SIZES=1000 bench/plan.sh # mtp only
-#   MTP=/path/to/mtp bench/plan.sh         # a prebuilt binary (default: a release build)
+#   bench/plan.sh                                  # SIZES="10 100 1000", compose up to 100
+#   MTP=target/release/mtp SIZES=1000 bench/plan.sh
+#   COMPOSE_MAX=0 SIZES=1000 bench/plan.sh         # mtp only
 #
 # Targets: mtp plan under 0.5 s at 1,000 tenants, and at least 20x faster than compose.
-# Both are timed side by side in one run with hyperfine (installed from Debian if missing).
-# Compose v1 needs ~15 s per service past ~100 services, so it runs only up to COMPOSE_MAX.
+# Timed with hyperfine (installed from Debian if missing). MTP names a prebuilt binary
+# (default: `cargo build --release`).
 #
-# At each size it makes a throwaway mtp fleet (`mtp apply --parallel`, Docker health only)
-# and, up to COMPOSE_MAX, a compose project of the same services (same image, command,
-# healthcheck, limits, labels, published ports), then times each doing nothing. The stub's
-# healthcheck runs every 60 s so 1,000 idle containers do not load the machine. Everything
-# it made is removed at the end, also on failure or Ctrl-C. The fleet declares its host
-# (`[hosts.local]`, the machine's engine, with memory for N tenants of 1g and a subnet pool of
-# its own, 10.121.0.0/16) so the capacity check passes at every size.
+# Up to RUN_MAX tenants (default 100) the fleet runs: `mtp apply --parallel` (Docker health
+# only) makes it, and up to COMPOSE_MAX a compose project of the same services (same image,
+# command, healthcheck, limits, labels, published ports) is timed doing nothing beside it
+# (`docker-compose up -d --no-recreate`; compose v1 needs ~15 s per service past ~100).
+# Past RUN_MAX the containers are created and not started (1,000 running gateways would
+# load the machine more than the plan being timed): every tenant is declared disabled, and
+# examples/bench_create.rs makes each container and network exactly as apply would (same
+# specs, labels, subnets), so the plan is of a converged fleet and must say so (exit 0 with
+# --detailed-exitcode). The fleets are 128 MiB stubs (the memory check passes) with their
+# networks in mtp's default pool (4096 /28s). Everything made is removed at the end, also on
+# failure or Ctrl-C: containers, volumes, networks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 SIZES=${SIZES:-"10 100 1000"}
 COMPOSE_MAX=${COMPOSE_MAX:-100}
+RUN_MAX=${RUN_MAX:-100}
 RUNS=${RUNS:-10}
 PREFIX=${PREFIX:-benchpl}
 
 docker info >/dev/null 2>&1 || { echo "plan.sh: no Docker engine answers" >&2; exit 1; }
 command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
-[ "$COMPOSE_MAX" -eq 0 ] || command -v docker-compose >/dev/null || { echo "plan.sh: docker-compose (v1) is needed" >&2; exit 1; }
-MTP=$(mtp_binary)
+if [ -z "${MTP:-}" ]; then
+  cargo build --release --bin mtp -q
+  MTP=$PWD/target/release/mtp
+fi
+MTP=$(realpath "$MTP")
+CREATE=${CREATE:-$PWD/target/release/examples/bench_create}
+[ -x "$CREATE" ] || cargo build --release --example bench_create -q
 scripts/build-stub-image.sh >/dev/null
 
 work=$(mktemp -d)
@@ -53,28 +60,36 @@ for N in $SIZES; do
   fleet=$PREFIX$N
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$fleet" "$dir"
-    host_table local "$N" 121
-    printf '[defaults]\nhost = "local"\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
+    printf '[defaults]\nimage = "mtp-stub-gateway:dev"\nmemory = "128m"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
     printf 'env = { STUB_STARTUP_MS = "100" }\n'
-    printf 'health = { interval = "1s", running_interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
-    for i in $(seq 1 "$N"); do printf '[tenants.t%04d]\nport = %d\n\n' "$i" $((30000 + i)); done
+    printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
+    enabled=true
+    if [ "$N" -gt "$RUN_MAX" ]; then enabled=false; fi
+    for i in $(seq 1 "$N"); do printf '[tenants.t%04d]\nport = %d\nenabled = %s\n\n' "$i" $((30000 + i)) "$enabled"; done
   } > "$dir/fleet.toml"
   export MTP_FLEET=$dir/fleet.toml
   "$MTP" secrets init >/dev/null 2>&1
-  for i in $(seq 1 "$N"); do "$MTP" secrets gen "$(printf 't%04d' "$i")" >/dev/null 2>&1; done
+  # Each tenant's gateway token with its `# review:` line, as `mtp secrets gen` sets it.
+  (cd "$dir" && "$CREATE" fleet.toml tokens >/dev/null)
 
   echo "== $N tenants: creating the mtp fleet ($(free -g | awk '/Mem:/ {print $7}') GiB available)" >&2
   t0=$(date +%s)
-  # A bounded number of starts at once: dockerd times out when hundreds start together on
-  # two cores. A tenant that failed anyway is created by the next round.
-  ok=
-  for round in 1 2 3; do
-    if (cd "$dir" && "$MTP" apply --auto-approve --docker-health-only --parallel "${PARALLEL:-40}" --lock-ttl 2h >"$dir/apply.log" 2>&1); then ok=1; break; fi
-  done
-  if [ -z "$ok" ]; then
-    echo "apply at $N did not finish; the machine held $(docker ps -q --filter "label=mtp.fleet=$fleet" --filter status=running | wc -l) running containers" >&2
-    tail -5 "$dir/apply.log" >&2
-    break
+  if [ "$N" -gt "$RUN_MAX" ]; then
+    # Created, not started: the tenants are disabled, so this is the converged fleet.
+    (cd "$dir" && "$CREATE" fleet.toml "${PARALLEL:-8}" >"$dir/create.log" 2>&1) || { tail -5 "$dir/create.log" >&2; exit 1; }
+    sed 's/^/   /' "$dir/create.log" >&2
+  else
+    # A bounded number of starts at once: dockerd times out when hundreds start together on
+    # two cores. A tenant that failed anyway is created by the next round.
+    ok=
+    for round in 1 2 3; do
+      if (cd "$dir" && "$MTP" apply --auto-approve --docker-health-only --parallel "${PARALLEL:-40}" --lock-ttl 2h >"$dir/apply.log" 2>&1); then ok=1; break; fi
+    done
+    if [ -z "$ok" ]; then
+      echo "apply at $N did not finish; the machine held $(docker ps -q --filter "label=mtp.fleet=$fleet" --filter status=running | wc -l) running containers" >&2
+      tail -5 "$dir/apply.log" >&2
+      break
+    fi
   fi
   echo "   created in $(( $(date +%s) - t0 )) s" >&2
   (cd "$dir" && "$MTP" plan --detailed-exitcode >/dev/null) || { echo "plan at $N is not empty after apply" >&2; exit 1; }
@@ -82,7 +97,7 @@ for N in $SIZES; do
 
   cmds=("cd $dir && $MTP plan --detailed-exitcode")
   names=("mtp plan")
-  if [ "$N" -le "$COMPOSE_MAX" ]; then
+  if [ "$N" -le "$COMPOSE_MAX" ] && [ "$N" -le "$RUN_MAX" ]; then
     # The same services as a compose file, as the seed's generator writes them.
     {
       echo 'version: "2.4"'
@@ -101,7 +116,7 @@ for N in $SIZES; do
     init: true
     cap_drop: [ALL]
     security_opt: [no-new-privileges]
-    mem_limit: 1g
+    mem_limit: 128m
     cpus: 0.1
     pids_limit: 64
     restart: unless-stopped

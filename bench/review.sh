@@ -6,18 +6,21 @@
 #
 #   bench/review.sh            # N=1000
 #   N=200 RUNS=5 bench/review.sh
-#   MTP=/path/to/mtp bench/review.sh  # a prebuilt binary (default: a release build)
+#   MTP=target/release/mtp bench/review.sh   # a prebuilt binary (default: cargo build --release)
 #
 # The fleet is made once in a throwaway git repository: N tenants, each with a generated
 # gateway token set through `mtp secrets gen` (so each has its `# review:` fingerprint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source bench/lib.sh
 N=${N:-1000}
 RUNS=${RUNS:-10}
 
 command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
-MTP=$(mtp_binary)
+if [ -z "${MTP:-}" ]; then
+  cargo build --release --bin mtp -q
+  MTP=$PWD/target/release/mtp
+fi
+MTP=$(realpath "$MTP")
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

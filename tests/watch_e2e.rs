@@ -795,10 +795,7 @@ fn reconciles(lines: &[Value]) -> Vec<(String, String)> {
         .map(|l| {
             (
                 l["kind"].as_str().unwrap_or_default().to_string(),
-                l["tenants"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                l["tenants"].as_str().unwrap_or_default().to_string(),
             )
         })
         .collect()

@@ -6,7 +6,7 @@ use std::path::Path;
 use miette::{IntoDiagnostic, Result, WrapErr, miette};
 
 use crate::engine::docker::DockerEngine;
-use crate::fleet::{Host, Hosts, Keyring, Session, SessionError};
+use crate::fleet::{Hosts, Keyring, Session, SessionError};
 
 /// Opens the fleet session; any validation error stops the command before anything is
 /// touched. Findings (warnings too) are printed to stderr as `mtp validate` prints them.
@@ -128,37 +128,14 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Connects to every host of the fleet at once (only those in `only`, when given). A host
 /// that does not answer is kept, unreachable, with why.
 pub async fn connect_hosts(session: &Session, only: &[String]) -> Result<Hosts<DockerEngine>> {
-    let endpoints = session.endpoints();
-    for name in only {
-        if !endpoints.iter().any(|(n, _)| n == name) {
-            return Err(miette!(
+    crate::fleet::pipeline::connect(session, only)
+        .await
+        .map_err(|e| {
+            miette!(
                 help = "the hosts are the tables under [hosts] in fleet.toml",
-                "--host {name}: no such host"
-            ));
-        }
-    }
-    let connects = endpoints
-        .into_iter()
-        .filter(|(n, _)| only.is_empty() || only.contains(n))
-        .map(|(name, ep)| async move {
-            let shown = ep.url.clone().unwrap_or_else(|| {
-                std::env::var("DOCKER_HOST")
-                    .ok()
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
-            });
-            let engine = DockerEngine::connect_to(&ep)
-                .await
-                .map_err(|e| e.to_string());
-            Host {
-                name,
-                endpoint: shown,
-                engine,
-            }
-        });
-    Ok(Hosts {
-        hosts: futures_util::future::join_all(connects).await,
-    })
+                "{e}"
+            )
+        })
 }
 
 /// `why`, said of `host` unless it is the implicit one of a fleet without `[hosts]`.

@@ -1,14 +1,57 @@
 //! The middle every command that reads or changes the fleet on its engines shares, written
-//! once: observe -> plan -> preflight, and lock -> execute -> release. `mtp plan`,
+//! once: connecting to the hosts, observe -> plan -> preflight, and lock -> execute -> release. `mtp plan`,
 //! `mtp apply`, `mtp destroy` and `mtp watch` call these.
 
 use crate::apply::lock::LockError;
 use crate::engine::Engine;
+use crate::engine::docker::DockerEngine;
 use crate::gateway::preflight;
 use crate::plan::{Desired, Plan};
 
 use super::converge::{self, HostLock, LockPolicy};
-use super::{Hosts, Observed, PlanRequest, Session};
+use super::{Host, Hosts, Observed, PlanRequest, Session};
+
+/// A host asked for by name that the fleet does not declare.
+#[derive(Debug, thiserror::Error)]
+#[error("--host {0}: no such host")]
+pub struct UnknownHost(pub String);
+
+/// Connects to every host of the fleet at once (only those in `only`, when given). A host
+/// that does not answer is kept, unreachable, with why.
+pub async fn connect(
+    session: &Session,
+    only: &[String],
+) -> Result<Hosts<DockerEngine>, UnknownHost> {
+    let endpoints = session.endpoints();
+    if let Some(name) = only
+        .iter()
+        .find(|name| !endpoints.iter().any(|(n, _)| n == *name))
+    {
+        return Err(UnknownHost(name.clone()));
+    }
+    let connects = endpoints
+        .into_iter()
+        .filter(|(n, _)| only.is_empty() || only.contains(n))
+        .map(|(name, ep)| async move {
+            let shown = ep.url.clone().unwrap_or_else(|| {
+                std::env::var("DOCKER_HOST")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+            });
+            let engine = DockerEngine::connect_to(&ep)
+                .await
+                .map_err(|e| e.to_string());
+            Host {
+                name,
+                endpoint: shown,
+                engine,
+            }
+        });
+    Ok(Hosts {
+        hosts: futures_util::future::join_all(connects).await,
+    })
+}
 
 /// Containers inspected at once when the live state is refreshed (`--refresh`).
 pub const REFRESH_CONCURRENCY: usize = 8;

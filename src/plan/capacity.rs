@@ -289,7 +289,10 @@ mod tests {
             .iter()
             .map(|n| {
                 let v = secrecy::SecretString::from("t".to_string());
-                (n.clone(), crate::secrets::SecretValue::new(v, &key, tenant, n))
+                (
+                    n.clone(),
+                    crate::secrets::SecretValue::new(v, &key, tenant, n),
+                )
             })
             .collect();
         crate::render::render(&m, &inst, &secrets).unwrap()

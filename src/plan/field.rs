@@ -156,7 +156,10 @@ mod tests {
             .into_iter()
             .map(|n| {
                 let v = secrecy::SecretString::from("v".to_string());
-                (n.to_string(), crate::secrets::SecretValue::new(v, &key, "acme", n))
+                (
+                    n.to_string(),
+                    crate::secrets::SecretValue::new(v, &key, "acme", n),
+                )
             })
             .collect();
         let spec = crate::render::render(&m, inst, &secrets).unwrap();

@@ -579,14 +579,14 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe + 'static, C: Connector
         // The periodic re-check also inspects each container: what the event stream and the
         // labels cannot show (`docker update`, a hand-edited openclaw.json).
         let refresh = trigger == Trigger::Recheck;
-        let (plan, observed) = match plan_under(&session, &desired, &self.hosts, refresh, &[], None).await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                self.record(&trigger, started, Outcome::Error, &e.to_string());
-                return (None, Vec::new());
-            }
-        };
+        let (plan, observed) =
+            match plan_under(&session, &desired, &self.hosts, refresh, &[], None).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.record(&trigger, started, Outcome::Error, &e.to_string());
+                    return (None, Vec::new());
+                }
+            };
         self.record_plan(&fleet, &merged(&observed), &plan);
         self.check_budgets(&session, &observed, commit.clone())
             .await;
@@ -834,10 +834,12 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe + 'static, C: Connector
                     c.halted.extend(r.halted);
                 }
             }
-            Err(e @ WatchError::Lock {
-                source: lock::LockError::Held { .. },
-                ..
-            }) => {
+            Err(
+                e @ WatchError::Lock {
+                    source: lock::LockError::Held { .. },
+                    ..
+                },
+            ) => {
                 // Another apply holds the fleet's lock: not a failure; the next poll tries
                 // again.
                 let reason = format!("{e}; tried again at the next poll");
