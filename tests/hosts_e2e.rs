@@ -657,7 +657,7 @@ fn a_host_over_tcp_with_tls_is_planned_and_applied() {
     assert!(!plain.status.success(), "the engine answered without TLS");
     f.defaults_extra = "host = \"t\"\n".into();
     f.declare(vec![Tenant::new("alpha"), Tenant::new("beta")]);
-    // The README's form: certificate paths relative to the manifest.
+    // The form docs/hosts.md shows: certificate paths relative to the manifest.
     append_manifest(
         &f,
         &format!(
