@@ -1,7 +1,8 @@
-//! Scheduled backups: with `[backup] every`, each tenant whose newest archive is older than
-//! that is backed up (as `mtp backup` does: online where the gateway allows it, encrypted to
-//! the fleet's recipients), then the retention of `[backup]` applies. What is due is read
-//! from the archives themselves, so a restart of watch neither repeats nor skips one.
+//! Scheduled backups: with `[backup] every`, each tenant whose newest backup is older than
+//! that is backed up (as `mtp backup` does: online where the gateway allows it), into the
+//! repository of `[backup] repository` when one is set, else as archives encrypted to the
+//! fleet's recipients; then the retention of `[backup]` applies. What is due is read from the
+//! snapshots or archives themselves, so a restart of watch neither repeats nor skips one.
 
 use std::path::PathBuf;
 
@@ -30,7 +31,40 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             return;
         };
         let dir = self.backup_dir_of(session);
-        let listed = crate::backup::list(&dir, session.fleet()).unwrap_or_default();
+        let access = match crate::backup::offsite::access(session, &self.keyring) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("scheduled backups: {e}");
+                return;
+            }
+        };
+        let newest: Vec<(String, chrono::DateTime<chrono::Utc>)> = match &access {
+            Some(a) => {
+                let a = a.clone();
+                let fleet = session.fleet().to_string();
+                match crate::engine::spool::blocking(move || {
+                    crate::backup::offsite::snapshots(&a, &fleet, &[])
+                })
+                .await
+                {
+                    Ok(Ok(snaps)) => snaps.into_iter().map(|s| (s.tenant, s.time)).collect(),
+                    // A repository not made yet holds nothing: every tenant is due.
+                    Ok(Err(e)) => {
+                        tracing::warn!("scheduled backups: listing the repository: {e}");
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        tracing::error!("scheduled backups: {e}");
+                        return;
+                    }
+                }
+            }
+            None => crate::backup::list(&dir, session.fleet())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| (l.tenant, l.created_at))
+                .collect(),
+        };
         let now = chrono::Utc::now();
         let due: Vec<String> = session
             .loaded
@@ -40,10 +74,10 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             .filter(|i| i.kind == crate::manifest::InstanceKind::Tenant && i.enabled)
             .filter(|i| !self.budget_holds(session, &i.name))
             .filter(|i| {
-                let newest = listed
+                let newest = newest
                     .iter()
-                    .filter(|l| l.tenant == i.name)
-                    .map(|l| l.created_at)
+                    .filter(|(t, _)| *t == i.name)
+                    .map(|(_, at)| *at)
                     .max();
                 newest.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= every)
             })
@@ -52,7 +86,11 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
         if due.is_empty() {
             return;
         }
-        match crate::backup::backup_fleet(session, &self.hosts, &due, &dir, false).await {
+        let to = match &access {
+            Some(a) => crate::backup::To::Repository(a),
+            None => crate::backup::To::Dir(&dir),
+        };
+        match crate::backup::backup_fleet(session, &self.hosts, &due, to, false).await {
             Ok(outcomes) => {
                 let mut failed = Vec::new();
                 for (tenant, r) in outcomes {
@@ -82,8 +120,31 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
                     let msg = format!("{} scheduled backup(s) failed", failed.len());
                     n.send(&self.event(EventKind::Failed, None, failed, &msg));
                 }
-                if let Err(e) = crate::backup::apply_retention(session, &dir, &due) {
-                    tracing::warn!("backup retention: {e}");
+                match &access {
+                    Some(a) => {
+                        let a = a.clone();
+                        let fleet = session.fleet().to_string();
+                        let keep = crate::backup::settings(session).keep();
+                        let tenants = due.clone();
+                        match crate::engine::spool::blocking(move || {
+                            crate::backup::offsite::forget(&a, &fleet, &tenants, keep)
+                        })
+                        .await
+                        {
+                            Ok(Ok(gone)) => {
+                                for s in gone {
+                                    tracing::info!(tenant = %s.tenant, snapshot = %s.short_id(), "snapshot forgotten (retention)");
+                                }
+                            }
+                            Ok(Err(e)) => tracing::warn!("backup retention: {e}"),
+                            Err(e) => tracing::warn!("backup retention: {e}"),
+                        }
+                    }
+                    None => {
+                        if let Err(e) = crate::backup::apply_retention(session, &dir, &due) {
+                            tracing::warn!("backup retention: {e}");
+                        }
+                    }
                 }
             }
             Err(e) => tracing::error!("scheduled backups: {e}"),
