@@ -188,6 +188,14 @@ pub struct BackupSettings {
     /// age-encrypted archives in `fleet.backup_dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// The private key for an `sftp:` repository (relative to this file's directory, or
+    /// absolute); default: ssh's own configuration and agent. The store's host key must be in
+    /// `known_hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
+    /// The region of an `s3:` repository's store (default `auto`, as R2 wants it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
     /// Snapshots of the repository kept per tenant, the newest ones (the newest always stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]

@@ -198,6 +198,10 @@ pub struct Access {
     pub location: Location,
     password: SecretValue,
     keys: Vec<(String, SecretValue)>,
+    /// The private key for an sftp store (default: ssh's own configuration and agent).
+    pub ssh_key: Option<PathBuf>,
+    /// An S3 store's region (default `auto`).
+    pub region: Option<String>,
 }
 
 impl std::fmt::Debug for Access {
@@ -216,6 +220,8 @@ impl Access {
             location,
             password,
             keys,
+            ssh_key: None,
+            region: None,
         }
     }
 
@@ -250,8 +256,15 @@ fn failed(access: &Access, what: &str) -> impl Fn(Box<rustic_core::RusticError>)
     move |e| OffsiteError::Repository {
         repository: repository.clone(),
         what: what.clone(),
-        reason: e.to_string(),
+        reason: reason(&e),
     }
+}
+
+/// rustic_core's message and causes, without the backtrace it appends when one was captured.
+fn reason(e: &rustic_core::RusticError) -> String {
+    let text = e.to_string();
+    let text = text.split("\n\nBacktrace:").next().unwrap_or_default();
+    text.trim().to_string()
 }
 
 /// Opens the repository; with `create`, makes it first when the store holds none yet.
@@ -351,13 +364,12 @@ pub fn store(
     tags: &Tags,
     at: DateTime<Utc>,
 ) -> Result<Snapshot, OffsiteError> {
-    let src = source::SpoolSource::index(spool.clone()).map_err(|reason| {
-        OffsiteError::Repository {
+    let src =
+        source::SpoolSource::index(spool.clone()).map_err(|reason| OffsiteError::Repository {
             repository: access.location.to_string(),
             what: "reading the copy".into(),
             reason,
-        }
-    })?;
+        })?;
     let repo = open(access, true)?
         .to_indexed_ids()
         .map_err(failed(access, "reading its index"))?;
@@ -415,7 +427,10 @@ pub struct Keep {
 
 impl Keep {
     pub fn is_set(&self) -> bool {
-        self.last.is_some() || self.daily.is_some() || self.weekly.is_some() || self.monthly.is_some()
+        self.last.is_some()
+            || self.daily.is_some()
+            || self.weekly.is_some()
+            || self.monthly.is_some()
     }
 }
 
@@ -524,13 +539,10 @@ pub fn access(
     session: &crate::fleet::Session,
     keyring: &crate::fleet::Keyring,
 ) -> Result<Option<Access>, AccessError> {
-    let Some(text) = session
-        .loaded
-        .manifest
-        .backup
-        .as_ref()
-        .and_then(|b| b.repository.as_ref())
-    else {
+    let Some(settings) = session.loaded.manifest.backup.as_ref() else {
+        return Ok(None);
+    };
+    let Some(text) = settings.repository.as_ref() else {
         return Ok(None);
     };
     let location = Location::parse(text, session.files.dir()).map_err(AccessError::Invalid)?;
@@ -540,5 +552,79 @@ pub fn access(
     let password = found
         .remove(PASSWORD_SECRET)
         .ok_or_else(|| AccessError::Invalid(format!("no `{PASSWORD_SECRET}`")))?;
-    Ok(Some(Access::new(location, password, found.into_iter().collect())))
+    let mut access = Access::new(location, password, found.into_iter().collect());
+    access.ssh_key = settings
+        .ssh_key
+        .as_ref()
+        .map(|k| match session.files.dir() {
+            Some(d) if k.is_relative() => d.join(k),
+            _ => k.clone(),
+        });
+    access.region = settings.s3_region.clone();
+    Ok(Some(access))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_are_read_in_restics_syntax() {
+        let base = Path::new("/srv/fleet");
+        assert_eq!(
+            Location::parse("backups/restic", Some(base)),
+            Ok(Location::Local("/srv/fleet/backups/restic".into()))
+        );
+        assert_eq!(
+            Location::parse("local:/mnt/r", Some(base)),
+            Ok(Location::Local("/mnt/r".into()))
+        );
+        let sftp = Location::parse("sftp:u1@box.example:/home/r", None).unwrap();
+        assert_eq!(
+            sftp,
+            Location::Sftp {
+                user: Some("u1".into()),
+                host: "box.example".into(),
+                port: None,
+                path: "/home/r".into()
+            }
+        );
+        assert_eq!(sftp.to_string(), "sftp:u1@box.example:/home/r");
+        let sftp = Location::parse("sftp://u1@box.example:23//home/r", None).unwrap();
+        assert_eq!(
+            sftp,
+            Location::Sftp {
+                user: Some("u1".into()),
+                host: "box.example".into(),
+                port: Some(23),
+                path: "/home/r".into()
+            }
+        );
+        let s3 = Location::parse("s3:https://s3.example.com/bucket/fleet/prod", None).unwrap();
+        assert_eq!(
+            s3,
+            Location::S3 {
+                endpoint: "https://s3.example.com".into(),
+                bucket: "bucket".into(),
+                prefix: "fleet/prod".into()
+            }
+        );
+        assert_eq!(s3.key_secrets(), &S3_KEY_SECRETS);
+        assert_eq!(
+            Location::parse("s3:s3.example.com/bucket", None)
+                .unwrap()
+                .to_string(),
+            "s3:https://s3.example.com/bucket"
+        );
+        for bad in [
+            "",
+            "s3:https://host",
+            "sftp:host",
+            "sftp:@:/x",
+            "rest:https://x/",
+            "b2:bucket:p",
+        ] {
+            assert!(Location::parse(bad, None).is_err(), "{bad}");
+        }
+    }
 }

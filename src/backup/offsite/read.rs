@@ -72,7 +72,14 @@ pub fn read_snapshot(
     // An in-process pipe, not an OS one: the CLI runs with SIGPIPE's default, and the reader
     // may stop before the writer's last bytes (the tar's end, or a refusal).
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    let (tx, rx) = (ChannelWriter(tx), ChannelReader { rx, buf: Vec::new(), at: 0 });
+    let (tx, rx) = (
+        ChannelWriter(tx),
+        ChannelReader {
+            rx,
+            buf: Vec::new(),
+            at: 0,
+        },
+    );
     let verified = std::thread::scope(|s| {
         let writer = s.spawn(|| write_tar(&repo, snap.tree, tx));
         let verified = verify_plain(rx, budget);
@@ -167,10 +174,7 @@ struct Content<'a, S: IndexedFull> {
 }
 
 impl<'a, S: IndexedFull> Content<'a, S> {
-    fn new(
-        repo: &'a Repository<S>,
-        node: &Node,
-    ) -> Result<Self, Box<rustic_core::RusticError>> {
+    fn new(repo: &'a Repository<S>, node: &Node) -> Result<Self, Box<rustic_core::RusticError>> {
         Ok(Content {
             repo,
             file: repo.open_file(node)?,
@@ -209,9 +213,9 @@ struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .send(buf.to_vec())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader stopped"))?;
+        self.0.send(buf.to_vec()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader stopped")
+        })?;
         Ok(buf.len())
     }
 

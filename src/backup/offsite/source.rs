@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustic_core::repofile::{Metadata, Node, NodeType};
-use rustic_core::{ErrorKind, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult};
+use rustic_core::{
+    ErrorKind, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
+};
 
 use crate::backup::{DATA_PREFIX, MANIFEST_ENTRY};
 use crate::engine::spool::Spool;
@@ -94,10 +96,10 @@ impl ReadSourceOpen for SpoolOpen {
     type Reader = Box<dyn Read + Send>;
 
     fn open(self) -> RusticResult<Self::Reader> {
-        let r = self
-            .spool
-            .reader_at(self.offset, self.size)
-            .map_err(|e| RusticError::new(ErrorKind::Backend, "reading the spooled copy: {e}").attach_context("e", e))?;
+        let r = self.spool.reader_at(self.offset, self.size).map_err(|e| {
+            RusticError::new(ErrorKind::Backend, "reading the spooled copy: {e}")
+                .attach_context("e", e)
+        })?;
         Ok(Box::new(r))
     }
 }
