@@ -21,8 +21,8 @@
 
 pub mod archive;
 pub mod create;
-pub mod partial;
 pub mod offsite;
+pub mod partial;
 pub mod restore;
 
 use std::path::{Path, PathBuf};
@@ -372,14 +372,7 @@ pub async fn restore_tenant<E: crate::engine::Engine, P: crate::apply::gate::Gat
             .await
             .map_err(read_err)??;
     restore_verified(
-        session,
-        keyring,
-        hosts,
-        probe,
-        tenant,
-        verified,
-        into_other,
-        check_only,
+        session, keyring, hosts, probe, tenant, verified, into_other, check_only,
     )
     .await
 }
@@ -421,14 +414,7 @@ pub async fn restore_tenant_from_repository<
         reason: e.to_string(),
     })?;
     let report = restore_verified(
-        session,
-        keyring,
-        hosts,
-        probe,
-        tenant,
-        verified,
-        into_other,
-        check_only,
+        session, keyring, hosts, probe, tenant, verified, into_other, check_only,
     )
     .await?;
     Ok((snap, report))

@@ -82,7 +82,11 @@ fn run_check(session: &crate::fleet::Session, args: CheckArgs) -> Result<ExitCod
             "{}: {} snapshot(s); {}{}",
             report.repository,
             report.snapshots,
-            if report.ok { "no errors" } else { "errors found" },
+            if report.ok {
+                "no errors"
+            } else {
+                "errors found"
+            },
             if report.read_data {
                 ", every pack read back"
             } else {
@@ -105,7 +109,10 @@ fn list_snapshots(
     let snaps =
         offsite::snapshots(access, session.fleet(), &args.tenants).map_err(|e| miette!("{e}"))?;
     if args.output.is_json() {
-        println!("{}", serde_json::to_string_pretty(&snaps).into_diagnostic()?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&snaps).into_diagnostic()?
+        );
     } else if snaps.is_empty() {
         println!("no snapshots in {}", access.location);
     } else {
