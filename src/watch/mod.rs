@@ -137,6 +137,8 @@ pub struct Daemon<E: Engine, P: GatewayProbe, C: Connector<E>> {
     budgets: budget::Book,
     /// When usage was last read for the budgets.
     usage_read: Option<Instant>,
+    /// Each tenant's newest backup seen, for the alert past twice `[backup] every`.
+    backups_seen: backups::Seen,
 }
 
 fn now_rfc3339() -> String {
@@ -205,6 +207,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe, C: Connector<E>> Daemo
             converged: None,
             budgets,
             usage_read: None,
+            backups_seen: Default::default(),
             cancel,
         })
     }

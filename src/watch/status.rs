@@ -84,6 +84,18 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Tenants not tried in the last sync, and why.
     pub waiting: Vec<Waiting>,
+    /// Tenants whose newest backup is older than twice `[backup] every`.
+    pub stale_backups: Vec<StaleBackup>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleBackup {
+    pub tenant: String,
+    /// RFC 3339 time of its newest backup; none seen since watch started when absent.
+    pub newest: Option<String>,
+    pub age_s: Option<u64>,
+    /// The same in words.
+    pub words: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,6 +171,7 @@ pub struct Metrics {
     sync_duration: Histogram,
     tenants: Family<StateLabel, Gauge>,
     pending_drift: Gauge,
+    stale_backups: Gauge,
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     apply_failures: Counter,
 }
@@ -170,6 +183,7 @@ impl Default for Metrics {
         let sync_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
         let tenants = Family::<StateLabel, Gauge>::default();
         let pending_drift = Gauge::default();
+        let stale_backups = Gauge::default();
         let last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let apply_failures = Counter::default();
         registry.register("mtp_sync", "Syncs by outcome", syncs.clone());
@@ -183,6 +197,11 @@ impl Default for Metrics {
             "mtp_pending_drift",
             "Tenants with a pending action",
             pending_drift.clone(),
+        );
+        registry.register(
+            "mtp_backups_stale",
+            "Tenants whose newest backup is older than twice [backup] every",
+            stale_backups.clone(),
         );
         registry.register(
             "mtp_last_successful_sync_timestamp_seconds",
@@ -200,6 +219,7 @@ impl Default for Metrics {
             sync_duration,
             tenants,
             pending_drift,
+            stale_backups,
             last_success,
             apply_failures,
         }
@@ -237,6 +257,7 @@ impl Metrics {
             self.tenants.get_or_create(&StateLabel { state }).inc();
         }
         self.pending_drift.set(s.pending_drift.len() as i64);
+        self.stale_backups.set(s.stale_backups.len() as i64);
     }
 
     /// The OpenMetrics text exposition.

@@ -24,6 +24,8 @@ pub enum EventKind {
     Refused,
     /// A tenant's month-to-date spend crossed 80 % or 100 % of its budget.
     Budget,
+    /// A tenant's newest backup is older than twice `[backup] every`.
+    BackupStale,
 }
 
 #[derive(Debug, Clone, Serialize)]
