@@ -211,7 +211,7 @@ impl ReadBackend for OpenDal {
 impl WriteBackend for OpenDal {
     fn create(&self) -> RusticResult<()> {
         // An object store has no directories (restic makes none there either).
-        if self.operator.info().scheme().to_string() == "s3" {
+        if self.operator.info().scheme() == "s3" {
             return Ok(());
         }
         for tpe in ALL_FILE_TYPES {
