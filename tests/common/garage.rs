@@ -121,25 +121,40 @@ impl Garage {
         std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
     }
 
-    /// Bytes of object data Garage holds (its data_dir's files).
+    /// Bytes of all the objects in the bucket, as its S3 listing counts them (Garage keeps
+    /// small objects inline in its metadata, so its data directory alone undercounts).
     pub fn stored_bytes(&self) -> u64 {
-        fn walk(p: &std::path::Path) -> u64 {
-            std::fs::read_dir(p)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| {
-                            let p = e.path();
-                            if p.is_dir() {
-                                walk(&p)
-                            } else {
-                                e.metadata().map(|m| m.len()).unwrap_or(0)
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        walk(&self.dir.path().join("data"))
+        opendal_http_transport_reqwest::install_default();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let b = opendal::services::S3::default()
+            .endpoint(&self.endpoint)
+            .bucket(&self.bucket)
+            .region(&self.region)
+            .access_key_id(&self.access_key_id)
+            .secret_access_key(&self.secret_access_key)
+            .disable_config_load()
+            .disable_ec2_metadata();
+        let op = opendal::Operator::new(b).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let opts = opendal::options::ListOptions {
+                recursive: true,
+                ..Default::default()
+            };
+            let entries = op.list_options("/", opts).await.unwrap();
+            let mut total = 0;
+            for e in entries {
+                let mut len = e.metadata().content_length();
+                if len == 0 && e.metadata().is_file() {
+                    len = op.stat(e.path()).await.unwrap().content_length();
+                }
+                total += len;
+            }
+            total
+        })
     }
 }
 

@@ -22,6 +22,9 @@ pub(super) fn backend(access: &Access) -> Result<Arc<dyn WriteBackend>, OffsiteE
         what: "reaching its store".into(),
         reason,
     };
+    // opendal's S3 speaks HTTP through the transport installed process-wide (reqwest, built
+    // without auto-registration); installing it again is a no-op.
+    opendal_http_transport_reqwest::install_default();
     let op = match &access.location {
         Location::Local(path) => {
             let be = rustic_backend::local::LocalBackend::new(
