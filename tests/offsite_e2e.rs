@@ -510,6 +510,14 @@ fn a_tenant_whose_host_was_lost_comes_back_from_the_repository() {
 
     let listed = f.mtp_ok(&["backup", "--list"]);
     assert!(stdout(&listed).contains(&id[..8]), "{}", text(&listed));
+    // The plan names what a creation from nothing would lose, and how to get it back.
+    let plan = f.mtp(&["plan"]);
+    let said = text(&plan);
+    println!("{said}");
+    assert!(said.contains("create   acme"), "{said}");
+    assert!(said.contains(&format!("snapshot {}", &id[..8])), "{said}");
+    assert!(said.contains("(data as of "), "{said}");
+    assert!(said.contains("mtp restore acme latest"), "{said}");
     f.apply_ok();
     assert!(f.container("acme").healthy());
     let o = f.mtp_ok(&["restore", "--yes", "acme", "latest"]);

@@ -564,9 +564,64 @@ pub fn access(
     Ok(Some(access))
 }
 
+/// "3 h 12 min", "2 d 4 h", "45 s": how long ago a snapshot was taken, to the two largest
+/// units.
+pub fn ago_words(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+/// For tenants a plan creates: those of which the repository holds snapshots (a host lost,
+/// a tenant moved), each with its newest snapshot's time and the loss window, so that
+/// nobody takes a creation for a recovery.
+pub fn creation_notes(
+    access: &Access,
+    fleet: &str,
+    created: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, OffsiteError> {
+    if created.is_empty() {
+        return Ok(Vec::new());
+    }
+    let snaps = snapshots(access, fleet, created)?;
+    let mut notes = Vec::new();
+    for t in created {
+        if let Some(s) = snaps
+            .iter()
+            .filter(|s| &s.tenant == t)
+            .max_by_key(|s| s.time)
+        {
+            notes.push(format!(
+                "{t}: created; should its data directory be gone (a lost host, a move), the \
+                 backup repository holds its snapshot {} of {} from host `{}` (data as of {} \
+                 ago): after apply, `mtp restore {t} latest` brings it back",
+                s.short_id(),
+                s.time.format("%Y-%m-%d %H:%M UTC"),
+                s.host,
+                ago_words((now - s.time).num_seconds())
+            ));
+        }
+    }
+    Ok(notes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loss_window_reads_in_two_units() {
+        assert_eq!(ago_words(3 * 3600 + 12 * 60 + 5), "3 h 12 min");
+        assert_eq!(ago_words(50 * 3600), "2 d 2 h");
+        assert_eq!(ago_words(125), "2 min");
+        assert_eq!(ago_words(7), "7 s");
+    }
 
     #[test]
     fn repositories_are_read_in_restics_syntax() {
