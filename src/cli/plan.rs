@@ -255,7 +255,8 @@ pub fn save(plan: &Plan, path: &Path) -> Result<()> {
 }
 
 /// Tenants the plan creates of which the backup repository holds snapshots (see
-/// `offsite::creation_notes`); nothing when no repository is set or it cannot be read.
+/// `offsite::creation_notes`); nothing when no repository is set, none is made yet, or it
+/// cannot be read.
 fn creation_notes(fleet: &Path, plan: &crate::plan::Plan) -> Vec<String> {
     let created: Vec<String> = plan
         .actions
@@ -279,7 +280,8 @@ fn creation_notes(fleet: &Path, plan: &crate::plan::Plan) -> Vec<String> {
             &created,
             chrono::Utc::now(),
         )
-        .unwrap_or_else(|e| vec![format!("the backup repository could not be read: {e}")]),
+        // Not made yet, or unreachable: `mtp backup check` is where that is told.
+        .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
