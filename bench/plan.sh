@@ -17,8 +17,8 @@
 # load the machine more than the plan being timed): every tenant is declared disabled, and
 # examples/bench_create.rs makes each container and network exactly as apply would (same
 # specs, labels, subnets), so the plan is of a converged fleet and must say so (exit 0 with
-# --detailed-exitcode). The fleets are 128 MiB stubs (the memory check passes) with their
-# networks in mtp's default pool (4096 /28s). Everything made is removed at the end, also on
+# --detailed-exitcode). The fleets are 1g stubs on a host declaring memory for them
+# (bench/lib.sh's host_table), their networks in a /16 pool of the bench's own (4096 /28s). Everything made is removed at the end, also on
 # failure or Ctrl-C: containers, volumes, networks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +60,8 @@ for N in $SIZES; do
   fleet=$PREFIX$N
   {
     printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$fleet" "$dir"
-    printf '[defaults]\nimage = "mtp-stub-gateway:dev"\nmemory = "128m"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
+    host_table local "$N" 125
+    printf '[defaults]\nhost = "local"\nimage = "mtp-stub-gateway:dev"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n'
     printf 'env = { STUB_STARTUP_MS = "100" }\n'
     printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
     enabled=true

@@ -104,11 +104,11 @@ export MTP_AGE_IDENTITY=$work/identity.txt NO_COLOR=1
 fleet_toml() { # NAME HOSTS
   local name=$1 hosts=$2
   printf '[fleet]\nname = "%s"\ndata_root = "%s/data-%s"\n\n' "$name" "$work" "$name"
-  printf '[defaults]\nimage = "%s"\nmemory = "128m"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n' "$IMAGE"
+  printf '[defaults]\nimage = "%s"\nmemory = "1g"\ncpus = 0.1\npids_limit = 64\nstop_timeout = "2s"\n' "$IMAGE"
   printf 'health = { interval = "60s", timeout = "10s", retries = 3, start_period = "0s", gate_timeout = "180s" }\n\n'
   if [ "$hosts" -gt 0 ]; then
     for k in $(seq 1 "$hosts"); do
-      printf '[hosts.e%d]\nendpoint = "unix://%s/e%d/docker.sock"\nsubnet_pool = "10.%d.0.0/16"\n\n' "$k" "$work" "$k" $((OCTET + k))
+      printf '[hosts.e%d]\nendpoint = "unix://%s/e%d/docker.sock"\nmemory = "%dg"\nsubnet_pool = "10.%d.0.0/16"\n\n' "$k" "$work" "$k" $((PER + 8)) $((OCTET + k))
     done
   fi
   python3 - "$hosts" "$PER" <<'PY'

@@ -14,12 +14,14 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # What the tests use besides Docker: an sshd and ssh-agent on loopback (the ssh:// host tests),
-# openssl (TLS certificates for the tcp:// host tests), cargo-nextest (the runner). Installed
-# when this machine can (root with apt-get), else named.
+# openssl (TLS certificates for the tcp:// host tests), restic (reads back what the backup
+# repository tests wrote), cargo-nextest (the runner), garage (below). Installed when this machine can (root
+# with apt-get), else named.
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-agent >/dev/null || missing+=(openssh-client)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v restic >/dev/null || missing+=(restic)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -q >&2
@@ -32,6 +34,15 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: cargo-nextest is missing; installing it (cargo install cargo-nextest --locked)" >&2
   cargo install cargo-nextest --locked >&2
+fi
+
+# Garage, the S3-compatible store the backup repository tests start on loopback: built from
+# crates.io once per machine (about 10-15 min on two cores, only the lmdb metadata engine),
+# skipped when a garage is already installed.
+if ! command -v garage >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
+  echo "test.sh: garage is missing; installing it (cargo install garage, once per machine)" >&2
+  cargo install garage --version 2.5.0 --locked --no-default-features \
+    --features bundled-libs,lmdb >&2
 fi
 
 # Build the stub gateway and Docker proxy images once, up front (tests would otherwise race

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use apply_support::*;
 use common::second_engine::SecondEngine;
+use common::sshd::Sshd;
 
 /// Address slots of the second engines of this file (`plan_api_calls.rs` has its own).
 const SLOT_TWO_HOSTS: u32 = 0;
@@ -317,94 +318,6 @@ fn host_b_killed_mid_apply_leaves_host_a_converged_and_a_rerun_converges() {
     );
     assert!(f.containers().iter().all(Ctr::healthy));
     assert_no_secret_in(&f, &outputs);
-}
-
-/// An sshd on loopback (a free port, key auth only, its own host key, authorized_keys and
-/// config in a temp dir) whose sessions reach `docker_host`; stopped, and its host key
-/// removed from root's known_hosts, when dropped.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
-
-impl Sshd {
-    fn start(docker_host: &str) -> Self {
-        for bin in ["/usr/sbin/sshd", "ssh", "ssh-keygen", "docker"] {
-            require_bin(bin);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        for key in ["host_key", "client_key"] {
-            run_ok(
-                "ssh-keygen",
-                &["-q", "-t", "ed25519", "-N", "", "-C", "mtp-test", "-f", key],
-                d,
-            );
-        }
-        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let port = free_port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-             PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nStrictModes no\nSetEnv DOCKER_HOST={docker_host}\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("sshd starts");
-        let sshd = Sshd { dir, port, child };
-        // A stale entry for this port (another key) would refuse the connection.
-        sshd.forget_host_key();
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "sshd did not listen within 20 s:\n{}",
-                sshd.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        sshd
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("client_key")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    fn forget_host_key(&self) {
-        let _ = Command::new("ssh-keygen")
-            .arg("-R")
-            .arg(format!("[127.0.0.1]:{}", self.port))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-        self.forget_host_key();
-    }
 }
 
 /// Plans and applies `f` (whose tenants are all on host `x`), checks that `b` runs them.

@@ -43,5 +43,11 @@ pub async fn before_removal<E: Engine>(
         force_stop: false,
         verify: true,
     };
-    create::backup(engine, &stopped, &target, recipients, dir).await
+    create::backup(
+        engine,
+        &stopped,
+        &target,
+        create::Destination::Dir { dir, recipients },
+    )
+    .await
 }

@@ -380,6 +380,13 @@ pub(crate) fn verify_with<'a>(
         age::DecryptError::NoMatchingKeys => Refused::NotARecipient,
         other => unreadable(&other),
     })?;
+    verify_plain(plain, budget)
+}
+
+/// [`verify`] of an archive's plaintext tar (a snapshot of the off-host repository, read back
+/// as the same `data/...` and `manifest.json`).
+pub(crate) fn verify_plain(plain: impl Read, budget: Budget) -> Result<Verified, Refused> {
+    let unreadable = |e: &dyn std::fmt::Display| Refused::Unreadable(e.to_string());
     let spool = std::sync::Arc::new(Spool::new().map_err(|e| unreadable(&e))?);
     let out: SpoolWriter = spool.writer().map_err(|e| unreadable(&e))?;
     let mut up = Upload::new(out);

@@ -71,7 +71,11 @@ impl BackupError {
 pub struct BackupReport {
     pub tenant: String,
     pub host: String,
+    /// The archive written, or `<repository>:<snapshot>` for the off-host repository.
     pub path: PathBuf,
+    /// The snapshot written to the off-host repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<super::offsite::Snapshot>,
     pub method: Method,
     /// How long the tenant did not serve because of the backup.
     pub downtime_ms: u64,
@@ -81,7 +85,8 @@ pub struct BackupReport {
     pub files: usize,
     /// File content in the archive, before encryption.
     pub data_bytes: u64,
-    /// The encrypted file's size.
+    /// The encrypted file's size; for a snapshot, the bytes it added to the repository
+    /// (compressed and encrypted: what deduplication did not find there already).
     pub archive_bytes: u64,
     pub added_from_live: usize,
     pub duration_ms: u64,
@@ -108,6 +113,8 @@ pub enum BackupError {
         dir: PathBuf,
         message: String,
     },
+    #[error("tenant `{tenant}`: writing the snapshot to the backup repository: {message}")]
+    Repository { tenant: String, message: String },
     #[error(
         "tenant `{tenant}` was stopped for the copy and is not healthy again: {message}; the backup was written to {}",
         path.display()
@@ -217,13 +224,23 @@ async fn remove_in_container<E: Engine>(engine: &E, id: &str, path: &str) {
     }
 }
 
-/// Writes one encrypted backup of `target`'s container `c` on `engine` into `dir`.
+/// Where a backup goes.
+pub enum Destination<'a> {
+    /// An age-encrypted archive in this directory, to the fleet's recipients.
+    Dir {
+        dir: &'a Path,
+        recipients: &'a crate::secrets::Recipients,
+    },
+    /// A snapshot in the fleet's off-host repository.
+    Repository(&'a super::offsite::Access),
+}
+
+/// Writes one encrypted backup of `target`'s container `c` on `engine` to `dest`.
 pub async fn backup<E: Engine>(
     engine: &E,
     c: &LiveContainer,
     target: &Target,
-    recipients: &crate::secrets::Recipients,
-    dir: &Path,
+    dest: Destination<'_>,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let tenant = target.tenant.clone();
@@ -320,28 +337,56 @@ pub async fn backup<E: Engine>(
         dirs: Vec::new(),
         files: Vec::new(),
     };
-    let recipients = recipients.clone();
-    let out_dir = dir.to_path_buf();
-    let verify = target.verify;
-    let written = blocking(move || {
-        compose(
-            &out_dir,
-            &name,
-            &recipients,
-            gateway,
-            &live,
-            manifest,
-            verify,
-        )
-    })
-    .await
-    .and_then(|r| r)
-    .map_err(|message| BackupError::Write {
-        tenant: tenant.clone(),
-        dir: dir.to_path_buf(),
-        message,
-    })?;
-    let (path, manifest) = written;
+    let (path, manifest, archive_bytes, snapshot) = match dest {
+        Destination::Dir { dir, recipients } => {
+            let recipients = recipients.clone();
+            let out_dir = dir.to_path_buf();
+            let verify = target.verify;
+            let (path, manifest) = blocking(move || {
+                compose(
+                    &out_dir,
+                    &name,
+                    &recipients,
+                    gateway,
+                    &live,
+                    manifest,
+                    verify,
+                )
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(|message| BackupError::Write {
+                tenant: tenant.clone(),
+                dir: dir.to_path_buf(),
+                message,
+            })?;
+            let archive_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            (path, manifest, archive_bytes, None)
+        }
+        Destination::Repository(access) => {
+            let access = access.clone();
+            let tags = super::offsite::Tags {
+                fleet: target.fleet.clone(),
+                tenant: target.tenant.clone(),
+                host: target.host.clone(),
+                commit: target.commit.clone(),
+            };
+            let (manifest, snap) = blocking(move || -> Result<_, String> {
+                let (spool, manifest) = compose_spool(gateway, &live, manifest)?;
+                let snap = super::offsite::store(&access, &spool, &tags, manifest.created_at)
+                    .map_err(|e| e.to_string())?;
+                Ok((manifest, snap))
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(|message| BackupError::Repository {
+                tenant: tenant.clone(),
+                message,
+            })?;
+            let path = PathBuf::from(format!("{}:{}", snap.repository, snap.short_id()));
+            (path, manifest, snap.added_bytes, Some(snap))
+        }
+    };
     if let Some(message) = restart_failed {
         return Err(BackupError::NotHealthyAfter {
             tenant,
@@ -349,11 +394,11 @@ pub async fn backup<E: Engine>(
             path,
         });
     }
-    let archive_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     Ok(BackupReport {
         tenant,
         host: target.host.clone(),
         path,
+        snapshot,
         method,
         downtime_ms: manifest.downtime_ms,
         fallback_reason,
@@ -374,7 +419,7 @@ fn compose(
     recipients: &crate::secrets::Recipients,
     gateway: Option<(Arc<Spool>, GatewayResult)>,
     live: &Spool,
-    mut manifest: BackupManifest,
+    manifest: BackupManifest,
     verify: bool,
 ) -> Result<(PathBuf, BackupManifest), String> {
     let partial = Partial::create(dir).map_err(|e| e.to_string())?;
@@ -382,8 +427,55 @@ fn compose(
     let read_back = verify.then(age::x25519::Identity::generate);
     let also = read_back.as_ref().map(|k| k.to_public());
     let enc = archive::encrypt_to_and(recipients, also.as_ref(), std::io::BufWriter::new(file))?;
+    let (enc, manifest) = compose_into(enc, gateway, live, manifest)?;
+    let mut file = enc.finish().map_err(|e| e.to_string())?;
+    std::io::Write::flush(&mut file).map_err(|e| e.to_string())?;
+    let file = file.into_inner().map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| e.to_string())?;
+    if let Some(key) = &read_back {
+        let budget = archive::Budget {
+            max_bytes: u64::MAX,
+            max_entries: usize::MAX,
+        };
+        let back = archive::verify_with(
+            partial.file().map_err(|e| e.to_string())?,
+            std::iter::once(key as &dyn age::Identity),
+            budget,
+        )
+        .map_err(|e| format!("the archive does not read back: {e}"))?;
+        if back.manifest != manifest {
+            return Err("the archive read back holds another manifest than was written".into());
+        }
+    }
+    let path = dir.join(name);
+    partial.persist(&path).map_err(|e| e.to_string())?;
+    Ok((std::fs::canonicalize(&path).unwrap_or(path), manifest))
+}
+
+/// The archive's plaintext tar (`data/...`, then `manifest.json`) into a spool encrypted to a
+/// key held only in memory: what a snapshot of the off-host repository is read from.
+fn compose_spool(
+    gateway: Option<(Arc<Spool>, GatewayResult)>,
+    live: &Spool,
+    manifest: BackupManifest,
+) -> Result<(Arc<Spool>, BackupManifest), String> {
+    let spool = Arc::new(Spool::new().map_err(|e| e.to_string())?);
+    let w = spool.writer()?;
+    let (w, manifest) = compose_into(w, gateway, live, manifest)?;
+    Spool::finish(w)?;
+    Ok((spool, manifest))
+}
+
+/// Writes the archive's tar into `out`: the gateway's own backup and what is added from the
+/// live data, or the live data alone; the manifest last.
+fn compose_into<W: std::io::Write>(
+    out: W,
+    gateway: Option<(Arc<Spool>, GatewayResult)>,
+    live: &Spool,
+    mut manifest: BackupManifest,
+) -> Result<(W, BackupManifest), String> {
     let mtime = manifest.created_at.timestamp().max(0) as u64;
-    let mut w = Writer::new(enc, mtime);
+    let mut w = Writer::new(out, mtime);
     let mut composed = Composed::default();
     match &gateway {
         Some((spool, result)) => {
@@ -410,29 +502,7 @@ fn compose(
     } else {
         Vec::new()
     };
-    let (enc, manifest) = w.finish(manifest).map_err(|e| e.to_string())?;
-    let mut file = enc.finish().map_err(|e| e.to_string())?;
-    std::io::Write::flush(&mut file).map_err(|e| e.to_string())?;
-    let file = file.into_inner().map_err(|e| e.to_string())?;
-    file.sync_all().map_err(|e| e.to_string())?;
-    if let Some(key) = &read_back {
-        let budget = archive::Budget {
-            max_bytes: u64::MAX,
-            max_entries: usize::MAX,
-        };
-        let back = archive::verify_with(
-            partial.file().map_err(|e| e.to_string())?,
-            std::iter::once(key as &dyn age::Identity),
-            budget,
-        )
-        .map_err(|e| format!("the archive does not read back: {e}"))?;
-        if back.manifest != manifest {
-            return Err("the archive read back holds another manifest than was written".into());
-        }
-    }
-    let path = dir.join(name);
-    partial.persist(&path).map_err(|e| e.to_string())?;
-    Ok((std::fs::canonicalize(&path).unwrap_or(path), manifest))
+    w.finish(manifest).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

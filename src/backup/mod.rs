@@ -21,6 +21,7 @@
 
 pub mod archive;
 pub mod create;
+pub mod offsite;
 pub mod partial;
 pub mod restore;
 
@@ -183,21 +184,8 @@ pub fn expired(
     out
 }
 
-/// `[backup]` of the manifest, or none.
-fn settings(session: &crate::fleet::Session) -> crate::manifest::BackupSettings {
-    session.loaded.manifest.backup.clone().unwrap_or_default()
-}
-
-/// Backs up `tenants` (every tenant when empty), one at a time, each on its own host.
-/// Returns one outcome per tenant, in name order.
-pub async fn backup_fleet<E: crate::engine::Engine>(
-    session: &crate::fleet::Session,
-    hosts: &crate::fleet::Hosts<E>,
-    tenants: &[String],
-    dir: &Path,
-    force_stop: bool,
-) -> Result<Vec<(String, Result<BackupReport, BackupError>)>, crate::secrets::SecretsError> {
-    let recipients = session.store().recipients()?;
+/// Removes the leftovers of interrupted backups in `dir`.
+fn sweep(dir: &Path) {
     match partial::sweep(dir) {
         Ok(gone) => {
             for p in gone {
@@ -211,6 +199,35 @@ pub async fn backup_fleet<E: crate::engine::Engine>(
             "cannot sweep {} for interrupted backups: {e}",
             dir.display()
         ),
+    }
+}
+
+/// `[backup]` of the manifest, or none.
+pub fn settings(session: &crate::fleet::Session) -> crate::manifest::BackupSettings {
+    session.loaded.manifest.backup.clone().unwrap_or_default()
+}
+
+/// Where [`backup_fleet`] writes.
+#[derive(Debug, Clone, Copy)]
+pub enum To<'a> {
+    /// Age-encrypted archives in a directory.
+    Dir(&'a Path),
+    /// Snapshots in the off-host repository of `[backup] repository`.
+    Repository(&'a offsite::Access),
+}
+
+/// Backs up `tenants` (every tenant when empty), one at a time, each on its own host.
+/// Returns one outcome per tenant, in name order.
+pub async fn backup_fleet<E: crate::engine::Engine>(
+    session: &crate::fleet::Session,
+    hosts: &crate::fleet::Hosts<E>,
+    tenants: &[String],
+    to: To<'_>,
+    force_stop: bool,
+) -> Result<Vec<(String, Result<BackupReport, BackupError>)>, crate::secrets::SecretsError> {
+    let recipients = session.store().recipients()?;
+    if let To::Dir(dir) = to {
+        sweep(dir);
     }
     let manifest = &session.loaded.manifest;
     let fleet = session.fleet();
@@ -283,7 +300,14 @@ pub async fn backup_fleet<E: crate::engine::Engine>(
                             force_stop,
                             verify: false,
                         };
-                        create::backup(engine, c, &target, &recipients, dir).await
+                        let dest = match to {
+                            To::Dir(dir) => create::Destination::Dir {
+                                dir,
+                                recipients: &recipients,
+                            },
+                            To::Repository(access) => create::Destination::Repository(access),
+                        };
+                        create::backup(engine, c, &target, dest).await
                     }
                 }
             }
@@ -349,6 +373,67 @@ pub async fn restore_tenant<E: crate::engine::Engine, P: crate::apply::gate::Gat
         crate::engine::spool::blocking(move || archive::verify(file, identity.identity(), budget))
             .await
             .map_err(read_err)??;
+    restore_verified(
+        session, keyring, hosts, probe, tenant, verified, into_other, check_only,
+    )
+    .await
+}
+
+/// Reads snapshot `which` (`latest` or an id) of `tenant` from the off-host repository,
+/// verifies it as an archive is verified, and restores it into `tenant` the same way.
+#[allow(clippy::too_many_arguments)]
+pub async fn restore_tenant_from_repository<
+    E: crate::engine::Engine,
+    P: crate::apply::gate::GatewayProbe,
+>(
+    session: &crate::fleet::Session,
+    keyring: &crate::fleet::Keyring,
+    hosts: &crate::fleet::Hosts<E>,
+    probe: &P,
+    tenant: &str,
+    access: &offsite::Access,
+    which: &str,
+    into_other: Option<&str>,
+    budget: Budget,
+    check_only: bool,
+) -> Result<(offsite::Snapshot, RestoreReport), RestoreError> {
+    let (from, a, fleet, w) = (
+        tenant.to_string(),
+        access.clone(),
+        session.fleet().to_string(),
+        which.to_string(),
+    );
+    let (snap, verified) = crate::engine::spool::blocking(move || {
+        offsite::read_snapshot(&a, &fleet, &from, &w, budget)
+    })
+    .await
+    .map_err(|reason| RestoreError::Read {
+        path: access.location.to_string(),
+        reason,
+    })?
+    .map_err(|e| RestoreError::Read {
+        path: access.location.to_string(),
+        reason: e.to_string(),
+    })?;
+    let report = restore_verified(
+        session, keyring, hosts, probe, tenant, verified, into_other, check_only,
+    )
+    .await?;
+    Ok((snap, report))
+}
+
+/// Restores a verified archive (or snapshot) into `tenant`.
+#[allow(clippy::too_many_arguments)]
+async fn restore_verified<E: crate::engine::Engine, P: crate::apply::gate::GatewayProbe>(
+    session: &crate::fleet::Session,
+    keyring: &crate::fleet::Keyring,
+    hosts: &crate::fleet::Hosts<E>,
+    probe: &P,
+    tenant: &str,
+    verified: Verified,
+    into_other: Option<&str>,
+    check_only: bool,
+) -> Result<RestoreReport, RestoreError> {
     restore::check_tenant(&verified, session.fleet(), tenant, into_other)?;
     let spec = session
         .render(keyring, tenant)

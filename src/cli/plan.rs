@@ -138,6 +138,9 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         miette::bail!("--markdown-dir goes with --format markdown");
     }
     let plan = make_plan(fleet, &req, !args.no_preflight, &args.hosts)?;
+    for note in creation_notes(fleet, &plan) {
+        eprintln!("note: {note}");
+    }
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Human => print!("{}", report::human(&plan, report::stdout_color())),
@@ -239,4 +242,36 @@ pub fn save(plan: &Plan, path: &Path) -> Result<()> {
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot write the plan to {}", path.display()))?;
     Ok(())
+}
+
+/// Tenants the plan creates of which the backup repository holds snapshots (see
+/// `offsite::creation_notes`); nothing when no repository is set, none is made yet, or it
+/// cannot be read.
+fn creation_notes(fleet: &Path, plan: &crate::plan::Plan) -> Vec<String> {
+    let created: Vec<String> = plan
+        .actions
+        .iter()
+        .filter(|a| a.action == crate::plan::ActionKind::Create)
+        .map(|a| a.tenant.clone())
+        .collect();
+    if created.is_empty() {
+        return Vec::new();
+    }
+    let Ok(session) = common::open_session(fleet) else {
+        return Vec::new();
+    };
+    let Ok(keyring) = common::keyring() else {
+        return Vec::new();
+    };
+    match crate::backup::offsite::access(&session, &keyring) {
+        Ok(Some(access)) => crate::backup::offsite::creation_notes(
+            &access,
+            session.fleet(),
+            &created,
+            chrono::Utc::now(),
+        )
+        // Not made yet, or unreachable: `mtp backup check` is where that is told.
+        .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }

@@ -68,6 +68,19 @@ impl Spool {
             .map_err(|e| e.to_string())
     }
 
+    /// A reader of `len` bytes of the decrypted archive from `offset` on (one entry's data,
+    /// read without decrypting what comes before it).
+    pub fn reader_at(&self, offset: u64, len: u64) -> Result<impl Read + Send + use<>, String> {
+        use std::io::{Seek, SeekFrom};
+        let file = self.file.reopen().map_err(|e| e.to_string())?;
+        let dec = age::Decryptor::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
+        let mut r = dec
+            .decrypt(std::iter::once(&self.key as &dyn age::Identity))
+            .map_err(|e| e.to_string())?;
+        r.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+        Ok(r.take(len))
+    }
+
     /// Extracts the spooled archive into `path` of container `id` (decrypted in a blocking
     /// thread and streamed, never whole in memory).
     pub async fn upload<E: Engine>(

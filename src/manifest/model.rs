@@ -181,6 +181,49 @@ pub struct BackupSettings {
     /// How often `mtp watch` backs up every tenant, e.g. `"24h"`. Default: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every: Option<Duration>,
+    /// The off-host repository backups go to, in restic's syntax: `s3:https://host/bucket/prefix`,
+    /// `sftp:user@host:/path`, or a local path (relative to this file's directory). Its
+    /// password is the fleet secret `_fleet/BACKUP_PASSWORD`; an S3 store's keys are
+    /// `_fleet/AWS_ACCESS_KEY_ID` and `_fleet/AWS_SECRET_ACCESS_KEY`. Without it, backups are
+    /// age-encrypted archives in `fleet.backup_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The private key for an `sftp:` repository (relative to this file's directory, or
+    /// absolute); default: ssh's own configuration and agent. The store's host key must be in
+    /// `known_hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
+    /// The region of an `s3:` repository's store (default `auto`, as R2 wants it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// Snapshots of the repository kept per tenant, the newest ones (the newest always stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_last: Option<u32>,
+    /// The newest snapshot of each of this many last days is kept, per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_daily: Option<u32>,
+    /// The newest snapshot of each of this many last weeks is kept, per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_weekly: Option<u32>,
+    /// The newest snapshot of each of this many last months is kept, per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_monthly: Option<u32>,
+}
+
+impl BackupSettings {
+    /// The repository's retention.
+    pub fn keep(&self) -> crate::backup::offsite::Keep {
+        crate::backup::offsite::Keep {
+            last: self.keep_last,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+        }
+    }
 }
 
 /// `[hosts.<name>]`: one Docker engine of the fleet.

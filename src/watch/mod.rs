@@ -179,6 +179,8 @@ pub struct Daemon<E: Engine, P: GatewayProbe, C: Connector<E>> {
     rollout_pending: bool,
     /// Channels each tenant's gateway reported failing at the last re-check.
     channels: channels::Channels,
+    /// Each tenant's newest backup seen, for the alert past twice `[backup] every`.
+    backups_seen: backups::Seen,
 }
 
 fn now_rfc3339() -> String {
@@ -336,6 +338,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe + 'static, C: Connector
             waiting: BTreeMap::new(),
             rollout_pending: false,
             channels: channels::Channels::default(),
+            backups_seen: Default::default(),
         })
     }
 

@@ -92,6 +92,18 @@ pub struct Status {
     /// Reconciles recorded so far (fleet-wide and per tenant): each one that ends adds one,
     /// so a client can wait for the next to end.
     pub syncs: u64,
+    /// Tenants whose newest backup is older than twice `[backup] every`.
+    pub stale_backups: Vec<StaleBackup>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleBackup {
+    pub tenant: String,
+    /// RFC 3339 time of its newest backup; none seen since watch started when absent.
+    pub newest: Option<String>,
+    pub age_s: Option<u64>,
+    /// The same in words.
+    pub words: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,6 +186,7 @@ pub struct Metrics {
     tenants: Family<StateLabel, Gauge>,
     failing_channels: Family<ChannelLabel, Gauge>,
     pending_drift: Gauge,
+    stale_backups: Gauge,
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     apply_failures: Counter,
 }
@@ -186,6 +199,7 @@ impl Default for Metrics {
         let tenants = Family::<StateLabel, Gauge>::default();
         let failing_channels = Family::<ChannelLabel, Gauge>::default();
         let pending_drift = Gauge::default();
+        let stale_backups = Gauge::default();
         let last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let apply_failures = Counter::default();
         registry.register("mtp_sync", "Syncs by outcome", syncs.clone());
@@ -206,6 +220,11 @@ impl Default for Metrics {
             pending_drift.clone(),
         );
         registry.register(
+            "mtp_backups_stale",
+            "Tenants whose newest backup is older than twice [backup] every",
+            stale_backups.clone(),
+        );
+        registry.register(
             "mtp_last_successful_sync_timestamp_seconds",
             "Unix time of the last converged sync",
             last_success.clone(),
@@ -222,6 +241,7 @@ impl Default for Metrics {
             tenants,
             failing_channels,
             pending_drift,
+            stale_backups,
             last_success,
             apply_failures,
         }
@@ -270,6 +290,7 @@ impl Metrics {
                     .set(1);
             }
         }
+        self.stale_backups.set(s.stale_backups.len() as i64);
     }
 
     /// The OpenMetrics text exposition.

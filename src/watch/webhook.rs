@@ -27,6 +27,8 @@ pub enum EventKind {
     /// A running tenant's gateway reports a channel failing (it cannot reach its service),
     /// or a channel reported failing recovered. The gateway stays healthy: no restart fixes it.
     Channel,
+    /// A tenant's newest backup is older than twice `[backup] every`.
+    BackupStale,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -83,6 +83,8 @@ pub struct TestFleet {
     pub admin_extra: String,
     /// On the real gateway's image (see [`TestFleet::real`]).
     pub real: bool,
+    /// Tables appended to the manifest as they are (e.g. `[backup]`).
+    pub tables: String,
 }
 
 impl TestFleet {
@@ -102,6 +104,7 @@ impl TestFleet {
             admin_port: free_port(),
             admin_extra: String::new(),
             real: false,
+            tables: String::new(),
         };
         f.write();
         f.mtp_ok(&["secrets", "init"]);
@@ -165,6 +168,7 @@ impl TestFleet {
                 t.name, t.port, t.extra
             ));
         }
+        s.push_str(&self.tables);
         std::fs::write(self.path().join("fleet.toml"), s).unwrap();
     }
 

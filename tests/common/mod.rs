@@ -18,5 +18,7 @@ pub fn available_secrets(dir: &Path) -> AvailableSecrets {
         .expect("fixture secrets readable")
 }
 
+pub mod garage;
 pub mod git;
 pub mod second_engine;
+pub mod sshd;

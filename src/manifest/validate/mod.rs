@@ -110,7 +110,7 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
         c.watch(w, available);
     }
     if let Some(b) = &parsed.backup {
-        c.backup(b);
+        c.backup(b, available);
     }
     if structurally_sound && instances.is_empty() {
         c.findings.push(
