@@ -498,11 +498,7 @@ fn under_older_labels_a_rotated_secret_still_recycles_and_a_patch_stays_a_patch(
         a.forced_by
             .contains(&"secrets.TELEGRAM_BOT_TOKEN".to_string())
     );
-    assert!(
-        a.changes
-            .iter()
-            .all(|c| c.secret && c.field.is_secret())
-    );
+    assert!(a.changes.iter().all(|c| c.secret && c.field.is_secret()));
 
     let (p, _) = plan_from_older_labels(&one(0, 0, 0, 0), &one(0, 1, 0, 0));
     let a = p.action("t0").unwrap();
@@ -510,3 +506,4 @@ fn under_older_labels_a_rotated_secret_still_recycles_and_a_patch_stays_a_patch(
     let fields: Vec<String> = a.changes.iter().map(|c| c.field.to_string()).collect();
     assert_eq!(fields, ["limits.memory"]);
 }
+mod decisions;
