@@ -36,6 +36,75 @@ enum Confirmation {
     Rejected(String),
 }
 
+/// One recycle under way: the tenant's old container, the new one, and their names.
+struct Recycling<'a> {
+    spec: &'a ContainerSpec,
+    old: &'a crate::plan::LiveRef,
+    new_id: String,
+    next_name: String,
+    /// The name the stopped old container steps aside to while the new one is gated.
+    old_name: String,
+    changes: RecycleChanges<'a>,
+}
+
+/// What a recycle reads from its planned changes before it touches anything. The data and
+/// secrets dirs are shared by the old and the new container: a changed openclaw.json or
+/// secrets file is written only once the old gateway has stopped (it would hot-reload it,
+/// and a rollback must find the old one); unchanged ones are rewritten while the old
+/// container stops, off the critical path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RecycleChanges<'a> {
+    pub config_changed: bool,
+    pub secrets_changed: bool,
+    /// The old config (recorded in its spec label), for a rollback to put back.
+    pub old_config: Option<&'a str>,
+    /// A changed uid: the old gateway stops first, then the data and secrets are given to
+    /// the new uid before the new container starts; a rollback gives them back first.
+    pub old_owner: Option<(u32, u32)>,
+}
+
+impl<'a> RecycleChanges<'a> {
+    pub(super) fn of(a: &'a TenantAction, spec: &ContainerSpec) -> Self {
+        let changed = |f: &Field| a.changes.iter().find(|c| &c.field == f);
+        RecycleChanges {
+            config_changed: changed(&Field::Config).is_some(),
+            secrets_changed: a.changes.iter().any(|c| c.field.is_secret()),
+            old_config: changed(&Field::Config)
+                .and_then(|c| c.old.as_ref())
+                .and_then(Value::as_str),
+            old_owner: changed(&Field::Security)
+                .and_then(|c| c.old.as_ref())
+                .and_then(|v| v.get("user"))
+                .and_then(Value::as_str)
+                .map(crate::render::parse_user)
+                .filter(|o| *o != spec.owner() && runs_gateway(spec)),
+        }
+    }
+
+    /// Whether the shared files change under the old gateway, so are written only once it
+    /// has stopped.
+    pub(super) fn write_after_stop(&self) -> bool {
+        self.config_changed || self.secrets_changed || self.old_owner.is_some()
+    }
+}
+
+/// What a rollback puts back that a recycle overwrites: the old secrets file (read from the
+/// old container, kept in memory only) and the token the old container runs with, for its
+/// gate after a rollback.
+struct Kept {
+    secrets: Option<Zeroizing<String>>,
+    token: Option<Zeroizing<String>>,
+}
+
+/// The gateway token in a secrets file.
+pub(super) fn token_in(secrets: &str) -> Option<Zeroizing<String>> {
+    serde_json::from_str::<Value>(secrets).ok().and_then(|v| {
+        v.get(crate::manifest::GATEWAY_TOKEN)
+            .and_then(Value::as_str)
+            .map(|t| Zeroizing::new(t.to_string()))
+    })
+}
+
 impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
     pub(super) async fn tenant_inner(
         &self,
@@ -524,246 +593,286 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         run: &mut Run<'_>,
     ) -> Result<String, Failure> {
         let old = old.ok_or_else(|| Failure::failed("recycle needs a live container"))?;
-        let old_id = old.container_id.as_str();
         let next_name = next_name(spec);
-        let new_id = match run.prepared.take() {
+        let new_id = self.next_container(spec, &next_name, run).await?;
+        let r = Recycling {
+            spec,
+            old,
+            new_id,
+            next_name,
+            old_name: format!("{}{OLD_SUFFIX}", spec.name),
+            changes: RecycleChanges::of(a, spec),
+        };
+        let kept = self.keep_for_rollback(&r).await;
+        let mut killed = None;
+        let attempt = self.switch_over(&r, &mut killed, run).await;
+        let (attempt, stepped_aside) = match attempt {
+            Ok(()) => self.gate_new(&r, run).await?,
+            Err(e) => (Err(e), false),
+        };
+        let killed_note = killed.map(|k| format!("; {k}")).unwrap_or_default();
+        if let Err(reason) = attempt {
+            let reason = format!("{reason}{killed_note}");
+            return Err(self.roll_back(&r, &kept, stepped_aside, reason, run).await);
+        }
+        self.take_over(&r, &a.tenant, stepped_aside, run).await?;
+        self.remove_records(&a.tenant, None).await;
+        run.created = Some(r.new_id.clone());
+        Ok(format!(
+            "recycled: {} replaced by {}, healthy{killed_note}",
+            short(&old.container_id),
+            short(&r.new_id)
+        ))
+    }
+
+    /// The recycle's new container (`<name>.next`): the one created ahead, else made now.
+    async fn next_container(
+        &self,
+        spec: &ContainerSpec,
+        next_name: &str,
+        run: &mut Run<'_>,
+    ) -> Result<String, Failure> {
+        match run.prepared.take() {
             Some(ahead) => {
                 self.step(run, &format!("{next_name} created ahead"));
-                ahead.id
+                Ok(ahead.id)
             }
             None => {
                 self.step(run, &format!("creating {next_name}"));
                 self.create_next(spec)
                     .await
-                    .map_err(|e| Failure::failed(format!("cannot create {next_name}: {e}")))?
+                    .map_err(|e| Failure::failed(format!("cannot create {next_name}: {e}")))
             }
-        };
-        let new_id = new_id.as_str();
+        }
+    }
 
-        // The data and secrets dirs are shared by the old and the new container: a changed
-        // openclaw.json or secrets file is written only once the old gateway has stopped (it
-        // would hot-reload it, and a rollback must find the old one). Unchanged ones are
-        // rewritten while the old container stops, off the critical path. What a rollback
-        // must put back is kept first: the old config (recorded in its spec label) and the
-        // old secrets file (read from the old container, kept in memory only).
-        let old_config = a
-            .changes
-            .iter()
-            .find(|c| c.field == Field::Config)
-            .and_then(|c| c.old.as_ref())
-            .and_then(Value::as_str);
-        let config_changed = a.changes.iter().any(|c| c.field == Field::Config);
-        let secrets_changed = a.changes.iter().any(|c| c.field.is_secret());
-        // A changed uid: the old gateway stops first, then the data and secrets are given to
-        // the new uid before the new container starts; a rollback gives them back first.
-        let old_owner = a
-            .changes
-            .iter()
-            .find(|c| c.field == Field::Security)
-            .and_then(|c| c.old.as_ref())
-            .and_then(|v| v.get("user"))
-            .and_then(Value::as_str)
-            .map(crate::render::parse_user)
-            .filter(|o| *o != spec.owner() && runs_gateway(spec));
-        let old_secrets: Option<Zeroizing<String>> = if secrets_changed {
-            read_file(self.engine, old_id, SECRETS_FILE)
-                .await
-                .ok()
-                .flatten()
-                .map(|b| Zeroizing::new(String::from_utf8_lossy(&b).into_owned()))
-        } else {
-            None
-        };
-        // The token the old container runs with, for its gate after a rollback.
-        let old_token: Option<Zeroizing<String>> = if secrets_changed {
-            old_secrets.as_ref().and_then(|s| {
-                serde_json::from_str::<Value>(s).ok().and_then(|v| {
-                    v.get(crate::manifest::GATEWAY_TOKEN)
-                        .and_then(Value::as_str)
-                        .map(|t| Zeroizing::new(t.to_string()))
-                })
-            })
-        } else {
-            spec.gateway_token().map(|t| Zeroizing::new(t.to_string()))
-        };
+    /// What a rollback must put back that the recycle overwrites, kept before it does.
+    async fn keep_for_rollback(&self, r: &Recycling<'_>) -> Kept {
+        if !r.changes.secrets_changed {
+            return Kept {
+                secrets: None,
+                token: r
+                    .spec
+                    .gateway_token()
+                    .map(|t| Zeroizing::new(t.to_string())),
+            };
+        }
+        let secrets = read_file(self.engine, &r.old.container_id, SECRETS_FILE)
+            .await
+            .ok()
+            .flatten()
+            .map(|b| Zeroizing::new(String::from_utf8_lossy(&b).into_owned()));
+        let token = secrets.as_deref().and_then(|s| token_in(s));
+        Kept { secrets, token }
+    }
+
+    /// Stops the old container and writes the shared files (in that order when they change
+    /// under the old gateway, at once otherwise), then starts the new container. `killed`:
+    /// a note when the old gateway had to be killed at its stop timeout.
+    async fn switch_over(
+        &self,
+        r: &Recycling<'_>,
+        killed: &mut Option<String>,
+        run: &mut Run<'_>,
+    ) -> Result<(), String> {
+        let (spec, old_id, new_id) = (r.spec, r.old.container_id.as_str(), r.new_id.as_str());
         let secrets = Zeroizing::new(spec.secrets_json());
-        let mut killed = None;
-        let attempt = async {
-            let files = Files {
-                config: Some(&spec.config),
-                secrets: Some(&secrets),
-                owner: spec.owner(),
-                live: false,
-            };
-            let write = async {
-                if !runs_gateway(spec) {
-                    return Ok(());
-                }
-                if old_owner.is_some() {
-                    crate::backup::restore::own(self.engine, spec, &self.plan.fleet, spec.owner())
-                        .await
-                        .map_err(|e| {
-                            format!("cannot give the data to uid {}: {e}", spec.owner().0)
-                        })?;
-                }
-                self.engine
-                    .write_files(new_id, &files)
+        let files = Files {
+            config: Some(&spec.config),
+            secrets: Some(&secrets),
+            owner: spec.owner(),
+            live: false,
+        };
+        let write = async {
+            if !runs_gateway(spec) {
+                return Ok(());
+            }
+            if r.changes.old_owner.is_some() {
+                crate::backup::restore::own(self.engine, spec, &self.plan.fleet, spec.owner())
                     .await
-                    .map_err(|e| format!("cannot write openclaw.json and secrets: {e}"))
-            };
-            if old.running {
-                self.step(run, "stopping the old container");
-                if config_changed || secrets_changed || old_owner.is_some() {
-                    killed = self
-                        .stop_gateway(old_id, spec.stop_timeout_s, run)
-                        .await
-                        .map_err(|e| format!("cannot stop the old container: {e}"))?;
-                    self.step(run, "writing openclaw.json and secrets");
-                    write.await?;
-                } else {
-                    let (stopped, written) =
-                        tokio::join!(self.stop_gateway(old_id, spec.stop_timeout_s, run), write);
-                    killed = stopped.map_err(|e| format!("cannot stop the old container: {e}"))?;
-                    written?;
-                }
-            } else {
+                    .map_err(|e| format!("cannot give the data to uid {}: {e}", spec.owner().0))?;
+            }
+            self.engine
+                .write_files(new_id, &files)
+                .await
+                .map_err(|e| format!("cannot write openclaw.json and secrets: {e}"))
+        };
+        if r.old.running {
+            self.step(run, "stopping the old container");
+            if r.changes.write_after_stop() {
+                *killed = self
+                    .stop_gateway(old_id, spec.stop_timeout_s, run)
+                    .await
+                    .map_err(|e| format!("cannot stop the old container: {e}"))?;
                 self.step(run, "writing openclaw.json and secrets");
                 write.await?;
+            } else {
+                let (stopped, written) =
+                    tokio::join!(self.stop_gateway(old_id, spec.stop_timeout_s, run), write);
+                *killed = stopped.map_err(|e| format!("cannot stop the old container: {e}"))?;
+                written?;
             }
-            self.step(run, "starting the new container");
-            Run::timed(&mut run.waits.start_ms, self.engine.start(new_id))
-                .await
-                .map_err(|e| format!("cannot start the new container: {e}"))?;
-            Ok::<(), String>(())
+        } else {
+            self.step(run, "writing openclaw.json and secrets");
+            write.await?;
         }
-        .await;
-        // While the new container is gated, the stopped old one steps aside as `<name>.old`,
-        // off the critical path: once the new one is healthy it takes the canonical name at
-        // once, and the old one is removed while the next tenants are worked on.
-        let old_name = format!("{}{OLD_SUFFIX}", spec.name);
-        let (attempt, stepped_aside) = match attempt {
-            Ok(()) => {
-                let (gated, renamed) = tokio::join!(
-                    self.gate(new_id, spec, spec.gateway_token(), run),
-                    self.engine.rename(old_id, &old_name)
-                );
-                let attempt = match gated {
-                    Ok(_) => Ok(()),
-                    Err(GateFailure::Interrupted) => {
-                        return Err(Failure::failed(format!(
-                            "{}; {next_name} is left running and the old container stopped as {old_name}: the next apply finishes or undoes the recycle",
-                            GateFailure::Interrupted
-                        )));
-                    }
-                    Err(g) => Err(format!(
-                        "the new container failed its health gate: {g}{}",
-                        self.failure_context(new_id).await
-                    )),
-                };
-                (attempt, renamed.is_ok())
-            }
-            Err(e) => (Err(e), false),
-        };
-        let killed_note = killed.map(|k| format!("; {k}")).unwrap_or_default();
+        self.step(run, "starting the new container");
+        Run::timed(&mut run.waits.start_ms, self.engine.start(new_id))
+            .await
+            .map_err(|e| format!("cannot start the new container: {e}"))
+    }
 
-        if let Err(reason) = attempt {
-            let reason = format!("{reason}{killed_note}");
-            self.step(run, "rolling back");
-            if let Err(e) = self.retire(new_id, spec.stop_timeout_s).await {
+    /// Gates the new container while the stopped old one steps aside as `<name>.old`, off
+    /// the critical path: once the new one is healthy it takes the canonical name at once, and
+    /// the old one is removed while the next tenants are worked on. Returns the gate's
+    /// verdict (`Err`: why to roll back) and whether the old container stepped aside; an
+    /// interrupted gate leaves both containers for the next apply.
+    async fn gate_new(
+        &self,
+        r: &Recycling<'_>,
+        run: &mut Run<'_>,
+    ) -> Result<(Result<(), String>, bool), Failure> {
+        let new_id = r.new_id.as_str();
+        let (gated, renamed) = tokio::join!(
+            self.gate(new_id, r.spec, r.spec.gateway_token(), run),
+            self.engine.rename(&r.old.container_id, &r.old_name)
+        );
+        let verdict = match gated {
+            Ok(_) => Ok(()),
+            Err(GateFailure::Interrupted) => {
                 return Err(Failure::failed(format!(
-                    "{reason}; removing the new container failed: {e}; the old one is stopped"
+                    "{}; {} is left running and the old container stopped as {}: the next apply finishes or undoes the recycle",
+                    GateFailure::Interrupted,
+                    r.next_name,
+                    r.old_name
                 )));
             }
-            if stepped_aside && let Err(e) = self.engine.rename(old_id, &spec.name).await {
-                return Err(Failure::failed(format!(
-                    "{reason}; giving the old container its name back failed: {e}; it is stopped as {old_name}"
-                )));
+            Err(g) => Err(format!(
+                "the new container failed its health gate: {g}{}",
+                self.failure_context(new_id).await
+            )),
+        };
+        Ok((verdict, renamed.is_ok()))
+    }
+
+    /// Puts the tenant back on its old container after a failed recycle: the new one
+    /// removed, the old one's name, uid and files given back, and (if it ran) started and
+    /// gated again. Always a failure, saying how far the rollback got.
+    async fn roll_back(
+        &self,
+        r: &Recycling<'_>,
+        kept: &Kept,
+        stepped_aside: bool,
+        reason: String,
+        run: &mut Run<'_>,
+    ) -> Failure {
+        let (spec, old_id) = (r.spec, r.old.container_id.as_str());
+        let RecycleChanges {
+            config_changed,
+            secrets_changed,
+            old_config,
+            old_owner,
+        } = r.changes;
+        self.step(run, "rolling back");
+        if let Err(e) = self.retire(&r.new_id, spec.stop_timeout_s).await {
+            return Failure::failed(format!(
+                "{reason}; removing the new container failed: {e}; the old one is stopped"
+            ));
+        }
+        if stepped_aside && let Err(e) = self.engine.rename(old_id, &spec.name).await {
+            return Failure::failed(format!(
+                "{reason}; giving the old container its name back failed: {e}; it is stopped as {}",
+                r.old_name
+            ));
+        }
+        // The data may be the new uid's already: give it back to the old one.
+        if let Some(owner) = old_owner
+            && let Err(e) =
+                crate::backup::restore::own(self.engine, spec, &self.plan.fleet, owner).await
+        {
+            return Failure::failed(format!(
+                "{reason}; giving the data back to uid {} failed ({e}); the old container is stopped",
+                owner.0
+            ));
+        }
+        // The new files may already be in the shared dirs: put the old ones back.
+        if config_changed || secrets_changed {
+            let restore = Files {
+                config: if config_changed { old_config } else { None },
+                secrets: kept.secrets.as_deref().map(String::as_str),
+                owner: old_owner.unwrap_or(spec.owner()),
+                live: false,
+            };
+            let restored = if config_changed && old_config.is_none() {
+                Err("the previous config is not recorded".to_string())
+            } else {
+                self.engine
+                    .write_files(old_id, &restore)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(e) = restored {
+                return Failure::failed(format!(
+                    "{reason}; restoring the previous openclaw.json and secrets failed ({e}); the old container is stopped"
+                ));
             }
-            // The data may be the new uid's already: give it back to the old one.
-            if let Some(owner) = old_owner
-                && let Err(e) =
-                    crate::backup::restore::own(self.engine, spec, &self.plan.fleet, owner).await
-            {
-                return Err(Failure::failed(format!(
-                    "{reason}; giving the data back to uid {} failed ({e}); the old container is stopped",
-                    owner.0
-                )));
-            }
-            // The new files may already be in the shared dirs: put the old ones back.
-            if config_changed || secrets_changed {
-                let restore = Files {
-                    config: if config_changed { old_config } else { None },
-                    secrets: old_secrets.as_deref().map(String::as_str),
-                    owner: old_owner.unwrap_or(spec.owner()),
-                    live: false,
-                };
-                let restored = if config_changed && old_config.is_none() {
-                    Err("the previous config is not recorded".to_string())
-                } else {
-                    self.engine
-                        .write_files(old_id, &restore)
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                if let Err(e) = restored {
-                    return Err(Failure::failed(format!(
-                        "{reason}; restoring the previous openclaw.json and secrets failed ({e}); the old container is stopped"
-                    )));
-                }
-            }
-            if !old.running {
-                return Err(Failure {
-                    status: Status::RolledBack,
-                    detail: format!(
-                        "{reason}; new container removed, the old one left stopped as it was"
-                    ),
-                });
-            }
-            // The old container was stopped by us: bring it back and gate it, with the token
-            // it runs with.
-            return match self
-                .start_gated(old_id, spec, old_token.as_deref().map(String::as_str), run)
-                .await
-            {
-                Ok(()) => Err(Failure {
-                    status: Status::RolledBack,
-                    detail: format!(
-                        "{reason}; rolled back: the old container runs again and is healthy"
-                    ),
-                }),
-                Err(g) => Err(Failure::failed(format!(
-                    "{reason}; the old container was restarted but {g}"
-                ))),
+        }
+        if !r.old.running {
+            return Failure {
+                status: Status::RolledBack,
+                detail: format!(
+                    "{reason}; new container removed, the old one left stopped as it was"
+                ),
             };
         }
+        // The old container was stopped by us: bring it back and gate it, with the token it
+        // runs with.
+        match self
+            .start_gated(old_id, spec, kept.token.as_deref().map(String::as_str), run)
+            .await
+        {
+            Ok(()) => Failure {
+                status: Status::RolledBack,
+                detail: format!(
+                    "{reason}; rolled back: the old container runs again and is healthy"
+                ),
+            },
+            Err(g) => Failure::failed(format!("{reason}; the old container was restarted but {g}")),
+        }
+    }
 
+    /// The healthy new container takes the tenant's name; the old one is removed later if it
+    /// stepped aside, else now.
+    async fn take_over(
+        &self,
+        r: &Recycling<'_>,
+        tenant: &str,
+        stepped_aside: bool,
+        run: &mut Run<'_>,
+    ) -> Result<(), Failure> {
+        let (spec, next_name) = (r.spec, &r.next_name);
         if stepped_aside {
             run.retired.push(Aside {
-                tenant: a.tenant.clone(),
-                id: old_id.to_string(),
-                name: old_name,
+                tenant: tenant.to_string(),
+                id: r.old.container_id.clone(),
+                name: r.old_name.clone(),
             });
         } else {
             self.step(run, "removing the old container");
-            self.retire(old_id, spec.stop_timeout_s).await.map_err(|e| {
-                Failure::failed(format!(
-                    "the new container is healthy as {next_name}, but removing the old one failed: {e}; apply again"
-                ))
-            })?;
+            self.retire(&r.old.container_id, spec.stop_timeout_s)
+                .await
+                .map_err(|e| {
+                    Failure::failed(format!(
+                        "the new container is healthy as {next_name}, but removing the old one failed: {e}; apply again"
+                    ))
+                })?;
         }
         self.step(run, "renaming the new container");
-        self.engine.rename(new_id, &spec.name).await.map_err(|e| {
+        self.engine.rename(&r.new_id, &spec.name).await.map_err(|e| {
             Failure::failed(format!(
                 "the new container is healthy as {next_name}, but renaming it failed: {e}; apply again"
             ))
-        })?;
-        self.remove_records(&a.tenant, None).await;
-        run.created = Some(new_id.to_string());
-        Ok(format!(
-            "recycled: {} replaced by {}, healthy{killed_note}",
-            short(old_id),
-            short(new_id)
-        ))
+        })
     }
 
     async fn patch(

@@ -199,6 +199,31 @@ impl Progress for Quiet {
     fn end(&self, _: &TenantOutcome) {}
 }
 
+/// Why a tenant's networks could not be made on a host (the engine's endpoint, as the plan
+/// records it).
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The host's subnet pool has no subnet left (`taken`: the one another client took while
+    /// apply tried it).
+    #[error(
+        "cannot create network {network}: no free subnet left in the pool {pool}{}",
+        taken.as_ref().map(|t| format!(" ({t} was taken meanwhile)")).unwrap_or_default()
+    )]
+    PoolExhausted {
+        host: String,
+        network: String,
+        pool: String,
+        taken: Option<String>,
+    },
+    #[error("cannot create network {network}: {source}")]
+    Engine {
+        host: String,
+        network: String,
+        #[source]
+        source: EngineError,
+    },
+}
+
 /// Everything an apply run needs besides the plan.
 pub struct Executor<'a, E: Engine, P: GatewayProbe> {
     pub engine: &'a E,
@@ -355,7 +380,7 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
         networks.sort();
         networks.dedup();
         if let Err(e) = self.ensure_networks(&networks).await {
-            report.halted = Some(e);
+            report.halted = Some(e.to_string());
         }
         let mut i = if report.halted.is_some() {
             work.len()
@@ -448,8 +473,9 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
     /// overlapping) is replaced by the next free one of the pool, a few times over; one the
     /// plan has none for (made elsewhere since, or an older plan) is taken from the pool here.
     /// Networks are made one at a time: Docker does not keep network names unique.
-    pub(crate) async fn ensure_networks(&self, networks: &[&str]) -> Result<(), String> {
+    pub(crate) async fn ensure_networks(&self, networks: &[&str]) -> Result<(), NetworkError> {
         use crate::subnets::allocate;
+        let host = self.plan.engine.as_str();
         let pool = self.host_plan().and_then(|h| h.subnets.as_ref()?.pool());
         let planned: BTreeMap<&str, ipnet::Ipv4Net> = self
             .plan
@@ -472,10 +498,12 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                 (false, Some(_)) => planned.get(n).copied().or_else(|| fresh(&engine, &avoid)),
             };
             if !exists && pool.is_some() && subnet.is_none() {
-                return Err(format!(
-                    "cannot create network {n}: no free subnet left in the pool {}",
-                    pool.map(|p| p.to_string()).unwrap_or_default()
-                ));
+                return Err(NetworkError::PoolExhausted {
+                    host: host.to_string(),
+                    network: n.to_string(),
+                    pool: pool.map(|p| p.to_string()).unwrap_or_default(),
+                    taken: None,
+                });
             }
             let mut tries = 0;
             loop {
@@ -490,13 +518,21 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
                         avoid.extend(taken.parse::<ipnet::Ipv4Net>().ok());
                         subnet = fresh(&engine, &avoid);
                         if subnet.is_none() {
-                            return Err(format!(
-                                "cannot create network {n}: no free subnet left in the pool {} ({taken} was taken meanwhile)",
-                                pool.map(|p| p.to_string()).unwrap_or_default()
-                            ));
+                            return Err(NetworkError::PoolExhausted {
+                                host: host.to_string(),
+                                network: n.to_string(),
+                                pool: pool.map(|p| p.to_string()).unwrap_or_default(),
+                                taken: Some(taken),
+                            });
                         }
                     }
-                    Err(e) => return Err(format!("cannot create network {n}: {e}")),
+                    Err(source) => {
+                        return Err(NetworkError::Engine {
+                            host: host.to_string(),
+                            network: n.to_string(),
+                            source,
+                        });
+                    }
                 }
             }
             if !exists {

@@ -131,7 +131,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         // time, so no two make the same network).
         let networks: Vec<&str> = spec.networks.iter().map(|n| n.name.as_str()).collect();
         if let Err(e) = self.ensure_networks(&networks).await {
-            return Err(undo(e, None).await);
+            return Err(undo(e.to_string(), None).await);
         }
         self.step(run, &format!("creating {next} on `{}`", a.host));
         let new_id = match self.create_next(spec).await {

@@ -1276,3 +1276,5 @@ async fn while_docker_says_starting_the_gate_runs_the_healthcheck_itself_and_tak
     );
     assert!(gate::probe_command(&["NONE".into()]).is_empty());
 }
+mod errors;
+mod recycle_steps;

@@ -12,9 +12,10 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::apply::gate::GatewayProbe;
-use crate::engine::{Absence, Engine, RunState};
+use crate::engine::{Absence, Engine, LiveContainer, Refreshed, RunState};
 use crate::fleet::{Hosts, Observed};
 use crate::plan::Desired;
+use crate::render::ContainerSpec;
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
@@ -118,267 +119,280 @@ pub async fn audit<E: Engine, P: GatewayProbe>(
                 continue;
             }
         };
-
-        // Hardening, by inspect.
         match engine.inspect_settings(&c.id).await {
             Ok(r) => {
-                let h = r.hardening.clone().unwrap_or_default();
-                let mut bad = Vec::new();
-                let drops_all = h.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
-                for want in &spec.security.cap_drop {
-                    if !drops_all && !h.cap_drop.iter().any(|c| c.eq_ignore_ascii_case(want)) {
-                        bad.push(format!("capability {want} not dropped"));
-                    }
-                }
-                if !h.cap_add.is_empty() {
-                    bad.push(format!("capabilities added: {}", h.cap_add.join(", ")));
-                }
-                if h.privileged {
-                    bad.push("privileged".into());
-                }
-                if spec.security.no_new_privileges
-                    && !h
-                        .security_opt
-                        .iter()
-                        .any(|o| o.starts_with("no-new-privileges") && !o.ends_with("false"))
-                {
-                    bad.push("no-new-privileges not set".into());
-                }
-                if spec.security.init && h.init != Some(true) {
-                    bad.push("no init process".into());
-                }
-                if r.pids_limit.is_none_or(|p| p <= 0) {
-                    bad.push("no pids limit".into());
-                }
-                if r.memory.is_none_or(|m| m == 0) {
-                    bad.push("no memory limit".into());
-                }
-                if !spec.security.user.is_empty() && h.user != spec.security.user {
-                    bad.push(format!(
-                        "runs as `{}`, not the gateway's uid {}",
-                        if h.user.is_empty() {
-                            "the image's user"
-                        } else {
-                            &h.user
-                        },
-                        spec.security.user
-                    ));
-                }
                 checks.push(pass_or_fail(
                     t,
                     "hardening",
-                    bad,
+                    hardening_problems(spec, &r),
                     "capabilities dropped, no-new-privileges, init, pids and memory limits, gateway uid",
                 ));
-                // Networks: its own only.
-                let want: Vec<&str> = spec.networks.iter().map(|n| n.name.as_str()).collect();
-                let extra: Vec<&String> = r
-                    .networks
-                    .iter()
-                    .filter(|n| !want.contains(&n.as_str()))
-                    .collect();
-                let missing: Vec<&&str> = want
-                    .iter()
-                    .filter(|n| !r.networks.contains(&n.to_string()))
-                    .collect();
-                let mut bad = Vec::new();
-                if !extra.is_empty() {
-                    bad.push(format!(
-                        "also on {}",
-                        extra
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                if !missing.is_empty() {
-                    bad.push(format!(
-                        "not on {}",
-                        missing.iter().map(|s| **s).collect::<Vec<_>>().join(", ")
-                    ));
-                }
-                checks.push(pass_or_fail(
-                    t,
-                    "networks",
-                    bad,
-                    format!("only {}", want.join(", ")).as_str(),
-                ));
+                checks.push(networks_check(t, spec, &r.networks));
             }
             Err(e) => checks.push(check(t, "hardening", Outcome::Skip, e.to_string())),
         }
-
-        // Ports, from the list call.
-        let mut bad = Vec::new();
-        for p in &spec.ports {
-            let found = c
-                .ports
-                .iter()
-                .find(|l| l.container_port == p.container_port);
-            match found {
-                Some(l) if l.host_port == p.host_port && l.host_ip == p.host_ip => {}
-                Some(l) => bad.push(format!(
-                    "{} published on {}:{}, declared {}:{}",
-                    p.container_port, l.host_ip, l.host_port, p.host_ip, p.host_port
-                )),
-                None if c.state == RunState::Running => {
-                    bad.push(format!("{} not published", p.container_port))
-                }
-                None => {}
-            }
-        }
-        for l in &c.ports {
-            if !spec
-                .ports
-                .iter()
-                .any(|p| p.container_port == l.container_port)
-            {
-                bad.push(format!(
-                    "{} published on {}:{} although not declared",
-                    l.container_port, l.host_ip, l.host_port
-                ));
-            }
-        }
-        checks.push(pass_or_fail(
-            t,
-            "ports",
-            bad,
-            &spec
-                .ports
-                .iter()
-                .map(|p| format!("{}:{}", p.host_ip, p.host_port))
-                .collect::<Vec<_>>()
-                .join(", "),
-        ));
-
+        checks.push(ports_check(t, spec, c));
         // The data directory, by the first header of its archive.
-        let path = crate::manifest::STATE_DIR;
-        match engine.path_owner(&c.id, path).await {
-            Ok((uid, mode)) => {
-                let mut bad = Vec::new();
-                // The uid its container runs as (a uid change not yet applied is the plan's).
-                let want = c.owner().0;
-                if uid != u64::from(want) {
-                    bad.push(format!(
-                        "{path} is owned by uid {uid}, not {want}, the uid its gateway runs as"
-                    ));
-                }
-                if mode & 0o077 != 0 {
-                    bad.push(format!("{path} is mode {mode:o}: others can read it"));
-                }
-                checks.push(pass_or_fail(
-                    t,
-                    "data",
-                    bad,
-                    &format!("{path} owned by uid {uid}, mode {mode:o}"),
-                ));
-            }
-            Err(e) => checks.push(check(t, "data", Outcome::Skip, e.to_string())),
-        }
-
-        // The token: present and accepted.
-        let addr = spec.ports.first().map(|p| (p.host_ip.clone(), p.host_port));
-        let token_check = match (tokens.and_then(|m| m.get(t)), addr) {
-            (None, _) => check(
-                t,
-                "token",
-                Outcome::Skip,
-                "no identity to decrypt the token with",
-            ),
-            (_, _) if c.state != RunState::Running => {
-                check(t, "token", Outcome::Skip, "not running")
-            }
-            (_, _) if !engine.is_local() => check(
-                t,
-                "token",
-                Outcome::Skip,
-                "the engine is remote: its ports are not reachable from here",
-            ),
-            (Some(token), Some((ip, port))) => {
-                let ip = if ip.is_empty() || ip == "0.0.0.0" {
-                    "127.0.0.1".to_string()
-                } else {
-                    ip
-                };
-                match format!("{ip}:{port}").parse() {
-                    Ok(sock) => match probe
-                        .health(sock, secrecy::ExposeSecret::expose_secret(token))
-                        .await
-                    {
-                        Ok(_) => check(
-                            t,
-                            "token",
-                            Outcome::Pass,
-                            "the gateway accepts the tenant's token",
-                        ),
-                        Err(crate::apply::gate::ProbeError::Token(why)) => check(
-                            t,
-                            "token",
-                            Outcome::Fail,
-                            format!("the gateway refuses the tenant's token: {why}"),
-                        ),
-                        Err(
-                            crate::apply::gate::ProbeError::Retry(why)
-                            | crate::apply::gate::ProbeError::Other(why),
-                        ) => check(
-                            t,
-                            "token",
-                            Outcome::Fail,
-                            format!("no health answer: {why}"),
-                        ),
-                    },
-                    Err(_) => check(t, "token", Outcome::Skip, "no address to reach it at"),
-                }
-            }
-            (Some(_), None) => check(t, "token", Outcome::Skip, "no published port"),
-        };
-        checks.push(token_check);
-
-        // Channels, from the gateway's last health probe (no extra call into the gateway): a
-        // channel that cannot reach its service is the gateway's report, not its health.
+        checks.push(
+            match engine.path_owner(&c.id, crate::manifest::STATE_DIR).await {
+                Ok((uid, mode)) => data_check(t, c, uid, mode),
+                Err(e) => check(t, "data", Outcome::Skip, e.to_string()),
+            },
+        );
+        checks.push(token_check(t, spec, c, engine, tokens.and_then(|m| m.get(t)), probe).await);
+        // Channels, from the gateway's last health probe (no extra call into the gateway).
         if c.state == RunState::Running {
             checks.push(match engine.status(&c.id).await {
-                Ok(st) => {
-                    let failing = st
-                        .last_probe_output
-                        .as_deref()
-                        .map(crate::gateway::failing_channels)
-                        .unwrap_or_default();
-                    if failing.is_empty() {
-                        check(t, "channels", Outcome::Pass, "no channel reported failing")
-                    } else {
-                        check(
-                            t,
-                            "channels",
-                            Outcome::Fail,
-                            format!(
-                                "the gateway reports {} failing: it cannot reach its service (a wrong credential, or the service or the network is down); the gateway itself stays up and is not restarted for it",
-                                failing.join(", ")
-                            ),
-                        )
-                    }
-                }
+                Ok(st) => channels_check(t, st.last_probe_output.as_deref()),
                 Err(e) => check(t, "channels", Outcome::Skip, e.to_string()),
             });
         }
-
-        checks.push(if image_pinned(&c.image) {
-            check(t, "image", Outcome::Pass, format!("{} is pinned", c.image))
-        } else {
-            check(
-                t,
-                "image",
-                Outcome::Fail,
-                format!(
-                    "{} is not pinned: name a version tag or a digest, not `latest`",
-                    c.image
-                ),
-            )
-        });
+        checks.push(image_check(t, &c.image));
     }
     Report {
         fleet: desired.fleet.clone(),
         checks,
+    }
+}
+
+/// How the container, by inspect, is less hardened than its spec says.
+fn hardening_problems(spec: &ContainerSpec, r: &Refreshed) -> Vec<String> {
+    let h = r.hardening.clone().unwrap_or_default();
+    let mut bad = Vec::new();
+    let drops_all = h.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
+    for want in &spec.security.cap_drop {
+        if !drops_all && !h.cap_drop.iter().any(|c| c.eq_ignore_ascii_case(want)) {
+            bad.push(format!("capability {want} not dropped"));
+        }
+    }
+    if !h.cap_add.is_empty() {
+        bad.push(format!("capabilities added: {}", h.cap_add.join(", ")));
+    }
+    if h.privileged {
+        bad.push("privileged".into());
+    }
+    if spec.security.no_new_privileges
+        && !h
+            .security_opt
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges") && !o.ends_with("false"))
+    {
+        bad.push("no-new-privileges not set".into());
+    }
+    if spec.security.init && h.init != Some(true) {
+        bad.push("no init process".into());
+    }
+    if r.pids_limit.is_none_or(|p| p <= 0) {
+        bad.push("no pids limit".into());
+    }
+    if r.memory.is_none_or(|m| m == 0) {
+        bad.push("no memory limit".into());
+    }
+    if !spec.security.user.is_empty() && h.user != spec.security.user {
+        bad.push(format!(
+            "runs as `{}`, not the gateway's uid {}",
+            if h.user.is_empty() {
+                "the image's user"
+            } else {
+                &h.user
+            },
+            spec.security.user
+        ));
+    }
+    bad
+}
+
+/// Networks: its own only (`on`: the ones it is on, by inspect).
+fn networks_check(t: &str, spec: &ContainerSpec, on: &[String]) -> Check {
+    let want: Vec<&str> = spec.networks.iter().map(|n| n.name.as_str()).collect();
+    let extra: Vec<&str> = on
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !want.contains(n))
+        .collect();
+    let missing: Vec<&str> = want
+        .iter()
+        .copied()
+        .filter(|n| !on.iter().any(|o| o == n))
+        .collect();
+    let mut bad = Vec::new();
+    if !extra.is_empty() {
+        bad.push(format!("also on {}", extra.join(", ")));
+    }
+    if !missing.is_empty() {
+        bad.push(format!("not on {}", missing.join(", ")));
+    }
+    pass_or_fail(
+        t,
+        "networks",
+        bad,
+        format!("only {}", want.join(", ")).as_str(),
+    )
+}
+
+/// Ports, from the list call: each declared one published as declared (a stopped container
+/// publishes none), and no other.
+fn ports_check(t: &str, spec: &ContainerSpec, c: &LiveContainer) -> Check {
+    let mut bad = Vec::new();
+    for p in &spec.ports {
+        let found = c
+            .ports
+            .iter()
+            .find(|l| l.container_port == p.container_port);
+        match found {
+            Some(l) if l.host_port == p.host_port && l.host_ip == p.host_ip => {}
+            Some(l) => bad.push(format!(
+                "{} published on {}:{}, declared {}:{}",
+                p.container_port, l.host_ip, l.host_port, p.host_ip, p.host_port
+            )),
+            None if c.state == RunState::Running => {
+                bad.push(format!("{} not published", p.container_port))
+            }
+            None => {}
+        }
+    }
+    for l in &c.ports {
+        if !spec
+            .ports
+            .iter()
+            .any(|p| p.container_port == l.container_port)
+        {
+            bad.push(format!(
+                "{} published on {}:{} although not declared",
+                l.container_port, l.host_ip, l.host_port
+            ));
+        }
+    }
+    pass_or_fail(
+        t,
+        "ports",
+        bad,
+        &spec
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}", p.host_ip, p.host_port))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// The state directory's owner and mode: the uid its container runs as (a uid change not
+/// yet applied is the plan's), and closed to others.
+fn data_check(t: &str, c: &LiveContainer, uid: u64, mode: u32) -> Check {
+    let path = crate::manifest::STATE_DIR;
+    let mut bad = Vec::new();
+    let want = c.owner().0;
+    if uid != u64::from(want) {
+        bad.push(format!(
+            "{path} is owned by uid {uid}, not {want}, the uid its gateway runs as"
+        ));
+    }
+    if mode & 0o077 != 0 {
+        bad.push(format!("{path} is mode {mode:o}: others can read it"));
+    }
+    pass_or_fail(
+        t,
+        "data",
+        bad,
+        &format!("{path} owned by uid {uid}, mode {mode:o}"),
+    )
+}
+
+/// The token: present and accepted, where the gateway can be reached from here.
+async fn token_check<E: Engine, P: GatewayProbe>(
+    t: &str,
+    spec: &ContainerSpec,
+    c: &LiveContainer,
+    engine: &E,
+    token: Option<&secrecy::SecretString>,
+    probe: &P,
+) -> Check {
+    let addr = spec.ports.first().map(|p| (p.host_ip.clone(), p.host_port));
+    match (token, addr) {
+        (None, _) => check(
+            t,
+            "token",
+            Outcome::Skip,
+            "no identity to decrypt the token with",
+        ),
+        (_, _) if c.state != RunState::Running => check(t, "token", Outcome::Skip, "not running"),
+        (_, _) if !engine.is_local() => check(
+            t,
+            "token",
+            Outcome::Skip,
+            "the engine is remote: its ports are not reachable from here",
+        ),
+        (Some(token), Some((ip, port))) => {
+            let ip = if ip.is_empty() || ip == "0.0.0.0" {
+                "127.0.0.1".to_string()
+            } else {
+                ip
+            };
+            match format!("{ip}:{port}").parse() {
+                Ok(sock) => match probe
+                    .health(sock, secrecy::ExposeSecret::expose_secret(token))
+                    .await
+                {
+                    Ok(_) => check(
+                        t,
+                        "token",
+                        Outcome::Pass,
+                        "the gateway accepts the tenant's token",
+                    ),
+                    Err(crate::apply::gate::ProbeError::Token(why)) => check(
+                        t,
+                        "token",
+                        Outcome::Fail,
+                        format!("the gateway refuses the tenant's token: {why}"),
+                    ),
+                    Err(
+                        crate::apply::gate::ProbeError::Retry(why)
+                        | crate::apply::gate::ProbeError::Other(why),
+                    ) => check(
+                        t,
+                        "token",
+                        Outcome::Fail,
+                        format!("no health answer: {why}"),
+                    ),
+                },
+                Err(_) => check(t, "token", Outcome::Skip, "no address to reach it at"),
+            }
+        }
+        (Some(_), None) => check(t, "token", Outcome::Skip, "no published port"),
+    }
+}
+
+/// Channels the gateway's last health probe reports failing: a channel that cannot reach
+/// its service is the gateway's report, not its health.
+fn channels_check(t: &str, last_probe_output: Option<&str>) -> Check {
+    let failing = last_probe_output
+        .map(crate::gateway::failing_channels)
+        .unwrap_or_default();
+    if failing.is_empty() {
+        check(t, "channels", Outcome::Pass, "no channel reported failing")
+    } else {
+        check(
+            t,
+            "channels",
+            Outcome::Fail,
+            format!(
+                "the gateway reports {} failing: it cannot reach its service (a wrong credential, or the service or the network is down); the gateway itself stays up and is not restarted for it",
+                failing.join(", ")
+            ),
+        )
+    }
+}
+
+fn image_check(t: &str, image: &str) -> Check {
+    if image_pinned(image) {
+        check(t, "image", Outcome::Pass, format!("{image} is pinned"))
+    } else {
+        check(
+            t,
+            "image",
+            Outcome::Fail,
+            format!("{image} is not pinned: name a version tag or a digest, not `latest`"),
+        )
     }
 }
 
@@ -723,5 +737,121 @@ mod tests {
         assert!(!image_pinned("ghcr.io/openclaw/openclaw"));
         assert!(!image_pinned("ghcr.io/openclaw/openclaw:latest"));
         assert!(!image_pinned("localhost:5000/gw"));
+    }
+    /// The tenant `alpha`, rendered, and its container as apply leaves it.
+    fn alpha() -> (ContainerSpec, LiveContainer) {
+        let m: crate::manifest::Manifest = toml::from_str(
+            "[fleet]\nname = \"dr\"\ndata_root = \"/srv/dr\"\n\n[defaults]\nimage = \"gw:1\"\n\n\
+             [tenants.alpha]\nport = 20000\n",
+        )
+        .expect("test manifest parses");
+        let inst = m.instance("alpha").unwrap();
+        let key = crate::secrets::FingerprintKey::new(secrecy::SecretString::from("k".to_string()));
+        let secrets = inst
+            .secrets
+            .iter()
+            .map(|n| {
+                let v = secrecy::SecretString::from("tok".to_string());
+                (
+                    n.clone(),
+                    crate::secrets::SecretValue::new(v, &key, &inst.name, n),
+                )
+            })
+            .collect();
+        let spec = crate::render::render(&m, &inst, &secrets).expect("renders");
+        let c = LiveContainer::as_applied(&spec, "dr", "id-alpha".into());
+        (spec, c)
+    }
+
+    fn hardened_as(spec: &ContainerSpec) -> Refreshed {
+        Refreshed {
+            memory: Some(1 << 30),
+            pids_limit: Some(256),
+            networks: spec.networks.iter().map(|n| n.name.clone()).collect(),
+            hardening: Some(crate::engine::Hardening {
+                cap_drop: vec!["ALL".into()],
+                security_opt: vec!["no-new-privileges:true".into()],
+                init: Some(true),
+                user: spec.security.user.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hardening_names_each_setting_the_container_lacks() {
+        let (spec, _) = alpha();
+        let r = hardened_as(&spec);
+        assert_eq!(hardening_problems(&spec, &r), Vec::<String>::new());
+
+        let mut weak = r.clone();
+        weak.pids_limit = None;
+        weak.memory = Some(0);
+        let h = weak.hardening.as_mut().unwrap();
+        h.privileged = true;
+        h.cap_add = vec!["NET_ADMIN".into()];
+        let bad = hardening_problems(&spec, &weak);
+        assert_eq!(
+            bad,
+            [
+                "capabilities added: NET_ADMIN",
+                "privileged",
+                "no pids limit",
+                "no memory limit"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_container_on_another_network_or_port_fails_its_check() {
+        let (spec, mut c) = alpha();
+        let own = hardened_as(&spec).networks;
+        assert_eq!(networks_check("alpha", &spec, &own).outcome, Outcome::Pass);
+        let mut more = own.clone();
+        more.push("bridge".into());
+        let n = networks_check("alpha", &spec, &more);
+        assert_eq!(
+            (n.outcome, n.detail.as_str()),
+            (Outcome::Fail, "also on bridge")
+        );
+
+        assert_eq!(ports_check("alpha", &spec, &c).outcome, Outcome::Pass);
+        c.ports.clear();
+        let p = ports_check("alpha", &spec, &c);
+        assert_eq!(p.outcome, Outcome::Fail);
+        assert!(p.detail.ends_with("not published"), "{}", p.detail);
+        c.state = RunState::Exited;
+        assert_eq!(
+            ports_check("alpha", &spec, &c).outcome,
+            Outcome::Pass,
+            "a stopped container publishes nothing"
+        );
+    }
+
+    #[test]
+    fn the_data_belongs_to_the_gateways_uid_and_is_closed_to_others() {
+        let (_, c) = alpha();
+        let uid = u64::from(c.owner().0);
+        assert_eq!(data_check("alpha", &c, uid, 0o700).outcome, Outcome::Pass);
+        let d = data_check("alpha", &c, uid + 1, 0o755);
+        assert_eq!(d.outcome, Outcome::Fail);
+        assert!(
+            d.detail.contains(&format!("owned by uid {}", uid + 1)),
+            "{}",
+            d.detail
+        );
+        assert!(
+            d.detail.contains("mode 755: others can read it"),
+            "{}",
+            d.detail
+        );
+    }
+
+    #[test]
+    fn failing_channels_and_unpinned_images_fail() {
+        assert_eq!(channels_check("alpha", None).outcome, Outcome::Pass);
+        assert_eq!(image_check("alpha", "gw:1").outcome, Outcome::Pass);
+        assert_eq!(image_check("alpha", "gw:latest").outcome, Outcome::Fail);
     }
 }

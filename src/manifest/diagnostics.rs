@@ -204,7 +204,7 @@ impl ValidationReport {
     fn finish(&mut self) {
         // Masked so a secret pasted into plain `env` is never echoed back in a snippet.
         let display = self.text.as_ref().map(|text| {
-            let masked = super::validate::mask_secret_like_values(text);
+            let masked = super::secret_like::mask_secret_like_values(text);
             Arc::new(NamedSource::new(
                 self.display_name(),
                 Arc::<str>::from(masked),

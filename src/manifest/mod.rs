@@ -10,6 +10,7 @@ pub mod model;
 mod parse;
 pub mod resolve;
 pub mod schema;
+mod secret_like;
 pub mod spans;
 pub mod units;
 pub mod validate;

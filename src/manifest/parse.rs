@@ -316,7 +316,7 @@ fn unknown_key(at: &[String], name: &str, span: Range<usize>, known: &[&str]) ->
         "only the admin instance may mount the Docker socket: set it in [admin]".to_string()
     } else if at.len() == 1 && at[0] == "defaults" && matches!(name, "port" | "enabled") {
         format!("`{name}` is set per tenant, in [tenants.<name>]")
-    } else if super::validate::looks_like_secret_name(name) {
+    } else if super::secret_like::looks_like_secret_name(name) {
         format!(
             "secrets live encrypted in secrets/<tenant>.toml: store it with `mtp secrets set \
              <tenant> {name}` and list its name in `secrets`"

@@ -56,12 +56,12 @@ pub struct PlanOptions {
 }
 
 /// A live container's effective spec: the newest patch record for it, else its labels.
-struct Effective {
-    hash: Option<String>,
-    fields: Option<Fields>,
+pub(super) struct Effective {
+    pub hash: Option<String>,
+    pub fields: Option<Fields>,
 }
 
-fn effective(c: &LiveContainer, live: &LiveState) -> Effective {
+pub(super) fn effective(c: &LiveContainer, live: &LiveState) -> Effective {
     let record = live
         .records
         .iter()
@@ -367,6 +367,36 @@ fn live_ref(c: &LiveContainer, eff: &Effective) -> LiveRef {
     }
 }
 
+/// What one declared instance should be: its spec, and the fields and hash derived from it.
+pub(super) struct Wanted<'a> {
+    pub spec: &'a ContainerSpec,
+    pub fields: Fields,
+    pub hash: String,
+}
+
+impl<'a> Wanted<'a> {
+    pub(super) fn of(spec: &'a ContainerSpec) -> Self {
+        let fields = spec.fields();
+        let hash = hash_fields(&fields);
+        Wanted { spec, fields, hash }
+    }
+
+    /// Whether `c` runs this spec, by its newest record or its labels.
+    fn runs_on(&self, c: &LiveContainer, live: &LiveState) -> bool {
+        is_desired(&effective(c, live), self.spec, &self.fields, &self.hash)
+    }
+}
+
+fn drift_on(c: &LiveContainer, kind: DriftKind, detail: String, remedy: Remedy) -> Drift {
+    Drift {
+        kind,
+        container: c.name.clone(),
+        container_id: c.id.clone(),
+        detail,
+        remedy,
+    }
+}
+
 /// Plans one declared instance: `mine` are the fleet's containers labelled with its name,
 /// `foreign` the containers of the engine that are not the fleet's.
 fn plan_instance(
@@ -375,28 +405,62 @@ fn plan_instance(
     foreign: &[&LiveContainer],
     live: &LiveState,
 ) -> TenantAction {
-    let tenant = spec.instance.as_str();
-    let desired_fields = spec.fields();
-    let desired_hash = hash_fields(&desired_fields);
+    let want = Wanted::of(spec);
     let mut action = TenantAction {
-        desired_hash: Some(desired_hash.clone()),
-        ..blank_action(tenant, ActionKind::Noop)
+        desired_hash: Some(want.hash.clone()),
+        ..blank_action(&spec.instance, ActionKind::Noop)
     };
+    let (drift, blocked) = squatters(spec, foreign);
+    action.drift = drift;
+    action.blocked = blocked;
 
-    // Squatters: containers that are not ours on our name or our host port.
+    let at = standing(spec, mine);
+    let others = other_containers(&want, mine, &at, live);
+    action.drift.extend(others.drift);
+    action.resume = others.promote.map(|next| Resume::Promote { next });
+    action.live_next = others.lone_next;
+
+    if let Some(old) = at.set_aside {
+        action.drift.push(drift_on(
+            old,
+            DriftKind::Interrupted,
+            "a recycle was interrupted: the old container stands aside and the tenant has no container of its name".into(),
+            Remedy::FixedByAction,
+        ));
+        if action.resume.is_some() {
+            return finish_interrupted_recycle(action, old, live, &want.fields);
+        }
+        action.resume = Some(Resume::Restore);
+        action.reasons.push(
+            "undoing an interrupted recycle: the old container gets its name back first".into(),
+        );
+    }
+    match at.canonical.or(at.set_aside) {
+        None => plan_absent(action, &want, live),
+        Some(current) => plan_present(action, &want, current, live),
+    }
+}
+
+/// Containers that are not the fleet's on the tenant's name or host port: the drift they
+/// are, and why they block the tenant (the last one found).
+pub(super) fn squatters(
+    spec: &ContainerSpec,
+    foreign: &[&LiveContainer],
+) -> (Vec<Drift>, Option<String>) {
+    let mut drift = Vec::new();
+    let mut blocked = None;
     for c in foreign {
         if c.name == spec.name {
-            action.drift.push(Drift {
-                kind: DriftKind::NameSquatter,
-                container: c.name.clone(),
-                container_id: c.id.clone(),
-                detail: format!(
+            drift.push(drift_on(
+                c,
+                DriftKind::NameSquatter,
+                format!(
                     "a container not managed by this fleet is named `{}`",
                     c.name
                 ),
-                remedy: Remedy::Blocks,
-            });
-            action.blocked = Some(format!(
+                Remedy::Blocks,
+            ));
+            blocked = Some(format!(
                 "container `{}` ({}) is not managed by mtp and takes the tenant's name; rename or remove it",
                 c.name,
                 short(&c.id)
@@ -404,17 +468,16 @@ fn plan_instance(
         }
         for want in &spec.ports {
             if c.ports.iter().any(|p| p.host_port == want.host_port) {
-                action.drift.push(Drift {
-                    kind: DriftKind::PortSquatter,
-                    container: c.name.clone(),
-                    container_id: c.id.clone(),
-                    detail: format!(
+                drift.push(drift_on(
+                    c,
+                    DriftKind::PortSquatter,
+                    format!(
                         "publishes host port {} that the tenant needs",
                         want.host_port
                     ),
-                    remedy: Remedy::Blocks,
-                });
-                action.blocked = Some(format!(
+                    Remedy::Blocks,
+                ));
+                blocked = Some(format!(
                     "container `{}` ({}) publishes host port {}; free the port or change the tenant's port",
                     c.name,
                     short(&c.id),
@@ -423,44 +486,77 @@ fn plan_instance(
             }
         }
     }
+    (drift, blocked)
+}
 
+/// Where the tenant stands among the fleet's containers for it.
+pub(super) struct Standing<'a> {
+    /// The container of the tenant's name.
+    pub canonical: Option<&'a LiveContainer>,
+    /// With none of its name, the one a recycle set aside (`<name>.old`): the recycle was
+    /// interrupted, and the old container is where the tenant stands.
+    pub set_aside: Option<&'a LiveContainer>,
+}
+
+pub(super) fn standing<'a>(spec: &ContainerSpec, mine: &[&'a LiveContainer]) -> Standing<'a> {
     let canonical = mine.iter().copied().find(|c| c.name == spec.name);
     let old_name = format!("{}{OLD_SUFFIX}", spec.name);
-    // No canonical container but the one a recycle set aside: the recycle was interrupted,
-    // and the old container is where the tenant stands.
     let set_aside = match canonical {
         Some(_) => None,
         None => mine.iter().copied().find(|c| c.name == old_name),
     };
+    Standing {
+        canonical,
+        set_aside,
+    }
+}
+
+/// What the fleet's other containers for a tenant are.
+#[derive(Default)]
+pub(super) struct Others {
+    /// Each one, as drift: a new container to promote, or one to remove.
+    pub drift: Vec<Drift>,
+    /// The new container of an interrupted recycle, healthy with the desired spec, while
+    /// the old one stands aside stopped: it takes the tenant's name.
+    pub promote: Option<LiveRef>,
+    /// A new container (`.next`) with neither a container of the tenant's name nor one set
+    /// aside: what a move or recycle left (a host plan may pick it up).
+    pub lone_next: Option<super::hosts::NextRef>,
+}
+
+pub(super) fn other_containers(
+    want: &Wanted,
+    mine: &[&LiveContainer],
+    at: &Standing,
+    live: &LiveState,
+) -> Others {
+    let spec = want.spec;
+    let old_name = format!("{}{OLD_SUFFIX}", spec.name);
+    let mut out = Others::default();
     for c in mine {
         let is = |k: Option<&LiveContainer>| Some(c.id.as_str()) == k.map(|k| k.id.as_str());
-        if is(canonical) || is(set_aside) {
+        if is(at.canonical) || is(at.set_aside) {
             continue;
         }
         let is_next = c.name.ends_with(NEXT_SUFFIX) || c.role() == "next";
         if is_next
-            && let Some(old) = set_aside
+            && let Some(old) = at.set_aside
             && !old.state.is_running()
             && c.state.is_running()
             && c.health == HealthState::Healthy
-            && is_desired(&effective(c, live), spec, &desired_fields, &desired_hash)
+            && want.runs_on(c, live)
         {
-            action.drift.push(Drift {
-                kind: DriftKind::Interrupted,
-                container: c.name.clone(),
-                container_id: c.id.clone(),
-                detail:
-                    "the new container of an interrupted recycle, healthy with the desired spec"
-                        .into(),
-                remedy: Remedy::Promote,
-            });
-            action.resume = Some(Resume::Promote {
-                next: live_ref(c, &effective(c, live)),
-            });
+            out.drift.push(drift_on(
+                c,
+                DriftKind::Interrupted,
+                "the new container of an interrupted recycle, healthy with the desired spec".into(),
+                Remedy::Promote,
+            ));
+            out.promote = Some(live_ref(c, &effective(c, live)));
             continue;
         }
-        if is_next && canonical.is_none() && set_aside.is_none() {
-            action.live_next = Some(super::hosts::NextRef::of(c, effective(c, live).hash));
+        if is_next && at.canonical.is_none() && at.set_aside.is_none() {
+            out.lone_next = Some(super::hosts::NextRef::of(c, effective(c, live).hash));
         }
         let (kind, detail) = if is_next {
             (
@@ -475,74 +571,81 @@ fn plan_instance(
         } else {
             (
                 DriftKind::Duplicate,
-                format!("a second container claims tenant `{tenant}`"),
+                format!("a second container claims tenant `{}`", spec.instance),
             )
         };
-        action.drift.push(Drift {
-            kind,
-            container: c.name.clone(),
-            container_id: c.id.clone(),
-            detail,
-            remedy: Remedy::RemoveContainer,
-        });
+        out.drift
+            .push(drift_on(c, kind, detail, Remedy::RemoveContainer));
     }
-    if let Some(old) = set_aside {
+    out
+}
+
+/// A recycle interrupted after its new container was healthy: finishing it is a recycle
+/// from the old container, the changes being those since its spec.
+fn finish_interrupted_recycle(
+    mut action: TenantAction,
+    old: &LiveContainer,
+    live: &LiveState,
+    desired: &Fields,
+) -> TenantAction {
+    let eff = effective(old, live);
+    action.action = ActionKind::Recycle;
+    action.live = Some(live_ref(old, &eff));
+    action.reasons.push(
+        "finishing an interrupted recycle: the healthy new container takes the tenant's name"
+            .into(),
+    );
+    action.changes = match eff.fields {
+        Some(f) => diff_fields(&f, desired),
+        None => Vec::new(),
+    };
+    action
+}
+
+/// A tenant with no container where it stands: created if enabled, and said so if mtp
+/// made one before (removed outside mtp).
+pub(super) fn plan_absent(
+    mut action: TenantAction,
+    want: &Wanted,
+    live: &LiveState,
+) -> TenantAction {
+    if !want.spec.enabled {
+        action.reasons.push("disabled and has no container".into());
+        return action;
+    }
+    action.action = ActionKind::Create;
+    if live.managed.contains(&want.spec.instance) {
         action.drift.push(Drift {
-            kind: DriftKind::Interrupted,
-            container: old.name.clone(),
-            container_id: old.id.clone(),
-            detail: "a recycle was interrupted: the old container stands aside and the tenant has no container of its name".into(),
+            kind: DriftKind::Missing,
+            container: want.spec.name.clone(),
+            container_id: String::new(),
+            detail: "the container mtp made for this tenant was removed outside mtp".into(),
             remedy: Remedy::FixedByAction,
         });
-        if let Some(Resume::Promote { .. }) = &action.resume {
-            action.action = ActionKind::Recycle;
-            action.live = Some(live_ref(old, &effective(old, live)));
-            action.reasons.push(
-                "finishing an interrupted recycle: the healthy new container takes the tenant's name"
-                    .into(),
-            );
-            action.changes = match effective(old, live).fields {
-                Some(f) => diff_fields(&f, &desired_fields),
-                None => Vec::new(),
-            };
-            return action;
-        }
-        action.resume = Some(Resume::Restore);
-        action.reasons.push(
-            "undoing an interrupted recycle: the old container gets its name back first".into(),
-        );
+        action
+            .reasons
+            .push("its container was removed outside mtp; created again, data kept".into());
+    } else {
+        action.reasons.push("no container yet".into());
     }
+    action.changes = want
+        .fields
+        .iter()
+        .map(|(k, v)| change(k, None, Some(v.clone())))
+        .collect();
+    action
+}
 
-    let Some(current) = canonical.or(set_aside) else {
-        if spec.enabled {
-            action.action = ActionKind::Create;
-            if live.managed.contains(tenant) {
-                action.drift.push(Drift {
-                    kind: DriftKind::Missing,
-                    container: spec.name.clone(),
-                    container_id: String::new(),
-                    detail: "the container mtp made for this tenant was removed outside mtp".into(),
-                    remedy: Remedy::FixedByAction,
-                });
-                action
-                    .reasons
-                    .push("its container was removed outside mtp; created again, data kept".into());
-            } else {
-                action.reasons.push("no container yet".into());
-            }
-            action.changes = desired_fields
-                .iter()
-                .map(|(k, v)| change(k, None, Some(v.clone())))
-                .collect();
-        } else {
-            action.reasons.push("disabled and has no container".into());
-        }
-        return action;
-    };
-
+/// A tenant with a container `current`: what changed since its spec, what was changed
+/// outside mtp, and the action that follows.
+fn plan_present(
+    mut action: TenantAction,
+    want: &Wanted,
+    current: &LiveContainer,
+    live: &LiveState,
+) -> TenantAction {
     let eff = effective(current, live);
     action.live = Some(live_ref(current, &eff));
-    let running = current.state.is_running();
 
     // With `--refresh`: what the container really runs, where it differs from the record.
     let observed = live
@@ -550,38 +653,19 @@ fn plan_instance(
         .get(&current.id)
         .zip(eff.fields.as_ref())
         .map(|(r, f)| overlay(f, r));
-    if let (Some(obs), Some(rec)) = (&observed, &eff.fields)
-        && obs != rec
-    {
-        let what: Vec<String> = diff_fields(rec, obs)
-            .iter()
-            .map(|c| match &c.field {
-                Field::Config => "openclaw.json edited".to_string(),
-                f => format!(
-                    "{f}: {} -> {}",
-                    c.old.as_ref().map(Value::to_string).unwrap_or_default(),
-                    c.new.as_ref().map(Value::to_string).unwrap_or_default()
-                ),
-            })
-            .collect();
-        action.drift.push(Drift {
-            kind: DriftKind::Modified,
-            container: current.name.clone(),
-            container_id: current.id.clone(),
-            detail: format!("changed outside mtp: {}", what.join("; ")),
-            remedy: Remedy::FixedByAction,
-        });
+    if let (Some(obs), Some(rec)) = (&observed, &eff.fields) {
+        action.drift.extend(refresh_drift(current, rec, obs));
     }
-    let observed = observed.map(|o| carry_over(&o, spec, &desired_fields));
+    let observed = observed.map(|o| carry_over(&o, want.spec, &want.fields));
     let recorded = eff
         .fields
         .as_ref()
-        .map(|f| carry_over(f, spec, &desired_fields));
+        .map(|f| carry_over(f, want.spec, &want.fields));
     let old_fields = observed.as_ref().or(recorded.as_ref());
 
     let mut forced_by = Vec::new();
     let changes = match old_fields {
-        Some(old) => diff_fields(old, &desired_fields),
+        Some(old) => diff_fields(old, &want.fields),
         None => {
             forced_by.push("(no recorded spec)".to_string());
             action
@@ -590,69 +674,129 @@ fn plan_instance(
             Vec::new()
         }
     };
-    if let Some(old) = &eff.fields {
-        // Modified behind our back: what Docker reports differs from what we recorded.
-        if let Some(Value::String(img)) = old.get("image")
-            && !current.image.is_empty()
-            && img != &current.image
-            && !current.image.starts_with("sha256:")
-        {
-            action.drift.push(Drift {
-                kind: DriftKind::Modified,
-                container: current.name.clone(),
-                container_id: current.id.clone(),
-                detail: format!("runs image `{}`, recorded `{img}`", current.image),
-                remedy: Remedy::FixedByAction,
-            });
-            forced_by.push("image (modified outside mtp)".into());
-        }
-        if eff.hash.as_deref() != Some(hash_fields(old).as_str()) {
-            action.drift.push(Drift {
-                kind: DriftKind::Modified,
-                container: current.name.clone(),
-                container_id: current.id.clone(),
-                detail: "its spec-hash label does not match its recorded spec".into(),
-                remedy: Remedy::FixedByAction,
-            });
-            forced_by.push("spec-hash (modified outside mtp)".into());
-        }
-    }
-    for c in &changes {
-        if c.class == ChangeClass::Recycle {
-            forced_by.push(c.field.to_string());
-        }
-    }
-    action.config_diff = config_diff(old_fields, &desired_fields);
+    let (drift, forced) = label_drift(current, &eff);
+    action.drift.extend(drift);
+    forced_by.extend(forced);
+    forced_by.extend(
+        changes
+            .iter()
+            .filter(|c| c.class == ChangeClass::Recycle)
+            .map(|c| c.field.to_string()),
+    );
+    action.config_diff = config_diff(old_fields, &want.fields);
     let changed = !changes.is_empty() || !forced_by.is_empty();
     action.changes = changes;
-
-    if !spec.enabled {
-        if running {
-            action.action = ActionKind::Stop;
-            action.reasons.push("tenant is disabled".into());
-        } else {
-            action.reasons.push("disabled and stopped".into());
-        }
-        if changed {
-            action
-                .reasons
-                .push("spec changes wait until the tenant is enabled".into());
-        }
-        return action;
+    if want.spec.enabled {
+        classify_enabled(action, current, changed, forced_by)
+    } else {
+        classify_disabled(action, current.state.is_running(), changed)
     }
+}
 
+/// With `--refresh`: the drift of a container whose inspect (`observed`) differs from its
+/// record.
+pub(super) fn refresh_drift(
+    current: &LiveContainer,
+    recorded: &Fields,
+    observed: &Fields,
+) -> Option<Drift> {
+    if observed == recorded {
+        return None;
+    }
+    let what: Vec<String> = diff_fields(recorded, observed)
+        .iter()
+        .map(|c| match &c.field {
+            Field::Config => "openclaw.json edited".to_string(),
+            f => format!(
+                "{f}: {} -> {}",
+                c.old.as_ref().map(Value::to_string).unwrap_or_default(),
+                c.new.as_ref().map(Value::to_string).unwrap_or_default()
+            ),
+        })
+        .collect();
+    Some(drift_on(
+        current,
+        DriftKind::Modified,
+        format!("changed outside mtp: {}", what.join("; ")),
+        Remedy::FixedByAction,
+    ))
+}
+
+/// Modified behind our back, by what Docker reports against what we recorded: the image
+/// it runs, and a spec-hash label that is not the hash of the recorded spec. Each forces a
+/// recycle (the second list: why, for `forced_by`).
+pub(super) fn label_drift(current: &LiveContainer, eff: &Effective) -> (Vec<Drift>, Vec<String>) {
+    let mut drift = Vec::new();
+    let mut forced_by = Vec::new();
+    let Some(old) = &eff.fields else {
+        return (drift, forced_by);
+    };
+    if let Some(Value::String(img)) = old.get("image")
+        && !current.image.is_empty()
+        && img != &current.image
+        && !current.image.starts_with("sha256:")
+    {
+        drift.push(drift_on(
+            current,
+            DriftKind::Modified,
+            format!("runs image `{}`, recorded `{img}`", current.image),
+            Remedy::FixedByAction,
+        ));
+        forced_by.push("image (modified outside mtp)".into());
+    }
+    if eff.hash.as_deref() != Some(hash_fields(old).as_str()) {
+        drift.push(drift_on(
+            current,
+            DriftKind::Modified,
+            "its spec-hash label does not match its recorded spec".into(),
+            Remedy::FixedByAction,
+        ));
+        forced_by.push("spec-hash (modified outside mtp)".into());
+    }
+    (drift, forced_by)
+}
+
+/// A disabled tenant with a container: stopped if running; spec changes wait.
+pub(super) fn classify_disabled(
+    mut action: TenantAction,
+    running: bool,
+    changed: bool,
+) -> TenantAction {
+    if running {
+        action.action = ActionKind::Stop;
+        action.reasons.push("tenant is disabled".into());
+    } else {
+        action.reasons.push("disabled and stopped".into());
+    }
+    if changed {
+        action
+            .reasons
+            .push("spec changes wait until the tenant is enabled".into());
+    }
+    action
+}
+
+/// An enabled tenant with a container: recycled when a change forces it or the container
+/// is stopped with a changed spec, patched when every change applies in place, started when
+/// only stopped; a running, unchanged but unhealthy container is reported.
+pub(super) fn classify_enabled(
+    mut action: TenantAction,
+    current: &LiveContainer,
+    changed: bool,
+    forced_by: Vec<String>,
+) -> TenantAction {
+    let running = current.state.is_running();
     if !running {
-        action.drift.push(Drift {
-            kind: DriftKind::Stopped,
-            container: current.name.clone(),
-            container_id: current.id.clone(),
-            detail: format!(
+        action.drift.push(drift_on(
+            current,
+            DriftKind::Stopped,
+            format!(
                 "container is {:?} while the tenant is enabled",
                 current.state
             )
             .to_lowercase(),
-            remedy: Remedy::FixedByAction,
-        });
+            Remedy::FixedByAction,
+        ));
     }
     if !forced_by.is_empty() || (changed && !running) {
         action.action = ActionKind::Recycle;
@@ -669,32 +813,35 @@ fn plan_instance(
         action.forced_by = forced_by;
     } else if changed {
         action.action = ActionKind::Patch;
-        let mut how: Vec<&str> = action
-            .changes
-            .iter()
-            .map(|c| match c.class {
-                ChangeClass::DockerUpdate => "Docker update",
-                ChangeClass::Network => "network connect",
-                ChangeClass::HotReload => "config hot reload",
-                ChangeClass::MtpOnly => "mtp settings",
-                ChangeClass::Recycle => "recycle",
-            })
-            .collect();
-        how.dedup();
-        action.reasons.push(format!("in place: {}", how.join(", ")));
+        action.reasons.push(patch_reason(&action.changes));
     } else if !running {
         action.action = ActionKind::Start;
         action.reasons.push("enabled but not running".into());
     } else if current.health == HealthState::Unhealthy {
-        action.drift.push(Drift {
-            kind: DriftKind::Unhealthy,
-            container: current.name.clone(),
-            container_id: current.id.clone(),
-            detail: "Docker reports the container unhealthy".into(),
-            remedy: Remedy::ReportOnly,
-        });
+        action.drift.push(drift_on(
+            current,
+            DriftKind::Unhealthy,
+            "Docker reports the container unhealthy".into(),
+            Remedy::ReportOnly,
+        ));
     }
     action
+}
+
+/// How a patch applies its changes, in their order, each way once in a row.
+pub(super) fn patch_reason(changes: &[FieldChange]) -> String {
+    let mut how: Vec<&str> = changes
+        .iter()
+        .map(|c| match c.class {
+            ChangeClass::DockerUpdate => "Docker update",
+            ChangeClass::Network => "network connect",
+            ChangeClass::HotReload => "config hot reload",
+            ChangeClass::MtpOnly => "mtp settings",
+            ChangeClass::Recycle => "recycle",
+        })
+        .collect();
+    how.dedup();
+    format!("in place: {}", how.join(", "))
 }
 
 fn is_secret(v: Option<&Value>) -> bool {

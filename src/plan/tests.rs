@@ -506,3 +506,4 @@ fn under_older_labels_a_rotated_secret_still_recycles_and_a_patch_stays_a_patch(
     let fields: Vec<String> = a.changes.iter().map(|c| c.field.to_string()).collect();
     assert_eq!(fields, ["limits.memory"]);
 }
+mod decisions;

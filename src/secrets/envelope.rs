@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+use super::names::{is_valid_name, is_valid_owner};
 use super::recipients::Recipients;
-use super::store::{is_valid_name, is_valid_owner};
 
 const MAGIC: &str = "mtp-secret-v1";
 pub(crate) const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";

@@ -16,7 +16,7 @@ use toml_edit::{DocumentMut, Item, Key, Value};
 
 use super::SecretsError;
 use super::envelope::ARMOR_BEGIN;
-use super::store::is_valid_name;
+use super::names::is_valid_name;
 
 const RECIPIENTS_TAG: &str = "# recipients:";
 /// `# review: rv:<keyed fingerprint> sealed:<digest of the ciphertext below>`: what a keyless

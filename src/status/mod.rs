@@ -136,6 +136,9 @@ pub fn status_schema_json() -> String {
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
 }
 
+/// Where each running container's figures go: by host, (row index, container id).
+type ToRead = BTreeMap<String, Vec<(usize, String)>>;
+
 /// The fleet's status: every declared instance (or only `targets`) and every orphan, from
 /// what `observed` shows and one inspect and stats read per running container. `plan`, when
 /// the secrets could be decrypted for one, tells which tenants drifted.
@@ -150,133 +153,24 @@ pub async fn fleet_status<E: Engine>(
     let fleet = session.fleet().to_string();
     let wanted = |t: &str| targets.is_empty() || targets.iter().any(|x| x == t);
     let mut rows = Vec::new();
-    // (host, row index, container id) of every running container, to read afterwards.
-    let mut to_read: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    let mut to_read = ToRead::new();
     for inst in m.instances().into_iter().filter(|i| wanted(&i.name)) {
-        let mut row = TenantStatus {
-            tenant: inst.name.clone(),
-            host: inst.host.clone(),
-            state: State::Unknown,
-            enabled: inst.enabled,
-            health: None,
-            failing_channels: Vec::new(),
-            image: inst.image.clone(),
-            live_image: None,
-            port: inst.port,
-            uptime_s: None,
-            restarts: None,
-            memory_used: None,
-            memory_limit: inst.memory.bytes(),
-            commit: None,
-            spend_usd: None,
-            drift: None,
-            unknown: Vec::new(),
-        };
-        let Some(live) = observed.of(&inst.host) else {
-            row.unknown.push(format!(
-                "everything: host `{}` could not be read",
-                inst.host
-            ));
-            rows.push(row);
-            continue;
-        };
-        match crate::engine::TenantView::of(live, &fleet, &inst.name).container {
-            None => {
-                row.state = if inst.enabled {
-                    State::Missing
-                } else {
-                    State::Stopped
-                };
-            }
-            Some(c) => {
-                fill_from_list(&mut row, c);
-                row.state = if c.state == RunState::Running {
-                    State::Running
-                } else {
-                    State::Stopped
-                };
-                if c.state == RunState::Running {
-                    to_read
-                        .entry(inst.host.clone())
-                        .or_default()
-                        .push((rows.len(), c.id.clone()));
-                } else {
-                    row.unknown.push("memory used: not running".into());
-                }
-            }
+        let (row, running) = declared_row(&inst, &fleet, observed, plan);
+        if let Some(id) = running {
+            to_read
+                .entry(inst.host.clone())
+                .or_default()
+                .push((rows.len(), id));
         }
-        if let Some(a) = plan.and_then(|p| p.action(&inst.name))
-            && a.action != ActionKind::Noop
-        {
-            row.drift = Some(format!("{}: {}", a.action.verb(), a.reasons.join("; ")));
-            if row.state == State::Running {
-                row.state = State::Drifted;
-            }
-        }
-        if plan.is_none() {
-            row.unknown
-                .push("drift: not checked (no identity to decrypt the secrets)".into());
-        }
-        row.unknown
-            .push("spend: not read here (`mtp usage` reads it)".into());
         rows.push(row);
     }
     // Containers of tenants no longer declared.
     for (host, live) in observed.live.iter() {
         let Ok(live) = live else { continue };
         for c in &live.containers {
-            let Some(t) = c.tenant().filter(|t| wanted(t)) else {
+            let Some(row) = undeclared_row(m, &fleet, host, c).filter(|r| wanted(&r.tenant)) else {
                 continue;
             };
-            if c.fleet() != Some(fleet.as_str()) || m.instance(t).is_some() {
-                continue;
-            }
-            if c.name.ends_with(crate::engine::OLD_SUFFIX)
-                || c.name.ends_with(crate::engine::NEXT_SUFFIX)
-            {
-                continue;
-            }
-            // The admin's read-only Docker proxy: declared by `[admin] docker_socket`.
-            let is_proxy = c.labels.get(crate::engine::LABEL_KIND).map(String::as_str)
-                == Some(crate::engine::KIND_PROXY);
-            let proxy_wanted = is_proxy
-                && m.admin
-                    .as_ref()
-                    .is_some_and(|a| a.docker_socket == crate::manifest::DockerSocket::ReadOnly);
-            let mut row = TenantStatus {
-                tenant: t.to_string(),
-                host: host.clone(),
-                state: if proxy_wanted {
-                    State::Running
-                } else {
-                    State::Orphan
-                },
-                enabled: false,
-                health: None,
-                failing_channels: Vec::new(),
-                image: c.image.clone(),
-                live_image: None,
-                port: c.ports.first().map_or(0, |p| p.host_port),
-                uptime_s: None,
-                restarts: None,
-                memory_used: None,
-                memory_limit: 0,
-                commit: None,
-                spend_usd: None,
-                drift: match (is_proxy, proxy_wanted) {
-                    (_, true) => None,
-                    (true, false) => {
-                        Some("the admin's Docker proxy, no longer wanted: removed by apply".into())
-                    }
-                    _ => Some("no longer declared: removed by a prune, after a backup".into()),
-                },
-                unknown: vec!["memory limit: not declared".into()],
-            };
-            fill_from_list(&mut row, c);
-            if proxy_wanted && c.state != RunState::Running {
-                row.state = State::Stopped;
-            }
-            row.live_image = None;
             if c.state == RunState::Running {
                 to_read
                     .entry(host.clone())
@@ -286,9 +180,153 @@ pub async fn fleet_status<E: Engine>(
             rows.push(row);
         }
     }
+    read_running(hosts, to_read, &mut rows).await;
+    note_budget_stops(&fleet, hosts, &mut rows).await;
+    FleetStatus {
+        fleet,
+        hosts: host_statuses(m, hosts, observed),
+        tenants: rows,
+        drift_checked: plan.is_some(),
+    }
+}
 
-    // One inspect and one stats read per running container, a host's all at once: a
-    // connection each, which the soft open-files limit (often 1,024) must leave room for.
+/// A declared tenant's row from what its host showed and the plan (`None`: drift not
+/// checked), and its container's id when it runs (its figures are read afterwards).
+fn declared_row(
+    inst: &crate::manifest::Instance,
+    fleet: &str,
+    observed: &Observed,
+    plan: Option<&Plan>,
+) -> (TenantStatus, Option<String>) {
+    let mut row = TenantStatus {
+        tenant: inst.name.clone(),
+        host: inst.host.clone(),
+        state: State::Unknown,
+        enabled: inst.enabled,
+        health: None,
+        failing_channels: Vec::new(),
+        image: inst.image.clone(),
+        live_image: None,
+        port: inst.port,
+        uptime_s: None,
+        restarts: None,
+        memory_used: None,
+        memory_limit: inst.memory.bytes(),
+        commit: None,
+        spend_usd: None,
+        drift: None,
+        unknown: Vec::new(),
+    };
+    let Some(live) = observed.of(&inst.host) else {
+        row.unknown.push(format!(
+            "everything: host `{}` could not be read",
+            inst.host
+        ));
+        return (row, None);
+    };
+    let mut running = None;
+    match crate::engine::TenantView::of(live, fleet, &inst.name).container {
+        None => {
+            row.state = if inst.enabled {
+                State::Missing
+            } else {
+                State::Stopped
+            };
+        }
+        Some(c) => {
+            fill_from_list(&mut row, c);
+            row.state = if c.state == RunState::Running {
+                State::Running
+            } else {
+                State::Stopped
+            };
+            if c.state == RunState::Running {
+                running = Some(c.id.clone());
+            } else {
+                row.unknown.push("memory used: not running".into());
+            }
+        }
+    }
+    if let Some(a) = plan.and_then(|p| p.action(&inst.name))
+        && a.action != ActionKind::Noop
+    {
+        row.drift = Some(format!("{}: {}", a.action.verb(), a.reasons.join("; ")));
+        if row.state == State::Running {
+            row.state = State::Drifted;
+        }
+    }
+    if plan.is_none() {
+        row.unknown
+            .push("drift: not checked (no identity to decrypt the secrets)".into());
+    }
+    row.unknown
+        .push("spend: not read here (`mtp usage` reads it)".into());
+    (row, running)
+}
+
+/// The row of a container of `fleet` on `host` whose tenant is no longer declared (an
+/// orphan, or the admin's Docker proxy); `None` for any other container, and for a
+/// recycle's or move's temporary ones.
+fn undeclared_row(
+    m: &crate::manifest::Manifest,
+    fleet: &str,
+    host: &str,
+    c: &LiveContainer,
+) -> Option<TenantStatus> {
+    let t = c.tenant()?;
+    if c.fleet() != Some(fleet) || m.instance(t).is_some() {
+        return None;
+    }
+    if c.name.ends_with(crate::engine::OLD_SUFFIX) || c.name.ends_with(crate::engine::NEXT_SUFFIX) {
+        return None;
+    }
+    // The admin's read-only Docker proxy: declared by `[admin] docker_socket`.
+    let is_proxy = c.labels.get(crate::engine::LABEL_KIND).map(String::as_str)
+        == Some(crate::engine::KIND_PROXY);
+    let proxy_wanted = is_proxy
+        && m.admin
+            .as_ref()
+            .is_some_and(|a| a.docker_socket == crate::manifest::DockerSocket::ReadOnly);
+    let mut row = TenantStatus {
+        tenant: t.to_string(),
+        host: host.to_string(),
+        state: if proxy_wanted {
+            State::Running
+        } else {
+            State::Orphan
+        },
+        enabled: false,
+        health: None,
+        failing_channels: Vec::new(),
+        image: c.image.clone(),
+        live_image: None,
+        port: c.ports.first().map_or(0, |p| p.host_port),
+        uptime_s: None,
+        restarts: None,
+        memory_used: None,
+        memory_limit: 0,
+        commit: None,
+        spend_usd: None,
+        drift: match (is_proxy, proxy_wanted) {
+            (_, true) => None,
+            (true, false) => {
+                Some("the admin's Docker proxy, no longer wanted: removed by apply".into())
+            }
+            _ => Some("no longer declared: removed by a prune, after a backup".into()),
+        },
+        unknown: vec!["memory limit: not declared".into()],
+    };
+    fill_from_list(&mut row, c);
+    if proxy_wanted && c.state != RunState::Running {
+        row.state = State::Stopped;
+    }
+    row.live_image = None;
+    Some(row)
+}
+
+/// One inspect and one stats read per running container, a host's all at once: a
+/// connection each, which the soft open-files limit (often 1,024) must leave room for.
+async fn read_running<E: Engine>(hosts: &Hosts<E>, to_read: ToRead, rows: &mut [TenantStatus]) {
     let connections: usize = to_read
         .iter()
         .map(|(h, list)| {
@@ -316,36 +354,48 @@ pub async fn fleet_status<E: Engine>(
         .into_iter()
         .flatten()
     {
-        let row = &mut rows[i];
-        match st {
-            Ok(st) => {
-                row.restarts = Some(st.restart_count);
-                row.failing_channels = st
-                    .last_probe_output
-                    .as_deref()
-                    .map(crate::gateway::failing_channels)
-                    .unwrap_or_default();
-                match st.started_at {
-                    Some(t) => row.uptime_s = Some((chrono::Utc::now() - t).num_seconds()),
-                    None => row
-                        .unknown
-                        .push("uptime: the engine gave no start time".into()),
-                }
-            }
-            Err(e) => {
-                row.unknown.push(format!("uptime and restarts: {e}"));
+        fill_from_reads(&mut rows[i], st, mem, chrono::Utc::now());
+    }
+}
+
+/// A running container's row with what its inspect and stats read found (at `now`), or why
+/// they found nothing.
+fn fill_from_reads(
+    row: &mut TenantStatus,
+    st: Result<crate::engine::ContainerStatus, crate::engine::EngineError>,
+    mem: Result<Option<u64>, crate::engine::EngineError>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    match st {
+        Ok(st) => {
+            row.restarts = Some(st.restart_count);
+            row.failing_channels = st
+                .last_probe_output
+                .as_deref()
+                .map(crate::gateway::failing_channels)
+                .unwrap_or_default();
+            match st.started_at {
+                Some(t) => row.uptime_s = Some((now - t).num_seconds()),
+                None => row
+                    .unknown
+                    .push("uptime: the engine gave no start time".into()),
             }
         }
-        match mem {
-            Ok(Some(b)) => row.memory_used = Some(b),
-            Ok(None) => row
-                .unknown
-                .push("memory used: the engine gave no figure".into()),
-            Err(e) => row.unknown.push(format!("memory used: {e}")),
+        Err(e) => {
+            row.unknown.push(format!("uptime and restarts: {e}"));
         }
     }
+    match mem {
+        Ok(Some(b)) => row.memory_used = Some(b),
+        Ok(None) => row
+            .unknown
+            .push("memory used: the engine gave no figure".into()),
+        Err(e) => row.unknown.push(format!("memory used: {e}")),
+    }
+}
 
-    // A tenant stopped by its budget (this month) says so: watch leaves a marker on its host.
+/// A tenant stopped by its budget (this month) says so: watch leaves a marker on its host.
+async fn note_budget_stops<E: Engine>(fleet: &str, hosts: &Hosts<E>, rows: &mut [TenantStatus]) {
     let month = crate::watch::budget::month_of(chrono::Utc::now());
     for row in rows
         .iter_mut()
@@ -354,7 +404,7 @@ pub async fn fleet_status<E: Engine>(
         let Some(engine) = hosts.get(&row.host) else {
             continue;
         };
-        let name = crate::watch::budget::marker_name(&fleet, &row.tenant);
+        let name = crate::watch::budget::marker_name(fleet, &row.tenant);
         if let Ok(Some(marker)) = engine.find_marker(&name).await
             && marker.labels.get(crate::watch::budget::LABEL_MONTH) == Some(&month)
         {
@@ -367,9 +417,16 @@ pub async fn fleet_status<E: Engine>(
             );
         }
     }
+}
 
-    let hosts_status = m
-        .host_names()
+/// Each declared host's line: the memory its enabled instances declare against what it
+/// offers, and whether it could be read.
+fn host_statuses<E>(
+    m: &crate::manifest::Manifest,
+    hosts: &Hosts<E>,
+    observed: &Observed,
+) -> Vec<HostStatus> {
+    m.host_names()
         .into_iter()
         .map(|name| {
             let declared_memory = m
@@ -408,13 +465,7 @@ pub async fn fleet_status<E: Engine>(
                 overcommit,
             }
         })
-        .collect();
-    FleetStatus {
-        fleet,
-        hosts: hosts_status,
-        tenants: rows,
-        drift_checked: plan.is_some(),
-    }
+        .collect()
 }
 
 /// Raises the soft open-files limit to `wanted` (at most the hard limit); a failure leaves it,
@@ -604,5 +655,219 @@ mod tests {
         assert_eq!(reads_at_once("tcp://10.0.0.5:2376"), CONCURRENCY);
         assert_eq!(reads_at_once("ssh://ops@b.example"), SSH_CONCURRENCY);
         assert!(CONCURRENCY >= 200);
+    }
+    const FLEET: &str = "st";
+
+    fn manifest(extra: &str) -> crate::manifest::Manifest {
+        toml::from_str(&format!(
+            "[fleet]\nname = \"{FLEET}\"\ndata_root = \"/srv/st\"\n\n[defaults]\nimage = \"gw:1\"\n\n\
+             [tenants.alpha]\nport = 20000\nmemory = \"1g\"\n\n[tenants.bravo]\nport = 20001\nenabled = false\n\n{extra}"
+        ))
+        .expect("test manifest parses")
+    }
+
+    fn container(tenant: &str, name: &str, state: RunState) -> LiveContainer {
+        LiveContainer {
+            id: format!("id-{name}"),
+            name: name.to_string(),
+            image: "gw:2".into(),
+            state,
+            health: HealthState::Healthy,
+            ports: vec![],
+            labels: BTreeMap::from([
+                (crate::render::LABEL_FLEET.to_string(), FLEET.to_string()),
+                (crate::render::LABEL_TENANT.to_string(), tenant.to_string()),
+            ]),
+            networks: vec![],
+            mounts: vec![],
+        }
+    }
+
+    fn observed(containers: Vec<LiveContainer>) -> Observed {
+        let live = crate::engine::LiveState {
+            containers,
+            ..Default::default()
+        };
+        Observed {
+            live: BTreeMap::from([(crate::manifest::DEFAULT_HOST.to_string(), Ok(live))]),
+        }
+    }
+
+    #[test]
+    fn a_declared_tenant_is_running_missing_stopped_or_unknown_with_why() {
+        let m = manifest("");
+        let alpha = m.instance("alpha").unwrap();
+        let bravo = m.instance("bravo").unwrap();
+
+        let seen = observed(vec![container("alpha", "st-alpha", RunState::Running)]);
+        let (row, running) = declared_row(&alpha, FLEET, &seen, None);
+        assert_eq!(row.state, State::Running);
+        assert_eq!(
+            running.as_deref(),
+            Some("id-st-alpha"),
+            "its figures are read"
+        );
+        assert_eq!(row.live_image.as_deref(), Some("gw:2"));
+        assert!(
+            row.unknown
+                .iter()
+                .any(|u| u.starts_with("drift: not checked"))
+        );
+
+        let (row, running) = declared_row(&alpha, FLEET, &observed(vec![]), None);
+        assert_eq!((row.state, running), (State::Missing, None));
+        let (row, _) = declared_row(&bravo, FLEET, &observed(vec![]), None);
+        assert_eq!(
+            row.state,
+            State::Stopped,
+            "disabled, no container: as declared"
+        );
+
+        let stopped = observed(vec![container("alpha", "st-alpha", RunState::Exited)]);
+        let (row, running) = declared_row(&alpha, FLEET, &stopped, None);
+        assert_eq!((row.state, running), (State::Stopped, None));
+        assert!(
+            row.unknown
+                .contains(&"memory used: not running".to_string())
+        );
+
+        let unread = Observed {
+            live: BTreeMap::from([(
+                crate::manifest::DEFAULT_HOST.to_string(),
+                Err("refused".to_string()),
+            )]),
+        };
+        let (row, running) = declared_row(&alpha, FLEET, &unread, None);
+        assert_eq!((row.state, running), (State::Unknown, None));
+        assert_eq!(
+            row.unknown[0],
+            "everything: host `default` could not be read"
+        );
+    }
+
+    #[test]
+    fn a_running_tenant_with_a_planned_change_is_drifted() {
+        let m = manifest("");
+        let alpha = m.instance("alpha").unwrap();
+        let key = crate::secrets::FingerprintKey::new(secrecy::SecretString::from("k".to_string()));
+        let secrets = alpha
+            .secrets
+            .iter()
+            .map(|n| {
+                let v = secrecy::SecretString::from("tok".to_string());
+                (
+                    n.clone(),
+                    crate::secrets::SecretValue::new(v, &key, &alpha.name, n),
+                )
+            })
+            .collect();
+        let spec = crate::render::render(&m, &alpha, &secrets).expect("renders");
+        let seen = observed(vec![container("alpha", "st-alpha", RunState::Running)]);
+        // Labels without a recorded spec: the plan recycles it.
+        let plan =
+            crate::plan::plan_on_one_engine(FLEET, &[spec], seen.of("default").unwrap(), false);
+        let (row, _) = declared_row(&alpha, FLEET, &seen, Some(&plan));
+        assert_eq!(row.state, State::Drifted);
+        assert!(
+            row.drift.as_deref().unwrap().starts_with("recycle: "),
+            "{:?}",
+            row.drift
+        );
+        assert!(!row.unknown.iter().any(|u| u.starts_with("drift:")));
+    }
+
+    #[test]
+    fn only_undeclared_tenants_of_the_fleet_are_orphans() {
+        let m = manifest("");
+        let host = crate::manifest::DEFAULT_HOST;
+        let gone = container("gone", "st-gone", RunState::Running);
+        let row = undeclared_row(&m, FLEET, host, &gone).expect("an orphan");
+        assert_eq!(row.state, State::Orphan);
+        assert_eq!(
+            row.drift.as_deref(),
+            Some("no longer declared: removed by a prune, after a backup")
+        );
+        assert!(
+            undeclared_row(&m, "other", host, &gone).is_none(),
+            "another fleet's"
+        );
+        let declared = container("alpha", "st-alpha", RunState::Running);
+        assert!(undeclared_row(&m, FLEET, host, &declared).is_none());
+        let next = container("gone", "st-gone.next", RunState::Running);
+        assert!(
+            undeclared_row(&m, FLEET, host, &next).is_none(),
+            "a recycle's"
+        );
+    }
+
+    #[test]
+    fn a_failed_read_is_an_unknown_figure_with_why() {
+        let m = manifest("");
+        let (mut row, _) = declared_row(
+            &m.instance("alpha").unwrap(),
+            FLEET,
+            &observed(vec![]),
+            None,
+        );
+        let now = chrono::Utc::now();
+        let st = crate::engine::ContainerStatus {
+            id: "x".into(),
+            name: "st-alpha".into(),
+            state: RunState::Running,
+            health: HealthState::Healthy,
+            exit_code: None,
+            restart_count: 2,
+            oom_killed: false,
+            last_probe_output: None,
+            labels: BTreeMap::new(),
+            started_at: Some(now - chrono::Duration::seconds(90)),
+        };
+        fill_from_reads(&mut row, Ok(st), Ok(None), now);
+        assert_eq!((row.restarts, row.uptime_s), (Some(2), Some(90)));
+        assert!(
+            row.unknown
+                .contains(&"memory used: the engine gave no figure".to_string())
+        );
+
+        let err = || crate::engine::EngineError::Unreachable {
+            host: "default".into(),
+            reason: "gone".into(),
+        };
+        fill_from_reads(&mut row, Err(err()), Ok(Some(7)), now);
+        assert_eq!(row.memory_used, Some(7));
+        assert!(
+            row.unknown
+                .iter()
+                .any(|u| u.starts_with("uptime and restarts: "))
+        );
+    }
+
+    #[test]
+    fn a_host_is_overcommitted_past_its_memory_times_its_overcommit() {
+        let m = manifest("");
+        let hosts: Hosts<crate::engine::fake::FakeEngine> = Hosts { hosts: vec![] };
+        let mut seen = observed(vec![]);
+        if let Some(Ok(live)) = seen.live.get_mut("default") {
+            live.engine_memory = Some(512 << 20);
+        }
+        let st = host_statuses(&m, &hosts, &seen);
+        assert_eq!(st.len(), 1);
+        assert_eq!(
+            st[0].declared_memory,
+            m.instance("alpha").unwrap().memory.bytes(),
+            "only enabled tenants count"
+        );
+        assert_eq!(st[0].memory, Some(512 << 20), "the engine's, none declared");
+        assert!(st[0].overcommitted);
+        assert_eq!(st[0].unreachable, None);
+        let st = host_statuses(
+            &m,
+            &hosts,
+            &Observed {
+                live: BTreeMap::new(),
+            },
+        );
+        assert_eq!(st[0].unreachable.as_deref(), Some("not read"));
+        assert!(!st[0].overcommitted, "nothing known to compare with");
     }
 }

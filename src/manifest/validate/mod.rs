@@ -61,6 +61,7 @@ mod instance;
 mod names;
 mod watch;
 
+pub use super::secret_like::{looks_like_secret_name, looks_like_secret_value};
 pub use names::*;
 
 /// Runs every semantic rule over what parsed.
