@@ -654,7 +654,7 @@ mod tests {
         assert_eq!(reads_at_once("unix:///var/run/docker.sock"), CONCURRENCY);
         assert_eq!(reads_at_once("tcp://10.0.0.5:2376"), CONCURRENCY);
         assert_eq!(reads_at_once("ssh://ops@b.example"), SSH_CONCURRENCY);
-        assert!(CONCURRENCY >= 200);
+        const { assert!(CONCURRENCY >= 200) };
     }
     const FLEET: &str = "st";
 

@@ -1211,9 +1211,11 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe + 'static, C: Connector
             let fleet_wide = trigger.tenant().is_none();
             let mut queued = Vec::new();
             while let Ok(t) = rx.try_recv() {
-                if t.tenant().is_some() && !queued.contains(&t) && t != trigger {
-                    queued.push(t);
-                } else if t.tenant().is_none() && !fleet_wide && !queued.contains(&t) {
+                let keep = match t.tenant() {
+                    Some(_) => t != trigger,
+                    None => !fleet_wide,
+                };
+                if keep && !queued.contains(&t) {
                     queued.push(t);
                 }
             }
