@@ -37,13 +37,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # Garage, the S3-compatible store the backup repository tests start on loopback: built from
-# crates.io once per machine (about 10-15 min on two cores, only the lmdb metadata engine),
-# skipped when a garage is already installed.
-if ! command -v garage >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
-  echo "test.sh: garage is missing; installing it (cargo install garage, once per machine)" >&2
-  cargo install garage --version 2.5.0 --locked --no-default-features \
-    --features bundled-libs,lmdb >&2
-fi
+# crates.io once per machine (scripts/install-garage.sh), in the background while the other
+# tests run; the tests that need it (`_s3_` in their name) run after it is there.
+scripts/install-garage.sh --background
 
 # Build the stub gateway and Docker proxy images once, up front (tests would otherwise race
 # to build them).
@@ -52,4 +48,18 @@ MTP_PROXY_IMAGE=$(scripts/build-docker-proxy-image.sh)
 export MTP_STUB_IMAGE MTP_PROXY_IMAGE
 echo "stub gateway image: $MTP_STUB_IMAGE, docker proxy image: $MTP_PROXY_IMAGE" >&2
 
-cargo nextest run --workspace --no-fail-fast "$@"
+if [ $# -gt 0 ]; then
+  # A chosen subset: garage first, in case the subset needs it.
+  scripts/install-garage.sh
+  cargo nextest run --workspace --no-fail-fast "$@"
+  exit
+fi
+status=0
+cargo nextest run --workspace --no-fail-fast -E 'not test(/_s3_/)' || status=$?
+# MTP_S3_TESTS=later (set by .ci/run): the caller runs them itself, later, so the garage build
+# overlaps more of its run.
+if [ "${MTP_S3_TESTS:-}" != later ]; then
+  scripts/install-garage.sh
+  cargo nextest run --workspace --no-fail-fast -E 'test(/_s3_/)' || status=$?
+fi
+exit $status
