@@ -11,6 +11,10 @@ use super::{BackupManifest, DATA_PREFIX, FORMAT, FileEntry, MANIFEST_ENTRY};
 use crate::engine::spool::{Spool, SpoolWriter};
 use crate::manifest::{GATEWAY_GID, GATEWAY_UID};
 
+/// Where the current data waits inside the state directory while a restore is gated: never
+/// part of a backup.
+pub const ASIDE_DIR: &str = ".mtp-restore-aside";
+
 /// Limits an archive must stay within to be restored.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
@@ -180,8 +184,8 @@ pub fn added_from_live(rel: &str) -> bool {
 /// mtp itself writes transiently (the config staging name, a restore's set-aside data).
 pub fn transient(rel: &str) -> bool {
     rel == crate::engine::CONFIG_STAGING_NAME
-        || rel == super::restore::ASIDE_DIR
-        || rel.starts_with(&format!("{}/", super::restore::ASIDE_DIR))
+        || rel == ASIDE_DIR
+        || rel.starts_with(&format!("{}/", ASIDE_DIR))
 }
 
 /// The relative path under the state directory of an entry of a Docker archive of it

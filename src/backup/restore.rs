@@ -17,8 +17,7 @@ use crate::engine::{Engine, LiveContainer, OneOff};
 use crate::manifest::STATE_DIR;
 use crate::render::ContainerSpec;
 
-/// Where the current data waits inside the state directory while a restore is gated.
-pub const ASIDE_DIR: &str = ".mtp-restore-aside";
+pub use super::archive::ASIDE_DIR;
 /// The helper the throwaway container runs (`node mtp-restore.mjs <op> <state dir>`).
 pub const HELPER_SCRIPT: &str = include_str!("mtp-restore.mjs");
 const HELPER_PATH: &str = "/tmp/mtp-restore.mjs";

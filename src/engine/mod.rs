@@ -876,7 +876,7 @@ pub fn managed_name(fleet: &str, tenant: &str) -> String {
 
 /// Name of a patch-record volume: `<container>.patch-<hash12>`.
 pub fn record_name(container_name: &str, spec_hash: &str) -> String {
-    format!("{container_name}.patch-{}", crate::plan::short(spec_hash))
+    format!("{container_name}.patch-{}", crate::render::short(spec_hash))
 }
 
 /// Labels of a patch-record volume, as `observe` reads them back.

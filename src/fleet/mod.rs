@@ -331,7 +331,7 @@ pub struct PlanRequest {
     /// Verdicts and holds from outside the planner (the preflight's, watch's), by tenant.
     pub holds: crate::plan::Holds,
     /// What the preflight checked, recorded in the plan.
-    pub preflight: Vec<crate::gateway::preflight::ImageCheck>,
+    pub preflight: Vec<crate::plan::ImageCheck>,
 }
 
 /// The identity secrets are decrypted with, shared by every decryption of a session.

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -25,19 +24,7 @@ use crate::render::ContainerSpec;
 pub const SCRIPT: &str = include_str!("../../scripts/mtp-preflight.mjs");
 const DIR: &str = "/tmp/mtp-preflight";
 
-/// What the preflight said about one image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ImageCheck {
-    pub image: String,
-    /// Tenants whose config was checked with it.
-    pub tenants: usize,
-    /// Distinct configs among them (each checked once).
-    pub configs: usize,
-    pub elapsed_ms: u64,
-    /// Set when the image could not check its configs (not a gateway image, the script
-    /// failed): its tenants are not blocked, and the plan says they were not checked.
-    pub error: Option<String>,
-}
+pub use crate::plan::ImageCheck;
 
 /// The verdict on one config.
 #[derive(Debug, Clone, PartialEq)]

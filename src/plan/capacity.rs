@@ -96,17 +96,32 @@ pub struct PortTaken {
 /// moving between two engines of one machine finds its port held by its own old container.
 pub type OwnPorts = BTreeMap<String, std::collections::BTreeSet<u16>>;
 
-/// The host ports the fleet's containers publish on every host read.
+/// The host ports each tenant's containers hold or may hold, on every host read: what a
+/// running one publishes, and what any of them (stopped, a `.next` being started when an
+/// apply was killed) was made to publish, from its recorded spec. Docker lists the ports of
+/// running containers only, while its proxy for a container being started or stopped may
+/// still listen: such a socket is the tenant's own, not a squatter.
 pub fn own_ports<'a>(fleet: &str, lives: impl IntoIterator<Item = &'a LiveState>) -> OwnPorts {
     let mut own = OwnPorts::new();
     for c in lives.into_iter().flat_map(|l| &l.containers) {
         if let Some(t) = c.tenant().filter(|_| c.fleet() == Some(fleet)) {
-            own.entry(t.to_string())
-                .or_default()
-                .extend(c.ports.iter().map(|p| p.host_port));
+            let ports = own.entry(t.to_string()).or_default();
+            ports.extend(c.ports.iter().map(|p| p.host_port));
+            let recorded = c
+                .recorded_fields()
+                .and_then(|f| f.get("ports").cloned())
+                .and_then(|v| serde_json::from_value::<Vec<RecordedPort>>(v).ok())
+                .unwrap_or_default();
+            ports.extend(recorded.iter().map(|p| p.host_port));
         }
     }
     own
+}
+
+/// A port binding as a container's recorded spec holds it.
+#[derive(serde::Deserialize)]
+struct RecordedPort {
+    host_port: u16,
 }
 
 /// What `specs` (one host's instances) need of its kernel, when `live` read it. `own`: the
@@ -444,5 +459,23 @@ mod tests {
                 .ports_taken
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_port_a_stopped_or_starting_container_of_the_tenant_was_made_with_is_its_own() {
+        // A recycle killed between stopping the old container and starting `.next`: Docker
+        // lists no port for either (neither runs), while its proxy may still listen.
+        let a = spec("a", 18801, 5001, 512);
+        let mut stopped = LiveContainer::as_applied(&a, "f", "c1".into());
+        stopped.state = crate::engine::RunState::Exited;
+        stopped.ports.clear();
+        let live = LiveState {
+            host: Some(kernel(&[("127.0.0.1", 18801)])),
+            containers: vec![stopped],
+            ..LiveState::default()
+        };
+        let own = own_ports("f", [&live]);
+        let k = kernel_capacity(&[a], &live, &own).unwrap();
+        assert!(k.ports_taken.is_empty(), "{k:?}");
     }
 }

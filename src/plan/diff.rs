@@ -52,7 +52,7 @@ pub struct PlanOptions {
     /// Verdicts and holds from outside the planner, by tenant (see [`super::Hold`]).
     pub holds: super::Holds,
     /// What the preflight checked, recorded in the plan.
-    pub preflight: Vec<crate::gateway::preflight::ImageCheck>,
+    pub preflight: Vec<crate::plan::ImageCheck>,
 }
 
 /// A live container's effective spec: the newest patch record for it, else its labels.

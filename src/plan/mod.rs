@@ -478,7 +478,7 @@ pub struct Plan {
     pub refreshed: bool,
     /// What the preflight checked, per image (empty when it did not run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub preflight: Vec<crate::gateway::preflight::ImageCheck>,
+    pub preflight: Vec<ImageCheck>,
 }
 
 impl Plan {
@@ -554,14 +554,22 @@ pub fn field_label(field: &str) -> String {
     }
 }
 
-/// The first 12 characters of an id or hash, for people (whatever the text holds: a plan
-/// file is user input).
-pub fn short(s: &str) -> &str {
-    match s.char_indices().nth(12) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
+/// What the gateway's preflight said about one image: an input of the plan, made by
+/// `gateway::preflight`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageCheck {
+    pub image: String,
+    /// Tenants whose config was checked with it.
+    pub tenants: usize,
+    /// Distinct configs among them (each checked once).
+    pub configs: usize,
+    pub elapsed_ms: u64,
+    /// Set when the image could not check its configs (not a gateway image, the script
+    /// failed): its tenants are not blocked, and the plan says they were not checked.
+    pub error: Option<String>,
 }
+
+pub use crate::render::short;
 
 /// Fields compared by the planner, by path.
 pub type Fields = BTreeMap<String, Value>;

@@ -525,3 +525,12 @@ pub fn parse_user(user: &str) -> (u32, u32) {
         _ => (crate::manifest::GATEWAY_UID, crate::manifest::GATEWAY_GID),
     }
 }
+
+/// The first 12 characters of an id or hash, for people (whatever the text holds: a plan
+/// file is user input).
+pub fn short(s: &str) -> &str {
+    match s.char_indices().nth(12) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

@@ -248,7 +248,7 @@ pub fn host_line(h: &crate::plan::HostPlan) -> String {
 }
 
 /// What the preflight did with one image.
-pub fn preflight_line(c: &crate::gateway::preflight::ImageCheck) -> String {
+pub fn preflight_line(c: &crate::plan::ImageCheck) -> String {
     let what = match &c.error {
         Some(e) => format!("could not check its configs ({e}); its tenants are not blocked"),
         None => format!("checked {} config(s) of {} tenant(s)", c.configs, c.tenants),
