@@ -7,9 +7,10 @@
 #   scripts/install-garage.sh --background # starts the build and returns; callers then wait
 #                                          # with a plain `scripts/install-garage.sh`
 #
-# The build is long (tens of minutes on two cores), so it runs niced and, from .ci/run and
-# scripts/test.sh, in the background while the other tests run. A debug build: it compiles in
-# about half the time of a release one and is fast enough for a test's few megabytes. One
+# The build takes minutes (363 s here, niced, beside a test run; a release build took 44 min
+# beside other builds), so it runs niced and, from .ci/run and scripts/test.sh, in the
+# background while the other tests run. A debug build: it compiles far faster than a release
+# one and is fast enough for a test's few megabytes. One
 # build per machine at a time (flock); its log is /tmp/mtp-garage-install.log.
 set -euo pipefail
 VERSION=2.5.0
