@@ -13,6 +13,17 @@ mtp_binary() {
   fi
 }
 
+# bench_create_binary: examples/bench_create (creates a fleet's containers as apply would,
+# without starting them), $CREATE when given, else a release build of this tree.
+bench_create_binary() {
+  if [ -n "${CREATE:-}" ]; then
+    realpath "$CREATE"
+  else
+    cargo build --release --example bench_create -q >&2
+    echo "$PWD/target/release/examples/bench_create"
+  fi
+}
+
 # host_table NAME N OCTET [ENDPOINT]: a `[hosts.NAME]` table for N stub tenants of 1g on
 # ENDPOINT (default: the engine the docker CLI uses): memory declared for them (a stub idles
 # at a few MiB), and a subnet pool of the bench's own, 10.OCTET.0.0/16 in /28s (4,096

@@ -31,13 +31,8 @@ PREFIX=${PREFIX:-benchpl}
 
 docker info >/dev/null 2>&1 || { echo "plan.sh: no Docker engine answers" >&2; exit 1; }
 command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
-if [ -z "${MTP:-}" ]; then
-  cargo build --release --bin mtp -q
-  MTP=$PWD/target/release/mtp
-fi
-MTP=$(realpath "$MTP")
-CREATE=${CREATE:-$PWD/target/release/examples/bench_create}
-[ -x "$CREATE" ] || cargo build --release --example bench_create -q
+MTP=$(mtp_binary)
+CREATE=$(bench_create_binary)
 scripts/build-stub-image.sh >/dev/null
 
 work=$(mktemp -d)

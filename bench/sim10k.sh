@@ -26,6 +26,7 @@
 # the engines, their bridges and directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ENGINES=${ENGINES:-10}
 PER=${PER:-1000}
 RUNS=${RUNS:-10}
@@ -39,13 +40,8 @@ for bin in dockerd docker ip hyperfine; do
     [ $bin = hyperfine ] && apt-get install -y -q hyperfine >/dev/null || { echo "sim10k.sh: $bin is needed" >&2; exit 1; }
   fi
 done
-if [ -z "${MTP:-}" ]; then
-  cargo build --release --bin mtp -q
-  MTP=$PWD/target/release/mtp
-fi
-MTP=$(realpath "$MTP")
-CREATE=${CREATE:-$PWD/target/release/examples/bench_create}
-[ -x "$CREATE" ] || cargo build --release --example bench_create -q
+MTP=$(mtp_binary)
+CREATE=$(bench_create_binary)
 IMAGE=mtp-stub-gateway:dev
 scripts/build-stub-image.sh >/dev/null
 

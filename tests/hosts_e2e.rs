@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use apply_support::*;
 use common::second_engine::SecondEngine;
-use common::sshd::Sshd;
+use common::sshd::{Sshd, require_bin, run_ok};
 
 /// Address slots of the second engines of this file (`plan_api_calls.rs` has its own).
 const SLOT_TWO_HOSTS: u32 = 0;
@@ -157,32 +157,6 @@ fn assert_no_secret_in(f: &TestFleet, outputs: &[Output]) {
         "no secret value ({} tokens) in any of {} outputs",
         secrets.len(),
         outputs.len()
-    );
-}
-
-fn require_bin(bin: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "`{bin}` IS NOT INSTALLED: this test needs it (apt-get install openssh-server openssh-client openssl)"
-    );
-}
-
-fn run_ok(cmd: &str, args: &[&str], dir: &Path) {
-    let o = Command::new(cmd)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} does not run: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
     );
 }
 

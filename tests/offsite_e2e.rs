@@ -7,7 +7,6 @@
 
 mod apply_support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -55,24 +54,6 @@ fn data_files() -> Vec<(&'static str, Vec<u8>)> {
         ("media/a.bin", noise(3 << 20, 1)),
         ("media/b.bin", noise(2 << 20, 2)),
     ]
-}
-
-/// Every file under `dir` (relative path -> content).
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 pub fn restic(repo: &str, password: &str, args: &[&str]) -> std::process::Output {

@@ -78,7 +78,7 @@ fn real_gateway_example_fleet_converges() {
     assert!(o.status.success(), "the example fleet did not converge");
     let out = stdout(&o);
     assert!(out.contains("Apply complete:"), "{out}");
-    for c in f.containers() {
+    for c in f.containers_once_probed(PROBED_WITHIN) {
         if c.name.ends_with("-initech") {
             assert_ne!(c.state, "running", "initech is disabled: {c:?}");
         } else {
@@ -114,7 +114,7 @@ fn real_gateway_policy_and_model_variants_start() {
     let o = f.apply(&["--parallel", "2"]);
     eprintln!("{}", text(&o));
     assert!(o.status.success(), "a variant did not become healthy");
-    for c in f.containers() {
+    for c in f.containers_once_probed(PROBED_WITHIN) {
         assert!(c.healthy(), "{c:?}");
     }
     assert_eq!(f.plan_code(), 0);
@@ -161,7 +161,7 @@ fn real_gateway_patch_is_confirmed_and_a_failed_rotation_rolls_back_with_the_old
         out.contains("the old container runs again and is healthy"),
         "{out}"
     );
-    let after = f.container("alpha");
+    let after = f.container_once_probed("alpha");
     assert_eq!(after.id, before.id);
     assert!(after.healthy(), "{after:?}");
 }
@@ -244,7 +244,7 @@ fn real_gateway_kill_loop_converges_at_every_point() {
             "round {round} ({what}) did not converge"
         );
         f.assert_converged();
-        let cs = f.containers();
+        let cs = f.containers_once_probed(PROBED_WITHIN);
         assert_eq!(cs.len(), 1, "one container: {cs:?}");
         assert!(cs[0].healthy(), "{cs:?}");
         assert_eq!(
@@ -357,7 +357,7 @@ fn real_gateway_backup_and_restore_round_trip() {
         session
     );
     assert!(dir.join("state/openclaw.sqlite").exists() || dir.join("openclaw.json").exists());
-    assert!(f.container("acme").healthy());
+    assert!(f.container_once_probed("acme").healthy());
     // Its usage is read from the recycled, restored gateway (no "unread").
     let o = f.mtp(&["usage", "--days", "1", "--json"]);
     eprintln!("usage: {}", text(&o));

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// The stub gateway image, and the same files as a second image id (a switch recycles).
 pub const IMAGE_A: &str = "mtp-stub-gateway:dev";
@@ -310,6 +311,34 @@ impl TestFleet {
         v
     }
 
+    /// The fleet's containers once Docker has its own verdict on each running one. Apply's
+    /// gate runs the healthcheck itself while Docker still says `starting`; on engines before
+    /// API 1.44 (no start interval) Docker's first probe of a running tenant comes only after
+    /// `health.running_interval` (30 s by default), so `docker ps` may say `starting` that long
+    /// after apply said healthy. Waits up to `within` for no running container to be starting.
+    pub fn containers_once_probed(&self, within: Duration) -> Vec<Ctr> {
+        let t = Instant::now();
+        loop {
+            let cs = self.containers();
+            let starting = cs
+                .iter()
+                .any(|c| c.state == "running" && c.status.contains("health: starting"));
+            if !starting || t.elapsed() > within {
+                return cs;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// [`Self::container`] once Docker has probed it (see [`Self::containers_once_probed`]).
+    pub fn container_once_probed(&self, tenant: &str) -> Ctr {
+        let name = format!("{}-{tenant}", self.name);
+        self.containers_once_probed(PROBED_WITHIN)
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no container {name}: {:?}", self.containers()))
+    }
+
     pub fn container(&self, tenant: &str) -> Ctr {
         let name = format!("{}-{tenant}", self.name);
         self.containers()
@@ -335,6 +364,10 @@ impl TestFleet {
         std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
     }
 }
+
+/// How long Docker may take to probe a running tenant for the first time: the default
+/// `health.running_interval` (30 s) and the probe's own timeout, with room.
+pub const PROBED_WITHIN: Duration = Duration::from_secs(50);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ctr {
@@ -406,4 +439,26 @@ impl Drop for TestFleet {
         }
         docker(&["network", "rm", &format!("{}-net", self.name)]);
     }
+}
+
+/// Every file under `dir` (relative path -> content).
+pub fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    ) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
 }

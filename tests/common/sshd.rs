@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn require_bin(bin: &str) {
+/// Fails the test loudly when `bin` is not on PATH.
+pub fn require_bin(bin: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {bin}"))
@@ -15,11 +16,12 @@ fn require_bin(bin: &str) {
         .is_ok_and(|s| s.success());
     assert!(
         found,
-        "`{bin}` IS NOT INSTALLED: this test needs it (apt-get install openssh-server openssh-client)"
+        "`{bin}` IS NOT INSTALLED: this test needs it (apt-get install openssh-server openssh-client openssl)"
     );
 }
 
-fn run_ok(cmd: &str, args: &[&str], dir: &Path) {
+/// Runs `cmd` in `dir`; fails the test with its stderr when it fails.
+pub fn run_ok(cmd: &str, args: &[&str], dir: &Path) {
     let o = Command::new(cmd)
         .args(args)
         .current_dir(dir)
