@@ -11,24 +11,6 @@ use std::path::{Path, PathBuf};
 
 use apply_support::*;
 
-fn json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
-}
-
-/// Writes `file` (with parent directories, all the gateway's) into a tenant's data dir.
-fn put(f: &TestFleet, tenant: &str, file: &str, content: &[u8]) {
-    let root = f.data_dir(tenant);
-    let p = root.join(file);
-    let mut d = p.parent().unwrap().to_path_buf();
-    std::fs::create_dir_all(&d).unwrap();
-    while d.starts_with(&root) && d != root {
-        std::os::unix::fs::chown(&d, Some(1000), Some(1000)).unwrap();
-        d = d.parent().unwrap().to_path_buf();
-    }
-    std::fs::write(&p, content).unwrap();
-    std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
-}
-
 fn started_at(f: &TestFleet, tenant: &str) -> String {
     f.inspect(&format!("{}-{tenant}", f.name), "{{.State.StartedAt}}")
 }

@@ -9,11 +9,6 @@ mod apply_support;
 use std::collections::BTreeMap;
 
 use apply_support::*;
-use serde_json::Value;
-
-fn json(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
-}
 
 /// What one command did for one tenant: `ok`, `skipped`, or an error's text.
 #[derive(Debug, Clone, PartialEq)]

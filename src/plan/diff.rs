@@ -61,13 +61,19 @@ pub(super) struct Effective {
     pub fields: Option<Fields>,
 }
 
-pub(super) fn effective(c: &LiveContainer, live: &LiveState) -> Effective {
-    let record = live
-        .records
+/// The newest patch record of `c`, if it was patched in place.
+fn latest_record<'a>(
+    c: &LiveContainer,
+    live: &'a LiveState,
+) -> Option<&'a crate::engine::PatchRecord> {
+    live.records
         .iter()
         .filter(|r| r.container_id == c.id)
-        .max_by_key(|r| r.seq);
-    match record {
+        .max_by_key(|r| r.seq)
+}
+
+pub(super) fn effective(c: &LiveContainer, live: &LiveState) -> Effective {
+    match latest_record(c, live) {
         Some(r) => Effective {
             hash: Some(r.spec_hash.clone()),
             fields: Some(r.fields.clone()),
@@ -93,19 +99,13 @@ pub fn legacy_tenants(fleet: &str, live: &LiveState) -> BTreeSet<String> {
     live.containers
         .iter()
         .filter(|c| c.fleet() == Some(fleet))
-        .filter(|c| {
-            let record = live
-                .records
-                .iter()
-                .filter(|r| r.container_id == c.id)
-                .max_by_key(|r| r.seq);
-            match record {
-                Some(r) => r.fields.values().any(is_legacy_secret),
-                None => c
-                    .labels
-                    .get(crate::render::LABEL_SPEC)
-                    .is_some_and(|l| l.contains(r#"{"secret":"fp:"#)),
-            }
+        .filter(|c| match latest_record(c, live) {
+            Some(r) => r.fields.values().any(is_legacy_secret),
+            // The label's JSON is not decoded for this: a plain search is enough.
+            None => c
+                .labels
+                .get(crate::render::LABEL_SPEC)
+                .is_some_and(|l| l.contains(r#"{"secret":"fp:"#)),
         })
         .filter_map(|c| c.tenant().map(str::to_string))
         .collect()
