@@ -76,22 +76,44 @@ pub fn real_image() -> &'static str {
     TAG.get_or_init(|| build_image("scripts/build-real-gateway-image.sh", "MTP_REAL_IMAGE"))
 }
 
-/// A loopback port free now and never handed out before in this test process (the kernel
-/// may hand a just-released port out again: sixty tenants drawn at once would collide).
+/// A loopback port for a tenant, free now and held for this test process until it exits.
+///
+/// Each test is its own process under nextest and a tenant's port is free whenever its
+/// container is stopped, so "free now" is not enough: another test could draw it then, and
+/// the stopped tenant could not start again ("port is already allocated"). Ports come from
+/// below the kernel's ephemeral range (which outgoing connections draw from too), and each
+/// is claimed across processes by a file naming the claiming process; a claim whose process
+/// is gone is taken over.
 pub fn free_port() -> u16 {
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let dir = std::env::temp_dir().join("mtp-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if given.insert(port) {
+    let start = uuid::Uuid::new_v4().as_u128() as u16 % COUNT;
+    for i in 0..COUNT {
+        let port = FIRST + (start + i) % COUNT;
+        if given.contains(&port) || !claim(&dir.join(port.to_string())) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
+    panic!("no free port left in {FIRST}..{}", FIRST + COUNT);
+}
+
+/// Claims `file` for this process: made anew, or taken over from a process that is gone.
+/// Claims are made one at a time across processes (a lock on the directory's `.lock`).
+fn claim(file: &std::path::Path) -> bool {
+    let lock = std::fs::File::create(file.with_file_name(".lock")).unwrap();
+    lock.lock().unwrap();
+    let owner = std::fs::read_to_string(file).unwrap_or_default();
+    let taken = !owner.is_empty() && std::path::Path::new("/proc").join(owner.trim()).exists();
+    !taken && std::fs::write(file, std::process::id().to_string()).is_ok()
 }
 
 pub fn unique(prefix: &str) -> String {
