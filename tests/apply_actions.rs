@@ -425,5 +425,26 @@ fn a_tenant_probed_every_30s_at_rest_passes_its_gate_as_quickly_as_before() {
         takes,
         "API {api}: {start_interval}"
     );
+    // Right after the apply, Docker has not probed it yet on such an engine; `mtp status`
+    // runs the healthcheck itself rather than show `starting` for half a minute.
+    let docker_says = f.inspect(&c.id, "{{.State.Health.Status}}");
+    let o = f.mtp_ok(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = &st["tenants"][0];
+    assert_eq!(row["health"], "healthy", "{st:#}");
+    assert_eq!(
+        row["health_probed_by_mtp"].as_bool().unwrap_or(false),
+        docker_says.trim() == "starting",
+        "Docker said {docker_says}: {st:#}"
+    );
+    if docker_says.trim() == "starting" {
+        let table = stdout(&f.mtp_ok(&["status"]));
+        println!("{table}");
+        assert!(table.contains("healthy (mtp probe)"), "{table}");
+        assert!(
+            table.contains("note: mtp probe: Docker has not probed it"),
+            "{table}"
+        );
+    }
     f.assert_converged();
 }

@@ -589,6 +589,7 @@ impl Engine for FakeEngine {
             restart_count,
             oom_killed: false,
             last_probe_output: None,
+            healthcheck: Vec::new(),
             labels: c.labels,
             started_at: None,
         })

@@ -463,6 +463,9 @@ pub struct ContainerStatus {
     pub oom_killed: bool,
     /// The last healthcheck's output, trimmed, for failure messages.
     pub last_probe_output: Option<String>,
+    /// The container's healthcheck as Docker holds it (`["CMD", ...]`, `["CMD-SHELL", line]`;
+    /// empty without one).
+    pub healthcheck: Vec<String>,
     pub labels: BTreeMap<String, String>,
     /// When it was last started (`None`: never, or the engine did not say).
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,

@@ -76,6 +76,11 @@ pub struct TenantStatus {
     /// Docker's health status (`none` without a healthcheck or while stopped): the gateway's
     /// own health, which a channel that cannot reach its service does not change.
     pub health: Option<String>,
+    /// Docker had not probed the running container yet (it said `starting`: an engine before
+    /// API 1.44 first probes a running interval, 30 s, after the start, long after apply's gate
+    /// passed), so mtp ran the container's healthcheck once itself: `health` is that verdict.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub health_probed_by_mtp: bool,
     /// Channels the gateway reports failing (e.g. `telegram` when Telegram cannot be reached),
     /// from its last health probe: reported, never a reason to restart or roll back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -204,6 +209,7 @@ fn declared_row(
         state: State::Unknown,
         enabled: inst.enabled,
         health: None,
+        health_probed_by_mtp: false,
         failing_channels: Vec::new(),
         image: inst.image.clone(),
         live_image: None,
@@ -297,6 +303,7 @@ fn undeclared_row(
         },
         enabled: false,
         health: None,
+        health_probed_by_mtp: false,
         failing_channels: Vec::new(),
         image: c.image.clone(),
         live_image: None,
@@ -342,20 +349,47 @@ async fn read_running<E: Engine>(hosts: &Hosts<E>, to_read: ToRead, rows: &mut [
             futures_util::stream::iter(list)
                 .map(|(i, id)| async move {
                     let (st, mem) = tokio::join!(engine.status(&id), engine.memory_usage(&id));
-                    (i, st, mem)
+                    let own = match &st {
+                        Ok(s) => own_probe(engine, s).await,
+                        Err(_) => None,
+                    };
+                    (i, st, mem, own)
                 })
                 .buffer_unordered(at_once)
                 .collect::<Vec<_>>()
                 .await
         })
     });
-    for (i, st, mem) in futures_util::future::join_all(reads)
+    for (i, st, mem, own) in futures_util::future::join_all(reads)
         .await
         .into_iter()
         .flatten()
     {
         fill_from_reads(&mut rows[i], st, mem, chrono::Utc::now());
+        if let Some(passed) = own {
+            rows[i].health_probed_by_mtp = true;
+            rows[i].health = Some(if passed { "healthy" } else { "starting" }.into());
+        }
     }
+}
+
+/// For a running container Docker has not probed yet (`starting`), the verdict of one run of
+/// its own healthcheck (as apply's gate runs it); `None` when Docker has a verdict or there is
+/// no healthcheck to run.
+async fn own_probe<E: Engine>(engine: &E, st: &crate::engine::ContainerStatus) -> Option<bool> {
+    if st.health != HealthState::Starting || st.state != RunState::Running {
+        return None;
+    }
+    let probe = crate::apply::gate::probe_command(&st.healthcheck);
+    if probe.is_empty() {
+        return None;
+    }
+    Some(
+        engine
+            .exec(&st.id, &probe, std::time::Duration::from_secs(10))
+            .await
+            .is_ok_and(|o| o.exit_code == Some(0)),
+    )
 }
 
 /// A running container's row with what its inspect and stats read found (at `now`), or why
@@ -539,6 +573,7 @@ pub fn table(st: &FleetStatus) -> String {
             r.state.word().to_string(),
             match (&r.health, r.failing_channels.is_empty()) {
                 (None, _) => "-".into(),
+                (Some(h), true) if r.health_probed_by_mtp => format!("{h} (mtp probe)"),
                 (Some(h), true) => h.clone(),
                 (Some(h), false) => format!("{h} ({} failing)", r.failing_channels.join(", ")),
             },
@@ -638,6 +673,12 @@ pub fn table(st: &FleetStatus) -> String {
             .any(|u| !u.starts_with("spend") && !u.starts_with("drift"))
     }) {
         notes.push("`?`: not read; `mtp status --json` says why per tenant");
+    }
+    if st.tenants.iter().any(|r| r.health_probed_by_mtp) {
+        notes.push(
+            "mtp probe: Docker has not probed it since it started (engines before API 1.44 \
+             first probe 30 s after the start), so mtp ran its healthcheck once",
+        );
     }
     for n in notes {
         let _ = writeln!(out, "note: {n}");
@@ -819,6 +860,7 @@ mod tests {
             restart_count: 2,
             oom_killed: false,
             last_probe_output: None,
+            healthcheck: Vec::new(),
             labels: BTreeMap::new(),
             started_at: Some(now - chrono::Duration::seconds(90)),
         };

@@ -909,6 +909,12 @@ impl Engine for DockerEngine {
                 .map(|t| t.with_timezone(&chrono::Utc))
                 // Docker says 0001-01-01 for a container never started.
                 .filter(|t| t.timestamp() > 0),
+            healthcheck: c
+                .config
+                .as_ref()
+                .and_then(|cfg| cfg.healthcheck.as_ref())
+                .and_then(|h| h.test.clone())
+                .unwrap_or_default(),
             labels: c
                 .config
                 .and_then(|cfg| cfg.labels)
