@@ -191,65 +191,6 @@ fn a_running_tenant_goes_into_a_restic_repository_incrementally_and_comes_back()
     assert_eq!(snaps.len(), 2);
     restic(&repo, &password, &["check"]);
     f.assert_converged();
-
-    // `mtp status` with `[backup] every`: the newest snapshot's time, stale past twice that.
-    // restic itself leaves the tenant one snapshot taken 3 h ago (every = 1h).
-    let three_h_ago = chrono::Utc::now() - chrono::Duration::hours(3);
-    let old = f.path().join("old-note.txt");
-    std::fs::write(&old, b"an old snapshot").unwrap();
-    let fleet_tag = format!("fleet={}", f.name);
-    restic(
-        &repo,
-        &password,
-        &[
-            "backup",
-            "--time",
-            &three_h_ago.format("%Y-%m-%d %H:%M:%S").to_string(),
-            "--host",
-            "default",
-            "--tag",
-            &fleet_tag,
-            "--tag",
-            "tenant=acme",
-            old.to_str().unwrap(),
-        ],
-    );
-    let mut forget = vec!["forget"];
-    let ids: Vec<String> = snaps
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    forget.extend(ids.iter().map(String::as_str));
-    restic(&repo, &password, &forget);
-    f.tables = "[backup]\nrepository = \"restic-repo\"\nkeep_last = 2\nevery = \"1h\"\n".into();
-    f.write();
-    let st = json(&f.mtp_ok(&["status", "--json"]));
-    let row = &st["tenants"][0];
-    let last = chrono::DateTime::parse_from_rfc3339(row["last_backup"].as_str().unwrap());
-    assert_eq!(last.unwrap().timestamp(), three_h_ago.timestamp(), "{st:#}");
-    let o = f.mtp_ok(&["status"]);
-    println!("{}", stdout(&o));
-    assert!(
-        stdout(&o).contains(
-            "acme: BACKUP STALE: the newest backup is 3 h 0 min old, over twice `[backup] every` (1h)"
-        ),
-        "{}",
-        text(&o)
-    );
-    f.mtp_ok(&["backup"]);
-    let st = json(&f.mtp_ok(&["status", "--json"]));
-    assert!(st["tenants"][0]["backup_stale"].is_null(), "{st:#}");
-    // Without an identity the repository cannot be opened: said, never taken for "none".
-    let o = f
-        .cmd(&["status", "--json"])
-        .env_remove("MTP_AGE_IDENTITY")
-        .env("HOME", f.path())
-        .env("XDG_CONFIG_HOME", f.path())
-        .output()
-        .unwrap();
-    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let unknown = st["tenants"][0]["unknown"].to_string();
-    assert!(unknown.contains("backup: no identity"), "{st:#}");
 }
 
 mod common;

@@ -157,48 +157,6 @@ pub fn list(dir: &Path, fleet: &str) -> std::io::Result<Vec<Listed>> {
     Ok(out)
 }
 
-/// The time of each tenant's newest backup: its snapshots in `[backup] repository` when one
-/// is set (opened with the fleet's `BACKUP_PASSWORD`, which takes `keyring`), else the
-/// archives in the fleet's backup directory.
-pub async fn newest(
-    session: &crate::fleet::Session,
-    keyring: Option<&crate::fleet::Keyring>,
-) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut saw = |tenant: String, at: DateTime<Utc>| {
-        let e = out.entry(tenant).or_insert(at);
-        *e = (*e).max(at);
-    };
-    let has_repository = session
-        .loaded
-        .manifest
-        .backup
-        .as_ref()
-        .is_some_and(|b| b.repository.is_some());
-    if has_repository {
-        let keyring = keyring.ok_or(
-            "no identity to open the backup repository with (MTP_AGE_IDENTITY)".to_string(),
-        )?;
-        let Some(access) = offsite::access(session, keyring).map_err(|e| e.to_string())? else {
-            return Ok(out);
-        };
-        let fleet = session.fleet().to_string();
-        let snaps =
-            crate::engine::spool::blocking(move || offsite::snapshots(&access, &fleet, &[]))
-                .await?
-                .map_err(|e| e.to_string())?;
-        for s in snaps {
-            saw(s.tenant, s.time);
-        }
-    } else {
-        let dir = session.backup_dir();
-        for l in list(&dir, session.fleet()).map_err(|e| format!("{}: {e}", dir.display()))? {
-            saw(l.tenant, l.created_at);
-        }
-    }
-    Ok(out)
-}
-
 /// Retention from `[backup]`: per tenant, the newest `keep` archives stay, and of those only
 /// the ones younger than `max_age`; the newest archive of a tenant always stays, so a
 /// retention pass never leaves a tenant without a backup. Returns what to delete.

@@ -28,18 +28,16 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             .observe(session.fleet(), &session.all_claims(), false, 8)
             .await;
         // Drift is the plan's verdict; without an identity it is not checked.
-        let keyring = common::keyring().ok();
-        let plan = keyring
-            .as_ref()
-            .and_then(|k| session.desired(k).ok())
+        let plan = common::keyring()
+            .ok()
+            .and_then(|k| session.desired(&k).ok())
             .map(|desired| {
                 session.plan_hosts(&desired, &hosts, &observed, &PlanRequest::default())
             });
-        let mut status =
+        Ok::<_, miette::Report>(
             crate::status::fleet_status(&session, &hosts, &observed, plan.as_ref(), &args.tenants)
-                .await;
-        crate::status::note_backups(&session, keyring.as_ref(), &mut status).await;
-        Ok::<_, miette::Report>(status)
+                .await,
+        )
     })?;
     if args.output.is_json() {
         println!(

@@ -101,13 +101,6 @@ pub struct TenantStatus {
     pub commit: Option<String>,
     /// This month's spend in USD, when known.
     pub spend_usd: Option<f64>,
-    /// When its newest backup was taken (read with `[backup] every` set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_backup: Option<String>,
-    /// Its newest backup is older than twice `[backup] every`, or it has none and has run
-    /// that long: what `mtp watch` alerts on (`backup_stale`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backup_stale: Option<String>,
     /// What apply would do about it, when it drifted or is stopped against the manifest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
@@ -217,8 +210,6 @@ fn declared_row(
         enabled: inst.enabled,
         health: None,
         health_probed_by_mtp: false,
-        last_backup: None,
-        backup_stale: None,
         failing_channels: Vec::new(),
         image: inst.image.clone(),
         live_image: None,
@@ -313,8 +304,6 @@ fn undeclared_row(
         enabled: false,
         health: None,
         health_probed_by_mtp: false,
-        last_backup: None,
-        backup_stale: None,
         failing_channels: Vec::new(),
         image: c.image.clone(),
         live_image: None,
@@ -401,72 +390,6 @@ async fn own_probe<E: Engine>(engine: &E, st: &crate::engine::ContainerStatus) -
             .await
             .is_ok_and(|o| o.exit_code == Some(0)),
     )
-}
-
-/// With `[backup] every`: each enabled tenant's newest backup (snapshots in the repository,
-/// else archives; `keyring` opens a repository) and whether it is stale, as watch judges it.
-pub async fn note_backups(
-    session: &Session,
-    keyring: Option<&crate::fleet::Keyring>,
-    st: &mut FleetStatus,
-) {
-    let Some(every) = session
-        .loaded
-        .manifest
-        .backup
-        .as_ref()
-        .and_then(|b| b.every)
-        .map(|d| d.std())
-    else {
-        return;
-    };
-    let newest = crate::backup::newest(session, keyring).await;
-    judge_backups(&mut st.tenants, every, &newest, chrono::Utc::now());
-}
-
-/// Each enabled tenant's newest backup from `newest` (or why it could not be read), stale
-/// past twice `every`; a tenant never backed up is stale once it has run that long.
-fn judge_backups(
-    rows: &mut [TenantStatus],
-    every: std::time::Duration,
-    newest: &Result<BTreeMap<String, chrono::DateTime<chrono::Utc>>, String>,
-    now: chrono::DateTime<chrono::Utc>,
-) {
-    let limit = every * 2;
-    let words = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
-    for row in rows
-        .iter_mut()
-        .filter(|r| r.enabled && r.state != State::Orphan)
-    {
-        let newest = match newest {
-            Ok(n) => n.get(&row.tenant).copied(),
-            Err(e) => {
-                row.unknown.push(format!("backup: {e}"));
-                continue;
-            }
-        };
-        match newest {
-            Some(at) => {
-                row.last_backup = Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                let age = (now - at).to_std().unwrap_or_default();
-                if age > limit {
-                    row.backup_stale = Some(format!(
-                        "the newest backup is {} old, over twice `[backup] every` ({})",
-                        crate::backup::offsite::ago_words(age.as_secs() as i64),
-                        words(every.as_secs())
-                    ));
-                }
-            }
-            None if row.uptime_s.is_some_and(|u| u as u64 > limit.as_secs()) => {
-                row.backup_stale = Some(format!(
-                    "never backed up, running for {}, over twice `[backup] every` ({})",
-                    crate::backup::offsite::ago_words(row.uptime_s.unwrap_or(0)),
-                    words(every.as_secs())
-                ));
-            }
-            None => {}
-        }
-    }
 }
 
 /// A running container's row with what its inspect and stats read found (at `now`), or why
@@ -706,12 +629,6 @@ pub fn table(st: &FleetStatus) -> String {
             r.drift.as_deref().unwrap_or_default()
         );
     }
-    for r in st.tenants.iter() {
-        if let Some(why) = &r.backup_stale {
-            any = true;
-            let _ = writeln!(out, "{}: BACKUP STALE: {why}", r.tenant);
-        }
-    }
     if any {
         out.push('\n');
     }
@@ -815,63 +732,6 @@ mod tests {
         Observed {
             live: BTreeMap::from([(crate::manifest::DEFAULT_HOST.to_string(), Ok(live))]),
         }
-    }
-
-    #[test]
-    fn a_backup_is_stale_past_twice_every_and_a_tenant_never_backed_up_once_it_ran_that_long() {
-        let m = manifest("[tenants.charlie]\nport = 20002\n");
-        let row = |t: &str, uptime: i64| {
-            let (mut r, _) = declared_row(&m.instance(t).unwrap(), FLEET, &observed(vec![]), None);
-            r.uptime_s = Some(uptime);
-            r
-        };
-        let now = chrono::Utc::now();
-        let h = |n: i64| now - chrono::Duration::hours(n);
-        let every = std::time::Duration::from_secs(24 * 3600);
-        // alpha backed up 49 h ago; charlie never, running 3 days; bravo disabled.
-        let mut rows = vec![
-            row("alpha", 10),
-            row("bravo", 0),
-            row("charlie", 3 * 86_400),
-        ];
-        let newest = Ok(BTreeMap::from([("alpha".to_string(), h(49))]));
-        judge_backups(&mut rows, every, &newest, now);
-        assert!(rows[0].last_backup.is_some());
-        assert_eq!(
-            rows[0].backup_stale.as_deref(),
-            Some("the newest backup is 2 d 1 h old, over twice `[backup] every` (1day)")
-        );
-        assert_eq!(
-            (&rows[1].last_backup, &rows[1].backup_stale),
-            (&None, &None)
-        );
-        assert!(
-            rows[2]
-                .backup_stale
-                .as_deref()
-                .unwrap()
-                .starts_with("never backed up")
-        );
-
-        // 47 h: not yet; a tenant never backed up that just started: not yet either.
-        let mut rows = vec![row("alpha", 10), row("charlie", 60)];
-        judge_backups(
-            &mut rows,
-            every,
-            &Ok(BTreeMap::from([("alpha".to_string(), h(47))])),
-            now,
-        );
-        assert!(rows.iter().all(|r| r.backup_stale.is_none()));
-
-        // Unread: said per tenant, never taken for "none".
-        let mut rows = vec![row("alpha", 10)];
-        judge_backups(&mut rows, every, &Err("store unreachable".into()), now);
-        assert_eq!(rows[0].backup_stale, None);
-        assert!(
-            rows[0]
-                .unknown
-                .contains(&"backup: store unreachable".to_string())
-        );
     }
 
     #[test]
