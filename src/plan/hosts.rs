@@ -137,12 +137,19 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
     join_moves(&mut actions);
     for a in actions.iter_mut() {
         a.live_next = None;
+        if let Some(f) = base.recoveries.get(&a.tenant) {
+            super::recovery::decide(a, f);
+        }
     }
     // While a host cannot be seen, a tenant created elsewhere may still run there: two
     // gateways would poll one bot token. Creates wait until every host answers.
     if let Some((host, _)) = unreachable.first() {
         for a in actions.iter_mut().filter(|a| {
-            a.blocked.is_none() && matches!(a.action, ActionKind::Create | ActionKind::Move)
+            a.blocked.is_none()
+                && matches!(
+                    a.action,
+                    ActionKind::Create | ActionKind::Move | ActionKind::Recover
+                )
         }) {
             a.blocked = Some(format!(
                 "host `{host}` is unreachable, and the tenant may still run there; it is created only once every host answers"
@@ -159,7 +166,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
                 && a.blocked.is_none()
                 && matches!(
                     a.action,
-                    ActionKind::Create | ActionKind::Move | ActionKind::Start
+                    ActionKind::Create | ActionKind::Move | ActionKind::Start | ActionKind::Recover
                 )
         }) {
             a.blocked = Some(format!(

@@ -33,7 +33,7 @@ impl Style {
 
     fn action(&self, kind: ActionKind, text: &str) -> String {
         let code = match kind {
-            ActionKind::Create | ActionKind::Start => "32",
+            ActionKind::Create | ActionKind::Start | ActionKind::Recover => "32",
             ActionKind::Patch => "33",
             ActionKind::Recycle | ActionKind::Move => "35",
             ActionKind::Stop | ActionKind::Remove => "31",
@@ -51,6 +51,9 @@ pub fn summary_line(plan: &Plan) -> String {
         s.create, s.patch, s.recycle, s.remove
     );
     let mut extra = Vec::new();
+    if s.recover > 0 {
+        extra.push(format!("{} to recover", s.recover));
+    }
     if s.r#move > 0 {
         extra.push(format!("{} to move", s.r#move));
     }
@@ -286,7 +289,10 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
             n.subnet.as_deref().unwrap_or("no free subnet")
         );
     }
-    if matches!(a.action, ActionKind::Create | ActionKind::Move) {
+    if matches!(
+        a.action,
+        ActionKind::Create | ActionKind::Move | ActionKind::Recover
+    ) {
         let pick = |f: Field| a.changes.iter().find(|c| c.field == f);
         for f in [Field::Image, Field::Ports, Field::Memory, Field::NanoCpus] {
             if let Some(c) = pick(f) {

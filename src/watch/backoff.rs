@@ -146,6 +146,7 @@ mod tests {
 
     fn recycle(tenant: &str, hash: &str, image: &str) -> TenantAction {
         TenantAction {
+            recover_from: None,
             tenant: tenant.into(),
             action: ActionKind::Recycle,
             reasons: vec![],

@@ -106,6 +106,25 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
     let structurally_sound = !parsed.findings.iter().any(Finding::is_error);
     for inst in &instances {
         c.instance(parsed, inst, available);
+        let recover = manifest
+            .tenants
+            .get(&inst.name)
+            .filter(|_| inst.kind == crate::manifest::InstanceKind::Tenant)
+            .and_then(|t| t.recover.clone());
+        if let Some(text) = recover.filter(|r| crate::manifest::RecoverAsk::parse(r).is_none()) {
+            c.issue(
+                inst,
+                Severity::Error,
+                "recover-value",
+                &["recover"],
+                |t| format!("recover = {text:?} in {t} is not `latest`, `empty` or a snapshot id"),
+                "not a recovery mtp can make",
+                Some(
+                    "`latest` (the newest snapshot), a snapshot id from `mtp backup --list` (8 or more hex digits), or `empty` to start the tenant without its data"
+                        .into(),
+                ),
+            );
+        }
     }
     if let Some(w) = &parsed.watch {
         c.watch(w, available);
