@@ -356,6 +356,7 @@ pub(super) fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
         backup_required: false,
         resume: None,
         recover_from: None,
+        notes: Vec::new(),
         new_networks: Vec::new(),
         live_next: None,
     }

@@ -258,6 +258,10 @@ pub struct TenantAction {
     /// Set when a recycle was interrupted: how apply finishes or undoes it first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// Said of the tenant whatever its action, shown even when it is unchanged (a `recover`
+    /// that is not used any more).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// For a recovery: the snapshot its data is restored from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recover_from: Option<SnapshotRef>,

@@ -84,7 +84,7 @@ pub fn decide(a: &mut TenantAction, f: &RecoveryFacts) {
             && a.live.is_some()
             && a.action != ActionKind::Remove
         {
-            a.reasons.push(format!(
+            a.notes.push(format!(
                 "{} is not used: the tenant has a container (and its data) on host `{host}`; the field can be removed",
                 field(ask)
             ));
@@ -395,7 +395,7 @@ mod tests {
         let a = p.action("acme").unwrap();
         assert_eq!(a.action, ActionKind::Noop, "{a:#?}");
         assert!(
-            a.reasons.iter().any(|r| r.contains("can be removed")),
+            a.notes.iter().any(|r| r.contains("can be removed")),
             "{a:#?}"
         );
         assert!(p.is_converged(), "{p:#?}");

@@ -151,6 +151,7 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
             let _ = writeln!(out, "\n{}", st.paint("1", &host_line(h)));
         }
         let mut unchanged = Vec::new();
+        let mut notes = Vec::new();
         for a in plan
             .actions
             .iter()
@@ -158,6 +159,7 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
         {
             if !a.has_work() && a.drift.is_empty() && a.blocked.is_none() {
                 unchanged.push(a.tenant.as_str());
+                notes.extend(a.notes.iter().map(|n| (a.tenant.as_str(), n)));
                 continue;
             }
             out.push('\n');
@@ -170,6 +172,9 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
                 st.action(ActionKind::Noop, "= unchanged:"),
                 unchanged.join(", ")
             );
+        }
+        for (tenant, note) in notes {
+            let _ = writeln!(out, "      note: {tenant}: {note}");
         }
     }
     for h in plan
@@ -274,6 +279,9 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
     );
     if let Some(w) = &a.waiting {
         let _ = writeln!(out, "      {} {w}", st.paint("33", "waiting:"));
+    }
+    for n in &a.notes {
+        let _ = writeln!(out, "      note: {n}");
     }
     if let Some(b) = &a.blocked {
         let _ = writeln!(out, "      {} {b}", st.paint("31;1", "blocked:"));

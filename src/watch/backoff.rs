@@ -147,6 +147,7 @@ mod tests {
     fn recycle(tenant: &str, hash: &str, image: &str) -> TenantAction {
         TenantAction {
             recover_from: None,
+            notes: Vec::new(),
             tenant: tenant.into(),
             action: ActionKind::Recycle,
             reasons: vec![],
