@@ -571,6 +571,26 @@ fn a_lost_hosts_tenants_are_recovered_on_another_host_from_their_snapshots() {
     assert!(!o.status.success(), "{}", text(&o));
     assert_eq!(f.containers().len(), 1, "only alpha runs: {}", text(&o));
 
+    // A recovery whose gateway never becomes healthy leaves nothing running and says why:
+    // the new container removed, the data directory emptied and marked as recovering, the
+    // recovery still planned.
+    f.tenant_mut("beta").extra =
+        "recover = \"latest\"\nenv = { STUB_STARTUP_MS = \"200\", STUB_NEVER_READY = \"1\" }\n"
+            .into();
+    f.write();
+    with_hosts(&f, &host_a);
+    let o = f.apply(&[]);
+    let said = text(&o);
+    assert!(!o.status.success(), "{said}");
+    assert!(said.contains("failed its health gate"), "{said}");
+    assert!(said.contains("data directory emptied"), "{said}");
+    assert_eq!(f.containers().len(), 1, "only alpha: {said}");
+    assert!(tree(&f.data_dir("beta")).is_empty(), "{said}");
+    let mark = std::fs::read_to_string(f.data_root().join(".mtp/beta")).unwrap();
+    assert!(mark.contains("\"recovering\""), "{mark}");
+    let plan = f.mtp(&["plan"]);
+    assert!(text(&plan).contains("+ recover  beta"), "{}", text(&plan));
+
     // Asked for: each is planned as a recovery from its snapshot, the loss window named.
     f.tenant_mut("beta").extra = "recover = \"latest\"\n".into();
     f.tenant_mut("gamma").extra = format!("recover = \"{}\"\n", &gamma_id[..8]);

@@ -231,9 +231,18 @@ fn a_pr_that_asks_for_a_recovery_says_so_without_keys() {
         .cloned()
         .unwrap();
     assert_eq!(acme["action"], "noop", "{acme}");
-    assert!(acme["notes"][0].as_str().unwrap().contains("can be removed"), "{acme}");
+    assert!(
+        acme["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("can be removed"),
+        "{acme}"
+    );
     let human = r.ok(r.mtp_keyless(&["plan", "--against", "base"]));
-    assert!(human.contains("note: acme: `recover = \"latest\"` is not used"), "{human}");
+    assert!(
+        human.contains("note: acme: `recover = \"latest\"` is not used"),
+        "{human}"
+    );
 
     // A tenant new to the fleet that asks for its snapshot.
     let o = common::git::output_with_stdin(
@@ -248,7 +257,10 @@ fn a_pr_that_asks_for_a_recovery_says_so_without_keys() {
     );
     let human = r.ok(r.mtp_keyless(&["plan", "--against", "base"]));
     assert!(human.contains("create   initech"), "{human}");
-    assert!(human.contains("`recover = \"latest\"` asks for a recovery"), "{human}");
+    assert!(
+        human.contains("`recover = \"latest\"` asks for a recovery"),
+        "{human}"
+    );
 }
 
 #[test]
