@@ -241,13 +241,14 @@ pub async fn recovery_facts<E: Engine>(
                 }
             }),
         };
-        let look = matches!(newest, Ok(Some(_))) || ask.is_some();
-        if look {
-            probe
-                .entry(a.host.clone())
-                .or_default()
-                .push(a.tenant.clone());
+        // Nothing asked and nothing in the repository: a creation as ever.
+        if ask.is_none() && matches!(newest, Ok(None)) {
+            continue;
         }
+        probe
+            .entry(a.host.clone())
+            .or_default()
+            .push(a.tenant.clone());
         out.insert(
             a.tenant.clone(),
             RecoveryFacts {
