@@ -670,3 +670,87 @@ fn a_lost_hosts_tenants_are_recovered_on_another_host_from_their_snapshots() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("can be removed"), "{}", text(&o));
 }
+
+/// Killed (SIGKILL) at any point of a recovery, apply leaves what the next plan describes: a
+/// data directory marked as recovering is recovered again (never started half-written), a
+/// `.next` left behind is removed, and the next apply converges with the snapshot's data.
+#[test]
+fn a_recovery_killed_at_any_point_is_finished_by_the_next_apply() {
+    let mut f = TestFleet::new("offk");
+    f.tables = "[backup]\nrepository = \"restic-repo\"\n\n".into();
+    let password = format!("pw-{}", uuid::Uuid::new_v4());
+    f.set_secret("_fleet", "BACKUP_PASSWORD", &password);
+    f.declare(vec![Tenant::new("acme")]);
+    f.apply_ok();
+    for (p, c) in data_files() {
+        put(&f, "acme", p, &c);
+    }
+    f.mtp_ok(&["backup"]);
+    f.tenant_mut("acme").extra = "recover = \"latest\"\n".into();
+    f.write();
+
+    // Kill points: when the `.next` container appears, and at fixed delays.
+    for (round, delay_ms) in [None, Some(1200u64), Some(2500), Some(4000)]
+        .into_iter()
+        .enumerate()
+    {
+        // The host's data is lost again.
+        for c in f.containers() {
+            docker_ok(&["rm", "-f", &c.id]);
+        }
+        std::fs::remove_dir_all(f.data_root()).unwrap();
+        let mut child = f
+            .cmd(&["apply", "--auto-approve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        match delay_ms {
+            Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+            None => {
+                while !f.containers().iter().any(|c| c.name.ends_with(".next"))
+                    && t.elapsed() < std::time::Duration::from_secs(20)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left: Vec<String> = f
+            .containers()
+            .iter()
+            .map(|c| format!("{}:{}", c.name.trim_start_matches(&f.name), c.state))
+            .collect();
+        let plan = f.mtp(&["plan", "--detailed-exitcode"]);
+        let shown = text(&plan);
+        assert!(
+            matches!(plan.status.code(), Some(0 | 2)),
+            "round {round} (left {left:?}): {shown}"
+        );
+        // No gateway was ever started on a half-written data directory.
+        let mark = std::fs::read_to_string(f.data_root().join(".mtp/acme")).unwrap_or_default();
+        if mark.contains("\"recovering\"") {
+            assert!(
+                !left.iter().any(|l| l == "-acme:running"),
+                "round {round}: {left:?}"
+            );
+            assert!(shown.contains("+ recover  acme"), "round {round}: {shown}");
+        }
+        let o = f.apply(&[]);
+        assert!(
+            o.status.success(),
+            "round {round} (left {left:?}, mark {mark}):\n{shown}\n{}",
+            text(&o)
+        );
+        let after = tree(&f.data_dir("acme"));
+        for (p, c) in data_files() {
+            assert_eq!(after.get(p), Some(&c), "round {round}: {p}");
+        }
+        assert!(f.container("acme").healthy(), "round {round}");
+        assert_eq!(f.containers().len(), 1, "round {round}");
+        f.assert_converged();
+        println!("round {round}: killed with {left:?}, mark {}", mark.trim());
+    }
+}
