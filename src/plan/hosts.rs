@@ -142,17 +142,22 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
         }
     }
     // While a host cannot be seen, a tenant created elsewhere may still run there: two
-    // gateways would poll one bot token. Creates wait until every host answers.
+    // gateways would poll one bot token. Creates wait until every host answers; a recovery
+    // is the operator's word that the host is lost, so it goes ahead, said so.
     if let Some((host, _)) = unreachable.first() {
         for a in actions.iter_mut().filter(|a| {
-            a.blocked.is_none()
-                && matches!(
-                    a.action,
-                    ActionKind::Create | ActionKind::Move | ActionKind::Recover
-                )
+            a.blocked.is_none() && matches!(a.action, ActionKind::Create | ActionKind::Move)
         }) {
             a.blocked = Some(format!(
                 "host `{host}` is unreachable, and the tenant may still run there; it is created only once every host answers"
+            ));
+        }
+        for a in actions
+            .iter_mut()
+            .filter(|a| a.blocked.is_none() && a.action == ActionKind::Recover)
+        {
+            a.notes.push(format!(
+                "host `{host}` is unreachable: `recover` takes it as lost; should it come back with the tenant's container, the next apply removes that one"
             ));
         }
     }

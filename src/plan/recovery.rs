@@ -247,15 +247,24 @@ mod tests {
     }
 
     fn plan_with(live: &LiveState, f: Option<RecoveryFacts>) -> Plan {
+        plan_on(live, f, false)
+    }
+
+    /// With `b_down`, a second host `b` that does not answer.
+    fn plan_on(live: &LiveState, f: Option<RecoveryFacts>, b_down: bool) -> Plan {
         let d = desired();
-        let host = HostLive {
-            name: "a".into(),
-            endpoint: "unix:///a.sock".into(),
-            live: Ok(live),
+        let host = |name: &str, live| HostLive {
+            name: name.into(),
+            endpoint: format!("unix:///{name}.sock"),
+            live,
             memory: None,
             overcommit: 1.0,
             subnet_pool: None,
         };
+        let mut hosts = vec![host("a", Ok(live))];
+        if b_down {
+            hosts.push(host("b", Err("connection refused".into())));
+        }
         let opts = PlanOptions {
             recoveries: f.into_iter().map(|f| ("acme".to_string(), f)).collect(),
             ..Default::default()
@@ -264,7 +273,35 @@ mod tests {
         for s in d.specs.iter_mut() {
             s.host = "a".into();
         }
-        plan_hosts(&d, &[host], &opts)
+        plan_hosts(&d, &hosts, &opts)
+    }
+
+    #[test]
+    fn a_recovery_goes_ahead_while_the_lost_host_does_not_answer_a_creation_waits() {
+        let p = plan_on(
+            &LiveState::default(),
+            Some(facts(Some(RecoverAsk::Latest), DataDir::Missing)),
+            true,
+        );
+        let a = p.action("acme").unwrap();
+        assert_eq!(a.action, ActionKind::Recover);
+        assert!(a.blocked.is_none(), "{a:#?}");
+        assert!(
+            a.notes.iter().any(|n| n.contains("takes it as lost")),
+            "{a:#?}"
+        );
+        let p = plan_on(
+            &LiveState::default(),
+            Some(facts(Some(RecoverAsk::Empty), DataDir::Missing)),
+            true,
+        );
+        let a = p.action("acme").unwrap();
+        assert!(
+            a.blocked
+                .as_deref()
+                .unwrap_or_default()
+                .contains("may still run there")
+        );
     }
 
     #[test]
