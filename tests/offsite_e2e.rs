@@ -446,14 +446,238 @@ fn a_tenant_goes_into_an_s3_store_and_comes_back() {
     assert!(stdout(&o).contains("no errors"), "{}", text(&o));
 }
 
-/// The host is lost (its container and whole data root gone): `mtp apply` makes the tenant
-/// again, empty, and `mtp restore TENANT latest` brings its data back from the repository,
-/// byte for byte, gated on health. `mtp backup --list` names the snapshot's time, the loss
-/// window. (By hand, two steps: plan has no recovery action of its own yet.)
+/// Address slot of this file's second engine (`hosts_e2e.rs` holds 0 to 5,
+/// `plan_api_calls.rs` 6).
+const SLOT_LOST_HOST: u32 = 7;
+
+/// Writes `file` into `tenant`'s data directory under `root` as the gateway's files are
+/// (uid 1000).
+fn put_under(root: &Path, tenant: &str, file: &str, content: &[u8]) {
+    let dir = root.join(tenant);
+    let p = dir.join(file);
+    let mut d = p.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&d).unwrap();
+    while d.starts_with(&dir) && d != dir {
+        std::os::unix::fs::chown(&d, Some(1000), Some(1000)).unwrap();
+        d = d.parent().unwrap().to_path_buf();
+    }
+    std::fs::write(&p, content).unwrap();
+    std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
+}
+
+/// The manifest as `write()` left it, with `hosts` appended.
+fn with_hosts(f: &TestFleet, hosts: &str) {
+    let path = f.path().join("fleet.toml");
+    let mut s = std::fs::read_to_string(&path).unwrap();
+    s.push_str(hosts);
+    std::fs::write(path, s).unwrap();
+}
+
+/// A file the running gateway rewrites: its owner lease on the state directory, and the
+/// stub's boot record.
+fn running(path: &str) -> bool {
+    path.starts_with("state/gateway-owner-lease") || path == "stub-state.json"
+}
+
+/// Every file of a tenant's data directory but the ones mtp writes anew from fleet.toml.
+fn tenant_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut t = tree(dir);
+    t.retain(|p, _| !p.starts_with("openclaw.json") && !p.starts_with(".openclaw.json"));
+    t
+}
+
+/// The drill, end to end, on two engines: host b's tenants are backed up to the repository;
+/// b's engine is killed and its data root deleted; the tenants are moved to host a in
+/// fleet.toml. The plan refuses to make them empty, naming each one's newest snapshot and
+/// the data it would lose; asked with `recover` (one `latest`, one by snapshot id) it plans
+/// `+ recover` with "data as of"; apply restores, starts and gates them on a, their files
+/// equal to their snapshots (as restic itself restores them), and the next plan is empty.
 #[test]
-fn a_tenant_whose_host_was_lost_comes_back_from_the_repository() {
+fn a_lost_hosts_tenants_are_recovered_on_another_host_from_their_snapshots() {
+    let mut b = common::second_engine::SecondEngine::start(SLOT_LOST_HOST, &[IMAGE_A]);
     let mut f = TestFleet::new("offl");
-    f.tables = "[backup]\nrepository = \"restic-repo\"\n".into();
+    let b_root = f.path().join("data-b");
+    f.defaults_extra = "host = \"a\"\n".into();
+    f.tables = "[backup]\nrepository = \"restic-repo\"\n\n".into();
+    let password = format!("pw-{}", uuid::Uuid::new_v4());
+    f.set_secret("_fleet", "BACKUP_PASSWORD", &password);
+    f.declare(vec![
+        Tenant::new("alpha"),
+        Tenant::new("beta").with("host = \"b\""),
+        Tenant::new("gamma").with("host = \"b\""),
+    ]);
+    let primary =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host_a = format!("[hosts.a]\nendpoint = \"{primary}\"\n\n");
+    with_hosts(
+        &f,
+        &format!(
+            "{host_a}[hosts.b]\nendpoint = \"{}\"\ndata_root = \"{}\"\nsubnet_pool = \"10.{}.128.0/17\"\n",
+            b.endpoint(),
+            b_root.display(),
+            b.octet()
+        ),
+    );
+    f.apply_ok();
+    for t in ["beta", "gamma"] {
+        for (p, c) in data_files() {
+            put_under(&b_root, t, p, &c);
+        }
+        put_under(&b_root, t, "notes/whose.txt", t.as_bytes());
+    }
+    let o = f.mtp_ok(&["backup", "--json"]);
+    let out = json(&o);
+    let snapshot_of = |t: &str| {
+        out["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["tenant"] == t)
+            .and_then(|b| b["snapshot"]["id"].as_str())
+            .unwrap_or_else(|| panic!("no snapshot of {t}: {out}"))
+            .to_string()
+    };
+    let (beta_id, gamma_id) = (snapshot_of("beta"), snapshot_of("gamma"));
+
+    // Host b is lost: its gateways gone with the machine, its engine killed, its data root
+    // deleted. Its tenants move to a in fleet.toml; b is no longer declared.
+    let names: Vec<String> = ["beta", "gamma"]
+        .iter()
+        .map(|t| format!("{}-{t}", f.name))
+        .collect();
+    let mut stop = vec!["stop", "-t", "2"];
+    stop.extend(names.iter().map(String::as_str));
+    b.docker(&stop);
+    b.kill();
+    std::fs::remove_dir_all(&b_root).unwrap();
+    for t in ["beta", "gamma"] {
+        f.tenant_mut(t).extra = String::new();
+    }
+    f.write();
+    with_hosts(&f, &host_a);
+
+    // Without the ask, a creation would start them empty: refused, with the loss window.
+    let plan = f.mtp(&["plan", "--detailed-exitcode"]);
+    let said = text(&plan);
+    println!("{said}");
+    assert_eq!(plan.status.code(), Some(2), "{said}");
+    for id in [&beta_id, &gamma_id] {
+        assert!(said.contains(&format!("snapshot {}", &id[..8])), "{said}");
+    }
+    assert!(said.contains("(data as of "), "{said}");
+    assert!(said.contains("recover = \"latest\""), "{said}");
+    assert!(said.contains("2 blocked"), "{said}");
+    let o = f.apply(&[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert_eq!(f.containers().len(), 1, "only alpha runs: {}", text(&o));
+
+    // A recovery whose gateway never becomes healthy leaves nothing running and says why:
+    // the new container removed, the data directory emptied and marked as recovering, the
+    // recovery still planned.
+    f.tenant_mut("beta").extra =
+        "recover = \"latest\"\nenv = { STUB_STARTUP_MS = \"200\", STUB_NEVER_READY = \"1\" }\n"
+            .into();
+    f.write();
+    with_hosts(&f, &host_a);
+    let o = f.apply(&[]);
+    let said = text(&o);
+    assert!(!o.status.success(), "{said}");
+    assert!(said.contains("failed its health gate"), "{said}");
+    assert!(said.contains("data directory emptied"), "{said}");
+    assert_eq!(f.containers().len(), 1, "only alpha: {said}");
+    assert!(tree(&f.data_dir("beta")).is_empty(), "{said}");
+    let mark = std::fs::read_to_string(f.data_root().join(".mtp/beta")).unwrap();
+    assert!(mark.contains("\"recovering\""), "{mark}");
+    let plan = f.mtp(&["plan"]);
+    assert!(text(&plan).contains("+ recover  beta"), "{}", text(&plan));
+
+    // Asked for: each is planned as a recovery from its snapshot, the loss window named.
+    f.tenant_mut("beta").extra = "recover = \"latest\"\n".into();
+    f.tenant_mut("gamma").extra = format!("recover = \"{}\"\n", &gamma_id[..8]);
+    f.write();
+    with_hosts(&f, &host_a);
+    let plan = f.mtp_ok(&["plan"]);
+    let said = text(&plan);
+    println!("{said}");
+    for (t, id) in [("beta", &beta_id), ("gamma", &gamma_id)] {
+        let line = said
+            .lines()
+            .find(|l| l.contains("recover") && l.contains(&format!(" {t} ")))
+            .unwrap_or_else(|| panic!("no recover line for {t}:\n{said}"));
+        assert!(line.trim_start().starts_with("+ recover"), "{line}");
+        assert!(
+            line.contains(&format!("from snapshot {}", &id[..8])),
+            "{line}"
+        );
+        assert!(line.contains("(data as of "), "{line}");
+    }
+    assert!(said.contains("2 to recover"), "{said}");
+    let o = f.mtp_ok(&["plan", "--json", "--out", "plan.json"]);
+    let doc = json(&o);
+    let action = |t: &str| {
+        doc["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["tenant"] == t)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(action("beta")["action"], "recover", "{doc}");
+    assert_eq!(action("beta")["recover_from"]["id"], beta_id.as_str());
+    assert_eq!(action("beta")["recover_from"]["host"], "b");
+    assert_eq!(action("gamma")["recover_from"]["id"], gamma_id.as_str());
+    assert_eq!(doc["summary"]["recover"], 2, "{doc}");
+
+    // The saved plan is applied as it was made: restored, started, gated, on a.
+    let o = f.mtp(&["apply", "--auto-approve", "plan.json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    println!("{}", text(&o));
+    for (t, id) in [("beta", &beta_id), ("gamma", &gamma_id)] {
+        assert!(f.container(t).healthy(), "{t}: {}", text(&o));
+        let target = tempfile::tempdir().unwrap();
+        restic(
+            &f.path().join("restic-repo").display().to_string(),
+            &password,
+            &["restore", id, "--target", target.path().to_str().unwrap()],
+        );
+        let snapshot = tenant_files(&target.path().join("data"));
+        let recovered = tenant_files(&f.data_dir(t));
+        assert_eq!(
+            snapshot.keys().filter(|p| !running(p)).collect::<Vec<_>>(),
+            recovered.keys().filter(|p| !running(p)).collect::<Vec<_>>(),
+            "{t}: the same files"
+        );
+        for (p, c) in snapshot.iter().filter(|(p, _)| !running(p)) {
+            assert!(recovered.get(p) == Some(c), "{t}: {p} byte for byte");
+        }
+        // The gateway started on the snapshot's state: its boot count goes on from it.
+        let boots = |files: &std::collections::BTreeMap<String, Vec<u8>>| {
+            let v: serde_json::Value = serde_json::from_slice(&files["stub-state.json"]).unwrap();
+            v["bootCount"].as_u64().unwrap()
+        };
+        assert_eq!(boots(&recovered), boots(&snapshot) + 1, "{t}");
+        assert_eq!(
+            recovered.get("notes/whose.txt"),
+            Some(&t.as_bytes().to_vec())
+        );
+        for (p, c) in data_files() {
+            assert_eq!(recovered.get(p), Some(&c), "{t}: {p}");
+        }
+    }
+    // Recovered, the asks are inert: nothing to do.
+    let o = f.mtp(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("can be removed"), "{}", text(&o));
+}
+
+/// Killed (SIGKILL) at any point of a recovery, apply leaves what the next plan describes: a
+/// data directory marked as recovering is recovered again (never started half-written), a
+/// `.next` left behind is removed, and the next apply converges with the snapshot's data.
+#[test]
+fn a_recovery_killed_at_any_point_is_finished_by_the_next_apply() {
+    let mut f = TestFleet::new("offk");
+    f.tables = "[backup]\nrepository = \"restic-repo\"\n\n".into();
     let password = format!("pw-{}", uuid::Uuid::new_v4());
     f.set_secret("_fleet", "BACKUP_PASSWORD", &password);
     f.declare(vec![Tenant::new("acme")]);
@@ -461,34 +685,72 @@ fn a_tenant_whose_host_was_lost_comes_back_from_the_repository() {
     for (p, c) in data_files() {
         put(&f, "acme", p, &c);
     }
-    let o = f.mtp_ok(&["backup", "--json"]);
-    let id = json(&o)["backups"][0]["snapshot"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    f.mtp_ok(&["backup"]);
+    f.tenant_mut("acme").extra = "recover = \"latest\"\n".into();
+    f.write();
 
-    // The host dies: its container and its whole data root are gone.
-    docker_ok(&["rm", "-f", &f.container("acme").id]);
-    std::fs::remove_dir_all(f.data_root()).unwrap();
-
-    let listed = f.mtp_ok(&["backup", "--list"]);
-    assert!(stdout(&listed).contains(&id[..8]), "{}", text(&listed));
-    // The plan names what a creation from nothing would lose, and how to get it back.
-    let plan = f.mtp(&["plan"]);
-    let said = text(&plan);
-    println!("{said}");
-    assert!(said.contains("create   acme"), "{said}");
-    assert!(said.contains(&format!("snapshot {}", &id[..8])), "{said}");
-    assert!(said.contains("(data as of "), "{said}");
-    assert!(said.contains("mtp restore acme latest"), "{said}");
-    f.apply_ok();
-    assert!(f.container("acme").healthy());
-    let o = f.mtp_ok(&["restore", "--yes", "acme", "latest"]);
-    assert!(stdout(&o).contains(&id[..8]), "{}", text(&o));
-    let after = tree(&f.data_dir("acme"));
-    for (p, c) in data_files() {
-        assert_eq!(after.get(p), Some(&c), "{p} came back byte for byte");
+    // Kill points: when the `.next` container appears, and at fixed delays.
+    for (round, delay_ms) in [None, Some(1200u64), Some(2500), Some(4000)]
+        .into_iter()
+        .enumerate()
+    {
+        // The host's data is lost again.
+        for c in f.containers() {
+            docker_ok(&["rm", "-f", &c.id]);
+        }
+        std::fs::remove_dir_all(f.data_root()).unwrap();
+        let mut child = f
+            .cmd(&["apply", "--auto-approve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        match delay_ms {
+            Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+            None => {
+                while !f.containers().iter().any(|c| c.name.ends_with(".next"))
+                    && t.elapsed() < std::time::Duration::from_secs(20)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left: Vec<String> = f
+            .containers()
+            .iter()
+            .map(|c| format!("{}:{}", c.name.trim_start_matches(&f.name), c.state))
+            .collect();
+        let plan = f.mtp(&["plan", "--detailed-exitcode"]);
+        let shown = text(&plan);
+        assert!(
+            matches!(plan.status.code(), Some(0 | 2)),
+            "round {round} (left {left:?}): {shown}"
+        );
+        // No gateway was ever started on a half-written data directory.
+        let mark = std::fs::read_to_string(f.data_root().join(".mtp/acme")).unwrap_or_default();
+        if mark.contains("\"recovering\"") {
+            assert!(
+                !left.iter().any(|l| l == "-acme:running"),
+                "round {round}: {left:?}"
+            );
+            assert!(shown.contains("+ recover  acme"), "round {round}: {shown}");
+        }
+        let o = f.apply(&[]);
+        assert!(
+            o.status.success(),
+            "round {round} (left {left:?}, mark {mark}):\n{shown}\n{}",
+            text(&o)
+        );
+        let after = tree(&f.data_dir("acme"));
+        for (p, c) in data_files() {
+            assert_eq!(after.get(p), Some(&c), "round {round}: {p}");
+        }
+        assert!(f.container("acme").healthy(), "round {round}");
+        assert_eq!(f.containers().len(), 1, "round {round}");
+        f.assert_converged();
+        println!("round {round}: killed with {left:?}, mark {}", mark.trim());
     }
-    assert!(f.container("acme").healthy());
-    f.assert_converged();
 }

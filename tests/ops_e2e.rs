@@ -345,3 +345,44 @@ fn a_port_a_host_process_holds_blocks_its_tenant_and_plan_and_doctor_count_the_h
     }
     drop(holder);
 }
+
+/// With `[backup] every`, `mtp status` names a tenant whose newest backup is older than twice
+/// that, as `mtp watch` alerts on it; a tenant backed up since is not named.
+#[test]
+fn status_names_a_tenant_whose_newest_backup_is_older_than_twice_every() {
+    let mut f = TestFleet::new("stale");
+    f.tables = "[backup]\nevery = \"1h\"\n".into();
+    f.declare(vec![Tenant::new("acme"), Tenant::new("globex")]);
+    let dir = f.path().join("backups");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = chrono::Utc::now();
+    for (tenant, hours) in [("acme", 3), ("globex", 1)] {
+        let at = now - chrono::Duration::hours(hours);
+        let name = format!(
+            "{}-{tenant}-{}-0123456789ab.tar.age",
+            f.name,
+            at.format("%Y%m%dT%H%M%SZ")
+        );
+        std::fs::write(dir.join(name), b"").unwrap();
+    }
+    let st = status_json(&f);
+    let stale: Vec<&str> = st["stale_backups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stale_backups: {st:#}"))
+        .iter()
+        .map(|s| s["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(stale, vec!["acme"], "{st:#}");
+    let words = st["stale_backups"][0]["words"].as_str().unwrap();
+    assert!(
+        words.contains("3h") && words.contains("over twice"),
+        "{words}"
+    );
+    let o = f.mtp_ok(&["status"]);
+    let table = stdout(&o);
+    assert!(
+        table.contains("backup stale: acme: the newest backup is 3h"),
+        "{table}"
+    );
+    assert!(!table.contains("backup stale: globex"), "{table}");
+}

@@ -208,6 +208,61 @@ fn a_pr_that_adds_a_tenant() {
     insta::assert_snapshot!(md);
 }
 
+/// A pull request that moves a tenant to a new name with `recover = "latest"` (its host lost)
+/// and leaves `recover` on a running one: with no key and no engine, the review says that a
+/// recovery is asked for the one, and that the field is not used on the other.
+#[test]
+fn a_pr_that_asks_for_a_recovery_says_so_without_keys() {
+    let r = Repo::new();
+    r.branch("recover");
+    r.edit(
+        "fleet.toml",
+        "[tenants.acme]\nport = 18801\n",
+        "[tenants.acme]\nport = 18801\nrecover = \"latest\"\n",
+    );
+    r.commit("acme: recover");
+    let out = r.ok(r.mtp_keyless(&["plan", "--against", "base", "--json"]));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let acme = doc["plan"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["tenant"] == "acme")
+        .cloned()
+        .unwrap();
+    assert_eq!(acme["action"], "noop", "{acme}");
+    assert!(
+        acme["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("can be removed"),
+        "{acme}"
+    );
+    let human = r.ok(r.mtp_keyless(&["plan", "--against", "base"]));
+    assert!(
+        human.contains("note: acme: `recover = \"latest\"` is not used"),
+        "{human}"
+    );
+
+    // A tenant new to the fleet that asks for its snapshot.
+    let o = common::git::output_with_stdin(
+        &mut r.mtp_keyed(&["tenant", "add", "initech", "--telegram-token-stdin"]),
+        INITECH_TG,
+    );
+    r.ok_output(o);
+    r.edit(
+        "fleet.toml",
+        "[tenants.initech]\n",
+        "[tenants.initech]\nrecover = \"latest\"\n",
+    );
+    let human = r.ok(r.mtp_keyless(&["plan", "--against", "base"]));
+    assert!(human.contains("create   initech"), "{human}");
+    assert!(
+        human.contains("`recover = \"latest\"` asks for a recovery"),
+        "{human}"
+    );
+}
+
 #[test]
 fn a_pr_that_bumps_one_tenants_image() {
     let r = Repo::new();

@@ -138,7 +138,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             && run.prepared.is_none()
             && matches!(
                 a.action,
-                ActionKind::Create | ActionKind::Recycle | ActionKind::Move
+                ActionKind::Create | ActionKind::Recycle | ActionKind::Move | ActionKind::Recover
             )
         {
             self.clear_dirs(a, run).await?;
@@ -223,6 +223,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             }
             ActionKind::Remove => self.remove(a, &live_id()?, run).await,
             ActionKind::Move => self.move_in(a, needs_spec()?, run).await,
+            ActionKind::Recover => self.recover(a, needs_spec()?, run).await,
         };
         let result = match (result, note) {
             (Ok(d), Some(n)) if a.action != ActionKind::Noop => Ok(format!("{n}; {d}")),
@@ -451,7 +452,7 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         }
     }
 
-    async fn remove_records(&self, tenant: &str, keep: Option<&str>) {
+    pub(super) async fn remove_records(&self, tenant: &str, keep: Option<&str>) {
         for r in self
             .live
             .records

@@ -37,6 +37,7 @@ pub mod dirs;
 pub mod gate;
 pub mod lock;
 mod moves;
+pub mod recover;
 pub mod saved;
 pub mod ws_probe;
 
@@ -62,6 +63,7 @@ use audit::{AuditRecord, AuditSink};
 use gate::GatewayProbe;
 
 pub use cancel::Cancel;
+pub use recover::RECOVERING;
 pub use saved::{PlanRefused, check_rederived, check_saved_plan, parse_saved_plan};
 
 /// The name of a recycle's new container while it is being brought up.
@@ -93,6 +95,8 @@ pub struct ApplyOptions {
     pub keep_going: bool,
     /// Tenants whose existing, unmarked data directories the operator adopts (see [`dirs`]).
     pub adopt: Vec<String>,
+    /// The backup repository recoveries read their snapshots from (`[backup] repository`).
+    pub repository: Option<crate::backup::offsite::Access>,
 }
 
 /// How one tenant's action ended.
@@ -371,7 +375,10 @@ impl<'a, E: Engine, P: GatewayProbe> Executor<'a, E, P> {
             .filter(|a| {
                 matches!(
                     a.action,
-                    ActionKind::Create | ActionKind::Recycle | ActionKind::Patch
+                    ActionKind::Create
+                        | ActionKind::Recycle
+                        | ActionKind::Patch
+                        | ActionKind::Recover
                 ) && a.blocked.is_none()
             })
             .filter_map(|a| self.specs.get(&a.tenant))

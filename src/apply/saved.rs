@@ -71,6 +71,13 @@ pub fn check_rederived(saved: &Plan, fresh: &Plan) -> Result<(), PlanRefused> {
             for n in a.new_networks.iter_mut() {
                 n.subnet = None;
             }
+            // A snapshot's age grows between the plan and the apply; the snapshot is the same.
+            if let Some(r) = a.recover_from.as_mut() {
+                r.age_s = 0;
+            }
+            for text in a.reasons.iter_mut().chain(a.blocked.as_mut()) {
+                *text = without_ages(text);
+            }
         }
         for h in p.hosts.iter_mut() {
             h.subnets = None;
@@ -96,6 +103,26 @@ pub fn check_rederived(saved: &Plan, fresh: &Plan) -> Result<(), PlanRefused> {
     } else {
         format!("tenants {}", differing.join(", "))
     }))
+}
+
+/// `text` with each "(data as of N ago)" said as "(data as of _ ago)".
+fn without_ages(text: &str) -> String {
+    const AT: &str = "(data as of ";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(AT) {
+        out.push_str(&rest[..i + AT.len()]);
+        rest = &rest[i + AT.len()..];
+        match rest.find(" ago)") {
+            Some(j) => {
+                out.push('_');
+                rest = &rest[j..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Checks that a saved plan still describes the files and the engine it will be applied to.

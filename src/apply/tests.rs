@@ -87,6 +87,7 @@ fn opts(dir: &std::path::Path) -> ApplyOptions {
         direct_checks: true,
         keep_going: false,
         adopt: Vec::new(),
+        repository: None,
     }
 }
 

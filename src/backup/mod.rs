@@ -24,6 +24,7 @@ pub mod create;
 pub mod offsite;
 pub mod partial;
 pub mod restore;
+pub mod stale;
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use archive::{Budget, Verified};
 pub use create::{BackupError, BackupReport, Method};
 pub use restore::{RestoreError, RestoreReport};
+pub use stale::StaleBackup;
 
 /// The archive format this module writes and reads.
 pub const FORMAT: &str = "mtp-backup/1";

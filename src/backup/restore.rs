@@ -179,6 +179,19 @@ pub async fn own<E: Engine>(
     .await
 }
 
+/// Empties tenant `spec`'s data directory (its containers must be stopped): what a recovery
+/// that did not finish wrote is set aside and removed (and what an emptying killed midway
+/// had set aside first).
+pub async fn empty_data<E: Engine>(
+    engine: &E,
+    spec: &ContainerSpec,
+    fleet: &str,
+) -> Result<(), String> {
+    helper(engine, spec, fleet, "drop").await?;
+    helper(engine, spec, fleet, "aside").await?;
+    helper(engine, spec, fleet, "drop").await
+}
+
 /// Restores `verified` into tenant `spec`'s container `c` (on `engine`).
 pub async fn restore<E: Engine, P: GatewayProbe>(
     engine: &E,

@@ -250,6 +250,14 @@ async fn execute(
             !args.no_preflight,
         ),
     };
+    let keyring = match goal {
+        Goal::Manifest => Some(common::keyring()?),
+        Goal::Nothing => None,
+    };
+    let req = PlanRequest {
+        repository_keyring: keyring.clone(),
+        ..req
+    };
     let observed = pipeline::observe(session, hosts, req.refresh).await;
     let plan = {
         if let Some(s) = &saved {
@@ -328,6 +336,13 @@ async fn execute(
             );
         }
     }));
+    // Recoveries read their snapshots from the backup repository.
+    let repository = match &keyring {
+        Some(k) if plan.actions.iter().any(|a| a.action == ActionKind::Recover) => {
+            crate::backup::offsite::access(session, k).map_err(|e| miette!("{e}"))?
+        }
+        _ => None,
+    };
     let progress = TermProgress::new(std::io::stderr().is_terminal());
     let run = converge::Run {
         hosts,
@@ -335,6 +350,7 @@ async fn execute(
         probe: &WsProbe::default(),
         options: ApplyOptions {
             adopt: args.adopt.clone(),
+            repository,
             ..session.apply_options(&converge::Settings {
                 parallel: args.parallel,
                 direct_checks: !args.docker_health_only,

@@ -112,7 +112,11 @@ pub fn make_plan(
         }
         let t = std::time::Instant::now();
         let mut cache = preflight.then(Default::default);
-        let plan = pipeline::plan(&session, &desired, &hosts, &observed, req.clone(), cache.as_mut()).await;
+        let req = PlanRequest {
+            repository_keyring: Some(keyring.clone()),
+            ..req.clone()
+        };
+        let plan = pipeline::plan(&session, &desired, &hosts, &observed, req, cache.as_mut()).await;
         if std::env::var_os("MTP_TIMINGS").is_some() {
             eprintln!(
                 "timings: load+validate {t_load:?}, render {t_render:?}, connect+observe {t_observe:?} (concurrent), decrypt {legacy} older-labelled {t_legacy:?}, plan+preflight {:?}, total {:?}",
@@ -138,9 +142,6 @@ pub fn run(fleet: &Path, args: Args) -> Result<ExitCode> {
         miette::bail!("--markdown-dir goes with --format markdown");
     }
     let plan = make_plan(fleet, &req, !args.no_preflight, &args.hosts)?;
-    for note in creation_notes(fleet, &plan) {
-        eprintln!("note: {note}");
-    }
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Human => print!("{}", report::human(&plan, report::stdout_color())),
@@ -242,36 +243,4 @@ pub fn save(plan: &Plan, path: &Path) -> Result<()> {
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot write the plan to {}", path.display()))?;
     Ok(())
-}
-
-/// Tenants the plan creates of which the backup repository holds snapshots (see
-/// `offsite::creation_notes`); nothing when no repository is set, none is made yet, or it
-/// cannot be read.
-fn creation_notes(fleet: &Path, plan: &crate::plan::Plan) -> Vec<String> {
-    let created: Vec<String> = plan
-        .actions
-        .iter()
-        .filter(|a| a.action == crate::plan::ActionKind::Create)
-        .map(|a| a.tenant.clone())
-        .collect();
-    if created.is_empty() {
-        return Vec::new();
-    }
-    let Ok(session) = common::open_session(fleet) else {
-        return Vec::new();
-    };
-    let Ok(keyring) = common::keyring() else {
-        return Vec::new();
-    };
-    match crate::backup::offsite::access(&session, &keyring) {
-        Ok(Some(access)) => crate::backup::offsite::creation_notes(
-            &access,
-            session.fleet(),
-            &created,
-            chrono::Utc::now(),
-        )
-        // Not made yet, or unreachable: `mtp backup check` is where that is told.
-        .unwrap_or_default(),
-        _ => Vec::new(),
-    }
 }

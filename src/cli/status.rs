@@ -28,16 +28,18 @@ pub fn run(fleet: &Path, args: Args) -> miette::Result<ExitCode> {
             .observe(session.fleet(), &session.all_claims(), false, 8)
             .await;
         // Drift is the plan's verdict; without an identity it is not checked.
-        let plan = common::keyring()
-            .ok()
-            .and_then(|k| session.desired(&k).ok())
+        let keyring = common::keyring().ok();
+        let plan = keyring
+            .as_ref()
+            .and_then(|k| session.desired(k).ok())
             .map(|desired| {
                 session.plan_hosts(&desired, &hosts, &observed, &PlanRequest::default())
             });
-        Ok::<_, miette::Report>(
+        let mut status =
             crate::status::fleet_status(&session, &hosts, &observed, plan.as_ref(), &args.tenants)
-                .await,
-        )
+                .await;
+        crate::status::check_backups(&mut status, &session, keyring.as_ref()).await;
+        Ok::<_, miette::Report>(status)
     })?;
     if args.output.is_json() {
         println!(

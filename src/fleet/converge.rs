@@ -111,6 +111,7 @@ impl Session {
             direct_checks: s.direct_checks,
             keep_going: s.keep_going,
             adopt: Vec::new(),
+            repository: None,
         }
     }
 

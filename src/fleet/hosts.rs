@@ -268,6 +268,7 @@ impl Session {
             dead_helpers: Default::default(),
             holds: req.holds.clone(),
             preflight: req.preflight.clone(),
+            recoveries: req.recoveries.clone(),
         }
     }
 }

@@ -332,6 +332,12 @@ pub struct PlanRequest {
     pub holds: crate::plan::Holds,
     /// What the preflight checked, recorded in the plan.
     pub preflight: Vec<crate::plan::ImageCheck>,
+    /// What the backup repository and the hosts say of tenants that may be recovered (see
+    /// [`crate::plan::recovery`]); filled by [`pipeline::plan`].
+    pub recoveries: crate::plan::Recoveries,
+    /// The keyring that opens the backup repository (its password is a fleet secret), to
+    /// look for snapshots of the tenants the plan creates; `None`: not looked for.
+    pub repository_keyring: Option<Keyring>,
 }
 
 /// The identity secrets are decrypted with, shared by every decryption of a session.

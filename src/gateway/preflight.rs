@@ -49,7 +49,7 @@ fn needs_check(plan: &Plan) -> Vec<&str> {
         .iter()
         .filter(|a| a.blocked.is_none() && a.waiting.is_none())
         .filter(|a| match a.action {
-            ActionKind::Create | ActionKind::Recycle => true,
+            ActionKind::Create | ActionKind::Recycle | ActionKind::Recover => true,
             ActionKind::Patch => a.changes.iter().any(|c| c.class == ChangeClass::HotReload),
             _ => false,
         })

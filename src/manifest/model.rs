@@ -442,11 +442,71 @@ pub struct TenantSettings {
     /// Run the tenant (false stops its container and keeps its data). Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Recovery from a lost host: when the tenant has no container on its host and no data
+    /// directory there, make it from this snapshot of the backup repository (`"latest"`, or
+    /// a snapshot id or its first 8 hex digits), or `"empty"` to start it without its data
+    /// although the repository holds snapshots of it. Inert once the tenant runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(latest|empty|[0-9a-f]{8,64})$"))]
+    pub recover: Option<String>,
 }
 }
 
 fn yes() -> bool {
     true
+}
+
+/// What `recover` asks of a tenant that has neither a container nor a data directory on
+/// its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoverAsk {
+    /// Its newest snapshot.
+    Latest,
+    /// This snapshot (an id, or its first 8 or more hex digits).
+    Snapshot(String),
+    /// Nothing: start it empty although the repository holds snapshots of it.
+    Empty,
+}
+
+impl RecoverAsk {
+    /// `latest`, `empty`, or 8 to 64 lowercase hex digits.
+    pub fn parse(text: &str) -> Option<RecoverAsk> {
+        match text {
+            "latest" => Some(RecoverAsk::Latest),
+            "empty" => Some(RecoverAsk::Empty),
+            id if (8..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
+                Some(RecoverAsk::Snapshot(id.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// As fleet.toml writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RecoverAsk::Latest => "latest",
+            RecoverAsk::Empty => "empty",
+            RecoverAsk::Snapshot(id) => id,
+        }
+    }
+}
+
+impl Manifest {
+    /// Each tenant's `recover`, where it is set and reads.
+    pub fn recover_asks(&self) -> BTreeMap<String, RecoverAsk> {
+        self.tenants
+            .iter()
+            .filter_map(|(name, t)| {
+                let ask = RecoverAsk::parse(t.recover.as_deref()?)?;
+                Some((name.clone(), ask))
+            })
+            .collect()
+    }
 }
 
 settings_table! {

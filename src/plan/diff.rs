@@ -53,6 +53,8 @@ pub struct PlanOptions {
     pub holds: super::Holds,
     /// What the preflight checked, recorded in the plan.
     pub preflight: Vec<crate::plan::ImageCheck>,
+    /// What the backup repository and the hosts say of tenants that may be recovered.
+    pub recoveries: super::Recoveries,
 }
 
 /// A live container's effective spec: the newest patch record for it, else its labels.
@@ -353,6 +355,8 @@ pub(super) fn blank_action(tenant: &str, action: ActionKind) -> TenantAction {
         waiting: None,
         backup_required: false,
         resume: None,
+        recover_from: None,
+        notes: Vec::new(),
         new_networks: Vec::new(),
         live_next: None,
     }

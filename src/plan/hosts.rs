@@ -137,15 +137,27 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
     join_moves(&mut actions);
     for a in actions.iter_mut() {
         a.live_next = None;
+        if let Some(f) = base.recoveries.get(&a.tenant) {
+            super::recovery::decide(a, f);
+        }
     }
     // While a host cannot be seen, a tenant created elsewhere may still run there: two
-    // gateways would poll one bot token. Creates wait until every host answers.
+    // gateways would poll one bot token. Creates wait until every host answers; a recovery
+    // is the operator's word that the host is lost, so it goes ahead, said so.
     if let Some((host, _)) = unreachable.first() {
         for a in actions.iter_mut().filter(|a| {
             a.blocked.is_none() && matches!(a.action, ActionKind::Create | ActionKind::Move)
         }) {
             a.blocked = Some(format!(
                 "host `{host}` is unreachable, and the tenant may still run there; it is created only once every host answers"
+            ));
+        }
+        for a in actions
+            .iter_mut()
+            .filter(|a| a.blocked.is_none() && a.action == ActionKind::Recover)
+        {
+            a.notes.push(format!(
+                "host `{host}` is unreachable: `recover` takes it as lost; should it come back with the tenant's container, the next apply removes that one"
             ));
         }
     }
@@ -159,7 +171,7 @@ pub fn plan_hosts(desired: &Desired, hosts: &[HostLive], base: &PlanOptions) -> 
                 && a.blocked.is_none()
                 && matches!(
                     a.action,
-                    ActionKind::Create | ActionKind::Move | ActionKind::Start
+                    ActionKind::Create | ActionKind::Move | ActionKind::Start | ActionKind::Recover
                 )
         }) {
             a.blocked = Some(format!(

@@ -5,6 +5,7 @@ pub mod capacity;
 mod diff;
 mod field;
 pub mod hosts;
+pub mod recovery;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 pub use diff::{Desired, PlanOptions, legacy_tenants, plan};
 pub use field::Field;
+pub use recovery::{DataDir, Recoveries, RecoveryFacts, SnapshotRef};
 
 /// For tests: `specs` of fleet `fleet` planned against `live` on one engine.
 #[cfg(test)]
@@ -66,6 +68,10 @@ pub enum ActionKind {
     /// through the two engines, created and gated there, removed from the old host once
     /// healthy.
     Move,
+    /// Recovery from a lost host: no container and no data directory on its host, made from
+    /// a snapshot of the backup repository (restored before its container first starts),
+    /// then gated on health. Only where the tenant's `recover` asks for it.
+    Recover,
     /// Nothing to do.
     Noop,
 }
@@ -81,6 +87,7 @@ impl ActionKind {
             ActionKind::Stop => ".",
             ActionKind::Remove => "-",
             ActionKind::Move => ">>",
+            ActionKind::Recover => "+",
             ActionKind::Noop => "=",
         }
     }
@@ -94,6 +101,7 @@ impl ActionKind {
             ActionKind::Stop => "stop",
             ActionKind::Remove => "remove",
             ActionKind::Move => "move",
+            ActionKind::Recover => "recover",
             ActionKind::Noop => "no-op",
         }
     }
@@ -250,6 +258,13 @@ pub struct TenantAction {
     /// Set when a recycle was interrupted: how apply finishes or undoes it first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// Said of the tenant whatever its action, shown even when it is unchanged (a `recover`
+    /// that is not used any more).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// For a recovery: the snapshot its data is restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_from: Option<SnapshotRef>,
     /// The networks apply creates for it on its host, each on the subnet mtp took for it
     /// from the host's pool (its own network for a tenant; the admin's and the proxy's for
     /// the admin and its proxy).
@@ -347,6 +362,9 @@ pub struct Summary {
     pub remove: usize,
     #[serde(default)]
     pub r#move: usize,
+    /// Tenants made from a snapshot of the backup repository (a lost host).
+    #[serde(default)]
+    pub recover: usize,
     pub noop: usize,
     pub drift: usize,
     pub blocked: usize,
@@ -522,6 +540,7 @@ pub(crate) fn summarize(actions: &[TenantAction], drift: &[Drift]) -> Summary {
             ActionKind::Stop => s.stop += 1,
             ActionKind::Remove => s.remove += 1,
             ActionKind::Move => s.r#move += 1,
+            ActionKind::Recover => s.recover += 1,
             ActionKind::Noop => s.noop += 1,
         }
         s.drift += a.drift.len();

@@ -187,6 +187,7 @@ fn opts(prune: bool) -> PlanOptions {
         dead_helpers: Default::default(),
         holds: Default::default(),
         preflight: Vec::new(),
+        recoveries: Default::default(),
     }
 }
 
@@ -221,6 +222,7 @@ proptest! {
             direct_checks: false,
             keep_going: false,
             adopt: Vec::new(),
+            repository: None,
         };
         let audit = crate::apply::audit::MemoryAudit::default();
         let exec = crate::apply::Executor {

@@ -33,7 +33,7 @@ impl Style {
 
     fn action(&self, kind: ActionKind, text: &str) -> String {
         let code = match kind {
-            ActionKind::Create | ActionKind::Start => "32",
+            ActionKind::Create | ActionKind::Start | ActionKind::Recover => "32",
             ActionKind::Patch => "33",
             ActionKind::Recycle | ActionKind::Move => "35",
             ActionKind::Stop | ActionKind::Remove => "31",
@@ -51,6 +51,9 @@ pub fn summary_line(plan: &Plan) -> String {
         s.create, s.patch, s.recycle, s.remove
     );
     let mut extra = Vec::new();
+    if s.recover > 0 {
+        extra.push(format!("{} to recover", s.recover));
+    }
     if s.r#move > 0 {
         extra.push(format!("{} to move", s.r#move));
     }
@@ -148,6 +151,7 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
             let _ = writeln!(out, "\n{}", st.paint("1", &host_line(h)));
         }
         let mut unchanged = Vec::new();
+        let mut notes = Vec::new();
         for a in plan
             .actions
             .iter()
@@ -155,6 +159,7 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
         {
             if !a.has_work() && a.drift.is_empty() && a.blocked.is_none() {
                 unchanged.push(a.tenant.as_str());
+                notes.extend(a.notes.iter().map(|n| (a.tenant.as_str(), n)));
                 continue;
             }
             out.push('\n');
@@ -167,6 +172,9 @@ fn write_actions(out: &mut String, plan: &Plan, st: &Style) {
                 st.action(ActionKind::Noop, "= unchanged:"),
                 unchanged.join(", ")
             );
+        }
+        for (tenant, note) in notes {
+            let _ = writeln!(out, "      note: {tenant}: {note}");
         }
     }
     for h in plan
@@ -272,6 +280,9 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
     if let Some(w) = &a.waiting {
         let _ = writeln!(out, "      {} {w}", st.paint("33", "waiting:"));
     }
+    for n in &a.notes {
+        let _ = writeln!(out, "      note: {n}");
+    }
     if let Some(b) = &a.blocked {
         let _ = writeln!(out, "      {} {b}", st.paint("31;1", "blocked:"));
     }
@@ -286,7 +297,10 @@ fn write_action(out: &mut String, a: &TenantAction, width: usize, st: &Style) {
             n.subnet.as_deref().unwrap_or("no free subnet")
         );
     }
-    if matches!(a.action, ActionKind::Create | ActionKind::Move) {
+    if matches!(
+        a.action,
+        ActionKind::Create | ActionKind::Move | ActionKind::Recover
+    ) {
         let pick = |f: Field| a.changes.iter().find(|c| c.field == f);
         for f in [Field::Image, Field::Ports, Field::Memory, Field::NanoCpus] {
             if let Some(c) = pick(f) {

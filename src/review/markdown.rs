@@ -114,8 +114,9 @@ fn header_markdown(r: &Review) -> String {
     out
 }
 
-const ORDER: [ActionKind; 7] = [
+const ORDER: [ActionKind; 8] = [
     ActionKind::Create,
+    ActionKind::Recover,
     ActionKind::Patch,
     ActionKind::Recycle,
     ActionKind::Move,

@@ -178,7 +178,44 @@ pub fn review(
         .into_iter()
         .map(|(host, specs)| (host, LiveState::converged(&base_desired.fleet, specs)))
         .collect();
-    let mut plan = head.plan_assumed(&head_desired, &lives, req);
+    // `recover` is told as asked: which snapshot, and whether the data directory is there,
+    // only a live plan can see.
+    let asks = head.loaded.manifest.recover_asks();
+    let req = PlanRequest {
+        recoveries: asks
+            .iter()
+            .map(|(t, ask)| {
+                let facts = crate::plan::RecoveryFacts {
+                    ask: Some(ask.clone()),
+                    newest: Ok(None),
+                    asked: None,
+                    data: None,
+                };
+                (t.clone(), facts)
+            })
+            .collect(),
+        ..req.clone()
+    };
+    let mut plan = head.plan_assumed(&head_desired, &lives, &req);
+    for a in plan
+        .actions
+        .iter_mut()
+        .filter(|a| a.action == ActionKind::Create)
+    {
+        let Some(ask) = asks.get(&a.tenant) else {
+            continue;
+        };
+        a.reasons.push(match ask {
+            crate::manifest::RecoverAsk::Empty => {
+                "`recover = \"empty\"`: starts empty even if the backup repository holds snapshots of it".to_string()
+            }
+            ask => format!(
+                "`recover = \"{}\"` asks for a recovery: where its data directory on host `{}` is missing, apply makes it from that snapshot of the backup repository (`mtp plan` names the snapshot and the data it loses)",
+                ask.as_str(),
+                a.host
+            ),
+        });
+    }
 
     let copied = copies(&base_values, &head_values);
     for c in &copied {
@@ -359,7 +396,11 @@ fn header(plan: &Plan, desired: &Desired) -> Header {
         if let Some(spec) = specs.get(&a.tenant)
             && matches!(
                 a.action,
-                ActionKind::Create | ActionKind::Recycle | ActionKind::Move | ActionKind::Start
+                ActionKind::Create
+                    | ActionKind::Recycle
+                    | ActionKind::Move
+                    | ActionKind::Start
+                    | ActionKind::Recover
             )
         {
             let stop = if matches!(a.action, ActionKind::Recycle | ActionKind::Move) {

@@ -133,6 +133,7 @@ async fn apply(engine: &FakeEngine, specs: &[ContainerSpec]) {
         direct_checks: true,
         keep_going: false,
         adopt: Vec::new(),
+        repository: None,
     };
     let audit = MemoryAudit::default();
     let report = Executor {

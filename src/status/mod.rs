@@ -130,6 +130,13 @@ pub struct FleetStatus {
     pub tenants: Vec<TenantStatus>,
     /// Whether drift was checked (the secrets could be decrypted for a plan).
     pub drift_checked: bool,
+    /// Tenants whose newest backup is older than twice `[backup] every` (judged only when
+    /// `every` is set), as `mtp watch` alerts on them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_backups: Vec<crate::backup::StaleBackup>,
+    /// Why the backups could not be read, when `[backup] every` is set and they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups_unchecked: Option<String>,
 }
 
 /// Where the schema of `mtp status --json` is checked in.
@@ -192,6 +199,60 @@ pub async fn fleet_status<E: Engine>(
         hosts: host_statuses(m, hosts, observed),
         tenants: rows,
         drift_checked: plan.is_some(),
+        stale_backups: Vec::new(),
+        backups_unchecked: None,
+    }
+}
+
+/// With `[backup] every`: the shown tenants (enabled ones) whose newest backup, in the
+/// repository of `[backup] repository` (opened with `keyring`) or among the archives of
+/// `fleet.backup_dir`, is older than twice `every`. A tenant never backed up is not judged
+/// here (watch measures it from its own start).
+pub async fn check_backups(
+    status: &mut FleetStatus,
+    session: &crate::fleet::Session,
+    keyring: Option<&crate::fleet::Keyring>,
+) {
+    let m = &session.loaded.manifest;
+    let Some(every) = m.backup.as_ref().and_then(|b| b.every).map(|d| d.std()) else {
+        return;
+    };
+    let repository = m.backup.as_ref().is_some_and(|b| b.repository.is_some());
+    // Archives are listed by name with no key; the repository needs its password.
+    let access = match (repository, keyring) {
+        (false, _) => None,
+        (true, None) => {
+            status.backups_unchecked =
+                Some("no identity to open the backup repository with (MTP_AGE_IDENTITY)".into());
+            return;
+        }
+        (true, Some(k)) => match crate::backup::offsite::access(session, k) {
+            Ok(a) => a,
+            Err(e) => {
+                status.backups_unchecked = Some(e.to_string());
+                return;
+            }
+        },
+    };
+    let tenants: Vec<String> = m
+        .instances()
+        .into_iter()
+        .filter(|i| i.kind == crate::manifest::InstanceKind::Tenant && i.enabled)
+        .filter(|i| status.tenants.iter().any(|r| r.tenant == i.name))
+        .map(|i| i.name)
+        .collect();
+    let dir = session.backup_dir();
+    let fleet = session.fleet().to_string();
+    let newest = crate::engine::spool::blocking(move || {
+        crate::backup::stale::newest_backups(access.as_ref(), &fleet, &dir)
+    })
+    .await;
+    match newest.and_then(|r| r) {
+        Ok(newest) => {
+            status.stale_backups =
+                crate::backup::stale::stale(&newest, None, &tenants, every, chrono::Utc::now());
+        }
+        Err(e) => status.backups_unchecked = Some(e),
     }
 }
 
@@ -659,6 +720,12 @@ pub fn table(st: &FleetStatus) -> String {
             ),
         };
         let _ = writeln!(out, "{line}");
+    }
+    for s in &st.stale_backups {
+        let _ = writeln!(out, "backup stale: {}: {}", s.tenant, s.words);
+    }
+    if let Some(why) = &st.backups_unchecked {
+        let _ = writeln!(out, "backups not checked: {why}");
     }
     let mut notes: Vec<&str> = Vec::new();
     if !st.drift_checked {

@@ -146,6 +146,8 @@ mod tests {
 
     fn recycle(tenant: &str, hash: &str, image: &str) -> TenantAction {
         TenantAction {
+            recover_from: None,
+            notes: Vec::new(),
             tenant: tenant.into(),
             action: ActionKind::Recycle,
             reasons: vec![],

@@ -237,40 +237,7 @@ impl Seen {
         every: std::time::Duration,
         now: Now,
     ) -> Vec<status::StaleBackup> {
-        let limit = every * 2;
-        let age = |at: Now| (now - at).to_std().unwrap_or_default();
-        let words = |d: std::time::Duration| {
-            humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
-        };
-        tenants
-            .iter()
-            .filter_map(|t| match self.newest.get(t) {
-                Some(at) if age(*at) > limit => Some(status::StaleBackup {
-                    tenant: t.clone(),
-                    newest: Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                    age_s: Some(age(*at).as_secs()),
-                    words: format!(
-                        "the newest backup is {} old, over twice `[backup] every` ({})",
-                        words(age(*at)),
-                        words(every)
-                    ),
-                }),
-                Some(_) => None,
-                None => match self.since {
-                    Some(since) if age(since) > limit => Some(status::StaleBackup {
-                        tenant: t.clone(),
-                        newest: None,
-                        age_s: None,
-                        words: format!(
-                            "no backup in the {} watch has been running, over twice `[backup] every` ({})",
-                            words(age(since)),
-                            words(every)
-                        ),
-                    }),
-                    _ => None,
-                },
-            })
-            .collect()
+        crate::backup::stale::stale(&self.newest, self.since, tenants, every, now)
     }
 }
 

@@ -22,4 +22,7 @@ pub enum WatchError {
         #[source]
         source: std::io::Error,
     },
+    /// The backup repository a recovery reads from could not be opened.
+    #[error("the backup repository: {0}")]
+    Repository(String),
 }

@@ -582,14 +582,23 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe + 'static, C: Connector
         // The periodic re-check also inspects each container: what the event stream and the
         // labels cannot show (`docker update`, a hand-edited openclaw.json).
         let refresh = trigger == Trigger::Recheck;
-        let (plan, observed) =
-            match plan_under(&session, &desired, &self.hosts, refresh, &[], None).await {
-                Ok(p) => p,
-                Err(e) => {
-                    self.record(&trigger, started, Outcome::Error, &e.to_string());
-                    return (None, Vec::new());
-                }
-            };
+        let (plan, observed) = match plan_under(
+            &session,
+            &desired,
+            &self.hosts,
+            refresh,
+            &[],
+            None,
+            &self.keyring,
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.record(&trigger, started, Outcome::Error, &e.to_string());
+                return (None, Vec::new());
+            }
+        };
         self.record_plan(&fleet, &merged(&observed), &plan);
         self.check_budgets(&session, &observed, commit.clone())
             .await;
@@ -653,7 +662,17 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe + 'static, C: Connector
         let desired = good.desired.clone();
         let started = Instant::now();
         let targets = [tenant.clone()];
-        let plan = match plan_under(&session, &desired, &self.hosts, false, &targets, None).await {
+        let plan = match plan_under(
+            &session,
+            &desired,
+            &self.hosts,
+            false,
+            &targets,
+            None,
+            &self.keyring,
+        )
+        .await
+        {
             Ok((p, _)) => p,
             Err(e) => {
                 self.record(&trigger, started, Outcome::Error, &e.to_string());
@@ -797,6 +816,7 @@ impl<E: Engine + Clone + Send + 'static, P: GatewayProbe + 'static, C: Connector
             refresh: cycle.trigger == Trigger::Recheck,
             cancel: self.cancel.child(),
             permits,
+            keyring: self.keyring.clone(),
         };
         running.push(Box::pin(reconcile::run(ctx, unit)));
     }
@@ -1267,6 +1287,7 @@ pub(crate) async fn plan_under<E: Engine>(
     refresh: bool,
     targets: &[String],
     preflight: Option<&mut crate::gateway::preflight::Cache>,
+    keyring: &Keyring,
 ) -> Result<(Plan, Observed), WatchError> {
     let observed = pipeline::observe(session, hosts, refresh).await;
     if observed.live.values().all(|r| r.is_err()) {
@@ -1280,6 +1301,7 @@ pub(crate) async fn plan_under<E: Engine>(
     let req = crate::fleet::PlanRequest {
         refresh,
         targets: targets.to_vec(),
+        repository_keyring: Some(keyring.clone()),
         ..Default::default()
     };
     let plan = pipeline::plan(session, desired, hosts, &observed, req, preflight).await;

@@ -313,6 +313,8 @@ pub struct Ctx<E, P> {
     pub cancel: Cancel,
     /// The bound on heal units of the unit's host.
     pub permits: Option<Arc<Semaphore>>,
+    /// Opens the backup repository, for recoveries.
+    pub keyring: crate::fleet::Keyring,
 }
 
 /// Runs `unit`: takes its hosts' leases, plans its tenants again under them, leaves out what
@@ -364,6 +366,7 @@ async fn reconcile<E: Engine + Clone, P: GatewayProbe>(
             ctx.refresh,
             targets,
             Some(&mut cache),
+            &ctx.keyring,
         )
         .await?
     };
@@ -388,13 +391,25 @@ async fn reconcile<E: Engine + Clone, P: GatewayProbe>(
             hosts: &ctx.hosts,
             data_roots: session.data_roots(),
             probe: &*ctx.probe,
-            options: session.apply_options(&converge::Settings {
-                parallel: ctx.parallel,
-                direct_checks: ctx.direct_checks,
-                delete_data: false,
-                keep_going: true,
-                actor: format!("mtp-watch@{}", lock::hostname()),
-            }),
+            options: crate::apply::ApplyOptions {
+                repository: if plan
+                    .actions
+                    .iter()
+                    .any(|a| a.action == crate::plan::ActionKind::Recover)
+                {
+                    crate::backup::offsite::access(session, &ctx.keyring)
+                        .map_err(|e| WatchError::Repository(e.to_string()))?
+                } else {
+                    None
+                },
+                ..session.apply_options(&converge::Settings {
+                    parallel: ctx.parallel,
+                    direct_checks: ctx.direct_checks,
+                    delete_data: false,
+                    keep_going: true,
+                    actor: format!("mtp-watch@{}", lock::hostname()),
+                })
+            },
             audit: &audit,
             progress: &super::LogProgress,
             cancel: ctx.cancel.clone(),

@@ -96,15 +96,7 @@ pub struct Status {
     pub stale_backups: Vec<StaleBackup>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct StaleBackup {
-    pub tenant: String,
-    /// RFC 3339 time of its newest backup; none seen since watch started when absent.
-    pub newest: Option<String>,
-    pub age_s: Option<u64>,
-    /// The same in words.
-    pub words: String,
-}
+pub use crate::backup::StaleBackup;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncRecord {

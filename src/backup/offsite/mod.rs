@@ -577,38 +577,25 @@ pub fn ago_words(secs: i64) -> String {
     }
 }
 
-/// For tenants a plan creates: those of which the repository holds snapshots (a host lost,
-/// a tenant moved), each with its newest snapshot's time and the loss window, so that
-/// nobody takes a creation for a recovery.
-pub fn creation_notes(
+/// The fleet's snapshots of `tenants`, as [`snapshots`] lists them; none when the store holds
+/// no repository yet (nothing was ever backed up there).
+pub fn snapshots_if_any(
     access: &Access,
     fleet: &str,
-    created: &[String],
-    now: DateTime<Utc>,
-) -> Result<Vec<String>, OffsiteError> {
-    if created.is_empty() {
+    tenants: &[String],
+) -> Result<Vec<Snapshot>, OffsiteError> {
+    let be = backend::backend(access)?;
+    let backends = RepositoryBackends::new(be, None);
+    let opts = RepositoryOptions::default().no_cache(true);
+    let repo = Repository::new(&opts, &backends).map_err(failed(access, "opening"))?;
+    if repo
+        .config_id()
+        .map_err(failed(access, "reading its config"))?
+        .is_none()
+    {
         return Ok(Vec::new());
     }
-    let snaps = snapshots(access, fleet, created)?;
-    let mut notes = Vec::new();
-    for t in created {
-        if let Some(s) = snaps
-            .iter()
-            .filter(|s| &s.tenant == t)
-            .max_by_key(|s| s.time)
-        {
-            notes.push(format!(
-                "{t}: created; should its data directory be gone (a lost host, a move), the \
-                 backup repository holds its snapshot {} of {} from host `{}` (data as of {} \
-                 ago): after apply, `mtp restore {t} latest` brings it back",
-                s.short_id(),
-                s.time.format("%Y-%m-%d %H:%M UTC"),
-                s.host,
-                ago_words((now - s.time).num_seconds())
-            ));
-        }
-    }
-    Ok(notes)
+    snapshots(access, fleet, tenants)
 }
 
 #[cfg(test)]

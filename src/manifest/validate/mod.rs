@@ -106,6 +106,25 @@ pub(crate) fn check(parsed: &Parsed, available: &AvailableSecrets) -> Vec<Findin
     let structurally_sound = !parsed.findings.iter().any(Finding::is_error);
     for inst in &instances {
         c.instance(parsed, inst, available);
+        let recover = manifest
+            .tenants
+            .get(&inst.name)
+            .filter(|_| inst.kind == crate::manifest::InstanceKind::Tenant)
+            .and_then(|t| t.recover.clone());
+        if let Some(text) = recover.filter(|r| crate::manifest::RecoverAsk::parse(r).is_none()) {
+            c.issue(
+                inst,
+                Severity::Error,
+                "recover-value",
+                &["recover"],
+                |t| format!("recover = {text:?} in {t} is not `latest`, `empty` or a snapshot id"),
+                "not a recovery mtp can make",
+                Some(
+                    "`latest` (the newest snapshot), a snapshot id from `mtp backup --list` (8 or more hex digits), or `empty` to start the tenant without its data"
+                        .into(),
+                ),
+            );
+        }
     }
     if let Some(w) = &parsed.watch {
         c.watch(w, available);
@@ -254,4 +273,43 @@ fn port_range_finding(port: u16, what: &str, span: Option<Range<usize>>) -> Find
     )
     .maybe_label(span, "out of range")
     .help("ports below 1024 need root on the host; pick a free port from 1024 to 65535")
+}
+
+#[cfg(test)]
+mod recover_tests {
+    use crate::manifest::{AvailableSecrets, RecoverAsk};
+
+    fn codes(recover: &str) -> Vec<&'static str> {
+        let text = format!(
+            "[fleet]\nname = \"f\"\ndata_root = \"/srv/f\"\n\n[defaults]\nimage = \"gw:1\"\n\n[tenants.acme]\nport = 20001\nrecover = \"{recover}\"\n"
+        );
+        let available: AvailableSecrets = [(
+            "acme".to_string(),
+            ["OPENCLAW_GATEWAY_TOKEN".to_string()].into(),
+        )]
+        .into();
+        crate::manifest::validate_source(std::path::Path::new("fleet.toml"), text, &available)
+            .report
+            .findings
+            .iter()
+            .map(|f| f.code)
+            .collect()
+    }
+
+    #[test]
+    fn recover_takes_latest_empty_or_a_snapshot_id_and_nothing_else() {
+        assert_eq!(RecoverAsk::parse("latest"), Some(RecoverAsk::Latest));
+        assert_eq!(RecoverAsk::parse("empty"), Some(RecoverAsk::Empty));
+        assert_eq!(
+            RecoverAsk::parse("1a2b3c4d"),
+            Some(RecoverAsk::Snapshot("1a2b3c4d".into()))
+        );
+        for good in ["latest", "empty", "1a2b3c4d", &"f".repeat(64)] {
+            assert!(!codes(good).contains(&"recover-value"), "{good}");
+        }
+        for bad in ["newest", "1a2b3c", "1A2B3C4D", "../x", ""] {
+            assert!(RecoverAsk::parse(bad).is_none(), "{bad}");
+            assert!(codes(bad).contains(&"recover-value"), "{bad}");
+        }
+    }
 }
