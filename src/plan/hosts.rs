@@ -527,6 +527,42 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_network_blocks_even_behind_one_of_this_fleets_of_the_same_name() {
+        let d = desired(&manifest(&[("t", "a"), ("u", "a"), ("v", "a")], "2g"));
+        let net = |tenant: &str| {
+            d.specs
+                .iter()
+                .find(|s| s.instance == tenant)
+                .unwrap()
+                .networks[0]
+                .name
+                .clone()
+        };
+        let mut live = LiveState::default();
+        for (name, fleet, subnet) in [
+            // this fleet's own: not foreign
+            (net("t"), Some("h"), "10.1.0.0/28"),
+            // another fleet's and an unlabelled one, each after one of this fleet's of the
+            // same name (Docker does not keep names unique): the first foreign one is named
+            (net("u"), Some("h"), "10.1.0.16/28"),
+            (net("u"), Some("other"), "10.1.0.32/28"),
+            (net("v"), None, "10.1.0.48/28"),
+        ] {
+            live.engine_networks.push(crate::engine::EngineNetwork {
+                name,
+                subnets: vec![subnet.into()],
+                fleet: fleet.map(str::to_string),
+            });
+        }
+        let plan = plan_of(&d, Ok(&live), Ok(&LiveState::default()));
+        assert_eq!(plan.action("t").unwrap().blocked, None);
+        let u = plan.action("u").unwrap().blocked.clone().unwrap();
+        assert!(u.contains("belongs to fleet `other`"), "{u}");
+        let v = plan.action("v").unwrap().blocked.clone().unwrap();
+        assert!(v.contains("carries no `mtp.fleet` label"), "{v}");
+    }
+
+    #[test]
     fn an_unreachable_host_leaves_its_tenants_alone_and_holds_creates_elsewhere() {
         let d = desired(&manifest(&[("t", "a"), ("u", "b")], "2g"));
         let plan = plan_of(
