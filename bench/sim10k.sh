@@ -91,8 +91,11 @@ for k in $(seq 1 "$ENGINES"); do
   docker -H "unix://$work/e$k/docker.sock" info >/dev/null 2>&1 || { tail -5 "$work/e$k/dockerd.log" >&2; exit 1; }
 done
 docker save "$IMAGE" > "$work/image.tar"
-for k in $(seq 1 "$ENGINES"); do docker -H "unix://$work/e$k/docker.sock" load -q < "$work/image.tar" >/dev/null & done
-wait
+# Wait for the loads alone: a bare `wait` would also wait for the dockerds, started in the
+# background from this shell, and never return.
+loads=()
+for k in $(seq 1 "$ENGINES"); do docker -H "unix://$work/e$k/docker.sock" load -q < "$work/image.tar" >/dev/null & loads+=($!); done
+for p in "${loads[@]}"; do wait "$p"; done
 
 # The fleet: PER tenants on each engine, ports per host (the same ports on every host), each
 # host's subnet pool its own; and the one-engine fleet: PER tenants on engine 1 alone.

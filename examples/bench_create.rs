@@ -7,6 +7,12 @@
 //!   MTP_AGE_IDENTITY=... target/release/examples/bench_create fleet.toml [PARALLEL] [no-networks]
 //!   MTP_AGE_IDENTITY=... target/release/examples/bench_create fleet.toml tokens
 //!
+//!   MTP_AGE_IDENTITY=... target/release/examples/bench_create fleet.toml time TENANT REPS
+//!
+//! `time` creates TENANT's network and container as apply would, REPS times, removing both
+//! after each (untimed), and prints one line per create: `create <network ms> <container ms>`.
+//! TENANT must have neither on its host when it starts.
+//!
 //! `tokens` instead gives every declared instance without one a gateway token, as
 //! `mtp secrets gen` does (with its `# review:` line), in one process: thousands of
 //! `mtp secrets gen` would each decrypt the fingerprint key again.
@@ -32,6 +38,13 @@ fn main() -> miette::Result<()> {
     let keyring = Keyring::from_env()?;
     if mode.as_deref() == Some("tokens") {
         return tokens(&manifest, &keyring);
+    }
+    if mode.as_deref() == Some("time") {
+        let tenant = args
+            .next()
+            .ok_or_else(|| miette::miette!("time: which tenant?"))?;
+        let reps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+        return time(&manifest, &keyring, &tenant, reps);
     }
     let parallel: usize = mode.and_then(|a| a.parse().ok()).unwrap_or(8);
     let networks_too = args.next().as_deref() != Some("no-networks");
@@ -130,4 +143,79 @@ fn tokens(manifest: &std::path::Path, keyring: &Keyring) -> miette::Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Creates `tenant`'s network and container `reps` times as apply would, removing both after
+/// each; prints the time of each create.
+fn time(
+    manifest: &std::path::Path,
+    keyring: &Keyring,
+    tenant: &str,
+    reps: usize,
+) -> miette::Result<()> {
+    let session = Session::open_dir(manifest).map_err(|e| miette::miette!("{e}"))?;
+    let desired = session
+        .desired(keyring)
+        .map_err(|e| miette::miette!("{e}"))?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| miette::miette!("{e}"))?;
+    rt.block_on(async {
+        let hosts = mtp::fleet::pipeline::connect(&session, &[])
+            .await
+            .map_err(|e| miette::miette!("{e}"))?;
+        let observed = hosts
+            .observe(session.fleet(), &session.all_claims(), false, 8)
+            .await;
+        let plan = session.plan_hosts(&desired, &hosts, &observed, &PlanRequest::default());
+        let specs = desired.by_tenant();
+        let spec = specs
+            .get(tenant)
+            .ok_or_else(|| miette::miette!("no tenant {tenant}"))?;
+        let action = plan
+            .actions
+            .iter()
+            .find(|a| a.tenant == tenant)
+            .ok_or_else(|| miette::miette!("{tenant} is not in the plan"))?;
+        let host = hosts
+            .hosts
+            .iter()
+            .find(|h| h.name == action.host)
+            .ok_or_else(|| miette::miette!("no host {}", action.host))?;
+        let Ok(engine) = &host.engine else {
+            return Err(miette::miette!("host {} is unreachable", host.name));
+        };
+        let labels = container_labels(spec, session.fleet(), desired.commit.as_deref(), None);
+        for _ in 0..reps {
+            let t0 = Instant::now();
+            for n in &action.new_networks {
+                let subnet = n.subnet.as_deref().and_then(|s| s.parse().ok());
+                engine
+                    .ensure_network(&n.name, session.fleet(), subnet)
+                    .await
+                    .map_err(|e| miette::miette!("network {}: {e}", n.name))?;
+            }
+            let net = t0.elapsed();
+            let t1 = Instant::now();
+            let id = engine
+                .create_container(&spec.name, spec, &labels)
+                .await
+                .map_err(|e| miette::miette!("{}: {e}", spec.name))?;
+            let ctr = t1.elapsed();
+            println!(
+                "create {:.1} {:.1}",
+                net.as_secs_f64() * 1e3,
+                ctr.as_secs_f64() * 1e3
+            );
+            engine
+                .remove(&id)
+                .await
+                .map_err(|e| miette::miette!("remove {}: {e}", spec.name))?;
+            for n in &action.new_networks {
+                engine
+                    .remove_network(&n.name)
+                    .await
+                    .map_err(|e| miette::miette!("remove network {}: {e}", n.name))?;
+            }
+        }
+        Ok(())
+    })
 }

@@ -229,6 +229,16 @@ fn block_foreign_networks(
 ) {
     let by_tenant: BTreeMap<&str, &ContainerSpec> =
         specs.iter().map(|s| (s.instance.as_str(), s)).collect();
+    // The first network of each name that is not this fleet's, looked up by name: a scan of
+    // every network per action was quadratic (10,000 tenants: 10^8 name comparisons).
+    let mut foreign_by_name: BTreeMap<&str, &crate::engine::EngineNetwork> = BTreeMap::new();
+    for n in live
+        .engine_networks
+        .iter()
+        .filter(|n| n.fleet.as_deref() != Some(fleet))
+    {
+        foreign_by_name.entry(n.name.as_str()).or_insert(n);
+    }
     for a in actions.iter_mut() {
         let Some(spec) = by_tenant.get(a.tenant.as_str()) else {
             continue;
@@ -236,11 +246,10 @@ fn block_foreign_networks(
         if a.blocked.is_some() || a.action == ActionKind::Remove {
             continue;
         }
-        let foreign = spec.networks.iter().find_map(|want| {
-            live.engine_networks
-                .iter()
-                .find(|n| n.name == want.name && n.fleet.as_deref() != Some(fleet))
-        });
+        let foreign = spec
+            .networks
+            .iter()
+            .find_map(|want| foreign_by_name.get(want.name.as_str()).copied());
         if let Some(n) = foreign {
             let owner = match &n.fleet {
                 Some(other) => format!("belongs to fleet `{other}`"),
@@ -527,6 +536,42 @@ mod tests {
         assert_eq!(plan.action("u").unwrap().action, ActionKind::Noop);
         assert_eq!(plan.summary().r#move, 1);
         assert_eq!(plan.hosts.len(), 2);
+    }
+
+    #[test]
+    fn a_foreign_network_blocks_even_behind_one_of_this_fleets_of_the_same_name() {
+        let d = desired(&manifest(&[("t", "a"), ("u", "a"), ("v", "a")], "2g"));
+        let net = |tenant: &str| {
+            d.specs
+                .iter()
+                .find(|s| s.instance == tenant)
+                .unwrap()
+                .networks[0]
+                .name
+                .clone()
+        };
+        let mut live = LiveState::default();
+        for (name, fleet, subnet) in [
+            // this fleet's own: not foreign
+            (net("t"), Some("h"), "10.1.0.0/28"),
+            // another fleet's and an unlabelled one, each after one of this fleet's of the
+            // same name (Docker does not keep names unique): the first foreign one is named
+            (net("u"), Some("h"), "10.1.0.16/28"),
+            (net("u"), Some("other"), "10.1.0.32/28"),
+            (net("v"), None, "10.1.0.48/28"),
+        ] {
+            live.engine_networks.push(crate::engine::EngineNetwork {
+                name,
+                subnets: vec![subnet.into()],
+                fleet: fleet.map(str::to_string),
+            });
+        }
+        let plan = plan_of(&d, Ok(&live), Ok(&LiveState::default()));
+        assert_eq!(plan.action("t").unwrap().blocked, None);
+        let u = plan.action("u").unwrap().blocked.clone().unwrap();
+        assert!(u.contains("belongs to fleet `other`"), "{u}");
+        let v = plan.action("v").unwrap().blocked.clone().unwrap();
+        assert!(v.contains("carries no `mtp.fleet` label"), "{v}");
     }
 
     #[test]
