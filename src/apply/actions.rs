@@ -471,6 +471,34 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             || a.drift.iter().any(|d| d.kind == DriftKind::Missing)
     }
 
+    /// Gives the tenant's data directory to the uid its container runs as (data made by an
+    /// mtp before `uid`, copied from another host, or read back from a snapshot).
+    pub(super) async fn give_data(&self, spec: &ContainerSpec) -> Result<(), String> {
+        crate::backup::restore::own(self.engine, spec, &self.plan.fleet, spec.owner())
+            .await
+            .map_err(|e| format!("cannot give the data to uid {}: {e}", spec.owner().0))
+    }
+
+    /// Writes a container's `openclaw.json` and secrets file, owned by its uid, before it
+    /// first starts.
+    pub(super) async fn write_config_and_secrets(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+    ) -> Result<(), String> {
+        let secrets = Zeroizing::new(spec.secrets_json());
+        let files = Files {
+            config: Some(&spec.config),
+            secrets: Some(&secrets),
+            owner: spec.owner(),
+            live: false,
+        };
+        self.engine
+            .write_files(id, &files)
+            .await
+            .map_err(|e| format!("cannot write openclaw.json and secrets: {e}"))
+    }
+
     async fn create(
         &self,
         a: &TenantAction,
@@ -513,27 +541,14 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         // under another uid: give it to this container's before it starts.
         if keep && runs_gateway(spec) {
             self.step(run, "giving its data to its uid");
-            if let Err(e) =
-                crate::backup::restore::own(self.engine, spec, fleet, spec.owner()).await
-            {
-                return Err(undo(format!(
-                    "cannot give its data to uid {}: {e}",
-                    spec.owner().0
-                ))
-                .await);
+            if let Err(e) = self.give_data(spec).await {
+                return Err(undo(e).await);
             }
         }
-        let secrets = Zeroizing::new(spec.secrets_json());
-        let files = Files {
-            config: Some(&spec.config),
-            secrets: Some(&secrets),
-            owner: spec.owner(),
-            live: false,
-        };
         if runs_gateway(spec)
-            && let Err(e) = self.engine.write_files(id, &files).await
+            && let Err(e) = self.write_config_and_secrets(id, spec).await
         {
-            return Err(undo(format!("cannot write openclaw.json and secrets: {e}")).await);
+            return Err(undo(e).await);
         }
         self.step(run, "starting");
         if let Err(e) = Run::timed(&mut run.waits.start_ms, self.engine.start(id)).await {
@@ -677,26 +692,14 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
         run: &mut Run<'_>,
     ) -> Result<(), String> {
         let (spec, old_id, new_id) = (r.spec, r.old.container_id.as_str(), r.new_id.as_str());
-        let secrets = Zeroizing::new(spec.secrets_json());
-        let files = Files {
-            config: Some(&spec.config),
-            secrets: Some(&secrets),
-            owner: spec.owner(),
-            live: false,
-        };
         let write = async {
             if !runs_gateway(spec) {
                 return Ok(());
             }
             if r.changes.old_owner.is_some() {
-                crate::backup::restore::own(self.engine, spec, &self.plan.fleet, spec.owner())
-                    .await
-                    .map_err(|e| format!("cannot give the data to uid {}: {e}", spec.owner().0))?;
+                self.give_data(spec).await?;
             }
-            self.engine
-                .write_files(new_id, &files)
-                .await
-                .map_err(|e| format!("cannot write openclaw.json and secrets: {e}"))
+            self.write_config_and_secrets(new_id, spec).await
         };
         if r.old.running {
             self.step(run, "stopping the old container");

@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::engine::Files;
 use crate::engine::spool::{Spool, blocking};
 use crate::manifest::STATE_DIR;
 
@@ -149,28 +148,11 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
 
         // 4. The copied data is the old container's uid's: give it to this one's. Then its
         // config and secrets, then start and gate.
-        if let Err(e) =
-            crate::backup::restore::own(self.engine, spec, &self.plan.fleet, spec.owner()).await
-        {
-            return Err(undo(
-                format!("cannot give the data to uid {}: {e}", spec.owner().0),
-                Some(new_id),
-            )
-            .await);
+        if let Err(e) = self.give_data(spec).await {
+            return Err(undo(e, Some(new_id)).await);
         }
-        let secrets = Zeroizing::new(spec.secrets_json());
-        let write = Files {
-            config: Some(&spec.config),
-            secrets: Some(&secrets),
-            owner: spec.owner(),
-            live: false,
-        };
-        if let Err(e) = self.engine.write_files(&new_id, &write).await {
-            return Err(undo(
-                format!("cannot write openclaw.json and secrets: {e}"),
-                Some(new_id),
-            )
-            .await);
+        if let Err(e) = self.write_config_and_secrets(&new_id, spec).await {
+            return Err(undo(e, Some(new_id)).await);
         }
         self.step(run, "starting the new container");
         if let Err(e) = Run::timed(&mut run.waits.start_ms, self.engine.start(&new_id)).await {

@@ -9,10 +9,8 @@
 use super::dirs::{MARKS_DIR, Mark};
 use super::*;
 use crate::backup::{Budget, offsite, restore};
-use crate::engine::Files;
 use crate::engine::spool::blocking;
 use crate::manifest::STATE_DIR;
-use zeroize::Zeroizing;
 
 /// How a tenant's mark reads while its recovery is under way.
 pub const RECOVERING: &str = "recovering";
@@ -132,26 +130,11 @@ impl<E: Engine, P: GatewayProbe> Executor<'_, E, P> {
             )
             .await);
         }
-        if let Err(e) = restore::own(self.engine, spec, &fleet, spec.owner()).await {
-            return Err(undo(
-                format!("cannot give the data to uid {}: {e}", spec.owner().0),
-                Some(new_id),
-            )
-            .await);
+        if let Err(e) = self.give_data(spec).await {
+            return Err(undo(e, Some(new_id)).await);
         }
-        let secrets = Zeroizing::new(spec.secrets_json());
-        let files = Files {
-            config: Some(&spec.config),
-            secrets: Some(&secrets),
-            owner: spec.owner(),
-            live: false,
-        };
-        if let Err(e) = self.engine.write_files(&new_id, &files).await {
-            return Err(undo(
-                format!("cannot write openclaw.json and secrets: {e}"),
-                Some(new_id),
-            )
-            .await);
+        if let Err(e) = self.write_config_and_secrets(&new_id, spec).await {
+            return Err(undo(e, Some(new_id)).await);
         }
         if let Err(e) = self.mark(&a.tenant, RECOVERED).await {
             return Err(undo(format!("cannot mark its data directory: {e}"), Some(new_id)).await);
