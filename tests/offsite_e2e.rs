@@ -633,6 +633,19 @@ fn a_lost_hosts_tenants_are_recovered_on_another_host_from_their_snapshots() {
     let o = f.mtp(&["apply", "--auto-approve", "plan.json"]);
     assert!(o.status.success(), "{}", text(&o));
     println!("{}", text(&o));
+    let mut secrets = f.secret_values();
+    secrets.push(password.clone());
+    assert_no_secret(&secrets, "the recovery plan", said.as_bytes());
+    assert_no_secret(
+        &secrets,
+        "the saved recovery plan",
+        &std::fs::read(f.path().join("plan.json")).unwrap(),
+    );
+    assert_no_secret(
+        &secrets,
+        "the recovery's apply output",
+        &[o.stdout.clone(), o.stderr.clone()].concat(),
+    );
     for (t, id) in [("beta", &beta_id), ("gamma", &gamma_id)] {
         assert!(f.container(t).healthy(), "{t}: {}", text(&o));
         let target = tempfile::tempdir().unwrap();
