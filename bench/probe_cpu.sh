@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Benchmark: the CPU a running tenant's health probe costs, per tenant-hour, before and after
-# `health.running_interval`, on the real gateway image. Target: at most 0.2 % of a core.
+# `health.running_interval` and the `node:net` probe, on the real gateway image. Target: at
+# most 0.2 % of a core.
 #
 #   MTP=target/release/mtp bench/probe_cpu.sh                  # DURATION=600 COUNT=2
 #   DURATION=120 COUNT=1 IMAGE=mtp-openclaw-real:2026.9.6-605cec75 bench/probe_cpu.sh
 #
-# One throwaway fleet, applied by mtp, 3 x COUNT tenants of the same image and config, side
+# One throwaway fleet, applied by mtp, 4 x COUNT tenants of the same image and config, side
 # by side on one engine:
-#   p5-*    before: the engine probes a running tenant every 5 s (the old setting:
-#           `running_interval = "5s"`, what `health.interval` alone gave)
-#   p30-*   after: what mtp renders now (`running_interval` left at its default, 30 s)
+#   p5-*    before: the `fetch` probe mtp rendered before (`OLD_PROBE`), run by the engine every 5 s
+#           (`running_interval = "5s"`, what `health.interval` alone gave)
+#   f30-*   the same `fetch` probe every 30 s (the default `running_interval`)
+#   p30-*   after: what mtp renders now (its default `node:net` probe, every 30 s)
 #   idle-*  the baseline: `running_interval = "24h"`, so the engine never probes it within
 #           the window (on API 1.44+ engines too: its start interval ends with the start
 #           period); the gateway's own idle CPU
-# Every tenant runs the same probe command (mtp's default `node -e` check) and passed apply's
+# Every tenant passed apply's
 # health gate. Once all are up, it waits SETTLE seconds, then reads each container's cgroup
 # CPU (cpuacct.usage, user and system; a healthcheck exec runs in the container's cgroup)
 # at the start and the end of DURATION seconds. Probe cost = a group's mean CPU - the idle
@@ -49,23 +51,26 @@ next_port() {
   port=$((port + 1))
   while ss -Hltn "sport = :$port" | grep -q .; do port=$((port + 1)); done
 }
+# the default probe mtp rendered before (`fetch`, which loads undici in each probe's node)
+OLD_PROBE='["node", "-e", "Promise.all([fetch('"'"'http://127.0.0.1:18789/startupz'"'"'),fetch('"'"'http://127.0.0.1:18789/readyz'"'"').then(r=>r.json()).then(j=>console.log(JSON.stringify({ready:j.ready,failing:j.failing})),()=>{})]).then(([s])=>process.exit(s.ok?0:1),()=>process.exit(1))"]'
 tenants=()
 {
   printf '[fleet]\nname = "%s"\ndata_root = "%s/data"\n\n' "$FLEET" "$work"
   printf '[hosts.local]\nendpoint = "%s"\nmemory = "%dg"\nsubnet_pool = "10.124.0.0/16"\nsubnet_size = 28\n\n' \
-    "${DOCKER_HOST:-unix:///var/run/docker.sock}" $((3 * COUNT * 2 + 4))
+    "${DOCKER_HOST:-unix:///var/run/docker.sock}" $((4 * COUNT * 2 + 4))
   printf '[defaults]\nhost = "local"\nimage = "%s"\nmemory = "2g"\ncpus = 1.0\n' "$IMAGE"
   # a real gateway needs 20-60 s to start on an idle 2-core host, minutes on a busy one
   printf 'health = { start_period = "600s", gate_timeout = "900s" }\n\n'
 
   for i in $(seq 1 "$COUNT"); do
-    for g in p5 p30 idle; do
+    for g in p5 f30 p30 idle; do
       t="$g-$i"
       tenants+=("$t")
       next_port
       printf '[tenants.%s]\nport = %d\n' "$t" "$port"
       case $g in
-        p5) printf 'health = { running_interval = "5s", start_period = "600s", gate_timeout = "900s" }\n' ;;
+        p5) printf 'health = { command = %s, running_interval = "5s", start_period = "600s", gate_timeout = "900s" }\n' "$OLD_PROBE" ;;
+        f30) printf 'health = { command = %s, start_period = "600s", gate_timeout = "900s" }\n' "$OLD_PROBE" ;;
         idle) printf 'health = { running_interval = "24h", start_period = "600s", gate_timeout = "900s" }\n' ;;
       esac
       printf '\n'
@@ -119,10 +124,10 @@ idle = statistics.mean(per["idle"]) * 3600 / dur
 print()
 print(f"idle gateway (no probe in the window): {idle:.1f} CPU s per tenant-hour ({idle / 36:.3f} % of a core)")
 print()
-print("| probe interval | CPU s per tenant-hour (all) | probe cost, CPU s per tenant-hour | probe cost, % of a core | per probe |")
+print("| probe | CPU s per tenant-hour (all) | probe cost, CPU s per tenant-hour | probe cost, % of a core | per probe |")
 print("| --- | --- | --- | --- | --- |")
-for g, interval in (("p5", 5), ("p30", 30)):
+for g, what, interval in (("p5", "fetch, every 5 s (before)", 5), ("f30", "fetch, every 30 s", 30), ("p30", "node:net, every 30 s (now)", 30)):
     tot = statistics.mean(per[g]) * 3600 / dur
     probe = tot - idle
-    print(f"| {interval} s | {tot:.1f} | {probe:.1f} | {probe / 36:.3f} % | {probe / (3600 / interval) * 1000:.0f} ms |")
+    print(f"| {what} | {tot:.1f} | {probe:.1f} | {probe / 36:.3f} % | {probe / (3600 / interval) * 1000:.0f} ms |")
 PY

@@ -448,3 +448,59 @@ fn a_tenant_probed_every_30s_at_rest_passes_its_gate_as_quickly_as_before() {
     }
     f.assert_converged();
 }
+
+#[test]
+fn a_tenant_made_with_the_earlier_default_probe_is_not_recycled_for_todays() {
+    use mtp::manifest::resolve::{DEFAULT_HEALTH_COMMAND, PREVIOUS_DEFAULT_HEALTH_COMMANDS};
+    let mut f = TestFleet::new("ac-oldprobe");
+    // An earlier mtp made the container with its default probe: the same container as one
+    // whose manifest names that probe.
+    let earlier = PREVIOUS_DEFAULT_HEALTH_COMMANDS[0];
+    let command = serde_json::to_string(earlier).unwrap();
+    // One tenant throughout (its port and uid stay), declared three ways.
+    let acme = Tenant::new("acme");
+    f.declare(vec![
+        acme.clone()
+            .with(&format!("health = {{ command = {command} }}")),
+    ]);
+    assert!(stdout(&f.apply_ok()).contains("1 done"));
+    let before = f.container("acme");
+    let test_of = |id: &str| {
+        docker_ok(&[
+            "inspect",
+            "--format",
+            "{{json .Config.Healthcheck.Test}}",
+            id,
+        ])
+    };
+    assert!(
+        test_of(&before.id).contains("fetch("),
+        "{}",
+        test_of(&before.id)
+    );
+
+    // Upgraded: the manifest leaves the probe at today's default.
+    f.declare(vec![acme.clone()]);
+    f.assert_converged();
+    let o = f.apply_ok();
+    assert!(stdout(&o).contains("No changes"), "{}", text_of(&o));
+    let after = f.container("acme");
+    assert_eq!(after.id, before.id, "not recycled for the probe alone");
+    assert!(test_of(&after.id).contains("fetch("));
+
+    // Any other change that recycles it gives it today's probe, which the stub answers too.
+    f.declare(vec![acme.with("env = { MTP_TEST_PROBE = \"1\" }")]);
+    let o = f.apply_ok();
+    assert!(stdout(&o).contains("1 done"), "{}", text_of(&o));
+    let recycled = f.container("acme");
+    assert_ne!(recycled.id, before.id);
+    let test = test_of(&recycled.id);
+    assert!(
+        test.contains("require('net')") && test.contains(DEFAULT_HEALTH_COMMAND[1]),
+        "{test}"
+    );
+    // The fleet's running interval is 250 ms: Docker's own verdict on it comes at once.
+    let probed = f.containers_once_probed(std::time::Duration::from_secs(20));
+    assert!(probed[0].status.contains("(healthy)"), "{probed:?}");
+    f.assert_converged();
+}

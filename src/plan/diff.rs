@@ -131,7 +131,37 @@ fn carry_over(old: &Fields, spec: &ContainerSpec, desired: &Fields) -> Fields {
             *v = want.clone();
         }
     }
+    if let (Some(hc), Some(want)) = (out.get_mut("healthcheck"), desired.get("healthcheck"))
+        && runs_previous_default_probe(hc, want)
+    {
+        *hc = want.clone();
+    }
     out
+}
+
+/// Whether `old` is `want` but for an earlier mtp's default probe where `want` has the
+/// current default: the same check, not a change.
+fn runs_previous_default_probe(old: &Value, want: &Value) -> bool {
+    use crate::manifest::resolve::{DEFAULT_HEALTH_COMMAND, PREVIOUS_DEFAULT_HEALTH_COMMANDS};
+    let is = |test: Option<&Value>, command: &[&str]| {
+        test.and_then(Value::as_array).is_some_and(|t| {
+            t.len() == command.len() + 1
+                && t[0] == "CMD"
+                && t[1..].iter().zip(command).all(|(a, b)| a == b)
+        })
+    };
+    if !is(want.get("test"), DEFAULT_HEALTH_COMMAND)
+        || !PREVIOUS_DEFAULT_HEALTH_COMMANDS
+            .iter()
+            .any(|c| is(old.get("test"), c))
+    {
+        return false;
+    }
+    let mut old = old.clone();
+    if let Some(o) = old.as_object_mut() {
+        o.insert("test".into(), want["test"].clone());
+    }
+    &old == want
 }
 
 /// Whether `eff` is the desired spec, under either hash definition.
@@ -661,10 +691,16 @@ fn plan_present(
         action.drift.extend(refresh_drift(current, rec, obs));
     }
     let observed = observed.map(|o| carry_over(&o, want.spec, &want.fields));
-    let recorded = eff
-        .fields
-        .as_ref()
-        .map(|f| carry_over(f, want.spec, &want.fields));
+    // A recorded spec that is the wanted one (the common case: a converged fleet) needs no
+    // carrying over, and its hash is the wanted hash: nothing is cloned or hashed again.
+    let recorded_is_wanted = eff.fields.as_ref() == Some(&want.fields);
+    let recorded = eff.fields.as_ref().map(|f| {
+        if recorded_is_wanted {
+            f.clone()
+        } else {
+            carry_over(f, want.spec, &want.fields)
+        }
+    });
     let old_fields = observed.as_ref().or(recorded.as_ref());
 
     let mut forced_by = Vec::new();
@@ -678,7 +714,11 @@ fn plan_present(
             Vec::new()
         }
     };
-    let (drift, forced) = label_drift(current, &eff);
+    let (drift, forced) = label_drift_known(
+        current,
+        &eff,
+        recorded_is_wanted.then_some(want.hash.as_str()),
+    );
     action.drift.extend(drift);
     forced_by.extend(forced);
     forced_by.extend(
@@ -729,7 +769,17 @@ pub(super) fn refresh_drift(
 /// Modified behind our back, by what Docker reports against what we recorded: the image
 /// it runs, and a spec-hash label that is not the hash of the recorded spec. Each forces a
 /// recycle (the second list: why, for `forced_by`).
+#[cfg(test)]
 pub(super) fn label_drift(current: &LiveContainer, eff: &Effective) -> (Vec<Drift>, Vec<String>) {
+    label_drift_known(current, eff, None)
+}
+
+/// [`label_drift`], given the hash of the recorded spec where it is already known.
+fn label_drift_known(
+    current: &LiveContainer,
+    eff: &Effective,
+    recorded_hash: Option<&str>,
+) -> (Vec<Drift>, Vec<String>) {
     let mut drift = Vec::new();
     let mut forced_by = Vec::new();
     let Some(old) = &eff.fields else {
@@ -748,7 +798,11 @@ pub(super) fn label_drift(current: &LiveContainer, eff: &Effective) -> (Vec<Drif
         ));
         forced_by.push("image (modified outside mtp)".into());
     }
-    if eff.hash.as_deref() != Some(hash_fields(old).as_str()) {
+    let consistent = match recorded_hash {
+        Some(h) => eff.hash.as_deref() == Some(h),
+        None => eff.hash.as_deref() == Some(hash_fields(old).as_str()),
+    };
+    if !consistent {
         drift.push(drift_on(
             current,
             DriftKind::Modified,

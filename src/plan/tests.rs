@@ -509,3 +509,43 @@ fn under_older_labels_a_rotated_secret_still_recycles_and_a_patch_stays_a_patch(
     assert_eq!(fields, ["limits.memory"]);
 }
 mod decisions;
+
+/// `spec` as an earlier mtp rendered it: its default probe in place of today's.
+fn with_previous_default_probe(spec: &ContainerSpec) -> ContainerSpec {
+    use crate::manifest::resolve::{DEFAULT_HEALTH_COMMAND, PREVIOUS_DEFAULT_HEALTH_COMMANDS};
+    let mut old = spec.clone();
+    assert_eq!(old.healthcheck.test[1..], *DEFAULT_HEALTH_COMMAND);
+    old.healthcheck.test = std::iter::once("CMD")
+        .chain(PREVIOUS_DEFAULT_HEALTH_COMMANDS[0].iter().copied())
+        .map(str::to_string)
+        .collect();
+    old
+}
+
+#[test]
+fn a_container_running_an_earlier_default_probe_is_converged_not_recycled() {
+    let spec = specs(&one(0, 0, 0, 0)).remove(0);
+    let mut engine = FakeEngine::default();
+    let c = engine.container_for(&with_previous_default_probe(&spec), FLEET);
+    engine.state_mut().containers.push(c);
+    let p = plan(&desired(vec![spec.clone()]), &engine.state(), &opts(false));
+    assert!(!p.has_changes(), "{}", crate::report::human(&p, false));
+
+    // Anything else changed with it is still a change.
+    let mut slower = with_previous_default_probe(&spec);
+    slower.healthcheck.interval_ms += 1000;
+    let mut engine = FakeEngine::default();
+    let c = engine.container_for(&slower, FLEET);
+    engine.state_mut().containers.push(c);
+    let p = plan(&desired(vec![spec.clone()]), &engine.state(), &opts(false));
+    assert!(p.has_changes(), "{}", crate::report::human(&p, false));
+
+    // A probe the manifest sets is compared as it is.
+    let mut own = spec.clone();
+    own.healthcheck.test = vec!["CMD".into(), "true".into()];
+    let mut engine = FakeEngine::default();
+    let c = engine.container_for(&with_previous_default_probe(&spec), FLEET);
+    engine.state_mut().containers.push(c);
+    let p = plan(&desired(vec![own]), &engine.state(), &opts(false));
+    assert!(p.has_changes(), "{}", crate::report::human(&p, false));
+}

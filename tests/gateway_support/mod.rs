@@ -18,15 +18,6 @@ use bollard::models::{
     PortBinding,
 };
 
-/// The healthcheck mtp gives a tenant by default (`node -e`: exit by `/startupz`, print
-/// `/readyz`'s failing channels).
-pub const HEALTH_CMD: [&str; 4] = [
-    "CMD",
-    "node",
-    "-e",
-    "Promise.all([fetch('http://127.0.0.1:18789/startupz'),fetch('http://127.0.0.1:18789/readyz').then(r=>r.json()).then(j=>console.log(JSON.stringify({ready:j.ready,failing:j.failing})),()=>{})]).then(([s])=>process.exit(s.ok?0:1),()=>process.exit(1))",
-];
-
 /// Fails the test loudly when no engine answers: a skipped e2e test must not pass.
 pub fn require_engine() {
     let ok = Command::new("docker")
@@ -206,7 +197,16 @@ impl GatewayContainer {
             user: Some("1000:1000".into()),
             exposed_ports: Some(vec!["18789/tcp".into()]),
             healthcheck: Some(HealthConfig {
-                test: Some(HEALTH_CMD.iter().map(|s| s.to_string()).collect()),
+                test: Some(
+                    std::iter::once("CMD")
+                        .chain(
+                            mtp::manifest::resolve::DEFAULT_HEALTH_COMMAND
+                                .iter()
+                                .copied(),
+                        )
+                        .map(str::to_string)
+                        .collect(),
+                ),
                 interval: Some(ns(opts.health_interval)),
                 timeout: Some(ns(Duration::from_secs(3))),
                 retries: Some(2),

@@ -100,6 +100,10 @@ fn run(args: &[String]) -> i32 {
         println!("{VERSION}");
         return 0;
     }
+    // node's own options before `-e` (`--v8-pool-size=0`) change nothing here.
+    while rest.len() > 1 && rest[0].starts_with("--") && rest[0] != "--version" {
+        rest.remove(0);
+    }
     if rest.first() == Some(&"-e") {
         let script = rest.get(1).copied().unwrap_or("");
         if script.contains("rmSync(process.argv[1]") {
