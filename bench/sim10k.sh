@@ -5,9 +5,12 @@
 #
 #   bench/sim10k.sh                               # 10 engines x 1,000 tenants
 #   MTP=target/release/mtp ENGINES=10 PER=200 bench/sim10k.sh
+#   HOLD=/tmp/hold bench/sim10k.sh                # engines kept up until /tmp/hold is removed
 #
 # Target: the 10,000-tenant plan under 1.5 s, and each engine answering as many requests as
-# the engine of a one-engine fleet does.
+# the engine of a one-engine fleet does. Timed side by side: the 10,000-tenant plan, the
+# 1,000-tenant one-engine plan, and the engines' own container lists sent at once by curl
+# (what the engines alone take to answer, on the cores they share with mtp here).
 #
 # Each engine is started as tests/common/second_engine.rs starts one: its own socket,
 # --data-root, --exec-root, --pidfile, a bridge made with `ip link add` on a 10.X.255.0/24 of
@@ -35,7 +38,7 @@ PARALLEL=${PARALLEL:-8}
 # (tests/common/second_engine.rs), the fleets' default subnet pool 10.112.0.0/16.
 OCTET=${OCTET:-120}
 
-for bin in dockerd docker ip hyperfine; do
+for bin in dockerd docker ip hyperfine curl; do
   if ! command -v $bin >/dev/null; then
     [ $bin = hyperfine ] && apt-get install -y -q hyperfine >/dev/null || { echo "sim10k.sh: $bin is needed" >&2; exit 1; }
   fi
@@ -159,7 +162,23 @@ per_engine=$(echo "$big_calls" | tr ' ' '\n' | grep . | sort -u)
   && echo "   each engine: $per_engine requests, as the one-engine fleet's engine" >&2 \
   || echo "   NOT EQUAL: see above" >&2
 
+# HOLD=FILE: keep the engines up while FILE exists (to profile against them by hand).
+if [ -n "${HOLD:-}" ]; then
+  touch "$HOLD"
+  echo "== holding while $HOLD exists: fleets in $work/big and $work/one" >&2
+  while [ -e "$HOLD" ]; do sleep 2; done
+fi
 (cd "$work/big" && MTP_TIMINGS=1 "$MTP" plan --no-preflight >/dev/null) 2>&1 | sed 's/^/   /' >&2
+# The engines' own share, side by side: the one request of a plan that grows with the fleet
+# (each engine's list of the fleet's containers, as mtp asks for it), sent to every engine at
+# once by curl, which does nothing with the answers. On one machine the engines share its
+# cores with mtp, so this is a floor under the plan's time that no client can go below.
+filter=$(python3 -c 'import json,urllib.parse; print(urllib.parse.quote(json.dumps({"label": ["mtp.fleet=sim10k"]})))')
+for k in $(seq 1 "$ENGINES"); do
+  echo "curl -sf --unix-socket $work/e$k/docker.sock 'http://engine/v1.41/containers/json?all=true&size=false&filters=$filter' -o /dev/null &"
+done > "$work/lists.sh"
+echo wait >> "$work/lists.sh"
 hyperfine -N --warmup 2 --runs "$RUNS" \
   -n "mtp plan ($((ENGINES * PER)) tenants over $ENGINES engines)" "$MTP --fleet $work/big/fleet.toml plan --no-preflight" \
-  -n "mtp plan ($PER tenants, one engine)" "env DOCKER_HOST=unix://$work/e1/docker.sock $MTP --fleet $work/one/fleet.toml plan --no-preflight"
+  -n "mtp plan ($PER tenants, one engine)" "env DOCKER_HOST=unix://$work/e1/docker.sock $MTP --fleet $work/one/fleet.toml plan --no-preflight" \
+  -n "the $ENGINES engines' container lists alone, at once (curl)" "bash $work/lists.sh"

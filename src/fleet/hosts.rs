@@ -154,28 +154,22 @@ impl Session {
             .collect()
     }
 
-    /// What the fleet's containers claim on each host's engine.
+    /// What the fleet's containers claim on each host's engine (names, host ports): one pass
+    /// over the instances, however many hosts.
     pub fn all_claims(&self) -> BTreeMap<String, Claims> {
-        self.loaded
-            .manifest
+        let m = &self.loaded.manifest;
+        let mut all: BTreeMap<String, Claims> = m
             .host_names()
             .into_iter()
-            .map(|h| {
-                let c = self.claims_on(&h);
-                (h, c)
-            })
-            .collect()
-    }
-
-    /// What the fleet's containers claim on `host`'s engine (names, host ports).
-    pub fn claims_on(&self, host: &str) -> Claims {
-        let m = &self.loaded.manifest;
-        let mut claims = Claims::default();
-        for inst in m.instances().into_iter().filter(|i| i.host == host) {
-            claims.names.insert(m.container_name(&inst.name));
-            claims.ports.insert(inst.port);
+            .map(|h| (h, Claims::default()))
+            .collect();
+        for inst in m.instances() {
+            if let Some(claims) = all.get_mut(&inst.host) {
+                claims.names.insert(m.container_name(&inst.name));
+                claims.ports.insert(inst.port);
+            }
         }
-        claims
+        all
     }
 
     /// The plan of `desired` over every observed host: moves between hosts, unreachable

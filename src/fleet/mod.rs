@@ -58,8 +58,13 @@ pub fn available_secrets(store: &SecretStore) -> Result<AvailableSecrets, Secret
 
 /// Checks the files against every rule without refusing them: what `mtp validate` reports.
 pub fn validate(files: &FleetFiles) -> Result<Validation, SessionError> {
-    let store = files.store();
-    let available = available_secrets(&store)?;
+    validate_with(files, &files.store())
+}
+
+/// [`validate`] with the secrets read from `store` (the session's own, so each file is
+/// parsed once for both).
+fn validate_with(files: &FleetFiles, store: &SecretStore) -> Result<Validation, SessionError> {
+    let available = available_secrets(store)?;
     Ok(crate::manifest::validate_source(
         &files.manifest_path,
         files.manifest.clone(),
@@ -151,11 +156,11 @@ pub fn check_secrets(
 impl Session {
     /// Validates `files`; any error refuses them (nothing is touched on any engine).
     pub fn open(files: FleetFiles) -> Result<Session, SessionError> {
-        let validation = validate(&files)?;
+        let store = files.store();
+        let validation = validate_with(&files, &store)?;
         let (loaded, warnings) = validation
             .into_result()
             .map_err(|r| SessionError::Invalid(Box::new(r)))?;
-        let store = files.store();
         Ok(Session {
             files,
             loaded,

@@ -107,15 +107,24 @@ pub fn own_ports<'a>(fleet: &str, lives: impl IntoIterator<Item = &'a LiveState>
         if let Some(t) = c.tenant().filter(|_| c.fleet() == Some(fleet)) {
             let ports = own.entry(t.to_string()).or_default();
             ports.extend(c.ports.iter().map(|p| p.host_port));
+            // Only the ports are read from the label: the rest is skipped, not decoded.
             let recorded = c
-                .recorded_fields()
-                .and_then(|f| f.get("ports").cloned())
-                .and_then(|v| serde_json::from_value::<Vec<RecordedPort>>(v).ok())
+                .labels
+                .get(crate::render::LABEL_SPEC)
+                .and_then(|l| serde_json::from_str::<RecordedPorts>(l).ok())
+                .map(|r| r.ports)
                 .unwrap_or_default();
             ports.extend(recorded.iter().map(|p| p.host_port));
         }
     }
     own
+}
+
+/// The ports of a container's recorded spec (`mtp.spec`).
+#[derive(serde::Deserialize)]
+struct RecordedPorts {
+    #[serde(default)]
+    ports: Vec<RecordedPort>,
 }
 
 /// A port binding as a container's recorded spec holds it.

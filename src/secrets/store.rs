@@ -161,11 +161,25 @@ pub struct SecretStore {
     /// every decryption and the plan's hash see the same bytes): file name -> text. Such a
     /// store is read-only.
     snapshot: Option<std::sync::Arc<BTreeMap<String, String>>>,
+    /// A snapshot's files as parsed, by owner: validation and the render both read every
+    /// file, and a snapshot does not change.
+    parsed: Parsed,
     /// Decrypted once per identity: every tenant's fingerprints need it.
     fingerprint_key: Mutex<Option<(PathBuf, FingerprintKey)>>,
     /// The fingerprint key once known (decrypted, or just made): values set while it is
     /// known get their `# review:` line.
     review_key: Mutex<Option<FingerprintKey>>,
+}
+
+/// Parsed secrets files by owner (see [`SecretStore::load_shared`]).
+#[derive(Default)]
+struct Parsed(Mutex<BTreeMap<String, std::sync::Arc<SecretsFile>>>);
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |m| m.len());
+        write!(f, "{n} parsed files")
+    }
 }
 
 impl SecretStore {
@@ -194,6 +208,7 @@ impl SecretStore {
         Ok(SecretStore {
             dir: dir.to_path_buf(),
             snapshot: None,
+            parsed: Parsed::default(),
             fingerprint_key: Mutex::new(None),
             review_key: Mutex::new(None),
         })
@@ -210,6 +225,7 @@ impl SecretStore {
                 dir.to_path_buf()
             },
             snapshot: Some(std::sync::Arc::new(files)),
+            parsed: Parsed::default(),
             fingerprint_key: Mutex::new(None),
             review_key: Mutex::new(None),
         }
@@ -313,22 +329,47 @@ impl SecretStore {
 
     /// Every file directly under `secrets/` that mtp reads (`recipients.txt`, `<owner>.toml`),
     /// name -> text: what a snapshot of the store holds.
+    /// The files are read on as many threads as the machine has cores: thousands of small
+    /// files cost their system calls, not their bytes.
     pub fn read_all(&self) -> Result<BTreeMap<String, String>, SecretsError> {
-        let mut out = BTreeMap::new();
-        for name in self.file_names()? {
-            if name.starts_with('.') || !(name.ends_with(".toml") || name == RECIPIENTS_FILE) {
-                continue;
+        let names: Vec<String> = self
+            .file_names()?
+            .into_iter()
+            .filter(|n| !n.starts_with('.') && (n.ends_with(".toml") || n == RECIPIENTS_FILE))
+            .collect();
+        let read = |part: &[String]| -> Result<Vec<(String, String)>, SecretsError> {
+            let mut out = Vec::with_capacity(part.len());
+            for name in part {
+                if let Some(text) = self.read_file(name)? {
+                    out.push((name.clone(), text));
+                }
             }
-            if let Some(text) = self.read_file(&name)? {
-                out.insert(name, text);
-            }
+            Ok(out)
+        };
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        if workers < 2 || names.len() < 256 {
+            return Ok(read(&names)?.into_iter().collect());
         }
-        Ok(out)
+        let chunk = names.len().div_ceil(workers);
+        std::thread::scope(|scope| {
+            let running: Vec<_> = names
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || read(part)))
+                .collect();
+            let mut out = BTreeMap::new();
+            for t in running {
+                out.extend(t.join().expect("a secrets reader panicked")?);
+            }
+            Ok(out)
+        })
     }
 
     /// Names of `owner`'s secrets (nothing is decrypted). Empty when it has no file.
     pub fn names(&self, owner: &str) -> Result<BTreeSet<String>, SecretsError> {
-        Ok(self.load(owner)?.map(|f| f.names()).unwrap_or_default())
+        Ok(self
+            .load_shared(owner)?
+            .map(|f| f.names())
+            .unwrap_or_default())
     }
 
     /// Every owner's secret names, for validation (nothing is decrypted).
@@ -428,7 +469,7 @@ impl SecretStore {
     pub fn reviewed(&self) -> Result<BTreeMap<(String, String), Reviewed>, SecretsError> {
         let mut out = BTreeMap::new();
         for owner in self.owners()? {
-            let Some(file) = self.load(&owner)? else {
+            let Some(file) = self.load_shared(&owner)? else {
                 continue;
             };
             for e in file.entries() {
@@ -694,6 +735,34 @@ impl SecretStore {
             report.files.push(file.path().to_path_buf());
         }
         Ok(report)
+    }
+
+    /// `owner`'s file, parsed once per snapshot (read again from disk otherwise).
+    fn load_shared(
+        &self,
+        owner: &str,
+    ) -> Result<Option<std::sync::Arc<SecretsFile>>, SecretsError> {
+        if self.snapshot.is_none() {
+            return Ok(self.load(owner)?.map(std::sync::Arc::new));
+        }
+        if let Some(f) = self
+            .parsed
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(owner)
+        {
+            return Ok(Some(f.clone()));
+        }
+        let Some(file) = self.load(owner)?.map(std::sync::Arc::new) else {
+            return Ok(None);
+        };
+        self.parsed
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(owner.to_string(), file.clone());
+        Ok(Some(file))
     }
 
     fn load(&self, owner: &str) -> Result<Option<SecretsFile>, SecretsError> {

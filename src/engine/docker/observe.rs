@@ -132,9 +132,7 @@ impl DockerEngine {
                 .and_then(|i| i.mem_total)
                 .and_then(|m| u64::try_from(m).ok()),
             // The engine's host is this machine: its kernel is read here, a few small files.
-            host: self
-                .is_local()
-                .then(|| host::HostKernel::read(std::path::Path::new("/proc"))),
+            host: self.is_local().then(host::HostKernel::local),
         })
     }
 
