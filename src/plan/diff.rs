@@ -692,16 +692,16 @@ fn plan_present(
     }
     let observed = observed.map(|o| carry_over(&o, want.spec, &want.fields));
     // A recorded spec that is the wanted one (the common case: a converged fleet) needs no
-    // carrying over, and its hash is the wanted hash: nothing is cloned or hashed again.
+    // carrying over, and its hash is the wanted hash: it is neither copied nor hashed again.
     let recorded_is_wanted = eff.fields.as_ref() == Some(&want.fields);
-    let recorded = eff.fields.as_ref().map(|f| {
+    let recorded: Option<std::borrow::Cow<Fields>> = eff.fields.as_ref().map(|f| {
         if recorded_is_wanted {
-            f.clone()
+            std::borrow::Cow::Borrowed(f)
         } else {
-            carry_over(f, want.spec, &want.fields)
+            std::borrow::Cow::Owned(carry_over(f, want.spec, &want.fields))
         }
     });
-    let old_fields = observed.as_ref().or(recorded.as_ref());
+    let old_fields = observed.as_ref().or(recorded.as_deref());
 
     let mut forced_by = Vec::new();
     let changes = match old_fields {
@@ -714,7 +714,7 @@ fn plan_present(
             Vec::new()
         }
     };
-    let (drift, forced) = label_drift_known(
+    let (drift, forced) = label_drift(
         current,
         &eff,
         recorded_is_wanted.then_some(want.hash.as_str()),
@@ -768,14 +768,9 @@ pub(super) fn refresh_drift(
 
 /// Modified behind our back, by what Docker reports against what we recorded: the image
 /// it runs, and a spec-hash label that is not the hash of the recorded spec. Each forces a
-/// recycle (the second list: why, for `forced_by`).
-#[cfg(test)]
-pub(super) fn label_drift(current: &LiveContainer, eff: &Effective) -> (Vec<Drift>, Vec<String>) {
-    label_drift_known(current, eff, None)
-}
-
-/// [`label_drift`], given the hash of the recorded spec where it is already known.
-fn label_drift_known(
+/// recycle (the second list: why, for `forced_by`). `recorded_hash`: the hash of the
+/// recorded spec where it is already known.
+pub(super) fn label_drift(
     current: &LiveContainer,
     eff: &Effective,
     recorded_hash: Option<&str>,

@@ -189,16 +189,22 @@ fn an_inspect_that_differs_from_the_record_is_drift_naming_the_fields() {
 fn an_image_or_hash_changed_behind_our_back_forces_a_recycle() {
     let (_, mut c, _) = tenant();
     let live = LiveState::default();
-    assert_eq!(label_drift(&c, &effective(&c, &live)), (vec![], vec![]));
+    assert_eq!(
+        label_drift(&c, &effective(&c, &live), None),
+        (vec![], vec![])
+    );
 
     // Docker may report the image by its id: that is not a change.
     c.image = "sha256:abc".into();
-    assert_eq!(label_drift(&c, &effective(&c, &live)), (vec![], vec![]));
+    assert_eq!(
+        label_drift(&c, &effective(&c, &live), None),
+        (vec![], vec![])
+    );
 
     c.image = "gw:other".into();
     c.labels
         .insert(crate::render::LABEL_SPEC_HASH.into(), "not-the-hash".into());
-    let (drift, forced) = label_drift(&c, &effective(&c, &live));
+    let (drift, forced) = label_drift(&c, &effective(&c, &live), None);
     assert_eq!(drift.len(), 2);
     assert!(drift.iter().all(|d| d.kind == DriftKind::Modified));
     assert_eq!(
